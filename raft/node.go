@@ -1,0 +1,65 @@
+package raft
+
+// Node is one member's consensus core. See the package doc for the contract. It is not safe for
+// concurrent use.
+type Node struct {
+	r *raft
+}
+
+// New creates a node from its configuration and what it had persisted before (empty for a new
+// node). It fails on an invalid Config or an inconsistent PersistentState (entries not contiguous
+// with the snapshot, a commit index beyond the last entry).
+func New(cfg Config, state PersistentState) (*Node, error) {
+	r, err := newRaft(cfg, state)
+	if err != nil {
+		return nil, err
+	}
+	return &Node{r: r}, nil
+}
+
+// Tick advances the node's logical clock by one tick.
+func (n *Node) Tick() { n.r.tick() }
+
+// Step feeds a message received from a peer. Messages from stale terms are ignored; a message
+// addressed to another node is an error.
+func (n *Node) Step(m Message) error { return n.r.step(m) }
+
+// Propose appends data to the log if this node leads, forwards it to the leader if it follows
+// and forwarding is enabled, and otherwise fails with *NotLeaderError or ErrProposalDropped.
+// Success only means the proposal was accepted for replication; it commits when it appears in
+// Ready.CommittedEntries.
+func (n *Node) Propose(data []byte) error { return n.r.propose(data) }
+
+// ProposeConfChange proposes a membership change (see ConfChange).
+func (n *Node) ProposeConfChange(cc ConfChange) error { return n.r.proposeConfChange(cc) }
+
+// ReadIndex requests a linearizable read index. The answer arrives later in Ready.ReadStates with
+// the same ctx (which must be unique among outstanding requests). A follower forwards the request
+// to the leader; without a leader the request fails with *NotLeaderError.
+func (n *Node) ReadIndex(ctx []byte) error { return n.r.readIndex(ctx) }
+
+// TransferLeadership asks the leader to hand leadership to the given voter (dissertation 3.10).
+func (n *Node) TransferLeadership(to NodeID) error { return n.r.transferLeadership(to) }
+
+// Campaign makes the node start an election now (with pre-vote if enabled).
+func (n *Node) Campaign() error { return n.r.campaign() }
+
+// HasReady reports whether Ready would return anything to do.
+func (n *Node) HasReady() bool { return n.r.hasReady() }
+
+// Ready returns what the caller must persist, send and apply. See Ready for the order.
+func (n *Node) Ready() Ready { return n.r.ready() }
+
+// Advance tells the node that everything in rd was done.
+func (n *Node) Advance(rd Ready) { n.r.advance(rd) }
+
+// Compact records that the state machine has captured snap (at an applied index) and drops the
+// log entries it covers. Lagging followers are sent snap from then on.
+func (n *Node) Compact(snap Snapshot) error { return n.r.compact(snap) }
+
+// ReportUnreachable tells the leader that a message to id could not be delivered, so it stops
+// pipelining to id and probes instead.
+func (n *Node) ReportUnreachable(id NodeID) { n.r.reportUnreachable(id) }
+
+// Status returns a copy of the node's state.
+func (n *Node) Status() Status { return n.r.status() }
