@@ -34,5 +34,57 @@
 //   - Configuration changes take effect when applied (as etcd's library), not when appended
 //     (dissertation 4.1); a leader accepts a new change only once the previous one is applied and
 //     an entry of its own term has committed (the dissertation 4.1.1 fix).
-//   - Snapshots travel in chunks of MaxSnapshotChunkBytes, each acknowledged by the follower.
+//   - Snapshots travel in chunks of MaxSnapshotChunkBytes, each acknowledged by the follower
+//     (MsgSnapResp) before the next is sent. A chunk without an acknowledgement for two heartbeat
+//     intervals is resent; a transfer without progress for an election timeout, or interrupted by
+//     a leader change, starts over from the first chunk. The follower buffers at most
+//     MaxSnapshotBytes and acknowledges the whole snapshot with an MsgAppResp sent after persisting
+//     it (MessagesAfterPersist).
+//   - The candidate's own vote and the leader's own append acknowledgement are messages to self
+//     that never leave the core: they are held until Advance confirms that the Ready recording
+//     them was persisted, then stepped like anyone else's. So a candidate wins and a leader commits
+//     only with its own state durable (dissertation 10.2.1: the leader's disk write runs in
+//     parallel with replication but still counts toward the quorum).
+//   - Appends are sent when the caller takes a Ready, not on each Propose, so proposals made in
+//     between travel in one MsgApp per follower (bounded by MaxMsgBytes) — batching without a
+//     timer.
+//   - A follower adopting a higher term from a vote request it does not grant keeps its election
+//     timer running (Figure 2 resets it only on granting a vote); otherwise a candidate with a
+//     stale log could postpone every election that could succeed.
+//   - A node always answers an append or heartbeat from a stale term with its own term (etcd only
+//     does with pre-vote or check-quorum), so that a learner stranded in a higher term is not
+//     ignored forever by a leader that never hears of that term.
+//   - With pre-vote, a node within its leader's lease ignores pre-votes even without check-quorum
+//     (dissertation 9.6); real votes are ignored within the lease only with check-quorum.
+//   - A lease-based read (ReadOnlyLeaseBased) during a leadership transfer falls back to a quorum
+//     round: the transferee's campaign bypasses the lease, so the lease no longer proves that no
+//     other leader exists.
+//   - On the last snapshot chunk the follower checks again whether its log already contains the
+//     snapshot's last entry (paper 7, InstallSnapshot step 6): a delayed append may have brought
+//     it past the snapshot meanwhile, and the leader may count those entries as matched.
+//   - Forwarded requests (MsgProp, MsgReadIndex) carry Term 0: they address whoever leads and take
+//     no part in the term protocol.
+//   - Empty proposals are refused: an EntryNormal with empty Data is the leader's no-op.
+//   - Several changes applied to an empty configuration (the bootstrap entry, or a joining node
+//     applying it) take effect directly: there is no old majority to overlap with.
+//   - With a planted bug active (Config.Bugs) the core tolerates the states the bug produces (a
+//     committed entry overwritten, a commit index beyond the log) instead of panicking, so that
+//     the simulator's checkers see the damage.
+//
+// # Replication flow control
+//
+// The leader tracks each follower in one of three Progress states (see ProgressState and the
+// progress type): probe (position unknown: one append at a time, moved back by the follower's
+// conflict hint on rejection), replicate (position known: appends pipelined within
+// MaxInflightMsgs/MaxInflightBytes) and snapshot (the follower needs the snapshot: chunks only).
+// A heartbeat response reopens a paused probe, and frees one slot of a full replicate window so
+// that lost appends cannot stall a live follower forever.
+//
+// # Limits
+//
+// MaxMsgBytes, MaxInflightMsgs, MaxInflightBytes, MaxUncommittedEntriesBytes,
+// MaxSnapshotChunkBytes and MaxSnapshotBytes are configured (Config). Fixed limits:
+// MaxConfChanges and MaxConfChangeContextBytes (one ConfChange), maxPendingReadIndex (ReadIndex
+// requests a leader holds; beyond it they are refused) and maxCommittedBytesPerReady (entry bytes
+// in one Ready.CommittedEntries, at least one entry).
 package raft

@@ -27,15 +27,17 @@ func (n *Node) Step(m Message) error { return n.r.step(m) }
 // Propose appends data to the log if this node leads, forwards it to the leader if it follows
 // and forwarding is enabled, and otherwise fails with *NotLeaderError or ErrProposalDropped.
 // Success only means the proposal was accepted for replication; it commits when it appears in
-// Ready.CommittedEntries.
+// Ready.CommittedEntries. Empty data is refused: an empty EntryNormal is the leader's no-op.
 func (n *Node) Propose(data []byte) error { return n.r.propose(data) }
 
 // ProposeConfChange proposes a membership change (see ConfChange).
 func (n *Node) ProposeConfChange(cc ConfChange) error { return n.r.proposeConfChange(cc) }
 
 // ReadIndex requests a linearizable read index. The answer arrives later in Ready.ReadStates with
-// the same ctx (which must be unique among outstanding requests). A follower forwards the request
-// to the leader; without a leader the request fails with *NotLeaderError.
+// the same ctx (which must be non-empty and unique among outstanding requests). A follower forwards
+// the request to the leader; without a leader the request fails with *NotLeaderError. A request
+// the leader cannot serve is dropped (the caller times out and retries); a leader change drops
+// pending requests too.
 func (n *Node) ReadIndex(ctx []byte) error { return n.r.readIndex(ctx) }
 
 // TransferLeadership asks the leader to hand leadership to the given voter (dissertation 3.10).
@@ -54,7 +56,10 @@ func (n *Node) Ready() Ready { return n.r.ready() }
 func (n *Node) Advance(rd Ready) { n.r.advance(rd) }
 
 // Compact records that the state machine has captured snap (at an applied index) and drops the
-// log entries it covers. Lagging followers are sent snap from then on.
+// log entries it covers. Lagging followers are sent snap from then on. snap.Meta.Term must be the
+// term of the entry at snap.Meta.Index; an empty snap.Meta.ConfState is filled in with the current
+// configuration when snap.Meta.Index is the applied index (otherwise it is an error). It fails
+// with ErrSnapshotOutOfDate for a snapshot not newer than the current one.
 func (n *Node) Compact(snap Snapshot) error { return n.r.compact(snap) }
 
 // ReportUnreachable tells the leader that a message to id could not be delivered, so it stops

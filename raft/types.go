@@ -28,11 +28,11 @@ const (
 	MsgHeartbeat      MessageType = 7  // Commit = min(leader commit, follower match); Context = read-index round
 	MsgHeartbeatResp  MessageType = 8  // Context echoes the heartbeat's
 	MsgSnap           MessageType = 9  // one chunk of a snapshot: Snapshot meta + Chunk
-	MsgSnapResp       MessageType = 10 // Chunk.Offset = bytes received so far; Reject=true aborts the transfer
+	MsgSnapResp       MessageType = 10 // Index = snapshot index; Chunk.Offset = bytes received so far; Reject=true aborts the transfer
 	MsgTimeoutNow     MessageType = 11 // leadership transfer: campaign now, skipping pre-vote
-	MsgReadIndex      MessageType = 12 // follower asks the leader for a read index; Context identifies the request
+	MsgReadIndex      MessageType = 12 // follower asks the leader for a read index; Context identifies the request; Term 0
 	MsgReadIndexResp  MessageType = 13 // Index = read index; Context echoes; Reject=true if the leader cannot serve it
-	MsgProp           MessageType = 14 // a proposal forwarded from a follower to the leader
+	MsgProp           MessageType = 14 // a proposal forwarded from a follower to the leader; Term 0
 	MsgTransferLeader MessageType = 15 // a request, forwarded to the leader, to transfer leadership to From
 )
 
@@ -290,21 +290,29 @@ type Config struct {
 	MaxInflightMsgs int
 	// MaxInflightBytes bounds the entry bytes in flight to one follower; 0 means no byte bound.
 	MaxInflightBytes uint64
-	// MaxUncommittedEntriesBytes bounds the bytes of entries the leader has appended but not yet
-	// committed; proposals beyond it fail with ErrProposalDropped. 0 means no bound.
+	// MaxUncommittedEntriesBytes bounds the Data bytes of entries the leader has appended but not
+	// yet committed; proposals beyond it fail with ErrTooManyUncommitted (an ErrProposalDropped).
+	// A proposal into an empty budget is always accepted, so one larger than the bound still
+	// goes through. 0 means no bound.
 	MaxUncommittedEntriesBytes uint64
 	// MaxSnapshotChunkBytes bounds the snapshot bytes in one MsgSnap.
 	MaxSnapshotChunkBytes uint64
-	// MaxSnapshotBytes bounds the snapshot a follower accepts to buffer while receiving chunks.
+	// MaxSnapshotBytes bounds the snapshot a follower accepts to buffer while receiving chunks;
+	// a larger one is refused (MsgSnapResp with Reject). 0 means no bound.
 	MaxSnapshotBytes uint64
-	// DisableProposalForwarding makes a follower refuse proposals (ErrNotLeader) instead of
+	// DisableProposalForwarding makes a follower refuse proposals (*NotLeaderError) instead of
 	// forwarding them to the leader.
 	DisableProposalForwarding bool
 	// InitialVoters bootstraps a brand-new cluster: every initial member passes the same list and
 	// writes the same first entry (index 1, term 1, a ConfChange adding them). Leave it empty on a
 	// node that joins an existing cluster or restarts from persisted state.
 	InitialVoters []NodeID
-	// Applied is the last index the state machine had applied before a restart.
+	// InitialContext is the Context of the bootstrap ConfChange (entry 1), e.g. the initial
+	// members' names and addresses. Every initial member must pass identical bytes.
+	InitialContext []byte
+	// Applied is the last index the state machine had applied before a restart (at least the
+	// snapshot index; at most the last persisted index). Committed entries after it are handed
+	// out again, and configuration entries up to it are re-applied to the snapshot's ConfState.
 	Applied uint64
 	// Logger receives the core's rare, important events (elections, leadership changes, config
 	// changes). Nil means slog.Default().
@@ -358,8 +366,9 @@ func (c *Config) Validate() error {
 
 // Errors returned to callers. Callers compare with errors.Is.
 var (
-	// ErrProposalDropped: the proposal was not appended (no leader, a leadership transfer in
-	// progress, a pending configuration change, or the uncommitted-bytes limit). Retry later.
+	// ErrProposalDropped: the proposal was not appended (a leadership transfer in progress, a
+	// pending configuration change, the uncommitted-bytes limit, or too many pending ReadIndex
+	// requests). Retry later. Without a leader, requests fail with *NotLeaderError instead.
 	ErrProposalDropped = errors.New("raft: proposal dropped")
 	// ErrTooManyUncommitted: MaxUncommittedEntriesBytes would be exceeded. It wraps
 	// ErrProposalDropped.
@@ -386,8 +395,10 @@ func (e *NotLeaderError) Error() string {
 	return fmt.Sprintf("raft: not the leader, leader is %d in term %d", e.Leader, e.Term)
 }
 
-// PersistentState is what a node restarts from: the durable HardState, the latest snapshot's
-// metadata (if any) and the durable log entries that follow it, in index order.
+// PersistentState is what a node restarts from: the durable HardState, the latest snapshot (if
+// any) and the durable log entries that follow it, in index order. The snapshot must include its
+// Data, not just its metadata: a node that becomes leader sends it to lagging followers. The core
+// keeps references to Data and entry Data and never modifies them.
 type PersistentState struct {
 	HardState HardState
 	Snapshot  *Snapshot
