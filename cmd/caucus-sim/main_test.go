@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestCleanSweep(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"-seeds", "10", "-nodes", "3"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	for _, want := range []string{"seeds run:          10", "violations:         0", "reads checked:", "faults injected:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+	if !strings.Contains(errb.String(), "\r[") || !strings.Contains(errb.String(), "10/10 seeds") {
+		t.Errorf("no progress bar on stderr: %q", errb.String())
+	}
+}
+
+// TestPlantedBugExits1 checks that a violation sets the exit status and prints the lowest
+// failing seed with its replay command, whatever the number of workers.
+func TestPlantedBugExits1(t *testing.T) {
+	var first string
+	for _, workers := range []string{"1", "2"} {
+		var out, errb bytes.Buffer
+		code := run([]string{"-seeds", "20", "-nodes", "3", "-bug", "VoteForShorterLog", "-workers", workers}, &out, &errb)
+		if code != 1 {
+			t.Fatalf("workers=%s: exit %d, want 1\n%s", workers, code, out.String())
+		}
+		i := strings.Index(out.String(), "VIOLATION")
+		if i < 0 || !strings.Contains(out.String()[i:], "replay: go run ./cmd/caucus-sim -seed ") {
+			t.Fatalf("workers=%s: no violation report with a replay command:\n%s", workers, out.String())
+		}
+		if first == "" {
+			first = out.String()[i:]
+		} else if out.String()[i:] != first {
+			t.Fatalf("the reported violation depends on the number of workers:\n%s\nvs\n%s", first, out.String()[i:])
+		}
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{{"-bug", "Nope"}, {"-nodes", "0"}, {"-profile", "x"}, {"-store", "x"}, {"-v"}} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+}

@@ -1,0 +1,42 @@
+// Package sim is caucus's deterministic whole-cluster simulator, in the spirit of TigerBeetle's
+// VOPR and FoundationDB's simulation: N raft.Node cores, their durable stores, their state
+// machines and the network between them all live in one goroutine, driven by one seeded PRNG and
+// a clock counted in ticks. One seed is one run, exactly reproducible: a violation found at seed
+// S is replayed, with a step trace, by `go run ./cmd/caucus-sim -seed S -nodes N -v`.
+//
+// # What a run does
+//
+// Each seed first draws a "swarm" configuration (fault probabilities, message sizes, core
+// options) so that different seeds explore different corners instead of all averaging the same
+// mix. The run then has two phases:
+//
+//   - Chaos (Options.Ticks ticks): a workload of unique-valued writes and ReadIndex reads, plus
+//     membership changes, leadership transfers, forced campaigns and compaction, under message
+//     drops, delays, reordering, duplication, partitions (symmetric, one-way, isolated leader,
+//     bridge) and crashes, including crashes between the steps of Ready handling.
+//   - Quiesce: every fault is healed and every crashed member restarted. Within LivenessBound
+//     ticks plus LivenessTicksPerEntry per entry of replication backlog, a leader must exist and
+//     a probe write must be applied on every live member.
+//
+// # Invariants checked (continuously, not at the end)
+//
+//   - Election safety: at most one leader per term over the whole run, crashes included; a node
+//     never durably votes for two candidates in one term.
+//   - Log matching: an (index, term) pair names one entry and one predecessor term across every
+//     node's durable log, so equal (index, term) implies equal prefixes.
+//   - Leader completeness / no lost commit: every entry applied anywhere, at a node whose term was
+//     U, is in the log (or snapshot) of every leader of a term greater than U.
+//   - State machine safety: every node applies the same entry at each index, and every state
+//     machine image (including snapshots installed from a leader) has the same digest at the same
+//     applied index.
+//   - Read linearizability: a ReadIndex read served after applying through its read index reflects
+//     every write acknowledged (applied on its proposer) before the read was requested.
+//   - Acknowledgement durability: a granted vote or an append acknowledgement is only sent once
+//     the state it acknowledges is durable (the contract's step 2 before step 3).
+//   - Liveness: after the faults stop, the cluster elects a leader and applies a new write on
+//     every member within a stated bound (see LivenessBound).
+//   - The core's own contract: entries applied once each, in order; persisted state consistent.
+//
+// Determinism rules for this package: no goroutines, no time.Now, no map iteration that decides
+// anything (maps are only used for lookups), randomness only from the run's PRNG.
+package sim

@@ -1,0 +1,93 @@
+package sim
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Fault kinds counted in Stats.Faults.
+const (
+	FaultCrash = iota
+	FaultRestart
+	FaultPartitionSplit
+	FaultPartitionOneWay
+	FaultIsolateLeader
+	FaultLeaderOneWay
+	FaultBridge
+	FaultHeal
+	FaultConfChange
+	FaultTransfer
+	FaultCampaign
+	NumFaults
+)
+
+var faultNames = [NumFaults]string{
+	"crash", "restart", "partition-split", "partition-one-way", "isolate-leader", "leader-one-way",
+	"bridge", "heal", "conf-change", "transfer-leader", "forced-campaign",
+}
+
+// FaultName names a fault kind.
+func FaultName(k int) string { return faultNames[k] }
+
+// Stats counts what runs did. Stats of several runs add up with Add.
+type Stats struct {
+	Seeds      int64
+	Ticks      int64
+	Violations int64
+	// Faults counts injected faults by kind; crashes between Ready steps are under "crash" too
+	// (ReadyCrashes counts them separately).
+	Faults             [NumFaults]int64
+	ReadyCrashes       int64
+	Sent               int64
+	Delivered          int64
+	Dropped            int64
+	Duplicated         int64
+	StepErrors         int64
+	Proposed           int64
+	Committed          int64 // writes acknowledged to their proposer
+	ReadsChecked       int64
+	Elections          int64
+	Compactions        int64
+	SnapshotsInstalled int64
+}
+
+// Add accumulates o into s.
+func (s *Stats) Add(o Stats) {
+	s.Seeds += o.Seeds
+	s.Ticks += o.Ticks
+	s.Violations += o.Violations
+	for k := range s.Faults {
+		s.Faults[k] += o.Faults[k]
+	}
+	s.ReadyCrashes += o.ReadyCrashes
+	s.Sent += o.Sent
+	s.Delivered += o.Delivered
+	s.Dropped += o.Dropped
+	s.Duplicated += o.Duplicated
+	s.StepErrors += o.StepErrors
+	s.Proposed += o.Proposed
+	s.Committed += o.Committed
+	s.ReadsChecked += o.ReadsChecked
+	s.Elections += o.Elections
+	s.Compactions += o.Compactions
+	s.SnapshotsInstalled += o.SnapshotsInstalled
+}
+
+// String renders a multi-line summary.
+func (s Stats) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seeds run:          %d\n", s.Seeds)
+	fmt.Fprintf(&b, "simulated ticks:    %d (%.1f s at 10 ms/tick)\n", s.Ticks, float64(s.Ticks)/100)
+	b.WriteString("faults injected:   ")
+	for k, n := range s.Faults {
+		fmt.Fprintf(&b, " %s=%d", faultNames[k], n)
+	}
+	fmt.Fprintf(&b, " ready-step-crash=%d\n", s.ReadyCrashes)
+	fmt.Fprintf(&b, "messages:           sent=%d delivered=%d dropped=%d duplicated=%d step-errors=%d\n",
+		s.Sent, s.Delivered, s.Dropped, s.Duplicated, s.StepErrors)
+	fmt.Fprintf(&b, "proposals:          accepted=%d committed+acknowledged=%d\n", s.Proposed, s.Committed)
+	fmt.Fprintf(&b, "reads checked:      %d\n", s.ReadsChecked)
+	fmt.Fprintf(&b, "leaders elected:    %d   compactions: %d   snapshots installed: %d\n", s.Elections, s.Compactions, s.SnapshotsInstalled)
+	fmt.Fprintf(&b, "violations:         %d\n", s.Violations)
+	return b.String()
+}
