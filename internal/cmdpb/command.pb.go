@@ -355,6 +355,116 @@ func (x *MemberContext) GetClientUrls() []string {
 	return nil
 }
 
+// BootstrapMembers rides in the Context of the bootstrap ConfChange (log entry 1): every initial
+// member writes identical bytes, sorted by member id, so that a member that joins later learns
+// the initial members' names and addresses from the log itself.
+type BootstrapMembers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*MemberContext       `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BootstrapMembers) Reset() {
+	*x = BootstrapMembers{}
+	mi := &file_command_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BootstrapMembers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BootstrapMembers) ProtoMessage() {}
+
+func (x *BootstrapMembers) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BootstrapMembers.ProtoReflect.Descriptor instead.
+func (*BootstrapMembers) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BootstrapMembers) GetMembers() []*MemberContext {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// ConfChangeContext rides in the Context of every membership change proposed after bootstrap.
+type ConfChangeContext struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// proposal_id and proposer let the proposing member match the applied change to its request.
+	ProposalId uint64 `protobuf:"varint,1,opt,name=proposal_id,json=proposalId,proto3" json:"proposal_id,omitempty"`
+	Proposer   uint64 `protobuf:"varint,2,opt,name=proposer,proto3" json:"proposer,omitempty"`
+	// member describes the member added or promoted; only its id is set for a removal.
+	Member        *MemberContext `protobuf:"bytes,3,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfChangeContext) Reset() {
+	*x = ConfChangeContext{}
+	mi := &file_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfChangeContext) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfChangeContext) ProtoMessage() {}
+
+func (x *ConfChangeContext) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfChangeContext.ProtoReflect.Descriptor instead.
+func (*ConfChangeContext) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ConfChangeContext) GetProposalId() uint64 {
+	if x != nil {
+		return x.ProposalId
+	}
+	return 0
+}
+
+func (x *ConfChangeContext) GetProposer() uint64 {
+	if x != nil {
+		return x.Proposer
+	}
+	return 0
+}
+
+func (x *ConfChangeContext) GetMember() *MemberContext {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
@@ -385,7 +495,14 @@ const file_command_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
 	"\tpeer_urls\x18\x03 \x03(\tR\bpeerUrls\x12\x1f\n" +
 	"\vclient_urls\x18\x04 \x03(\tR\n" +
-	"clientUrlsB)Z'github.com/caucus/caucus/internal/cmdpbb\x06proto3"
+	"clientUrls\"P\n" +
+	"\x10BootstrapMembers\x12<\n" +
+	"\amembers\x18\x01 \x03(\v2\".caucus.internal.cmd.MemberContextR\amembers\"\x8c\x01\n" +
+	"\x11ConfChangeContext\x12\x1f\n" +
+	"\vproposal_id\x18\x01 \x01(\x04R\n" +
+	"proposalId\x12\x1a\n" +
+	"\bproposer\x18\x02 \x01(\x04R\bproposer\x12:\n" +
+	"\x06member\x18\x03 \x01(\v2\".caucus.internal.cmd.MemberContextR\x06memberB)Z'github.com/caucus/caucus/internal/cmdpbb\x06proto3"
 
 var (
 	file_command_proto_rawDescOnce sync.Once
@@ -399,33 +516,37 @@ func file_command_proto_rawDescGZIP() []byte {
 	return file_command_proto_rawDescData
 }
 
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_command_proto_goTypes = []any{
 	(*Command)(nil),                  // 0: caucus.internal.cmd.Command
 	(*LeaseExpire)(nil),              // 1: caucus.internal.cmd.LeaseExpire
 	(*MemberContext)(nil),            // 2: caucus.internal.cmd.MemberContext
-	(*v1.PutRequest)(nil),            // 3: caucus.v1.PutRequest
-	(*v1.DeleteRangeRequest)(nil),    // 4: caucus.v1.DeleteRangeRequest
-	(*v1.TxnRequest)(nil),            // 5: caucus.v1.TxnRequest
-	(*v1.CompactionRequest)(nil),     // 6: caucus.v1.CompactionRequest
-	(*v1.LeaseGrantRequest)(nil),     // 7: caucus.v1.LeaseGrantRequest
-	(*v1.LeaseRevokeRequest)(nil),    // 8: caucus.v1.LeaseRevokeRequest
-	(*v1.LeaseKeepAliveRequest)(nil), // 9: caucus.v1.LeaseKeepAliveRequest
+	(*BootstrapMembers)(nil),         // 3: caucus.internal.cmd.BootstrapMembers
+	(*ConfChangeContext)(nil),        // 4: caucus.internal.cmd.ConfChangeContext
+	(*v1.PutRequest)(nil),            // 5: caucus.v1.PutRequest
+	(*v1.DeleteRangeRequest)(nil),    // 6: caucus.v1.DeleteRangeRequest
+	(*v1.TxnRequest)(nil),            // 7: caucus.v1.TxnRequest
+	(*v1.CompactionRequest)(nil),     // 8: caucus.v1.CompactionRequest
+	(*v1.LeaseGrantRequest)(nil),     // 9: caucus.v1.LeaseGrantRequest
+	(*v1.LeaseRevokeRequest)(nil),    // 10: caucus.v1.LeaseRevokeRequest
+	(*v1.LeaseKeepAliveRequest)(nil), // 11: caucus.v1.LeaseKeepAliveRequest
 }
 var file_command_proto_depIdxs = []int32{
-	3, // 0: caucus.internal.cmd.Command.put:type_name -> caucus.v1.PutRequest
-	4, // 1: caucus.internal.cmd.Command.delete_range:type_name -> caucus.v1.DeleteRangeRequest
-	5, // 2: caucus.internal.cmd.Command.txn:type_name -> caucus.v1.TxnRequest
-	6, // 3: caucus.internal.cmd.Command.compaction:type_name -> caucus.v1.CompactionRequest
-	7, // 4: caucus.internal.cmd.Command.lease_grant:type_name -> caucus.v1.LeaseGrantRequest
-	8, // 5: caucus.internal.cmd.Command.lease_revoke:type_name -> caucus.v1.LeaseRevokeRequest
-	9, // 6: caucus.internal.cmd.Command.lease_keep_alive:type_name -> caucus.v1.LeaseKeepAliveRequest
-	1, // 7: caucus.internal.cmd.Command.lease_expire:type_name -> caucus.internal.cmd.LeaseExpire
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	5,  // 0: caucus.internal.cmd.Command.put:type_name -> caucus.v1.PutRequest
+	6,  // 1: caucus.internal.cmd.Command.delete_range:type_name -> caucus.v1.DeleteRangeRequest
+	7,  // 2: caucus.internal.cmd.Command.txn:type_name -> caucus.v1.TxnRequest
+	8,  // 3: caucus.internal.cmd.Command.compaction:type_name -> caucus.v1.CompactionRequest
+	9,  // 4: caucus.internal.cmd.Command.lease_grant:type_name -> caucus.v1.LeaseGrantRequest
+	10, // 5: caucus.internal.cmd.Command.lease_revoke:type_name -> caucus.v1.LeaseRevokeRequest
+	11, // 6: caucus.internal.cmd.Command.lease_keep_alive:type_name -> caucus.v1.LeaseKeepAliveRequest
+	1,  // 7: caucus.internal.cmd.Command.lease_expire:type_name -> caucus.internal.cmd.LeaseExpire
+	2,  // 8: caucus.internal.cmd.BootstrapMembers.members:type_name -> caucus.internal.cmd.MemberContext
+	2,  // 9: caucus.internal.cmd.ConfChangeContext.member:type_name -> caucus.internal.cmd.MemberContext
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -449,7 +570,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,590 @@
+package mvcc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/internal/cmdpb"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+)
+
+// Result is the outcome of applying one command.
+type Result struct {
+	// Resp is the response: *caucusv1.PutResponse, *caucusv1.DeleteRangeResponse,
+	// *caucusv1.TxnResponse, *caucusv1.CompactionResponse, *caucusv1.LeaseGrantResponse,
+	// *caucusv1.LeaseRevokeResponse (for revoke and expire) or *caucusv1.LeaseKeepAliveResponse.
+	// Its header carries the store revision after the command.
+	Resp proto.Message
+	// Err is a deterministic application error (an *Error), or, if the batch failed, the batch's
+	// I/O error (which Commit returns too).
+	Err error
+	// Skipped is set when the index was already applied: nothing happened and Resp is nil.
+	Skipped bool
+}
+
+// Batch applies committed entries in one bbolt read-write transaction. Entries must be given in
+// log order; entries at or below the persisted applied index are skipped. A Batch is not safe for
+// concurrent use.
+type Batch struct {
+	s      *Store
+	tx     *bolt.Tx
+	locked bool
+	done   bool
+	err    error // fatal (I/O or corruption); the batch can only be rolled back
+	dirty  bool  // some index was applied
+
+	st state
+	rd reader
+
+	kv, live, rev, lease, leaseExp, leaseKey, sess, sessLRU, member *bolt.Bucket
+
+	// Per command.
+	index   uint64
+	now     int64 // the command's time_unix_nano
+	pendRev int64 // the revision the command's writes take
+	sub     int64 // the next sub-revision
+	wrote   bool  // the command wrote a key version: it takes pendRev
+}
+
+// Begin starts a batch. It blocks while another batch is open. Errors surface in Apply results
+// and in Commit.
+func (s *Store) Begin() *Batch {
+	b := &Batch{s: s}
+	s.mu.RLock()
+	if s.db == nil {
+		s.mu.RUnlock()
+		b.err, b.done = ErrClosed, true
+		return b
+	}
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		s.mu.RUnlock()
+		b.err, b.done = fmt.Errorf("mvcc: begin batch: %w", err), true
+		return b
+	}
+	b.tx, b.locked = tx, true
+	b.kv = tx.Bucket(bucketKV)
+	b.live = tx.Bucket(bucketLive)
+	b.rev = tx.Bucket(bucketRev)
+	b.lease = tx.Bucket(bucketLease)
+	b.leaseExp = tx.Bucket(bucketLeaseExp)
+	b.leaseKey = tx.Bucket(bucketLeaseKey)
+	b.sess = tx.Bucket(bucketSession)
+	b.sessLRU = tx.Bucket(bucketSessLRU)
+	b.member = tx.Bucket(bucketMember)
+	b.rd = reader{kv: b.kv, live: b.live}
+	b.st = loadState(tx)
+	return b
+}
+
+// fail records a fatal error: the batch cannot be committed.
+func (b *Batch) fail(err error) {
+	if b.err == nil {
+		b.err = fmt.Errorf("mvcc: apply index %d: %w", b.index, err)
+	}
+}
+
+// Rev returns the revision including the commands applied so far in this batch.
+func (b *Batch) Rev() int64 { return b.st.rev }
+
+// advance reports whether index must be applied, recording it as applied.
+func (b *Batch) advance(index uint64) bool {
+	if b.err != nil || b.done || index <= b.st.applied {
+		return false
+	}
+	b.st.applied, b.index, b.dirty = index, index, true
+	return true
+}
+
+// Noop records an entry without a command (a new leader's empty entry).
+func (b *Batch) Noop(index uint64) { b.advance(index) }
+
+// MemberChange is one membership change of a configuration-change entry.
+type MemberChange struct {
+	// Member names the member; for a promotion or removal only its id needs to be set.
+	Member  *cmdpb.MemberContext
+	Learner bool
+	Remove  bool
+}
+
+// ApplyMember records a member added or updated (e.g. promoted) by the configuration change at
+// index. A context without a name and peer URLs (a promotion carrying only the id) keeps the
+// recorded name and URLs and updates only the learner flag.
+func (b *Batch) ApplyMember(index uint64, m *cmdpb.MemberContext, learner bool) {
+	b.ApplyMembership(index, []MemberChange{{Member: m, Learner: learner}})
+}
+
+// ApplyMembers records several members added by one entry: the bootstrap configuration change
+// (cmdpb.BootstrapMembers) names every initial member at index 1.
+func (b *Batch) ApplyMembers(index uint64, ms []*cmdpb.MemberContext, learner bool) {
+	chs := make([]MemberChange, 0, len(ms))
+	for _, m := range ms {
+		chs = append(chs, MemberChange{Member: m, Learner: learner})
+	}
+	b.ApplyMembership(index, chs)
+}
+
+// RemoveMember records a member removed by the configuration change at index.
+func (b *Batch) RemoveMember(index uint64, id uint64) {
+	b.ApplyMembership(index, []MemberChange{{Member: &cmdpb.MemberContext{Id: id}, Remove: true}})
+}
+
+// ApplyMembership records every change of the configuration-change entry at index. One entry may
+// carry several changes (bootstrap, joint consensus); they must come in one call, because an
+// index is applied at most once.
+func (b *Batch) ApplyMembership(index uint64, chs []MemberChange) {
+	if !b.advance(index) {
+		return
+	}
+	for _, ch := range chs {
+		m := ch.Member
+		if ch.Remove {
+			if err := b.member.Delete(putU64(m.GetId())); err != nil {
+				b.fail(fmt.Errorf("remove member %d: %w", m.GetId(), err))
+				return
+			}
+			continue
+		}
+		rec := &caucusv1.Member{Id: m.GetId(), Name: m.GetName(), PeerUrls: m.GetPeerUrls(), ClientUrls: m.GetClientUrls(), IsLearner: ch.Learner}
+		if old := b.member.Get(putU64(m.GetId())); old != nil && m.GetName() == "" && len(m.GetPeerUrls()) == 0 {
+			prev := &caucusv1.Member{}
+			if err := proto.Unmarshal(old, prev); err != nil {
+				b.fail(fmt.Errorf("decode member %d: %w", m.GetId(), err))
+				return
+			}
+			rec.Name, rec.PeerUrls, rec.ClientUrls = prev.Name, prev.PeerUrls, prev.ClientUrls
+		}
+		v, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
+		if err != nil {
+			b.fail(fmt.Errorf("encode member %d: %w", m.GetId(), err))
+			return
+		}
+		if err := b.member.Put(putU64(m.GetId()), v); err != nil {
+			b.fail(fmt.Errorf("store member %d: %w", m.GetId(), err))
+			return
+		}
+	}
+}
+
+// Apply applies the command committed at index. It is deterministic: the same commands on the
+// same state give the same results and state on every member. Results become visible to readers
+// only when Commit succeeds, so deliver them to clients after Commit, which keeps a client's
+// read after its write consistent.
+func (b *Batch) Apply(index uint64, cmd *cmdpb.Command) Result {
+	if b.err != nil {
+		return Result{Err: b.err}
+	}
+	if b.done {
+		return Result{Err: errors.New("mvcc: apply on a finished batch")}
+	}
+	if !b.advance(index) {
+		return Result{Skipped: true}
+	}
+	b.now = cmd.GetTimeUnixNano()
+	if b.now > b.st.clock {
+		b.st.clock = b.now
+	}
+	// Sessions expire per command, not per batch, so that batching cannot change the outcome.
+	if err := b.expireSessions(); err != nil {
+		b.fail(err)
+		return Result{Err: b.err}
+	}
+	sess := sessionOf(cmd)
+	if sess.GetClientId() != 0 {
+		res, done, err := b.checkSession(sess)
+		if err != nil {
+			b.fail(err)
+			return Result{Err: b.err}
+		}
+		if done {
+			return res
+		}
+	}
+	res := b.exec(cmd)
+	if b.err != nil {
+		return Result{Err: b.err}
+	}
+	if sess.GetClientId() != 0 {
+		if err := b.rememberSession(sess, res); err != nil {
+			b.fail(err)
+			return Result{Err: b.err}
+		}
+	}
+	return res
+}
+
+// exec validates and applies one command. Every check that can reject the command runs before
+// its first write.
+func (b *Batch) exec(cmd *cmdpb.Command) Result {
+	if err := b.s.limits.Validate(cmd); err != nil {
+		return Result{Err: err}
+	}
+	b.pendRev, b.sub, b.wrote = b.st.rev+1, 0, false
+	var resp proto.Message
+	var err error
+	switch op := cmd.GetOp().(type) {
+	case *cmdpb.Command_Put:
+		resp, err = b.put(op.Put)
+	case *cmdpb.Command_DeleteRange:
+		resp = b.deleteRange(op.DeleteRange)
+	case *cmdpb.Command_Txn:
+		resp, err = b.txn(op.Txn)
+	case *cmdpb.Command_Compaction:
+		resp, err = b.compact(op.Compaction.GetRevision())
+	case *cmdpb.Command_LeaseGrant:
+		resp, err = b.leaseGrant(op.LeaseGrant)
+	case *cmdpb.Command_LeaseRevoke:
+		resp, err = b.leaseRevoke(op.LeaseRevoke.GetId())
+	case *cmdpb.Command_LeaseKeepAlive:
+		resp, err = b.leaseKeepAlive(op.LeaseKeepAlive.GetId())
+	case *cmdpb.Command_LeaseExpire:
+		resp = b.leaseExpire(op.LeaseExpire.GetIds())
+	}
+	if b.wrote {
+		b.st.rev = b.pendRev
+	}
+	if err != nil || b.err != nil {
+		return Result{Err: err}
+	}
+	setRevision(resp, b.st.rev)
+	return Result{Resp: resp}
+}
+
+// setRevision fills the header revision of a response and of a transaction's nested responses.
+func setRevision(m proto.Message, rev int64) {
+	h := &caucusv1.ResponseHeader{Revision: rev}
+	switch r := m.(type) {
+	case *caucusv1.PutResponse:
+		r.Header = h
+	case *caucusv1.DeleteRangeResponse:
+		r.Header = h
+	case *caucusv1.RangeResponse:
+		r.Header = h
+	case *caucusv1.TxnResponse:
+		r.Header = h
+		for _, op := range r.Responses {
+			switch n := op.GetResponse().(type) {
+			case *caucusv1.ResponseOp_ResponseRange:
+				setRevision(n.ResponseRange, rev)
+			case *caucusv1.ResponseOp_ResponsePut:
+				setRevision(n.ResponsePut, rev)
+			case *caucusv1.ResponseOp_ResponseDeleteRange:
+				setRevision(n.ResponseDeleteRange, rev)
+			}
+		}
+	case *caucusv1.CompactionResponse:
+		r.Header = h
+	case *caucusv1.LeaseGrantResponse:
+		r.Header = h
+	case *caucusv1.LeaseRevokeResponse:
+		r.Header = h
+	case *caucusv1.LeaseKeepAliveResponse:
+		r.Header = h
+	}
+}
+
+// writeVersion writes a new version of key at the command's revision. bbolt requires the key and
+// value slices to stay valid for the transaction, so both are freshly allocated.
+func (b *Batch) writeVersion(key []byte, rec *record) {
+	sub := b.sub
+	b.sub++
+	b.wrote = true
+	if err := b.kv.Put(kvKey(nil, key, b.pendRev, sub), rec.encode(nil)); err != nil {
+		b.fail(fmt.Errorf("write version of key %q: %w", key, err))
+		return
+	}
+	var flag byte
+	if rec.tombstone {
+		flag = flagTombstone
+	}
+	if err := b.rev.Put(revKey(b.pendRev, sub), append([]byte{flag}, key...)); err != nil {
+		b.fail(fmt.Errorf("write revision %d.%d: %w", b.pendRev, sub, err))
+		return
+	}
+	var err error
+	if rec.tombstone {
+		err = b.live.Delete(key)
+	} else {
+		err = b.live.Put(key, encodeLive(b.pendRev, sub, rec))
+	}
+	if err != nil {
+		b.fail(fmt.Errorf("index newest version of key %q: %w", key, err))
+	}
+}
+
+// put checks a put; doPut applies it.
+func (b *Batch) put(p *caucusv1.PutRequest) (*caucusv1.PutResponse, error) {
+	if err := b.checkPut(p); err != nil {
+		return nil, err
+	}
+	return b.doPut(p), nil
+}
+
+func (b *Batch) checkPut(p *caucusv1.PutRequest) error {
+	if id := p.GetLease(); id != 0 && b.lease.Get(putU64(uint64(id))) == nil {
+		return errorf(ErrLeaseNotFound, "lease %d for key %q", id, p.GetKey())
+	}
+	return nil
+}
+
+func (b *Batch) doPut(p *caucusv1.PutRequest) *caucusv1.PutResponse {
+	key := bytes.Clone(p.GetKey())
+	resp := &caucusv1.PutResponse{}
+	prev, prevRev, prevSub, ok, err := b.rd.latest(key)
+	if err != nil {
+		b.fail(err)
+		return nil
+	}
+	rec := record{create: b.pendRev, version: 1, lease: p.GetLease(), value: bytes.Clone(p.GetValue())}
+	if ok {
+		rec.create, rec.version = prev.create, prev.version+1
+		if p.GetPrevKv() {
+			// Copy the previous value out of bbolt memory before writing.
+			if err := b.rd.loadValue(keyRef{b: key}, prevRev, prevSub, &prev); err != nil {
+				b.fail(err)
+				return nil
+			}
+			resp.PrevKv = toKV(bytes.Clone(key), prevRev, &prev, false)
+		}
+		if prev.lease != 0 && prev.lease != rec.lease {
+			b.detach(prev.lease, key)
+		}
+	}
+	if rec.lease != 0 && (!ok || prev.lease != rec.lease) {
+		b.attach(rec.lease, key)
+	}
+	b.writeVersion(key, &rec)
+	return resp
+}
+
+// liveKey is a key selected for deletion, copied out of bbolt memory.
+type liveKey struct {
+	key   []byte
+	rev   int64
+	lease int64
+	prev  *caucusv1.KeyValue
+}
+
+func (b *Batch) deleteRange(d *caucusv1.DeleteRangeRequest) *caucusv1.DeleteRangeResponse {
+	var keys []liveKey
+	err := b.rd.scan(d.GetKey(), d.GetRangeEnd(), 0, func(k keyRef, rev, sub int64, rec *record) (bool, error) {
+		lk := liveKey{key: k.clone(), rev: rev, lease: rec.lease}
+		if d.GetPrevKv() {
+			if err := b.rd.loadValue(k, rev, sub, rec); err != nil {
+				return false, err
+			}
+			lk.prev = toKV(bytes.Clone(lk.key), rev, rec, false)
+		}
+		keys = append(keys, lk)
+		return true, nil
+	})
+	if err != nil {
+		b.fail(err)
+		return nil
+	}
+	resp := &caucusv1.DeleteRangeResponse{Deleted: int64(len(keys))}
+	for _, k := range keys {
+		b.deleteKey(k.key, k.lease)
+		if k.prev != nil {
+			resp.PrevKvs = append(resp.PrevKvs, k.prev)
+		}
+	}
+	return resp
+}
+
+// deleteKey writes a tombstone for a live key and detaches it from its lease.
+func (b *Batch) deleteKey(key []byte, lease int64) {
+	if lease != 0 {
+		b.detach(lease, key)
+	}
+	b.writeVersion(key, &record{tombstone: true})
+}
+
+func (b *Batch) txn(t *caucusv1.TxnRequest) (*caucusv1.TxnResponse, error) {
+	ok := true
+	for _, c := range t.GetCompare() {
+		holds, err := b.compare(c)
+		if err != nil {
+			b.fail(err)
+			return nil, nil
+		}
+		if !holds {
+			ok = false
+			break
+		}
+	}
+	ops := t.GetSuccess()
+	if !ok {
+		ops = t.GetFailure()
+	}
+	// Check every op of the branch before the first write: a transaction applies entirely or
+	// not at all.
+	for _, op := range ops {
+		switch r := op.GetRequest().(type) {
+		case *caucusv1.RequestOp_RequestRange:
+			if err := b.checkRangeRev(r.RequestRange.GetRevision()); err != nil {
+				return nil, err
+			}
+		case *caucusv1.RequestOp_RequestPut:
+			if err := b.checkPut(r.RequestPut); err != nil {
+				return nil, err
+			}
+		}
+	}
+	resp := &caucusv1.TxnResponse{Succeeded: ok, Responses: make([]*caucusv1.ResponseOp, 0, len(ops))}
+	for _, op := range ops {
+		var out *caucusv1.ResponseOp
+		switch r := op.GetRequest().(type) {
+		case *caucusv1.RequestOp_RequestRange:
+			rr, err := b.rd.rangeAt(r.RequestRange, b.st.rev, b.st.compactRev, b.s.limits.MaxRangeResults, b.wrote)
+			if err != nil {
+				// Only corruption can fail here: the request and its revision were checked.
+				b.fail(err)
+				return nil, nil
+			}
+			out = &caucusv1.ResponseOp{Response: &caucusv1.ResponseOp_ResponseRange{ResponseRange: rr}}
+		case *caucusv1.RequestOp_RequestPut:
+			out = &caucusv1.ResponseOp{Response: &caucusv1.ResponseOp_ResponsePut{ResponsePut: b.doPut(r.RequestPut)}}
+		case *caucusv1.RequestOp_RequestDeleteRange:
+			out = &caucusv1.ResponseOp{Response: &caucusv1.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: b.deleteRange(r.RequestDeleteRange)}}
+		}
+		if b.err != nil {
+			return nil, nil
+		}
+		resp.Responses = append(resp.Responses, out)
+	}
+	return resp, nil
+}
+
+func (b *Batch) checkRangeRev(rev int64) error {
+	switch {
+	case rev > b.st.rev:
+		return errorf(ErrFutureRev, "revision %d, current %d", rev, b.st.rev)
+	case rev > 0 && rev < b.st.compactRev:
+		return errorf(ErrCompacted, "revision %d, compacted at %d", rev, b.st.compactRev)
+	}
+	return nil
+}
+
+// compare evaluates one compare against the newest versions. With a range, every key in it must
+// satisfy the compare; an absent key (or empty range) has version, revisions and lease 0, and
+// fails every value compare, as in etcd.
+func (b *Batch) compare(c *caucusv1.Compare) (bool, error) {
+	n, holds := 0, true
+	err := b.rd.scan(c.GetKey(), c.GetRangeEnd(), 0, func(k keyRef, rev, sub int64, rec *record) (bool, error) {
+		n++
+		if c.GetTarget() == caucusv1.Compare_VALUE {
+			if err := b.rd.loadValue(k, rev, sub, rec); err != nil {
+				return false, err
+			}
+		}
+		holds = compareOne(c, rev, rec)
+		return holds, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if n == 0 {
+		if c.GetTarget() == caucusv1.Compare_VALUE {
+			return false, nil
+		}
+		return compareOne(c, 0, &record{}), nil
+	}
+	return holds, nil
+}
+
+func compareOne(c *caucusv1.Compare, modRev int64, rec *record) bool {
+	var r int
+	cmp := func(a, b int64) int {
+		switch {
+		case a < b:
+			return -1
+		case a > b:
+			return 1
+		}
+		return 0
+	}
+	switch c.GetTarget() {
+	case caucusv1.Compare_VERSION:
+		r = cmp(rec.version, c.GetVersion())
+	case caucusv1.Compare_CREATE:
+		r = cmp(rec.create, c.GetCreateRevision())
+	case caucusv1.Compare_MOD:
+		r = cmp(modRev, c.GetModRevision())
+	case caucusv1.Compare_LEASE:
+		r = cmp(rec.lease, c.GetLease())
+	case caucusv1.Compare_VALUE:
+		r = bytes.Compare(rec.value, c.GetValue())
+	}
+	switch c.GetResult() {
+	case caucusv1.Compare_EQUAL:
+		return r == 0
+	case caucusv1.Compare_GREATER:
+		return r > 0
+	case caucusv1.Compare_LESS:
+		return r < 0
+	case caucusv1.Compare_NOT_EQUAL:
+		return r != 0
+	}
+	return false
+}
+
+// Commit persists the batch's writes and applied index atomically. A non-nil error means the
+// state on disk is the one before the batch (an I/O failure, or an earlier fatal error of the
+// batch); the node must stop.
+func (b *Batch) Commit() error {
+	if b.done {
+		if b.err != nil {
+			return b.err
+		}
+		return errors.New("mvcc: commit of a finished batch")
+	}
+	b.done = true
+	defer b.unlock()
+	if b.err != nil {
+		_ = b.tx.Rollback()
+		return b.err
+	}
+	if !b.dirty {
+		// Every entry was skipped: nothing to write, no fsync.
+		_ = b.tx.Rollback()
+		return nil
+	}
+	if b.st.compactNextRev <= b.st.compactRev {
+		if err := b.compactStep(b.s.compactBudget); err != nil {
+			_ = b.tx.Rollback()
+			return fmt.Errorf("mvcc: compaction step at revision %d: %w", b.st.compactNextRev, err)
+		}
+	}
+	if err := b.st.save(b.tx); err != nil {
+		_ = b.tx.Rollback()
+		return err
+	}
+	if err := b.tx.Commit(); err != nil {
+		return fmt.Errorf("mvcc: commit batch up to index %d: %w", b.st.applied, err)
+	}
+	b.s.rev.Store(b.st.rev)
+	b.s.compactRev.Store(b.st.compactRev)
+	b.s.applied.Store(b.st.applied)
+	return nil
+}
+
+// Rollback discards the batch. It is a no-op after Commit.
+func (b *Batch) Rollback() {
+	if b.done {
+		return
+	}
+	b.done = true
+	_ = b.tx.Rollback()
+	b.unlock()
+}
+
+func (b *Batch) unlock() {
+	if b.locked {
+		b.locked = false
+		b.s.mu.RUnlock()
+	}
+}

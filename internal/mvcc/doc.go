@@ -1,0 +1,58 @@
+// Package mvcc is caucus's key-value state machine: a multi-version key-value store kept in a
+// bbolt file, fed with the committed commands of the Raft log and read concurrently by the
+// server.
+//
+// # Model
+//
+// The store has one cluster-wide revision (an int64, 1 in an empty store). Every applied command
+// that changes at least one key takes the next revision; the writes of one command (the ops of a
+// transaction, the keys deleted by a range delete or a lease revocation) share that revision and
+// are told apart by a sub-revision. Each key version records create_revision, mod_revision,
+// version and lease, exactly like etcd's mvcc. A delete writes a tombstone, so a read at a past
+// revision sees the keys as they were. Compaction discards the versions that no read at or above
+// the compaction revision can observe.
+//
+// # Storage layout (bbolt buckets)
+//
+//	meta      schema version, revision, compacted revision, applied index, apply clock,
+//	          session and lease counts, physical compaction position
+//	kv        esc(key) 0x00 0x01 ^rev ^sub -> version record (tombstone flag, create, version, lease, value)
+//	live      key -> rev, sub, create, version, lease of the newest version of each live key (no value)
+//	rev       rev sub -> flag + key (the revision-ordered change log; compaction walks it)
+//	lease     id -> ttl, deadline
+//	leaseexp  deadline id -> ""          (leases ordered by deadline, for ExpiredLeases)
+//	leasekey  id key -> ""               (keys attached to a lease)
+//	session   client_id -> sequence, last use, stored result
+//	sesslru   last use client_id -> ""   (sessions ordered by last use, for expiry and eviction)
+//	member    id -> caucus.v1.Member
+//
+// Reads of the newest versions (the common case) and every write's lookup of the previous version
+// use the live bucket: a range is a sequential cursor walk that touches values only for the keys
+// it returns, so counting the keys of a range beyond its limit stays cheap. Values are stored once,
+// in the kv bucket. In the kv bucket, esc is an order-preserving, prefix-free escaping of the user
+// key (0x00 becomes 0x00 0xFF) and revisions are stored inverted, so all versions of a key are
+// adjacent, newest first: the version visible at a past revision R is a few cursor steps or one
+// seek away, and a scan skips a key's history the same way. The rev bucket, in revision order,
+// lets compaction touch only the revisions since the previous compaction, and feeds Events.
+//
+// # Invariants
+//
+//   - Determinism: the state after applying a sequence of commands depends only on those commands
+//     and on Limits (which every member must configure identically). Time comes from the
+//     command's time_unix_nano, never from a local clock; iteration is always in key order.
+//   - Atomicity: a command is validated completely before its first write, so a failing command
+//     writes nothing, even though a whole batch of commands shares one bbolt transaction (bbolt
+//     has no savepoints).
+//   - Idempotence: the applied index is persisted in the same bbolt transaction as the data; a
+//     command at an index at or below it is skipped, so the node can replay its WAL after a crash.
+//   - The live bucket holds exactly the newest version of every key whose newest kv entry is not
+//     a tombstone; the rev bucket indexes exactly the kv entries; leasekey holds exactly the live
+//     keys with a lease. Revisions only grow: a revision is never reused, even after compaction.
+//   - Within one transaction a key is written at most once (etcd's duplicate-key rule), so every
+//     write of a command sees the pre-command state as its previous version.
+//
+// # Concurrency
+//
+// One Batch (one bbolt read-write transaction) at a time applies commands; any number of readers
+// run concurrently in bbolt read transactions and see only committed batches.
+package mvcc

@@ -1,0 +1,321 @@
+package mvcc
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/internal/cmdpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Default limits. They bound the work and memory a single request may cost a member.
+const (
+	// DefaultMaxKeyBytes bounds a key. Keys are stored escaped (up to twice as long) inside bbolt
+	// keys, whose hard limit is 32 KiB; see maxKeyBytesCeiling.
+	DefaultMaxKeyBytes = 4 << 10
+	// DefaultMaxValueBytes bounds a value; it matches etcd's default request size limit.
+	DefaultMaxValueBytes = 3 << 19 // 1.5 MiB
+	// DefaultMaxTxnOps bounds each of a transaction's compare, success and failure lists.
+	DefaultMaxTxnOps = 128
+	// DefaultMaxRangeResults bounds the keys one range returns; a larger (or zero) limit is capped
+	// and the response's more flag tells the client to continue.
+	DefaultMaxRangeResults = 10000
+	// DefaultMaxRequestBytes bounds an encoded command: the largest value plus room for the key
+	// and the envelope.
+	DefaultMaxRequestBytes = DefaultMaxValueBytes + 64<<10
+	// DefaultMaxLeaseTTL bounds a lease's TTL in seconds (etcd's limit).
+	DefaultMaxLeaseTTL = 9_000_000_000
+	// DefaultMaxLeases bounds the number of leases alive at once.
+	DefaultMaxLeases = 1_000_000
+	// DefaultSessionTTL is how long a session is remembered after its last write, measured with
+	// command times.
+	DefaultSessionTTL = time.Hour
+	// DefaultMaxSessions bounds the remembered sessions; beyond it the least recently used one
+	// is forgotten.
+	DefaultMaxSessions = 100_000
+
+	// maxKeyBytesCeiling keeps an escaped key plus its 18-byte suffix within bbolt's MaxKeySize
+	// (32768).
+	maxKeyBytesCeiling = (32768 - 18) / 2
+)
+
+// Limits bounds requests and remembered state. Every member of a cluster must use identical
+// Limits: they are enforced when commands are applied, and a difference would make members
+// diverge. The server also checks them before proposing (Validate, ValidateRange) so that
+// oversized requests never reach the log.
+type Limits struct {
+	MaxKeyBytes     int
+	MaxValueBytes   int
+	MaxTxnOps       int
+	MaxRangeResults int64
+	MaxRequestBytes int
+	MaxLeaseTTL     int64 // seconds
+	MaxLeases       int
+	SessionTTL      time.Duration
+	MaxSessions     int
+}
+
+// DefaultLimits returns the default limits.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxKeyBytes:     DefaultMaxKeyBytes,
+		MaxValueBytes:   DefaultMaxValueBytes,
+		MaxTxnOps:       DefaultMaxTxnOps,
+		MaxRangeResults: DefaultMaxRangeResults,
+		MaxRequestBytes: DefaultMaxRequestBytes,
+		MaxLeaseTTL:     DefaultMaxLeaseTTL,
+		MaxLeases:       DefaultMaxLeases,
+		SessionTTL:      DefaultSessionTTL,
+		MaxSessions:     DefaultMaxSessions,
+	}
+}
+
+// withDefaults replaces zero fields by their defaults.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.MaxKeyBytes == 0 {
+		l.MaxKeyBytes = d.MaxKeyBytes
+	}
+	if l.MaxValueBytes == 0 {
+		l.MaxValueBytes = d.MaxValueBytes
+	}
+	if l.MaxTxnOps == 0 {
+		l.MaxTxnOps = d.MaxTxnOps
+	}
+	if l.MaxRangeResults == 0 {
+		l.MaxRangeResults = d.MaxRangeResults
+	}
+	if l.MaxRequestBytes == 0 {
+		l.MaxRequestBytes = d.MaxRequestBytes
+	}
+	if l.MaxLeaseTTL == 0 {
+		l.MaxLeaseTTL = d.MaxLeaseTTL
+	}
+	if l.MaxLeases == 0 {
+		l.MaxLeases = d.MaxLeases
+	}
+	if l.SessionTTL == 0 {
+		l.SessionTTL = d.SessionTTL
+	}
+	if l.MaxSessions == 0 {
+		l.MaxSessions = d.MaxSessions
+	}
+	return l
+}
+
+// check reports limits that cannot work.
+func (l Limits) check() error {
+	switch {
+	case l.MaxKeyBytes < 1 || l.MaxKeyBytes > maxKeyBytesCeiling:
+		return fmt.Errorf("mvcc: invalid limits: MaxKeyBytes %d outside [1, %d]", l.MaxKeyBytes, maxKeyBytesCeiling)
+	case l.MaxValueBytes < 0:
+		return fmt.Errorf("mvcc: invalid limits: negative MaxValueBytes %d", l.MaxValueBytes)
+	case l.MaxTxnOps < 1:
+		return fmt.Errorf("mvcc: invalid limits: MaxTxnOps %d < 1", l.MaxTxnOps)
+	case l.MaxRangeResults < 1:
+		return fmt.Errorf("mvcc: invalid limits: MaxRangeResults %d < 1", l.MaxRangeResults)
+	case l.MaxRequestBytes < 1:
+		return fmt.Errorf("mvcc: invalid limits: MaxRequestBytes %d < 1", l.MaxRequestBytes)
+	case l.MaxLeaseTTL < 1 || l.MaxLeaseTTL > 9_000_000_000:
+		return fmt.Errorf("mvcc: invalid limits: MaxLeaseTTL %d outside [1, 9e9] seconds", l.MaxLeaseTTL)
+	case l.MaxLeases < 1:
+		return fmt.Errorf("mvcc: invalid limits: MaxLeases %d < 1", l.MaxLeases)
+	case l.SessionTTL <= 0:
+		return fmt.Errorf("mvcc: invalid limits: SessionTTL %v <= 0", l.SessionTTL)
+	case l.MaxSessions < 1:
+		return fmt.Errorf("mvcc: invalid limits: MaxSessions %d < 1", l.MaxSessions)
+	}
+	return nil
+}
+
+// Validate checks a command against the limits and the static rules of its request (non-empty
+// keys, no duplicate keys in a transaction, known keyspace). It does not look at the store's
+// state (lease existence, revisions): those are checked when the command is applied. A nil error
+// means the command is worth proposing.
+func (l Limits) Validate(cmd *cmdpb.Command) error {
+	l = l.withDefaults()
+	if cmd.GetKeyspace() != "" {
+		return errorf(ErrUnknownKeyspace, "%q (only the default keyspace \"\" exists)", cmd.GetKeyspace())
+	}
+	if n := proto.Size(cmd); n > l.MaxRequestBytes {
+		return errorf(ErrRequestTooLarge, "command is %d bytes, limit %d", n, l.MaxRequestBytes)
+	}
+	switch op := cmd.GetOp().(type) {
+	case *cmdpb.Command_Put:
+		return l.validatePut(op.Put)
+	case *cmdpb.Command_DeleteRange:
+		return l.validateDelete(op.DeleteRange)
+	case *cmdpb.Command_Txn:
+		return l.validateTxn(op.Txn)
+	case *cmdpb.Command_Compaction:
+		if op.Compaction.GetRevision() < 0 {
+			return errorf(ErrInvalidArgument, "negative compaction revision %d", op.Compaction.GetRevision())
+		}
+	case *cmdpb.Command_LeaseGrant:
+		g := op.LeaseGrant
+		if g.GetId() < 0 {
+			return errorf(ErrInvalidArgument, "negative lease id %d", g.GetId())
+		}
+		if g.GetTtl() < 1 || g.GetTtl() > l.MaxLeaseTTL {
+			return errorf(ErrInvalidArgument, "lease ttl %d outside [1, %d] seconds", g.GetTtl(), l.MaxLeaseTTL)
+		}
+	case *cmdpb.Command_LeaseRevoke:
+		if op.LeaseRevoke.GetId() <= 0 {
+			return errorf(ErrLeaseNotFound, "lease id %d", op.LeaseRevoke.GetId())
+		}
+	case *cmdpb.Command_LeaseKeepAlive:
+		if op.LeaseKeepAlive.GetId() <= 0 {
+			return errorf(ErrLeaseNotFound, "lease id %d", op.LeaseKeepAlive.GetId())
+		}
+	case *cmdpb.Command_LeaseExpire:
+	case nil:
+		return errorf(ErrInvalidArgument, "command has no operation")
+	default:
+		return errorf(ErrInvalidArgument, "unsupported operation %T", op)
+	}
+	return nil
+}
+
+// ValidateRange checks a read request.
+func (l Limits) ValidateRange(r *caucusv1.RangeRequest) error {
+	l = l.withDefaults()
+	if err := l.checkKey(r.GetKey()); err != nil {
+		return err
+	}
+	if len(r.GetRangeEnd()) > l.MaxKeyBytes {
+		return errorf(ErrKeyTooLarge, "range end is %d bytes, limit %d", len(r.GetRangeEnd()), l.MaxKeyBytes)
+	}
+	if r.GetLimit() < 0 {
+		return errorf(ErrInvalidArgument, "negative limit %d", r.GetLimit())
+	}
+	if r.GetRevision() < 0 {
+		return errorf(ErrInvalidArgument, "negative revision %d", r.GetRevision())
+	}
+	return nil
+}
+
+func (l Limits) checkKey(key []byte) error {
+	if len(key) == 0 {
+		return ErrEmptyKey
+	}
+	if len(key) > l.MaxKeyBytes {
+		return errorf(ErrKeyTooLarge, "key is %d bytes, limit %d", len(key), l.MaxKeyBytes)
+	}
+	return nil
+}
+
+func (l Limits) validatePut(p *caucusv1.PutRequest) error {
+	if err := l.checkKey(p.GetKey()); err != nil {
+		return err
+	}
+	if len(p.GetValue()) > l.MaxValueBytes {
+		return errorf(ErrValueTooLarge, "value is %d bytes, limit %d", len(p.GetValue()), l.MaxValueBytes)
+	}
+	if p.GetLease() < 0 {
+		return errorf(ErrLeaseNotFound, "lease id %d", p.GetLease())
+	}
+	return nil
+}
+
+func (l Limits) validateDelete(d *caucusv1.DeleteRangeRequest) error {
+	if err := l.checkKey(d.GetKey()); err != nil {
+		return err
+	}
+	if len(d.GetRangeEnd()) > l.MaxKeyBytes {
+		return errorf(ErrKeyTooLarge, "range end is %d bytes, limit %d", len(d.GetRangeEnd()), l.MaxKeyBytes)
+	}
+	return nil
+}
+
+func (l Limits) validateTxn(t *caucusv1.TxnRequest) error {
+	if n := len(t.GetCompare()); n > l.MaxTxnOps {
+		return errorf(ErrTooManyOps, "%d compares, limit %d", n, l.MaxTxnOps)
+	}
+	if n := len(t.GetSuccess()); n > l.MaxTxnOps {
+		return errorf(ErrTooManyOps, "%d success ops, limit %d", n, l.MaxTxnOps)
+	}
+	if n := len(t.GetFailure()); n > l.MaxTxnOps {
+		return errorf(ErrTooManyOps, "%d failure ops, limit %d", n, l.MaxTxnOps)
+	}
+	for _, c := range t.GetCompare() {
+		if err := l.checkKey(c.GetKey()); err != nil {
+			return err
+		}
+		if len(c.GetRangeEnd()) > l.MaxKeyBytes {
+			return errorf(ErrKeyTooLarge, "compare range end is %d bytes, limit %d", len(c.GetRangeEnd()), l.MaxKeyBytes)
+		}
+		if c.GetTarget() < caucusv1.Compare_VERSION || c.GetTarget() > caucusv1.Compare_LEASE {
+			return errorf(ErrInvalidArgument, "unknown compare target %d", c.GetTarget())
+		}
+		if c.GetResult() < caucusv1.Compare_EQUAL || c.GetResult() > caucusv1.Compare_NOT_EQUAL {
+			return errorf(ErrInvalidArgument, "unknown compare result %d", c.GetResult())
+		}
+	}
+	for _, ops := range [][]*caucusv1.RequestOp{t.GetSuccess(), t.GetFailure()} {
+		for _, op := range ops {
+			var err error
+			switch r := op.GetRequest().(type) {
+			case *caucusv1.RequestOp_RequestRange:
+				err = l.ValidateRange(r.RequestRange)
+			case *caucusv1.RequestOp_RequestPut:
+				err = l.validatePut(r.RequestPut)
+			case *caucusv1.RequestOp_RequestDeleteRange:
+				err = l.validateDelete(r.RequestDeleteRange)
+			default:
+				err = errorf(ErrInvalidArgument, "txn op without a request")
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if err := checkDuplicates(ops); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkDuplicates enforces etcd's rule that a transaction branch writes each key at most once: no
+// two puts of one key, and no put of a key that a delete of the same branch covers. Thanks to it
+// every write of a transaction sees the pre-transaction state as the key's previous version.
+func checkDuplicates(ops []*caucusv1.RequestOp) error {
+	// putKeys keeps op order so that the reported key, like everything at apply, is deterministic.
+	puts := make(map[string]struct{})
+	var putKeys [][]byte
+	var dels []*caucusv1.DeleteRangeRequest
+	for _, op := range ops {
+		switch r := op.GetRequest().(type) {
+		case *caucusv1.RequestOp_RequestPut:
+			k := string(r.RequestPut.GetKey())
+			if _, dup := puts[k]; dup {
+				return errorf(ErrDuplicateKey, "key %q is put twice", k)
+			}
+			puts[k] = struct{}{}
+			putKeys = append(putKeys, r.RequestPut.GetKey())
+		case *caucusv1.RequestOp_RequestDeleteRange:
+			dels = append(dels, r.RequestDeleteRange)
+		}
+	}
+	for _, d := range dels {
+		for _, k := range putKeys {
+			if inRange(k, d.GetKey(), d.GetRangeEnd()) {
+				return errorf(ErrDuplicateKey, "key %q is both put and deleted", k)
+			}
+		}
+	}
+	return nil
+}
+
+// inRange reports whether key is selected by (start, end) with the API's range_end rules.
+func inRange(key, start, end []byte) bool {
+	switch {
+	case len(end) == 0:
+		return bytes.Equal(key, start)
+	case len(end) == 1 && end[0] == 0:
+		return bytes.Compare(key, start) >= 0
+	default:
+		return bytes.Compare(key, start) >= 0 && bytes.Compare(key, end) < 0
+	}
+}

@@ -1,0 +1,249 @@
+package mvcc
+
+import (
+	"bytes"
+	"fmt"
+
+	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	bolt "go.etcd.io/bbolt"
+)
+
+// reader reads key versions from one bbolt transaction (read-only for Store reads, read-write
+// inside a Batch, where it sees the batch's own writes). Reads of the newest versions go to the
+// live bucket, reads at a past revision to the kv bucket.
+type reader struct {
+	kv   *bolt.Bucket
+	live *bolt.Bucket
+	buf  []byte
+}
+
+// keyRef is a key found by a scan, aliasing bbolt memory: raw (from the live bucket) or escaped
+// (from the kv bucket).
+type keyRef struct {
+	b       []byte
+	escaped bool
+}
+
+// clone returns the raw key in fresh memory.
+func (k keyRef) clone() []byte {
+	if k.escaped {
+		return unescape(k.b)
+	}
+	return bytes.Clone(k.b)
+}
+
+// visit is called for each key in a range with the key's visible version; rec.value may not be
+// loaded yet (see loadValue). Returning false stops the scan.
+type visit func(key keyRef, rev, sub int64, rec *record) (bool, error)
+
+// latest returns the newest live version of key without its value; ok is false if the key is
+// absent (never written, or deleted).
+func (r *reader) latest(key []byte) (rec record, rev, sub int64, ok bool, err error) {
+	v := r.live.Get(key)
+	if v == nil {
+		return rec, 0, 0, false, nil
+	}
+	rec, rev, sub, err = decodeLive(v)
+	return rec, rev, sub, err == nil, err
+}
+
+// loadValue fills rec.value from the kv bucket if the record came from the live bucket, whose
+// entries hold no value (so that counting and key-only scans never touch values).
+func (r *reader) loadValue(key keyRef, rev, sub int64, rec *record) error {
+	if rec.loaded {
+		return nil
+	}
+	if key.escaped {
+		return errorCorrupt("escaped key without a loaded value")
+	}
+	r.buf = kvKey(r.buf[:0], key.b, rev, sub)
+	v := r.kv.Get(r.buf)
+	if v == nil {
+		return errorCorrupt(fmt.Sprintf("live key %q points to missing version %d.%d", key.b, rev, sub))
+	}
+	full, err := decodeRecord(v)
+	if err != nil {
+		return err
+	}
+	rec.value, rec.loaded = full.value, true
+	return nil
+}
+
+// scan calls fn for every live key selected by key and end (the API's range_end rules), in key
+// order, with the version visible at revision atRev; atRev 0 means the newest version.
+// Tombstoned and not-yet-created keys are skipped.
+func (r *reader) scan(key, end []byte, atRev int64, fn visit) error {
+	all := len(end) == 1 && end[0] == 0
+	if len(end) == 0 {
+		if atRev == 0 {
+			rec, rev, sub, ok, err := r.latest(key)
+			if err != nil || !ok {
+				return err
+			}
+			_, err = fn(keyRef{b: key}, rev, sub, &rec)
+			return err
+		}
+		// A single key: bound the scan to the key itself.
+		end = append(append([]byte(nil), key...), 0)
+		all = false
+	} else if !all && bytes.Compare(key, end) >= 0 {
+		return nil
+	}
+	if atRev == 0 {
+		// rec is reused across keys: fn receives a pointer, which would otherwise move a fresh
+		// record to the heap for every key scanned.
+		var rec record
+		var rev, sub int64
+		var err error
+		c := r.live.Cursor()
+		for k, v := c.Seek(key); k != nil; k, v = c.Next() {
+			if !all && bytes.Compare(k, end) >= 0 {
+				return nil
+			}
+			if rec, rev, sub, err = decodeLive(v); err != nil {
+				return err
+			}
+			if more, err := fn(keyRef{b: k}, rev, sub, &rec); err != nil || !more {
+				return err
+			}
+		}
+		return nil
+	}
+	return r.scanAt(key, end, all, atRev, fn)
+}
+
+// shortWalk is how many cursor steps scanAt takes through a key's history before it falls back
+// to a seek: a step is far cheaper than a seek, and most keys have few versions.
+const shortWalk = 4
+
+// sameKey reports whether the kv bucket key k is a version of the escaped key esc.
+func sameKey(k, esc []byte) bool {
+	return len(k) == len(esc)+kvSuffixLen && bytes.HasPrefix(k, esc) && k[len(esc)] == 0 && k[len(esc)+1] == 1
+}
+
+// scanAt is scan at a past revision, over the kv bucket.
+func (r *reader) scanAt(key, end []byte, all bool, atRev int64, fn visit) error {
+	var escEnd []byte
+	if !all {
+		escEnd = appendEscaped(nil, end)
+	}
+	var rec record // reused, as in scan
+	var err error
+	c := r.kv.Cursor()
+	k, v := c.Seek(appendEscaped(nil, key))
+	for k != nil {
+		if len(k) < kvSuffixLen {
+			return errorCorrupt("kv key too short")
+		}
+		// esc aliases bbolt memory, valid for the whole transaction.
+		esc, rev, sub := splitKVKey(k)
+		if escEnd != nil && bytes.Compare(esc, escEnd) >= 0 {
+			return nil
+		}
+		// The cursor is on the newest version of esc; find the newest at or below atRev,
+		// stepping through a short history and seeking past a long one.
+		visible := true
+		for steps := 0; rev > atRev; steps++ {
+			if steps == shortWalk {
+				r.buf = escSeekAt(r.buf[:0], esc, atRev)
+				k, v = c.Seek(r.buf)
+			} else {
+				k, v = c.Next()
+			}
+			if k == nil || !sameKey(k, esc) {
+				visible = false // no version at or below atRev: created later
+				break
+			}
+			_, rev, sub = splitKVKey(k)
+		}
+		if visible {
+			if rec, err = decodeRecord(v); err != nil {
+				return err
+			}
+			if !rec.tombstone {
+				more, err := fn(keyRef{b: esc, escaped: true}, rev, sub, &rec)
+				if err != nil || !more {
+					return err
+				}
+			}
+			// Move past the rest of esc's history.
+			for steps := 0; k != nil && sameKey(k, esc); steps++ {
+				if steps == shortWalk {
+					r.buf = nextKeySeek(r.buf[:0], esc)
+					k, v = c.Seek(r.buf)
+					break
+				}
+				k, v = c.Next()
+			}
+		}
+	}
+	return nil
+}
+
+// toKV builds an API KeyValue from a key owned by the caller, copying the value out of bbolt
+// memory.
+func toKV(key []byte, rev int64, rec *record, keysOnly bool) *caucusv1.KeyValue {
+	kv := &caucusv1.KeyValue{
+		Key:            key,
+		CreateRevision: rec.create,
+		ModRevision:    rev,
+		Version:        rec.version,
+		Lease:          rec.lease,
+	}
+	if !keysOnly {
+		kv.Value = bytes.Clone(rec.value)
+		if kv.Value == nil {
+			kv.Value = []byte{}
+		}
+	}
+	return kv
+}
+
+// rangeAt serves a range request against a store at revision cur, compacted at compactRev.
+// dirty says that the transaction holds writes above cur (a transaction's range after its own
+// writes), so a read at exactly cur must seek instead of taking the newest versions.
+func (r *reader) rangeAt(req *caucusv1.RangeRequest, cur, compactRev, maxResults int64, dirty bool) (*caucusv1.RangeResponse, error) {
+	atRev := req.GetRevision()
+	switch {
+	case atRev < 0:
+		return nil, errorf(ErrInvalidArgument, "negative revision %d", atRev)
+	case atRev > cur:
+		return nil, errorf(ErrFutureRev, "revision %d, current %d", atRev, cur)
+	case atRev > 0 && atRev < compactRev:
+		return nil, errorf(ErrCompacted, "revision %d, compacted at %d", atRev, compactRev)
+	case atRev == cur && !dirty:
+		atRev = 0 // the newest versions: no per-key seek needed
+	}
+	if len(req.GetKey()) == 0 {
+		return nil, ErrEmptyKey
+	}
+	limit := req.GetLimit()
+	if limit < 0 {
+		return nil, errorf(ErrInvalidArgument, "negative limit %d", limit)
+	}
+	if limit == 0 || limit > maxResults {
+		limit = maxResults
+	}
+	resp := &caucusv1.RangeResponse{Header: &caucusv1.ResponseHeader{Revision: cur}}
+	err := r.scan(req.GetKey(), req.GetRangeEnd(), atRev, func(k keyRef, rev, sub int64, rec *record) (bool, error) {
+		resp.Count++
+		if req.GetCountOnly() {
+			return true, nil
+		}
+		if int64(len(resp.Kvs)) < limit {
+			if !req.GetKeysOnly() {
+				if err := r.loadValue(k, rev, sub, rec); err != nil {
+					return false, err
+				}
+			}
+			resp.Kvs = append(resp.Kvs, toKV(k.clone(), rev, rec, req.GetKeysOnly()))
+		} else {
+			resp.More = true
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}

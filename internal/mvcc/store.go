@@ -1,0 +1,376 @@
+package mvcc
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+)
+
+// Options configure a Store.
+type Options struct {
+	// NoSync skips fsync on commit (bbolt NoSync). Safe only because the Raft WAL is the source
+	// of truth: after a crash the node replays committed entries above the persisted applied
+	// index. Call Sync before compacting the WAL past AppliedIndex.
+	NoSync bool
+	// Limits; zero fields take their defaults. Must be identical on every member.
+	Limits Limits
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// InitialMmapSize is passed to bbolt; a large value avoids remapping (which waits for
+	// readers) as the file grows. 0 lets bbolt choose.
+	InitialMmapSize int
+}
+
+// Member is a cluster member as recorded by applied configuration changes.
+type Member struct {
+	ID         uint64
+	Name       string
+	PeerURLs   []string
+	ClientURLs []string
+	IsLearner  bool
+}
+
+// Store is the multi-version key-value state machine. Its methods are safe for concurrent use;
+// at most one Batch may be open at a time.
+type Store struct {
+	path   string
+	opts   Options
+	limits Limits
+	log    *slog.Logger
+
+	// mu guards db against replacement: readers and a Batch hold it shared, Restore and Close
+	// exclusively.
+	mu sync.RWMutex
+	db *bolt.DB
+
+	// compactBudget bounds the physical compaction work of one batch (defaultCompactBudget;
+	// tests lower it).
+	compactBudget int
+
+	// Committed state, published after each commit for cheap reads.
+	rev        atomic.Int64
+	compactRev atomic.Int64
+	applied    atomic.Uint64
+}
+
+// ErrClosed is returned by operations on a closed Store.
+var ErrClosed = errors.New("mvcc: store is closed")
+
+// Open opens (creating if needed) the store at path.
+func Open(path string, opts Options) (*Store, error) {
+	opts.Limits = opts.Limits.withDefaults()
+	if err := opts.Limits.check(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Store{path: path, opts: opts, limits: opts.Limits, log: opts.Logger.With("component", "mvcc"),
+		compactBudget: defaultCompactBudget}
+	db, err := s.openDB()
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	return s, nil
+}
+
+func (s *Store) openDB() (*bolt.DB, error) {
+	db, err := bolt.Open(s.path, 0o600, &bolt.Options{
+		Timeout:         10 * time.Second,
+		NoSync:          s.opts.NoSync,
+		NoFreelistSync:  true, // the freelist is rebuilt on open; fewer pages written per commit
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: s.opts.InitialMmapSize,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mvcc: open %s: %w", s.path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(metaSchema); v == nil {
+			// A new store: revision 1 is the empty store, like etcd, so the first write is 2
+			// and a mod_revision of 0 always means "absent".
+			for k, v := range map[string]uint64{string(metaSchema): schemaVersion, string(metaRev): 1} {
+				if err := meta.Put([]byte(k), putU64(v)); err != nil {
+					return fmt.Errorf("init meta: %w", err)
+				}
+			}
+		} else if u64(v) != schemaVersion {
+			return fmt.Errorf("unsupported schema version %d (want %d)", u64(v), schemaVersion)
+		}
+		st := loadState(tx)
+		s.rev.Store(st.rev)
+		s.compactRev.Store(st.compactRev)
+		s.applied.Store(st.applied)
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("mvcc: initialize %s: %w", s.path, err)
+	}
+	return db, nil
+}
+
+// state is the scalar part of the store's state, kept in the meta bucket.
+type state struct {
+	rev        int64
+	compactRev int64
+	applied    uint64
+	clock      int64 // the largest command time applied; session times are measured with it
+	sessions   int64 // number of sessions
+	leases     int64 // number of leases
+	// compactNextRev and compactNextSub are where physical compaction resumes; it has caught up
+	// when compactNextRev > compactRev.
+	compactNextRev, compactNextSub int64
+}
+
+func loadState(tx *bolt.Tx) state {
+	m := tx.Bucket(bucketMeta)
+	st := state{
+		rev:        int64(u64(m.Get(metaRev))),
+		compactRev: int64(u64(m.Get(metaCompactRev))),
+		applied:    u64(m.Get(metaApplied)),
+		clock:      int64(u64(m.Get(metaClock))),
+		sessions:   int64(u64(m.Get(metaSessions))),
+		leases:     int64(u64(m.Get(metaLeases))),
+	}
+	if v := m.Get(metaCompactNext); len(v) == 16 {
+		st.compactNextRev, st.compactNextSub = int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:]))
+	}
+	return st
+}
+
+func (st state) save(tx *bolt.Tx) error {
+	m := tx.Bucket(bucketMeta)
+	for _, kv := range []struct {
+		k []byte
+		v uint64
+	}{{metaRev, uint64(st.rev)}, {metaCompactRev, uint64(st.compactRev)}, {metaApplied, st.applied},
+		{metaClock, uint64(st.clock)}, {metaSessions, uint64(st.sessions)}, {metaLeases, uint64(st.leases)}} {
+		if err := m.Put(kv.k, putU64(kv.v)); err != nil {
+			return fmt.Errorf("mvcc: save meta %s: %w", kv.k, err)
+		}
+	}
+	if err := m.Put(metaCompactNext, revKey(st.compactNextRev, st.compactNextSub)); err != nil {
+		return fmt.Errorf("mvcc: save meta %s: %w", metaCompactNext, err)
+	}
+	return nil
+}
+
+// Close closes the store. Open batches must be finished first.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db == nil {
+		return nil
+	}
+	err := s.db.Close()
+	s.db = nil
+	if err != nil {
+		return fmt.Errorf("mvcc: close %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// view runs fn in a read transaction.
+func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return ErrClosed
+	}
+	return s.db.View(fn)
+}
+
+// Limits returns the store's effective limits.
+func (s *Store) Limits() Limits { return s.limits }
+
+// Rev returns the current (committed) revision.
+func (s *Store) Rev() int64 { return s.rev.Load() }
+
+// CompactRev returns the revision of the last compaction (0 if none).
+func (s *Store) CompactRev() int64 { return s.compactRev.Load() }
+
+// AppliedIndex returns the Raft index of the last committed applied entry.
+func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
+
+// Range serves a read from the committed state. The header carries the revision of the state
+// read, which is consistent with the result.
+func (s *Store) Range(req *caucusv1.RangeRequest) (*caucusv1.RangeResponse, error) {
+	if err := s.limits.ValidateRange(req); err != nil {
+		return nil, err
+	}
+	var resp *caucusv1.RangeResponse
+	err := s.view(func(tx *bolt.Tx) error {
+		st := loadState(tx)
+		r := reader{kv: tx.Bucket(bucketKV), live: tx.Bucket(bucketLive)}
+		var err error
+		resp, err = r.rangeAt(req, st.rev, st.compactRev, s.limits.MaxRangeResults, false)
+		return err
+	})
+	return resp, err
+}
+
+// Size returns the size of the database file in bytes.
+func (s *Store) Size() int64 {
+	var n int64
+	_ = s.view(func(tx *bolt.Tx) error { n = tx.Size(); return nil }) // 0 once closed
+	return n
+}
+
+// Sync forces the data of committed batches to disk; with Options.NoSync it must be called
+// before the WAL is compacted past AppliedIndex.
+func (s *Store) Sync() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return ErrClosed
+	}
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("mvcc: sync %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Members returns the members recorded by applied configuration changes, ordered by id.
+func (s *Store) Members() []Member {
+	var out []Member
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMember).ForEach(func(_, v []byte) error {
+			var m caucusv1.Member
+			if err := proto.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("mvcc: decode member: %w", err)
+			}
+			out = append(out, Member{ID: m.Id, Name: m.Name, PeerURLs: m.PeerUrls, ClientURLs: m.ClientUrls, IsLearner: m.IsLearner})
+			return nil
+		})
+	})
+	if err != nil {
+		s.log.Error("read members", "err", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// WriteSnapshot writes a consistent copy of the database to w and returns the applied index it
+// contains.
+func (s *Store) WriteSnapshot(w io.Writer) (uint64, error) {
+	var applied uint64
+	err := s.view(func(tx *bolt.Tx) error {
+		applied = loadState(tx).applied
+		if _, err := tx.WriteTo(w); err != nil {
+			return fmt.Errorf("mvcc: write snapshot at applied index %d: %w", applied, err)
+		}
+		return nil
+	})
+	return applied, err
+}
+
+// Restore replaces the whole state by a snapshot written by WriteSnapshot: the data is written to
+// a temporary file, synced, checked, and renamed over the database, which is reopened. No Batch
+// may be open. On error the previous state is kept unless the rename already happened.
+func (s *Store) Restore(r io.Reader) error {
+	tmp := s.path + ".restore.tmp"
+	if err := writeSynced(tmp, r); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	// Check that the snapshot is a store before replacing anything.
+	if err := checkSnapshotFile(tmp); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db == nil {
+		os.Remove(tmp)
+		return ErrClosed
+	}
+	if err := s.db.Close(); err != nil {
+		s.db = nil
+		return fmt.Errorf("mvcc: restore: close current database: %w", err)
+	}
+	s.db = nil
+	if err := os.Rename(tmp, s.path); err != nil {
+		return fmt.Errorf("mvcc: restore: rename snapshot over %s: %w", s.path, err)
+	}
+	if err := syncDir(filepath.Dir(s.path)); err != nil {
+		return fmt.Errorf("mvcc: restore: %w", err)
+	}
+	db, err := s.openDB()
+	if err != nil {
+		return fmt.Errorf("mvcc: restore: reopen: %w", err)
+	}
+	s.db = db
+	s.log.Info("restored snapshot", "applied_index", s.applied.Load(), "revision", s.rev.Load())
+	return nil
+}
+
+func writeSynced(path string, r io.Reader) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("mvcc: restore: create %s: %w", path, err)
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return fmt.Errorf("mvcc: restore: write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("mvcc: restore: fsync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("mvcc: restore: close %s: %w", path, err)
+	}
+	return nil
+}
+
+func checkSnapshotFile(path string) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("mvcc: restore: snapshot is not a database: %w", err)
+	}
+	defer db.Close()
+	return db.View(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		if m == nil {
+			return fmt.Errorf("mvcc: restore: snapshot has no meta bucket")
+		}
+		if v := u64(m.Get(metaSchema)); v != schemaVersion {
+			return fmt.Errorf("mvcc: restore: snapshot schema version %d, want %d", v, schemaVersion)
+		}
+		return nil
+	})
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+func errorCorrupt(what string) error { return fmt.Errorf("mvcc: corrupt database: %s", what) }
