@@ -1,0 +1,297 @@
+package client
+
+import (
+	"context"
+	"fmt"
+
+	"connectrpc.com/connect"
+
+	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+)
+
+// Response types are the API's messages; the aliases name them after the client methods.
+type (
+	PutResponse     = caucusv1.PutResponse
+	GetResponse     = caucusv1.RangeResponse
+	DeleteResponse  = caucusv1.DeleteRangeResponse
+	TxnResponse     = caucusv1.TxnResponse
+	CompactResponse = caucusv1.CompactionResponse
+	KeyValue        = caucusv1.KeyValue
+)
+
+type opType int
+
+const (
+	opGet opType = iota + 1
+	opPut
+	opDelete
+)
+
+// Op is one key-value operation, for Txn's Then and Else. Build it with OpGet, OpPut, OpDelete.
+type Op struct {
+	typ      opType
+	key      []byte
+	end      []byte
+	value    []byte
+	lease    int64
+	prevKV   bool
+	limit    int64
+	rev      int64
+	serial   bool
+	keysOnly bool
+	count    bool
+	prefix   bool
+	fromKey  bool
+}
+
+// OpOption modifies an Op (and so a Get, Put or Delete).
+type OpOption func(*Op)
+
+// WithPrefix makes the operation cover every key starting with the key. An empty key with
+// WithPrefix covers all keys.
+func WithPrefix() OpOption { return func(op *Op) { op.prefix = true } }
+
+// WithRange makes the operation cover the half-open range [key, end).
+func WithRange(end string) OpOption { return func(op *Op) { op.end = []byte(end) } }
+
+// WithFromKey makes the operation cover every key >= the key.
+func WithFromKey() OpOption { return func(op *Op) { op.fromKey = true } }
+
+// WithLimit bounds the number of keys a Get returns; the response's More tells whether keys
+// were left out.
+func WithLimit(n int64) OpOption { return func(op *Op) { op.limit = n } }
+
+// WithRev makes a Get read at a past revision.
+func WithRev(rev int64) OpOption { return func(op *Op) { op.rev = rev } }
+
+// WithSerializable makes a Get serializable: served by the member from its local state, without
+// a quorum round trip. It may be stale, but is never torn.
+func WithSerializable() OpOption { return func(op *Op) { op.serial = true } }
+
+// WithKeysOnly makes a Get return keys without values.
+func WithKeysOnly() OpOption { return func(op *Op) { op.keysOnly = true } }
+
+// WithCountOnly makes a Get return only the number of keys.
+func WithCountOnly() OpOption { return func(op *Op) { op.count = true } }
+
+// WithLease attaches a Put's key to a lease.
+func WithLease(id int64) OpOption { return func(op *Op) { op.lease = id } }
+
+// WithPrevKV makes a Put or Delete return the key-values it replaced or deleted.
+func WithPrevKV() OpOption { return func(op *Op) { op.prevKV = true } }
+
+// OpGet returns a read of key, for a transaction.
+func OpGet(key string, opts ...OpOption) Op { return newOp(opGet, key, "", opts) }
+
+// OpPut returns a write of key, for a transaction.
+func OpPut(key, value string, opts ...OpOption) Op { return newOp(opPut, key, value, opts) }
+
+// OpDelete returns a deletion of key, for a transaction.
+func OpDelete(key string, opts ...OpOption) Op { return newOp(opDelete, key, "", opts) }
+
+func newOp(t opType, key, value string, opts []OpOption) Op {
+	op := Op{typ: t, key: []byte(key)}
+	if t == opPut {
+		op.value = []byte(value)
+	}
+	for _, o := range opts {
+		o(&op)
+	}
+	switch {
+	case op.prefix:
+		if len(op.key) == 0 {
+			// Every key: the API's "\0" range end means "all keys >= key", and "\0" is the
+			// smallest non-empty key.
+			op.key, op.end = []byte{0}, []byte{0}
+		} else {
+			op.end = PrefixEnd(op.key)
+		}
+	case op.fromKey:
+		if len(op.key) == 0 {
+			op.key = []byte{0}
+		}
+		op.end = []byte{0}
+	}
+	return op
+}
+
+// PrefixEnd returns the smallest key greater than every key starting with prefix, the range end
+// that makes [prefix, end) cover exactly the keys with that prefix. For a prefix made only of
+// 0xff bytes there is no such key, and it returns "\0" (every key >= prefix).
+func PrefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return []byte{0}
+}
+
+func (op Op) rangeRequest() *caucusv1.RangeRequest {
+	r := &caucusv1.RangeRequest{
+		Key: op.key, RangeEnd: op.end, Limit: op.limit, Revision: op.rev,
+		KeysOnly: op.keysOnly, CountOnly: op.count,
+	}
+	if op.serial {
+		r.Consistency = caucusv1.Consistency_CONSISTENCY_SERIALIZABLE
+	}
+	return r
+}
+
+func (op Op) putRequest() *caucusv1.PutRequest {
+	return &caucusv1.PutRequest{Key: op.key, Value: op.value, Lease: op.lease, PrevKv: op.prevKV}
+}
+
+func (op Op) deleteRequest() *caucusv1.DeleteRangeRequest {
+	return &caucusv1.DeleteRangeRequest{Key: op.key, RangeEnd: op.end, PrevKv: op.prevKV}
+}
+
+func (op Op) requestOp() *caucusv1.RequestOp {
+	switch op.typ {
+	case opGet:
+		return &caucusv1.RequestOp{Request: &caucusv1.RequestOp_RequestRange{RequestRange: op.rangeRequest()}}
+	case opPut:
+		return &caucusv1.RequestOp{Request: &caucusv1.RequestOp_RequestPut{RequestPut: op.putRequest()}}
+	case opDelete:
+		return &caucusv1.RequestOp{Request: &caucusv1.RequestOp_RequestDeleteRange{RequestDeleteRange: op.deleteRequest()}}
+	}
+	panic(fmt.Sprintf("client: Op of unknown type %d (build Ops with OpGet, OpPut, OpDelete)", op.typ))
+}
+
+// Put writes value under key, exactly once across retries.
+func (c *Client) Put(ctx context.Context, key, value string, opts ...OpOption) (*PutResponse, error) {
+	req := newOp(opPut, key, value, opts).putRequest()
+	var resp *PutResponse
+	err := c.write(ctx, "put", func(s *caucusv1.Session) { req.Session = s }, func(ctx context.Context, ep *endpoint) error {
+		r, err := ep.kv.Put(ctx, connect.NewRequest(req))
+		if err != nil {
+			return err
+		}
+		resp = r.Msg
+		ep.noteMember(resp.GetHeader().GetMemberId())
+		return nil
+	})
+	return resp, err
+}
+
+// Get reads key, or the range the options select. Reads are linearizable unless
+// WithSerializable is given.
+func (c *Client) Get(ctx context.Context, key string, opts ...OpOption) (*GetResponse, error) {
+	req := newOp(opGet, key, "", opts).rangeRequest()
+	var resp *GetResponse
+	err := c.call(ctx, "get", anyEndpoint, retryTransient, func(ctx context.Context, ep *endpoint) error {
+		r, err := ep.kv.Range(ctx, connect.NewRequest(req))
+		if err != nil {
+			return err
+		}
+		resp = r.Msg
+		ep.noteMember(resp.GetHeader().GetMemberId())
+		return nil
+	})
+	return resp, err
+}
+
+// Delete removes key, or the range the options select, exactly once across retries.
+func (c *Client) Delete(ctx context.Context, key string, opts ...OpOption) (*DeleteResponse, error) {
+	req := newOp(opDelete, key, "", opts).deleteRequest()
+	var resp *DeleteResponse
+	err := c.write(ctx, "delete", func(s *caucusv1.Session) { req.Session = s }, func(ctx context.Context, ep *endpoint) error {
+		r, err := ep.kv.DeleteRange(ctx, connect.NewRequest(req))
+		if err != nil {
+			return err
+		}
+		resp = r.Msg
+		ep.noteMember(resp.GetHeader().GetMemberId())
+		return nil
+	})
+	return resp, err
+}
+
+// Compact discards the versions of keys older than rev. Reads below rev then fail (IsCompacted).
+// Compaction is idempotent, so it is retried like a read.
+func (c *Client) Compact(ctx context.Context, rev int64) (*CompactResponse, error) {
+	req := &caucusv1.CompactionRequest{Revision: rev}
+	var resp *CompactResponse
+	err := c.call(ctx, "compact", leaderEndpoint, retryTransient, func(ctx context.Context, ep *endpoint) error {
+		r, err := ep.kv.Compact(ctx, connect.NewRequest(req))
+		if err != nil {
+			return err
+		}
+		resp = r.Msg
+		return nil
+	})
+	return resp, err
+}
+
+// write runs a session write: it takes a lane, stamps the request with the lane's session once
+// (setSession), and retries attempt with that same session until the call ends.
+func (c *Client) write(ctx context.Context, op string, setSession func(*caucusv1.Session), attempt func(ctx context.Context, ep *endpoint) error) error {
+	l, s := c.lanes.acquire()
+	defer c.lanes.release(l)
+	setSession(s)
+	return c.call(ctx, op, leaderEndpoint, retryTransient, attempt)
+}
+
+// Txn starts a transaction on c. Commit sends it.
+func (c *Client) Txn(ctx context.Context) *Txn {
+	return &Txn{c: c, ctx: ctx}
+}
+
+// Txn is a transaction builder: If(compares...).Then(ops...).Else(ops...).Commit(). When every
+// compare holds the Then ops are applied, otherwise the Else ops, atomically at one revision.
+// A Txn is not safe for concurrent use.
+type Txn struct {
+	c    *Client
+	ctx  context.Context
+	cmps []*caucusv1.Compare
+	then []*caucusv1.RequestOp
+	els  []*caucusv1.RequestOp
+}
+
+// If adds compares; all of them must hold for Then to apply.
+func (t *Txn) If(cmps ...Cmp) *Txn {
+	for _, c := range cmps {
+		t.cmps = append(t.cmps, c.proto())
+	}
+	return t
+}
+
+// Then adds the ops applied when the compares hold.
+func (t *Txn) Then(ops ...Op) *Txn {
+	for _, op := range ops {
+		t.then = append(t.then, op.requestOp())
+	}
+	return t
+}
+
+// Else adds the ops applied when a compare fails.
+func (t *Txn) Else(ops ...Op) *Txn {
+	for _, op := range ops {
+		t.els = append(t.els, op.requestOp())
+	}
+	return t
+}
+
+// Request returns the request Commit sends, without its session.
+func (t *Txn) Request() *caucusv1.TxnRequest {
+	return &caucusv1.TxnRequest{Compare: t.cmps, Success: t.then, Failure: t.els}
+}
+
+// Commit sends the transaction, exactly once across retries (a read-only transaction is
+// retried the same way: a session costs nothing).
+func (t *Txn) Commit() (*TxnResponse, error) {
+	req := t.Request()
+	var resp *TxnResponse
+	err := t.c.write(t.ctx, "txn", func(s *caucusv1.Session) { req.Session = s }, func(ctx context.Context, ep *endpoint) error {
+		r, err := ep.kv.Txn(ctx, connect.NewRequest(req))
+		if err != nil {
+			return err
+		}
+		resp = r.Msg
+		ep.noteMember(resp.GetHeader().GetMemberId())
+		return nil
+	})
+	return resp, err
+}
