@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/caucus/caucus/internal/embed"
+)
+
+// runDev starts a local cluster of in-process members on 127.0.0.1 with real TCP and real disk.
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("caucus dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	members := fs.Int("members", 3, "number of members")
+	dir := fs.String("data-dir", "", "directory for the members' data (default: a new temporary directory, removed on exit)")
+	basePort := fs.Int("base-port", 2379, "first client port; member i serves clients on base+2i and peers on base+2i+1 (0: any free ports)")
+	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *members < 1 || *members > 9 {
+		return fmt.Errorf("dev: --members %d must be between 1 and 9", *members)
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("dev: --log-level: %w", err)
+	}
+	lg := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	root := *dir
+	if root == "" {
+		tmp, err := os.MkdirTemp("", "caucus-dev-")
+		if err != nil {
+			return fmt.Errorf("dev: temporary directory: %w", err)
+		}
+		root = tmp
+		defer os.RemoveAll(tmp)
+	}
+	type addrs struct{ client, peer string }
+	as := make([]addrs, *members)
+	for i := range as {
+		if *basePort == 0 {
+			c, err := freePort()
+			if err != nil {
+				return err
+			}
+			p, err := freePort()
+			if err != nil {
+				return err
+			}
+			as[i] = addrs{c, p}
+		} else {
+			as[i] = addrs{fmt.Sprintf("127.0.0.1:%d", *basePort+2*i), fmt.Sprintf("127.0.0.1:%d", *basePort+2*i+1)}
+		}
+	}
+	var initial []string
+	for i, a := range as {
+		initial = append(initial, fmt.Sprintf("n%d=http://%s", i+1, a.peer))
+	}
+	var running []*embed.Member
+	defer func() {
+		for _, m := range running {
+			m.Stop()
+		}
+	}()
+	var endpoints []string
+	for i, a := range as {
+		cfg := embed.DefaultConfig(fmt.Sprintf("n%d", i+1))
+		cfg.DataDir = filepath.Join(root, cfg.Name)
+		cfg.ListenClientURL = "http://" + a.client
+		cfg.ListenPeerURL = "http://" + a.peer
+		cfg.InitialCluster = strings.Join(initial, ",")
+		cfg.ClusterToken = "caucus-dev"
+		cfg.Logger = lg
+		m, err := embed.Start(cfg)
+		if err != nil {
+			return fmt.Errorf("dev: start %s: %w", cfg.Name, err)
+		}
+		running = append(running, m)
+		endpoints = append(endpoints, m.ClientURL)
+	}
+	eps := strings.Join(endpoints, ",")
+	fmt.Fprintf(stdout, `caucus dev: %d members running (data in %s)
+
+  endpoints: %s
+
+Try, in another terminal:
+  export CAUCUS_ENDPOINTS=%s
+  go run ./cmd/caucus put greeting hello
+  go run ./cmd/caucus get greeting
+  go run ./cmd/caucus member list
+  go run ./cmd/caucus status
+  curl -s -X POST -H 'Content-Type: application/json' -d '{"key":"Z3JlZXRpbmc="}' %s/caucus.v1.KV/Range
+
+Press Ctrl-C to stop.
+`, *members, root, eps, eps, endpoints[0])
+	select {
+	case <-ctx.Done():
+	case <-running[0].Done():
+	}
+	fmt.Fprintln(stdout, "caucus dev: stopping")
+	return nil
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("dev: find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}

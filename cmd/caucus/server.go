@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/caucus/caucus/internal/embed"
+	"github.com/caucus/caucus/internal/server"
+)
+
+// serverFlags binds a member's configuration to flags. Every flag can also be set with an
+// environment variable (CAUCUS_ plus the flag name in upper case with - as _) or in a JSON config
+// file ({"name": "n1", "data-dir": "..."}); a flag on the command line wins over the environment,
+// which wins over the file.
+func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile *string, logLevel *string, bug *string) {
+	fs.StringVar(&cfg.Name, "name", cfg.Name, "human-readable name of this member")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for the log, snapshots and state machine (default <name>.caucus)")
+	fs.StringVar(&cfg.ListenClientURL, "listen-client-urls", cfg.ListenClientURL, "URL to serve the client API on")
+	fs.StringVar(&cfg.AdvertiseClientURL, "advertise-client-urls", "", "client URL to advertise to the cluster (default: the listen URL)")
+	fs.StringVar(&cfg.ListenPeerURL, "listen-peer-urls", cfg.ListenPeerURL, "URL to listen on for peer traffic")
+	fs.StringVar(&cfg.AdvertisePeerURL, "initial-advertise-peer-urls", "", "peer URL to advertise to the cluster (default: the listen URL)")
+	fs.StringVar(&cfg.InitialCluster, "initial-cluster", "", "initial members: name=peerURL,name=peerURL (default: this member alone)")
+	fs.StringVar(&cfg.InitialClusterState, "initial-cluster-state", cfg.InitialClusterState, "new (bootstrap) or existing (join)")
+	fs.StringVar(&cfg.ClusterToken, "initial-cluster-token", cfg.ClusterToken, "token shared by the members of one cluster; member and cluster ids derive from it")
+	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "leader heartbeat interval (one Raft tick)")
+	fs.DurationVar(&cfg.ElectionTimeout, "election-timeout", cfg.ElectionTimeout, "base election timeout (randomized up to 2x)")
+	fs.Uint64Var(&cfg.SnapshotEntries, "snapshot-count", cfg.SnapshotEntries, "applied entries between snapshots")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "deadline for requests whose client set none")
+	fs.IntVar(&cfg.Limits.MaxRequestBytes, "max-request-bytes", cfg.Limits.MaxRequestBytes, "largest client request accepted")
+	fs.IntVar(&cfg.Limits.MaxValueBytes, "max-value-bytes", cfg.Limits.MaxValueBytes, "largest value accepted")
+	fs.IntVar(&cfg.Limits.MaxKeyBytes, "max-key-bytes", cfg.Limits.MaxKeyBytes, "largest key accepted")
+	fs.IntVar(&cfg.Limits.MaxTxnOps, "max-txn-ops", cfg.Limits.MaxTxnOps, "most operations in one transaction branch")
+	configFile = fs.String("config-file", "", "optional JSON file of flag values")
+	logLevel = fs.String("log-level", "info", "debug, info, warn or error")
+	bug = fs.String("unsafe-test-bug", "", "DO NOT USE: plants a consistency bug for checker tests (stale-reads)")
+	return
+}
+
+func parseServerFlags(args []string, stderr io.Writer, getenv func(string) string) (embed.Config, *slog.Logger, error) {
+	cfg := embed.DefaultConfig("default")
+	fs := flag.NewFlagSet("caucus server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile, logLevel, bug := serverFlags(fs, &cfg)
+	if err := fs.Parse(args); err != nil {
+		return cfg, nil, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, nil, fmt.Errorf("server: unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// Environment next, then the config file, each only for flags not set by a stronger source.
+	var fileErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		env := "CAUCUS_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" {
+			if err := fs.Set(f.Name, v); err != nil && fileErr == nil {
+				fileErr = fmt.Errorf("server: environment %s=%q: %w", env, v, err)
+			}
+			set[f.Name] = true
+		}
+	})
+	if fileErr != nil {
+		return cfg, nil, fileErr
+	}
+	if *configFile != "" {
+		b, err := os.ReadFile(*configFile)
+		if err != nil {
+			return cfg, nil, fmt.Errorf("server: read config file: %w", err)
+		}
+		var values map[string]any
+		if err := json.Unmarshal(b, &values); err != nil {
+			return cfg, nil, fmt.Errorf("server: config file %s is not a JSON object: %w", *configFile, err)
+		}
+		for k, v := range values {
+			if fs.Lookup(k) == nil {
+				return cfg, nil, fmt.Errorf("server: config file %s: unknown setting %q", *configFile, k)
+			}
+			if set[k] {
+				continue
+			}
+			if err := fs.Set(k, fmt.Sprint(v)); err != nil {
+				return cfg, nil, fmt.Errorf("server: config file %s: %s=%v: %w", *configFile, k, v, err)
+			}
+		}
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = cfg.Name + ".caucus"
+	}
+	switch server.TestBug(*bug) {
+	case server.BugNone, server.BugStaleReads:
+		cfg.Bug = server.TestBug(*bug)
+	default:
+		return cfg, nil, fmt.Errorf("server: unknown --unsafe-test-bug %q", *bug)
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
+		return cfg, nil, fmt.Errorf("server: --log-level: %w", err)
+	}
+	lg := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	cfg.Logger = lg
+	return cfg, lg, nil
+}
+
+func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, lg, err := parseServerFlags(args, stderr, os.Getenv)
+	if err != nil {
+		return err
+	}
+	if cfg.Bug != server.BugNone {
+		lg.Warn("UNSAFE: running with a planted consistency bug for checker tests", "bug", cfg.Bug)
+	}
+	m, err := embed.Start(cfg)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		m.Stop()
+		return nil
+	case <-m.Done():
+		m.Stop()
+		if err := m.Node.Err(); err != nil {
+			return fmt.Errorf("member stopped: %w", err)
+		}
+		return nil
+	}
+}

@@ -1,0 +1,352 @@
+// Package embed assembles a complete caucus member from its parts: the data directory and node
+// (internal/node), the peer transport (internal/transport) and the API server (internal/server).
+// `caucus server` runs one member with it; `caucus dev` and the integration tests run several in
+// one process.
+//
+// Identity: a member's id is derived from the cluster token and its peer URLs, and the cluster id
+// from the token, so that every member computes the same ids without
+// talking to the others, and a member added later gets the id `member add` announced.
+package embed
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/mvcc"
+	"github.com/caucus/caucus/internal/node"
+	"github.com/caucus/caucus/internal/server"
+	"github.com/caucus/caucus/internal/transport"
+	"github.com/caucus/caucus/raft"
+)
+
+// Config is a member's configuration, in the vocabulary of etcd's flags.
+type Config struct {
+	Name    string
+	DataDir string
+	// ListenClientURL and ListenPeerURL are the addresses to bind (http://host:port).
+	ListenClientURL string
+	ListenPeerURL   string
+	// AdvertiseClientURL and AdvertisePeerURL are how others reach this member; they default to
+	// the listen URLs.
+	AdvertiseClientURL string
+	AdvertisePeerURL   string
+	// InitialCluster maps member names to peer URLs: "n1=http://10.0.0.1:2380,n2=...".
+	InitialCluster string
+	// InitialClusterState is "new" to bootstrap, "existing" to join a running cluster.
+	InitialClusterState string
+	ClusterToken        string
+	// HeartbeatInterval is one Raft tick; ElectionTimeout is a multiple of it.
+	HeartbeatInterval time.Duration
+	ElectionTimeout   time.Duration
+	SnapshotEntries   uint64
+	RequestTimeout    time.Duration
+	Limits            mvcc.Limits
+	// NoSyncStateMachine skips fsync of the state machine's own commits (the WAL is synced and
+	// replayed after a crash). It is the default: see ARCHITECTURE.md.
+	NoSyncStateMachine bool
+	Bug                server.TestBug
+	Logger             *slog.Logger
+	// PeerListener and ClientListener, if set, are used instead of binding the listen URLs
+	// (tests bind port 0 first so that the initial cluster can name real ports).
+	PeerListener, ClientListener net.Listener
+}
+
+// DefaultConfig returns etcd-like defaults for a member called name on localhost.
+func DefaultConfig(name string) Config {
+	return Config{
+		Name:                name,
+		DataDir:             name + ".caucus",
+		ListenClientURL:     "http://127.0.0.1:2379",
+		ListenPeerURL:       "http://127.0.0.1:2380",
+		InitialClusterState: "new",
+		ClusterToken:        "caucus-cluster",
+		HeartbeatInterval:   100 * time.Millisecond,
+		ElectionTimeout:     1000 * time.Millisecond,
+		SnapshotEntries:     10000,
+		RequestTimeout:      server.DefaultRequestTimeout,
+		Limits:              mvcc.DefaultLimits(),
+		NoSyncStateMachine:  true,
+	}
+}
+
+// Member is a running member.
+type Member struct {
+	ID        raft.NodeID
+	ClusterID uint64
+	Node      *node.Node
+	// ClientURL is the URL clients use (the advertised one, with the real port if :0 was asked).
+	ClientURL string
+	PeerURL   string
+
+	trans    *transport.Transport
+	http     *http.Server
+	clientLn net.Listener
+	log      *slog.Logger
+	stopOnce sync.Once
+	serveErr chan error
+}
+
+// MemberID derives a member's id from the cluster token and its peer URLs.
+func MemberID(token string, peerURLs []string) uint64 {
+	urls := append([]string(nil), peerURLs...)
+	sort.Strings(urls)
+	sum := sha256.Sum256([]byte(token + "\x00" + strings.Join(urls, ",")))
+	id := binary.BigEndian.Uint64(sum[:8])
+	if id == 0 {
+		id = 1 // 0 is raft.None
+	}
+	return id
+}
+
+// ParseInitialCluster parses "name=url[,name=url...]" into members with derived ids.
+func ParseInitialCluster(token, s string) ([]node.Member, error) {
+	var out []node.Member
+	seen := map[string]bool{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, u, ok := strings.Cut(part, "=")
+		if !ok || name == "" || u == "" {
+			return nil, fmt.Errorf("embed: initial cluster entry %q is not name=url", part)
+		}
+		if _, err := hostPort(u); err != nil {
+			return nil, fmt.Errorf("embed: initial cluster entry %q: %w", part, err)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("embed: initial cluster names member %q twice", name)
+		}
+		seen[name] = true
+		out = append(out, node.Member{ID: raft.NodeID(MemberID(token, []string{u})), Name: name, PeerURLs: []string{u}})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("embed: initial cluster is empty")
+	}
+	return out, nil
+}
+
+// clusterID derives the cluster id from the cluster token alone, so that a member joining later
+// (whose initial cluster lists more members) computes the same id as the founders.
+func clusterID(token string) uint64 {
+	sum := sha256.Sum256([]byte("cluster\x00" + token))
+	id := binary.BigEndian.Uint64(sum[:8])
+	if id == 0 {
+		id = 1 // the transport reserves 0
+	}
+	return id
+}
+
+// hostPort extracts host:port from an http URL (peer URLs are written as URLs, as in etcd, but
+// the peer transport is plain TCP).
+func hostPort(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("parse URL %q: %w", raw, err)
+	}
+	if u.Scheme != "http" {
+		return "", fmt.Errorf("URL %q: only http:// is supported (TLS comes later)", raw)
+	}
+	if u.Port() == "" {
+		return "", fmt.Errorf("URL %q has no port", raw)
+	}
+	return u.Host, nil
+}
+
+func peerAddr(m *cmdpb.MemberContext) string {
+	for _, u := range m.PeerUrls {
+		if hp, err := hostPort(u); err == nil {
+			return hp
+		}
+	}
+	return ""
+}
+
+// Validate checks the relationships between fields.
+func (c *Config) Validate() error {
+	switch {
+	case c.Name == "":
+		return errors.New("embed: --name is required")
+	case c.DataDir == "":
+		return errors.New("embed: --data-dir is required")
+	case c.HeartbeatInterval <= 0:
+		return fmt.Errorf("embed: heartbeat interval %s must be > 0", c.HeartbeatInterval)
+	case c.ElectionTimeout < 5*c.HeartbeatInterval:
+		return fmt.Errorf("embed: election timeout %s must be at least 5x the heartbeat interval %s", c.ElectionTimeout, c.HeartbeatInterval)
+	case c.InitialClusterState != "new" && c.InitialClusterState != "existing":
+		return fmt.Errorf("embed: initial cluster state %q must be new or existing", c.InitialClusterState)
+	}
+	return nil
+}
+
+// Start opens the member's data and starts serving. It returns once the listeners are bound.
+func Start(cfg Config) (*Member, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	lg = lg.With("name", cfg.Name)
+	peerHP, err := hostPort(cfg.ListenPeerURL)
+	if err != nil {
+		return nil, fmt.Errorf("embed: listen peer URL: %w", err)
+	}
+	clientHP, err := hostPort(cfg.ListenClientURL)
+	if err != nil {
+		return nil, fmt.Errorf("embed: listen client URL: %w", err)
+	}
+	peerLn, clientLn := cfg.PeerListener, cfg.ClientListener
+	if peerLn == nil {
+		if peerLn, err = net.Listen("tcp", peerHP); err != nil {
+			return nil, fmt.Errorf("embed: listen for peers on %s: %w", peerHP, err)
+		}
+	}
+	if clientLn == nil {
+		if clientLn, err = net.Listen("tcp", clientHP); err != nil {
+			peerLn.Close()
+			return nil, fmt.Errorf("embed: listen for clients on %s: %w", clientHP, err)
+		}
+	}
+	advPeer := cfg.AdvertisePeerURL
+	if advPeer == "" {
+		advPeer = "http://" + peerLn.Addr().String()
+	}
+	advClient := cfg.AdvertiseClientURL
+	if advClient == "" {
+		advClient = "http://" + clientLn.Addr().String()
+	}
+	initial := cfg.InitialCluster
+	if initial == "" {
+		initial = cfg.Name + "=" + advPeer
+	}
+	members, err := ParseInitialCluster(cfg.ClusterToken, initial)
+	if err != nil {
+		peerLn.Close()
+		clientLn.Close()
+		return nil, err
+	}
+	id := raft.NodeID(MemberID(cfg.ClusterToken, []string{advPeer}))
+	found := false
+	for _, m := range members {
+		if m.ID == id {
+			found = true
+		}
+	}
+	if !found {
+		peerLn.Close()
+		clientLn.Close()
+		return nil, fmt.Errorf("embed: this member's advertised peer URL %s is not in the initial cluster %q", advPeer, initial)
+	}
+	cid := clusterID(cfg.ClusterToken)
+	tick := cfg.HeartbeatInterval
+	rc := raft.DefaultConfig(id)
+	rc.HeartbeatTick = 1
+	rc.ElectionTick = int(cfg.ElectionTimeout / tick)
+	rc.Seed = uint64(id) ^ uint64(time.Now().UnixNano())
+	rc.Logger = lg
+	nd, err := node.Open(node.OpenConfig{
+		Config: node.Config{
+			Raft:            rc,
+			TickInterval:    tick,
+			SnapshotEntries: cfg.SnapshotEntries,
+			PeerAddr:        peerAddr,
+			Logger:          lg,
+		},
+		DataDir:        cfg.DataDir,
+		NewCluster:     cfg.InitialClusterState == "new",
+		InitialMembers: members,
+		StoreOptions:   mvcc.Options{NoSync: cfg.NoSyncStateMachine, Limits: cfg.Limits},
+	})
+	if err != nil {
+		peerLn.Close()
+		clientLn.Close()
+		return nil, err
+	}
+	tr, err := transport.New(transport.Config{
+		ID:          id,
+		ClusterID:   cid,
+		Listener:    peerLn,
+		Handler:     nd.Step,
+		Unreachable: nd.ReportUnreachable,
+		Logger:      lg,
+	})
+	if err != nil {
+		peerLn.Close()
+		clientLn.Close()
+		return nil, fmt.Errorf("embed: start peer transport: %w", err)
+	}
+	nd.SetTransport(transportAdapter{tr, lg}, members)
+	tr.Start()
+	nd.Start()
+	srv := server.New(server.Config{
+		Node:           nd,
+		ClusterID:      cid,
+		Limits:         cfg.Limits,
+		RequestTimeout: cfg.RequestTimeout,
+		MemberID:       func(_ string, urls []string) uint64 { return MemberID(cfg.ClusterToken, urls) },
+		Bug:            cfg.Bug,
+		Logger:         lg,
+	})
+	m := &Member{
+		ID: id, ClusterID: cid, Node: nd, ClientURL: advClient, PeerURL: advPeer,
+		trans: tr, clientLn: clientLn, log: lg, serveErr: make(chan error, 1),
+		http: &http.Server{Handler: srv.Handler(), Protocols: server.Protocols(), ReadHeaderTimeout: 10 * time.Second},
+	}
+	go func() {
+		err := m.http.Serve(clientLn)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		m.serveErr <- err
+	}()
+	lg.Info("member started", "id", fmt.Sprintf("%x", uint64(id)), "cluster", fmt.Sprintf("%x", cid),
+		"client", advClient, "peer", advPeer)
+	return m, nil
+}
+
+// Stop shuts the member down: stop serving clients, stop the node (closing its storage), close
+// the transport. It is idempotent.
+func (m *Member) Stop() {
+	m.stopOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = m.http.Shutdown(ctx)
+		m.Node.Stop()
+		m.trans.Close()
+		m.log.Info("member stopped")
+	})
+}
+
+// Done is closed when the member's node stops (Stop, or a fatal storage error).
+func (m *Member) Done() <-chan struct{} { return m.Node.Done() }
+
+// transportAdapter adapts the transport to node.Transport, logging address errors that the node
+// cannot act on.
+type transportAdapter struct {
+	t   *transport.Transport
+	log *slog.Logger
+}
+
+func (a transportAdapter) Send(msgs []raft.Message)  { a.t.Send(msgs) }
+func (a transportAdapter) RemovePeer(id raft.NodeID) { a.t.RemovePeer(id) }
+func (a transportAdapter) AddPeer(id raft.NodeID, addr string) {
+	if addr == "" {
+		a.log.Warn("member has no usable peer URL", "peer", fmt.Sprintf("%x", uint64(id)))
+		return
+	}
+	a.t.AddPeer(id, addr)
+}

@@ -1,0 +1,31 @@
+// Package node runs one caucus member: it drives the pure Raft core (package raft) with real time,
+// a durable log, a snapshot store, the key-value state machine and a peer transport.
+//
+// # The loop
+//
+// One goroutine owns the *raft.Node. It waits for a tick, a peer message, a proposal, a read or a
+// membership request, drains every other input already queued (this is where batching comes
+// from: all proposals that arrived during the previous fsync go into one append and one fsync),
+// then handles Ready in the order the raft package documents:
+//
+//  1. send Ready.Messages (the leader replicates while it writes its own log);
+//  2. persist HardState and Entries to the log store, with one fsync if MustSync; persist and
+//     install an incoming snapshot;
+//  3. send Ready.MessagesAfterPersist (votes and append acknowledgements);
+//  4. apply CommittedEntries to the state machine in one batch, and wake the requests waiting on
+//     them; release reads whose read index is now applied;
+//  5. Advance.
+//
+// # Invariants
+//
+//   - A vote or an append acknowledgement never leaves this member before the state it
+//     acknowledges is durable (step 2 completes before step 3).
+//   - A write is acknowledged to a client only after the entry carrying it has been applied on the
+//     member that proposed it, which implies it is committed.
+//   - A linearizable read is answered only once this member has applied through a read index
+//     confirmed by a quorum (dissertation 6.4), so it reflects every acknowledged write.
+//   - The state machine applies an index at most once (it records its applied index atomically
+//     with the data), so replaying the log after a crash is harmless.
+//   - A persistence error (disk full, I/O error) stops the member: continuing could acknowledge
+//     state that is not durable. The error is kept and reported by Err and Status.
+package node

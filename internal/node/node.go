@@ -1,0 +1,689 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/mvcc"
+	"github.com/caucus/caucus/raft"
+)
+
+// Errors returned to callers; the server maps them to API status codes.
+var (
+	// ErrUnavailable: the request could not be completed because this member cannot reach a
+	// quorum or knows no leader. Nothing was acknowledged; for writes the outcome may be unknown
+	// (a retry with the same session is safe).
+	ErrUnavailable = errors.New("unavailable")
+	// ErrStopped: the member is shutting down or has stopped after a fatal error.
+	ErrStopped = errors.New("node: stopped")
+)
+
+// Limits on the loop's queues, named so that saturation is visible and bounded.
+const (
+	// MaxQueuedPeerMessages bounds messages received from peers and not yet stepped. Excess
+	// messages are dropped: Raft retransmits.
+	MaxQueuedPeerMessages = 4096
+	// MaxQueuedProposals bounds proposals waiting for the loop; beyond it Propose waits on its
+	// context, which gives clients backpressure instead of unbounded memory.
+	MaxQueuedProposals = 4096
+	// MaxDrainPerIteration bounds the inputs taken in one loop iteration, so that one Ready (one
+	// append, one fsync) never grows without bound.
+	MaxDrainPerIteration = 1024
+	// leaseCheckInterval is how often the leader looks for expired leases.
+	leaseCheckInterval = 500 * time.Millisecond
+)
+
+// LogStore is the durable Raft log. Save appends HardState and entries (truncating any persisted
+// entries at or after ents[0].Index first) and, if sync, makes them durable before returning.
+// SaveSnapshot records that a snapshot at meta.Index is durable in the SnapshotStore, after
+// which ReleaseTo may drop log data at or below it. Implemented by internal/wal.
+type LogStore interface {
+	Save(hs raft.HardState, ents []raft.Entry, sync bool) error
+	SaveSnapshot(meta raft.SnapshotMeta) error
+	ReleaseTo(index uint64) error
+	Close() error
+}
+
+// SnapshotStore keeps the newest snapshots durably. Save must be atomic: after a crash either the
+// new snapshot or the previous one is loadable. Implemented by internal/snap.
+type SnapshotStore interface {
+	Save(meta raft.SnapshotMeta, data []byte) error
+}
+
+// Transport sends Raft messages to peers without blocking. Implemented by internal/transport.
+type Transport interface {
+	Send(msgs []raft.Message)
+	AddPeer(id raft.NodeID, addr string)
+	RemovePeer(id raft.NodeID)
+}
+
+// Config configures a node. Storage is opened by the caller (see Open in storage.go).
+type Config struct {
+	Raft raft.Config
+	// TickInterval is the wall-clock length of one Raft tick.
+	TickInterval time.Duration
+	// SnapshotEntries is how many applied entries trigger a new snapshot and log compaction.
+	SnapshotEntries uint64
+	// Clock returns the time stamped on proposals (lease and session expiry). Nil means time.Now.
+	Clock func() time.Time
+	// PeerAddr extracts the transport address from a member's peer URLs.
+	PeerAddr func(m *cmdpb.MemberContext) string
+	Logger   *slog.Logger
+}
+
+// Node is one running member.
+type Node struct {
+	cfg    Config
+	id     raft.NodeID
+	log    *slog.Logger
+	rn     *raft.Node
+	wal    LogStore
+	snaps  SnapshotStore
+	store  *mvcc.Store
+	trans  Transport
+	nowFn  func() time.Time
+	recvc  chan raft.Message
+	propc  chan *proposal
+	readc  chan *readWaiter
+	ctrlc  chan func()
+	unreac chan raft.NodeID
+	stopc  chan struct{}
+	donec  chan struct{}
+
+	nextID atomic.Uint64
+	// closers release the storage the node owns, after the loop exits.
+	closers []func() error
+
+	mu       sync.Mutex
+	waiters  map[uint64]*proposal
+	fatalErr error
+	status   raft.Status
+
+	// Owned by the loop goroutine.
+	reads        readQueue
+	applied      uint64
+	appliedTerm  uint64
+	snapIndex    uint64
+	lastLeaseChk time.Time
+	stopOnce     sync.Once
+}
+
+type proposal struct {
+	id   uint64
+	data []byte
+	cc   *raft.ConfChange
+	done chan proposalResult
+}
+
+type proposalResult struct {
+	res mvcc.Result
+	err error
+}
+
+// newNode wires a node from opened storage; Start runs it.
+func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store *mvcc.Store, trans Transport, applied, snapIndex uint64) *Node {
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	now := cfg.Clock
+	if now == nil {
+		now = time.Now
+	}
+	n := &Node{
+		cfg:       cfg,
+		id:        cfg.Raft.ID,
+		log:       lg.With("component", "node", "member", fmt.Sprintf("%x", uint64(cfg.Raft.ID))),
+		rn:        rn,
+		wal:       wal,
+		snaps:     snaps,
+		store:     store,
+		trans:     trans,
+		nowFn:     now,
+		recvc:     make(chan raft.Message, MaxQueuedPeerMessages),
+		propc:     make(chan *proposal, MaxQueuedProposals),
+		readc:     make(chan *readWaiter, MaxQueuedProposals),
+		ctrlc:     make(chan func(), 64),
+		unreac:    make(chan raft.NodeID, 256),
+		stopc:     make(chan struct{}),
+		donec:     make(chan struct{}),
+		waiters:   make(map[uint64]*proposal),
+		applied:   applied,
+		snapIndex: snapIndex,
+	}
+	// Proposal ids must not repeat across restarts while old entries may still be applied: seed
+	// them from the clock.
+	n.nextID.Store(uint64(now().UnixNano()))
+	n.status = rn.Status()
+	return n
+}
+
+// ID returns this member's id.
+func (n *Node) ID() raft.NodeID { return n.id }
+
+// Store returns the state machine, for reads.
+func (n *Node) Store() *mvcc.Store { return n.store }
+
+// Step hands a message received from a peer to the loop. It never blocks: when the queue is
+// full the message is dropped and Raft's retransmission recovers.
+func (n *Node) Step(m raft.Message) {
+	select {
+	case n.recvc <- m:
+	default:
+	}
+}
+
+// ReportUnreachable tells the loop that a message to id could not be sent.
+func (n *Node) ReportUnreachable(id raft.NodeID) {
+	select {
+	case n.unreac <- id:
+	default:
+	}
+}
+
+// Start runs the loop until Stop.
+func (n *Node) Start() { go n.run() }
+
+// Stop stops the loop and closes the storage it owns. It is idempotent.
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() { close(n.stopc) })
+	<-n.donec
+}
+
+// Done is closed when the loop has exited (after Stop or a fatal error).
+func (n *Node) Done() <-chan struct{} { return n.donec }
+
+// Err returns the fatal error that stopped the node, if any.
+func (n *Node) Err() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.fatalErr
+}
+
+// Status returns the Raft status as of the last loop iteration.
+func (n *Node) Status() raft.Status {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.status
+}
+
+// Leader returns the current leader as this member knows it (None if unknown).
+func (n *Node) Leader() raft.NodeID { return n.Status().SoftState.Lead }
+
+// Propose replicates cmd and returns its result once applied on this member. The context's
+// deadline bounds the wait; on expiry the outcome is unknown and ErrUnavailable is returned.
+func (n *Node) Propose(ctx context.Context, cmd *cmdpb.Command) (mvcc.Result, error) {
+	cmd.Id = n.nextID.Add(1)
+	cmd.Proposer = uint64(n.id)
+	if cmd.TimeUnixNano == 0 {
+		cmd.TimeUnixNano = n.nowFn().UnixNano()
+	}
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return mvcc.Result{}, fmt.Errorf("node: encode command: %w", err)
+	}
+	p := &proposal{id: cmd.Id, data: data, done: make(chan proposalResult, 1)}
+	r, err := n.submit(ctx, p)
+	return r.res, err
+}
+
+// ProposeConfChange proposes a membership change about member and waits until it is applied
+// here.
+func (n *Node) ProposeConfChange(ctx context.Context, cc raft.ConfChange, member *cmdpb.MemberContext) error {
+	id := n.nextID.Add(1)
+	c, err := proto.Marshal(&cmdpb.ConfChangeContext{ProposalId: id, Proposer: uint64(n.id), Member: member})
+	if err != nil {
+		return fmt.Errorf("node: encode conf change context: %w", err)
+	}
+	cc.Context = c
+	p := &proposal{id: id, cc: &cc, done: make(chan proposalResult, 1)}
+	_, err = n.submit(ctx, p)
+	return err
+}
+
+func (n *Node) submit(ctx context.Context, p *proposal) (proposalResult, error) {
+	n.mu.Lock()
+	if n.fatalErr != nil {
+		n.mu.Unlock()
+		return proposalResult{}, fmt.Errorf("%w: %w", ErrStopped, n.fatalErr)
+	}
+	n.waiters[p.id] = p
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.waiters, p.id)
+		n.mu.Unlock()
+	}()
+	select {
+	case n.propc <- p:
+	case <-ctx.Done():
+		return proposalResult{}, fmt.Errorf("%w: proposal queue full until deadline: %w", ErrUnavailable, ctx.Err())
+	case <-n.donec:
+		return proposalResult{}, ErrStopped
+	}
+	select {
+	case r := <-p.done:
+		return r, r.err
+	case <-ctx.Done():
+		return proposalResult{}, fmt.Errorf("%w: no quorum: not committed before the deadline (outcome unknown): %w", ErrUnavailable, ctx.Err())
+	case <-n.donec:
+		return proposalResult{}, ErrStopped
+	}
+}
+
+// TransferLeadership asks the leader to hand leadership to id.
+func (n *Node) TransferLeadership(ctx context.Context, to raft.NodeID) error {
+	errc := make(chan error, 1)
+	select {
+	case n.ctrlc <- func() { errc <- n.rn.TransferLeadership(to) }:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	case <-n.donec:
+		return ErrStopped
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+	// The transfer completes when the target wins an election; wait for it within the deadline.
+	for {
+		if n.Leader() == to {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: leadership did not move to %x before the deadline: %w", ErrUnavailable, uint64(to), ctx.Err())
+		case <-n.donec:
+			return ErrStopped
+		case <-time.After(n.cfg.TickInterval):
+		}
+	}
+}
+
+func (n *Node) fail(err error) {
+	n.mu.Lock()
+	if n.fatalErr == nil {
+		n.fatalErr = err
+	}
+	n.mu.Unlock()
+	n.log.Error("member stopping after a fatal error", "err", err)
+}
+
+func (n *Node) run() {
+	defer close(n.donec)
+	defer func() {
+		for _, c := range n.closers {
+			if err := c(); err != nil {
+				n.log.Warn("closing storage", "err", err)
+			}
+		}
+	}()
+	defer n.failAllWaiters()
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-n.stopc:
+			return
+		case <-ticker.C:
+			n.rn.Tick()
+			n.onTick()
+		case m := <-n.recvc:
+			n.stepPeer(m)
+		case p := <-n.propc:
+			n.handleProposal(p)
+		case rw := <-n.readc:
+			n.reads.add(rw)
+		case f := <-n.ctrlc:
+			f()
+		case id := <-n.unreac:
+			n.rn.ReportUnreachable(id)
+		}
+		n.drain()
+		n.reads.issue(n)
+		for n.rn.HasReady() {
+			if err := n.handleReady(); err != nil {
+				n.fail(err)
+				return
+			}
+		}
+		st := n.rn.Status()
+		n.mu.Lock()
+		n.status = st
+		n.mu.Unlock()
+	}
+}
+
+// drain takes inputs that are already queued, without blocking, so that they share one Ready.
+func (n *Node) drain() {
+	for i := 0; i < MaxDrainPerIteration; i++ {
+		select {
+		case m := <-n.recvc:
+			n.stepPeer(m)
+		case p := <-n.propc:
+			n.handleProposal(p)
+		case rw := <-n.readc:
+			n.reads.add(rw)
+		case id := <-n.unreac:
+			n.rn.ReportUnreachable(id)
+		default:
+			return
+		}
+	}
+}
+
+func (n *Node) stepPeer(m raft.Message) {
+	if err := n.rn.Step(m); err != nil {
+		n.log.Debug("dropped peer message", "type", m.Type, "from", m.From, "err", err)
+	}
+}
+
+func (n *Node) handleProposal(p *proposal) {
+	var err error
+	if p.cc != nil {
+		err = n.rn.ProposeConfChange(*p.cc)
+	} else {
+		err = n.rn.Propose(p.data)
+	}
+	if err != nil {
+		p.done <- proposalResult{err: mapRaftErr(err)}
+	}
+}
+
+func mapRaftErr(err error) error {
+	var nl *raft.NotLeaderError
+	if errors.As(err, &nl) {
+		if nl.Leader == raft.None {
+			return fmt.Errorf("%w: no leader: %w", ErrUnavailable, err)
+		}
+		return fmt.Errorf("%w: not leader: %w", ErrUnavailable, err)
+	}
+	if errors.Is(err, raft.ErrProposalDropped) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+func (n *Node) onTick() {
+	now := n.nowFn()
+	if now.Sub(n.lastLeaseChk) < leaseCheckInterval {
+		return
+	}
+	n.lastLeaseChk = now
+	st := n.rn.Status()
+	if st.SoftState.State != raft.StateLeader {
+		return
+	}
+	ids := n.store.ExpiredLeases(now, 1000)
+	if len(ids) == 0 {
+		return
+	}
+	cmd := &cmdpb.Command{
+		Id:           n.nextID.Add(1),
+		Proposer:     uint64(n.id),
+		TimeUnixNano: now.UnixNano(),
+		Op:           &cmdpb.Command_LeaseExpire{LeaseExpire: &cmdpb.LeaseExpire{Ids: ids}},
+	}
+	data, err := proto.Marshal(cmd)
+	if err == nil {
+		err = n.rn.Propose(data)
+	}
+	if err != nil {
+		n.log.Debug("lease expiry proposal dropped", "err", err)
+	}
+}
+
+func (n *Node) handleReady() error {
+	rd := n.rn.Ready()
+	if rd.SoftState != nil {
+		n.log.Info("raft state changed", "state", rd.SoftState.State.String(), "leader", fmt.Sprintf("%x", uint64(rd.SoftState.Lead)))
+		if rd.SoftState.State != raft.StateLeader {
+			n.reads.failAll(fmt.Errorf("%w: leadership changed during read", ErrUnavailable))
+		}
+	}
+	n.trans.Send(rd.Messages)
+	if rd.Snapshot != nil && !rd.Snapshot.IsEmpty() {
+		if err := n.installSnapshot(rd.Snapshot); err != nil {
+			return err
+		}
+	}
+	if !rd.HardState.IsEmpty() || len(rd.Entries) > 0 {
+		if err := n.wal.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
+			return fmt.Errorf("node: persist raft log: %w", err)
+		}
+	}
+	n.trans.Send(rd.MessagesAfterPersist)
+	if err := n.apply(rd.CommittedEntries); err != nil {
+		return err
+	}
+	for _, rs := range rd.ReadStates {
+		n.reads.confirmed(rs)
+	}
+	n.reads.release(n.applied)
+	n.rn.Advance(rd)
+	return n.maybeSnapshot()
+}
+
+func (n *Node) installSnapshot(s *raft.Snapshot) error {
+	if err := n.snaps.Save(s.Meta, s.Data); err != nil {
+		return fmt.Errorf("node: save received snapshot at index %d: %w", s.Meta.Index, err)
+	}
+	if err := n.wal.SaveSnapshot(s.Meta); err != nil {
+		return fmt.Errorf("node: record snapshot at index %d in the log: %w", s.Meta.Index, err)
+	}
+	if err := n.store.Restore(bytes.NewReader(s.Data)); err != nil {
+		return fmt.Errorf("node: install snapshot at index %d: %w", s.Meta.Index, err)
+	}
+	n.applied = s.Meta.Index
+	n.snapIndex = s.Meta.Index
+	n.syncPeers()
+	n.log.Info("installed snapshot", "index", s.Meta.Index, "term", s.Meta.Term, "bytes", len(s.Data))
+	return nil
+}
+
+// syncPeers makes the transport's peer set match the members in the state machine.
+func (n *Node) syncPeers() {
+	for _, m := range n.store.Members() {
+		if raft.NodeID(m.ID) == n.id {
+			continue
+		}
+		n.trans.AddPeer(raft.NodeID(m.ID), n.cfg.PeerAddr(&cmdpb.MemberContext{Id: m.ID, Name: m.Name, PeerUrls: m.PeerURLs}))
+	}
+}
+
+type applied struct {
+	id  uint64
+	res mvcc.Result
+}
+
+func (n *Node) apply(ents []raft.Entry) error {
+	if len(ents) == 0 {
+		return nil
+	}
+	b := n.store.Begin()
+	var done []applied
+	for i := range ents {
+		e := &ents[i]
+		if e.Index <= n.applied {
+			continue
+		}
+		switch e.Type {
+		case raft.EntryNormal:
+			if len(e.Data) == 0 {
+				b.Noop(e.Index)
+				break
+			}
+			var cmd cmdpb.Command
+			if err := proto.Unmarshal(e.Data, &cmd); err != nil {
+				b.Rollback()
+				return fmt.Errorf("node: decode committed entry %d (term %d): %w", e.Index, e.Term, err)
+			}
+			res := b.Apply(e.Index, &cmd)
+			if raft.NodeID(cmd.Proposer) == n.id {
+				done = append(done, applied{id: cmd.Id, res: res})
+			}
+		case raft.EntryConfChange:
+			cc, err := raft.DecodeConfChange(e.Data)
+			if err != nil {
+				b.Rollback()
+				return fmt.Errorf("node: decode committed conf change %d: %w", e.Index, err)
+			}
+			pid, proposer, err := n.applyConfChange(b, e.Index, cc)
+			if err != nil {
+				b.Rollback()
+				return err
+			}
+			if proposer == n.id && pid != 0 {
+				done = append(done, applied{id: pid})
+			}
+		default:
+			b.Rollback()
+			return fmt.Errorf("node: committed entry %d has unknown type %d", e.Index, e.Type)
+		}
+		n.applied = e.Index
+		n.appliedTerm = e.Term
+	}
+	if err := b.Commit(); err != nil {
+		return fmt.Errorf("node: apply entries %d..%d: %w", ents[0].Index, ents[len(ents)-1].Index, err)
+	}
+	n.mu.Lock()
+	for _, a := range done {
+		if p, ok := n.waiters[a.id]; ok {
+			p.done <- proposalResult{res: a.res}
+		}
+	}
+	n.mu.Unlock()
+	return nil
+}
+
+// applyConfChange records membership in the state machine and updates the transport. The Raft
+// core itself switches its configuration when Advance acknowledges the entry.
+// It returns the proposal id and proposer recorded in the change's context.
+func (n *Node) applyConfChange(b *mvcc.Batch, index uint64, cc raft.ConfChange) (uint64, raft.NodeID, error) {
+	members := map[uint64]*cmdpb.MemberContext{}
+	var pid uint64
+	var proposer raft.NodeID
+	if index == 1 && len(cc.Context) > 0 {
+		var bm cmdpb.BootstrapMembers
+		if err := proto.Unmarshal(cc.Context, &bm); err != nil {
+			return 0, 0, fmt.Errorf("node: decode bootstrap members in entry 1: %w", err)
+		}
+		for _, m := range bm.Members {
+			members[m.Id] = m
+		}
+	} else if len(cc.Context) > 0 {
+		var c cmdpb.ConfChangeContext
+		if err := proto.Unmarshal(cc.Context, &c); err != nil {
+			return 0, 0, fmt.Errorf("node: decode conf change context in entry %d: %w", index, err)
+		}
+		pid, proposer = c.ProposalId, raft.NodeID(c.Proposer)
+		if c.Member != nil && c.Member.Id != 0 && len(c.Member.PeerUrls) > 0 {
+			members[c.Member.Id] = c.Member
+		}
+	}
+	existing := map[uint64]mvcc.Member{}
+	for _, m := range n.store.Members() {
+		existing[m.ID] = m
+	}
+	chs := make([]mvcc.MemberChange, 0, len(cc.Changes))
+	for _, ch := range cc.Changes {
+		id := uint64(ch.NodeID)
+		mc := members[id]
+		if mc == nil {
+			if old, ok := existing[id]; ok {
+				mc = &cmdpb.MemberContext{Id: id, Name: old.Name, PeerUrls: old.PeerURLs, ClientUrls: old.ClientURLs}
+			} else {
+				mc = &cmdpb.MemberContext{Id: id}
+			}
+		}
+		switch ch.Type {
+		case raft.ConfChangeAddVoter, raft.ConfChangeAddLearner:
+			chs = append(chs, mvcc.MemberChange{Member: mc, Learner: ch.Type == raft.ConfChangeAddLearner})
+			if ch.NodeID != n.id && len(mc.PeerUrls) > 0 {
+				n.trans.AddPeer(ch.NodeID, n.cfg.PeerAddr(mc))
+			}
+		case raft.ConfChangeRemoveNode:
+			chs = append(chs, mvcc.MemberChange{Member: mc, Remove: true})
+			if ch.NodeID != n.id {
+				n.trans.RemovePeer(ch.NodeID)
+			}
+		}
+	}
+	b.ApplyMembership(index, chs)
+	n.log.Info("applied membership change", "index", index, "changes", len(cc.Changes))
+	return pid, proposer, nil
+}
+
+// maybeSnapshot captures the state machine and compacts the log every SnapshotEntries entries.
+func (n *Node) maybeSnapshot() error {
+	// appliedTerm is only known once this process applied an entry; until then there is nothing
+	// new to capture anyway.
+	if n.cfg.SnapshotEntries == 0 || n.appliedTerm == 0 || n.applied-n.snapIndex < n.cfg.SnapshotEntries {
+		return nil
+	}
+	return n.snapshot()
+}
+
+func (n *Node) snapshot() error {
+	st := n.rn.Status()
+	if err := n.store.Sync(); err != nil {
+		return fmt.Errorf("node: sync state machine before snapshot: %w", err)
+	}
+	var buf bytes.Buffer
+	index, err := n.store.WriteSnapshot(&buf)
+	if err != nil {
+		return fmt.Errorf("node: capture snapshot: %w", err)
+	}
+	if index != n.applied {
+		return fmt.Errorf("node: snapshot captured applied index %d, loop applied %d", index, n.applied)
+	}
+	term := n.appliedTerm
+	snap := raft.Snapshot{Meta: raft.SnapshotMeta{Index: index, Term: term, ConfState: st.ConfState}, Data: buf.Bytes()}
+	if err := n.snaps.Save(snap.Meta, snap.Data); err != nil {
+		return fmt.Errorf("node: save snapshot at index %d: %w", index, err)
+	}
+	if err := n.wal.SaveSnapshot(snap.Meta); err != nil {
+		return fmt.Errorf("node: record snapshot at index %d in the log: %w", index, err)
+	}
+	if err := n.rn.Compact(snap); err != nil {
+		return fmt.Errorf("node: compact raft log to %d: %w", index, err)
+	}
+	if err := n.wal.ReleaseTo(index); err != nil {
+		return fmt.Errorf("node: release log segments up to %d: %w", index, err)
+	}
+	n.snapIndex = index
+	n.log.Info("snapshot taken", "index", index, "term", term, "bytes", buf.Len())
+	return nil
+}
+
+func (n *Node) failAllWaiters() {
+	err := n.Err()
+	if err == nil {
+		err = ErrStopped
+	} else {
+		err = fmt.Errorf("%w: %w", ErrStopped, err)
+	}
+	n.mu.Lock()
+	for id, p := range n.waiters {
+		select {
+		case p.done <- proposalResult{err: err}:
+		default:
+		}
+		delete(n.waiters, id)
+	}
+	n.mu.Unlock()
+	n.reads.failAll(err)
+}

@@ -1,0 +1,171 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/mvcc"
+	"github.com/caucus/caucus/internal/snap"
+	"github.com/caucus/caucus/internal/vfs"
+	"github.com/caucus/caucus/internal/wal"
+	"github.com/caucus/caucus/raft"
+)
+
+// Member describes one member of the initial cluster.
+type Member struct {
+	ID       raft.NodeID
+	Name     string
+	PeerURLs []string
+}
+
+// OpenConfig says where a member keeps its data and how it joins.
+type OpenConfig struct {
+	Config
+	DataDir string
+	// NewCluster bootstraps a brand-new cluster from InitialMembers when the data dir is empty.
+	// Otherwise the member waits to be sent the log (or a snapshot) by the leader.
+	NewCluster     bool
+	InitialMembers []Member
+	// Transport is created by the caller after Open (it needs the node to deliver messages to);
+	// SetTransport must be called before Start.
+	StoreOptions mvcc.Options
+	WALOptions   wal.Options
+}
+
+// Open opens (or creates) a member's data directory and restores its state: the newest valid
+// snapshot, the log after it and the state machine. The node is not started.
+func Open(cfg OpenConfig) (*Node, error) {
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	fs := vfs.NewOS()
+	for _, d := range []string{cfg.DataDir, walDir(cfg.DataDir), snapDir(cfg.DataDir)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("node: create data directory %s: %w", d, err)
+		}
+	}
+	wopts := cfg.WALOptions
+	wopts.Logger = lg
+	w, err := wal.Open(fs, walDir(cfg.DataDir), wopts)
+	if err != nil {
+		return nil, fmt.Errorf("node: open log: %w", err)
+	}
+	rs, err := w.ReadAll()
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("node: read log: %w", err)
+	}
+	snaps, err := snap.New(fs, snapDir(cfg.DataDir), snap.Options{Logger: lg})
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("node: open snapshots: %w", err)
+	}
+	var snapshot *raft.Snapshot
+	s, err := snaps.Load()
+	switch {
+	case err == nil:
+		snapshot = &s
+	case errors.Is(err, snap.ErrNoSnapshot):
+	default:
+		w.Close()
+		return nil, fmt.Errorf("node: load snapshot: %w", err)
+	}
+	store, err := mvcc.Open(filepath.Join(cfg.DataDir, "kv.db"), cfg.StoreOptions)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("node: open state machine: %w", err)
+	}
+	fail := func(err error) (*Node, error) {
+		store.Close()
+		w.Close()
+		return nil, err
+	}
+	// The state machine may lag the snapshot (it syncs lazily; the WAL is the source of truth) or
+	// have been wiped: bring it to the snapshot first, then replay the log after it.
+	if snapshot != nil && store.AppliedIndex() < snapshot.Meta.Index {
+		if err := store.Restore(bytes.NewReader(snapshot.Data)); err != nil {
+			return fail(fmt.Errorf("node: restore state machine from snapshot %d: %w", snapshot.Meta.Index, err))
+		}
+	}
+	var snapIndex uint64
+	ents := rs.Entries
+	if snapshot != nil {
+		snapIndex = snapshot.Meta.Index
+		// The log may still hold entries the snapshot covers (segments are released lazily).
+		i := 0
+		for i < len(ents) && ents[i].Index <= snapIndex {
+			i++
+		}
+		ents = ents[i:]
+	}
+	ps := raft.PersistentState{HardState: rs.HardState, Snapshot: snapshot, Entries: ents}
+	rc := cfg.Raft
+	rc.Applied = store.AppliedIndex()
+	if rc.Applied < snapIndex {
+		rc.Applied = snapIndex
+	}
+	if rc.Applied > rs.HardState.Commit && rs.HardState.Commit != 0 {
+		// Applied entries were committed; a HardState that lags them was not synced yet when the
+		// process died. Raft's commit index only moves forward, so trust the state machine.
+		ps.HardState.Commit = rc.Applied
+	}
+	fresh := rs.HardState.IsEmpty() && len(rs.Entries) == 0 && snapshot == nil
+	if fresh && cfg.NewCluster {
+		ids := make([]raft.NodeID, 0, len(cfg.InitialMembers))
+		bm := &cmdpb.BootstrapMembers{}
+		for _, m := range sortedMembers(cfg.InitialMembers) {
+			ids = append(ids, m.ID)
+			bm.Members = append(bm.Members, &cmdpb.MemberContext{Id: uint64(m.ID), Name: m.Name, PeerUrls: m.PeerURLs})
+		}
+		ctx, err := proto.MarshalOptions{Deterministic: true}.Marshal(bm)
+		if err != nil {
+			return fail(fmt.Errorf("node: encode bootstrap members: %w", err))
+		}
+		rc.InitialVoters = ids
+		rc.InitialContext = ctx
+		lg.Info("bootstrapping a new cluster", "members", len(ids))
+	} else {
+		rc.InitialVoters = nil
+	}
+	cfg.Raft = rc
+	rn, err := raft.New(rc, ps)
+	if err != nil {
+		return fail(fmt.Errorf("node: start raft: %w", err))
+	}
+	n := newNode(cfg.Config, rn, w, snaps, store, nil, rc.Applied, snapIndex)
+	n.closers = append(n.closers, w.Close, store.Close)
+	lg.Info("opened member state", "dir", cfg.DataDir, "term", ps.HardState.Term, "commit", ps.HardState.Commit,
+		"applied", rc.Applied, "snapshot", snapIndex, "entries", len(ents))
+	return n, nil
+}
+
+// SetTransport attaches the peer transport; it must be called before Start. The node adds every
+// known member as a peer.
+func (n *Node) SetTransport(t Transport, initial []Member) {
+	n.trans = t
+	for _, m := range initial {
+		if m.ID != n.id {
+			t.AddPeer(m.ID, n.cfg.PeerAddr(&cmdpb.MemberContext{Id: uint64(m.ID), Name: m.Name, PeerUrls: m.PeerURLs}))
+		}
+	}
+	n.syncPeers()
+}
+
+func walDir(dataDir string) string  { return filepath.Join(dataDir, "wal") }
+func snapDir(dataDir string) string { return filepath.Join(dataDir, "snap") }
+
+// sortedMembers orders members by id: bootstrap data must be identical on every initial member.
+func sortedMembers(ms []Member) []Member {
+	out := append([]Member(nil), ms...)
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
