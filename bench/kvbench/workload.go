@@ -1,0 +1,197 @@
+// Package kvbench reproduces etcd's benchmark workloads (tools/benchmark: put, and range of one
+// key with linearizable or serializable consistency; 8-byte keys, 256-byte values) against
+// three-member clusters of real server processes on loopback, and reports throughput, latency
+// percentiles and the servers' CPU time and resident memory.
+//
+// The package is system-agnostic: a System starts members and makes clients (KV); the workload
+// runner only sees KV. Systems provided: etcd (members are this benchmark's own binary running
+// etcd's embed package, one process per member) and caucus (its real server binary).
+package kvbench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// KV is the client surface the workloads need.
+type KV interface {
+	Put(ctx context.Context, key, value string) error
+	// Get reads one key; serializable reads may be served from a member's local state.
+	Get(ctx context.Context, key string, serializable bool) error
+	Close() error
+}
+
+// Op is a workload's request type.
+type Op string
+
+// The workloads of etcd's benchmark documentation.
+const (
+	OpPut      Op = "put"
+	OpRangeLin Op = "range-lin" // benchmark range KEY --consistency=l
+	OpRangeSer Op = "range-ser" // benchmark range KEY --consistency=s
+)
+
+// Workload is one measured run: Clients goroutines, each issuing one request at a time (as
+// etcd's benchmark --clients), until Requests are done or Duration elapsed.
+type Workload struct {
+	Op        Op
+	Clients   int
+	Requests  int           // total requests; 0 = until Duration
+	Duration  time.Duration // upper bound on the run; 0 = until Requests
+	KeySize   int           // bytes per key (put); the range key has the same size
+	ValueSize int           // bytes per value
+	KeySpace  int           // puts pick keys uniformly in [0, KeySpace)
+	Timeout   time.Duration // per request
+}
+
+// Name is how tables label the workload.
+func (w Workload) Name() string { return fmt.Sprintf("%s/c=%d", w.Op, w.Clients) }
+
+// RangeKey returns the single key range workloads read (Prepare writes it).
+func (w Workload) RangeKey() string { return fixedKey("rangekey", w.KeySize) }
+
+// Value returns the value written by puts and Prepare.
+func (w Workload) Value() string {
+	b := make([]byte, w.ValueSize)
+	for i := range b {
+		b[i] = byte('a' + i%26)
+	}
+	return string(b)
+}
+
+func fixedKey(s string, size int) string {
+	for len(s) < size {
+		s += "_"
+	}
+	return s[:size]
+}
+
+// putKey formats n as a zero-padded decimal of exactly size bytes (printable, so it is a valid
+// key for any API; etcd's tool uses binary keys of the same size).
+func putKey(buf []byte, n, size int) string {
+	for i := size - 1; i >= 0; i-- {
+		buf[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(buf[:size])
+}
+
+// Prepare writes the key range workloads read.
+func Prepare(ctx context.Context, kv KV, w Workload) error {
+	return kv.Put(ctx, w.RangeKey(), w.Value())
+}
+
+// Result is what one workload run measured on the client side.
+type Result struct {
+	Requests int           // completed successfully
+	Errors   int           // failed requests (not counted in latency or throughput)
+	Elapsed  time.Duration // from the first request to the last completion
+	P50, P99 time.Duration
+	FirstErr error
+}
+
+// Throughput is successful requests per second.
+func (r Result) Throughput() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Requests) / r.Elapsed.Seconds()
+}
+
+// maxErrorFraction aborts a run whose requests mostly fail (a dead cluster would otherwise
+// produce impressive "throughput" of errors).
+const maxErrorFraction = 0.01
+
+// Run executes w with its Clients goroutines spread round-robin over kvs (the connections).
+func Run(ctx context.Context, kvs []KV, w Workload) (Result, error) {
+	if len(kvs) == 0 || w.Clients <= 0 {
+		return Result{}, errors.New("kvbench: need at least one connection and one client")
+	}
+	if w.Requests <= 0 && w.Duration <= 0 {
+		return Result{}, errors.New("kvbench: workload needs Requests or Duration")
+	}
+	if w.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, w.Duration)
+		defer cancel()
+	}
+	value, rangeKey := w.Value(), w.RangeKey()
+	var (
+		issued   atomic.Int64
+		failed   atomic.Int64
+		errOnce  sync.Once
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	lat := make([][]time.Duration, w.Clients)
+	start := time.Now()
+	for c := range w.Clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			kv := kvs[c%len(kvs)]
+			rng := rand.New(rand.NewPCG(uint64(c), 0x6b76))
+			keyBuf := make([]byte, max(w.KeySize, 1))
+			if w.Requests > 0 {
+				lat[c] = make([]time.Duration, 0, w.Requests/w.Clients+1)
+			}
+			for ctx.Err() == nil {
+				if w.Requests > 0 && issued.Add(1) > int64(w.Requests) {
+					return
+				}
+				rctx, cancel := context.WithTimeout(ctx, w.Timeout)
+				t0 := time.Now()
+				var err error
+				switch w.Op {
+				case OpPut:
+					err = kv.Put(rctx, putKey(keyBuf, rng.IntN(max(w.KeySpace, 1)), w.KeySize), value)
+				case OpRangeLin:
+					err = kv.Get(rctx, rangeKey, false)
+				case OpRangeSer:
+					err = kv.Get(rctx, rangeKey, true)
+				default:
+					err = fmt.Errorf("unknown op %q", w.Op)
+				}
+				d := time.Since(t0)
+				cancel()
+				if err != nil {
+					if ctx.Err() != nil {
+						return // the run's deadline, not a failure of the system
+					}
+					errOnce.Do(func() { firstErr = err })
+					if n := failed.Add(1); float64(n) > maxErrorFraction*float64(max(w.Requests, 1000)) {
+						return
+					}
+					continue
+				}
+				lat[c] = append(lat[c], d)
+			}
+		}()
+	}
+	wg.Wait()
+	res := Result{Elapsed: time.Since(start), Errors: int(failed.Load()), FirstErr: firstErr}
+	all := slices.Concat(lat...)
+	res.Requests = len(all)
+	if len(all) > 0 {
+		slices.Sort(all)
+		res.P50 = percentile(all, 0.50)
+		res.P99 = percentile(all, 0.99)
+	}
+	if float64(res.Errors) > maxErrorFraction*float64(max(res.Requests+res.Errors, 1)) {
+		return res, fmt.Errorf("kvbench: %s: %d of %d requests failed, first: %w",
+			w.Name(), res.Errors, res.Requests+res.Errors, firstErr)
+	}
+	return res, nil
+}
+
+// percentile returns the nearest-rank percentile of sorted durations.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	i := int(p*float64(len(sorted))+0.5) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
