@@ -1,7 +1,7 @@
 GO ?= go
 GOBIN := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: test test-race test-short generate verify sim bench fuzz image cluster check
+.PHONY: test test-race generate verify sim bench fuzz image cluster cluster5 check-ci check-long
 
 # The default suite: what CI runs (see .ci/run).
 test:
@@ -31,3 +31,26 @@ SEEDS ?= 10000
 NODES ?= 5
 sim:
 	$(GO) run ./cmd/caucus-sim -seeds $(SEEDS) -nodes $(NODES)
+
+# Containers (no registry here: the static binary is built on the host, the image is FROM scratch).
+image:
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -o bin/caucus ./cmd/caucus
+	docker build -t caucus:dev .
+
+cluster: image
+	docker-compose -f deploy/docker-compose.3.yml -p caucus3 up -d --no-build
+
+cluster5: image
+	docker-compose -f deploy/docker-compose.5.yml -p caucus5 up -d --no-build
+
+# The bounded fault-injection set CI runs (also part of `go test ./...`).
+check-ci:
+	$(GO) test -race ./internal/check/...
+
+# Longer, combined schedules for releases (about 15 minutes).
+check-long:
+	for w in register set bank; do $(GO) run ./cmd/caucus check --local 3 --workload $$w --time 5m --combined || exit 1; done
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime 60s ./internal/wal
+	$(GO) test -run '^$$' -fuzz FuzzDecodeMessage -fuzztime 60s ./internal/wire

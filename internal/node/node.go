@@ -661,8 +661,13 @@ func (n *Node) snapshot() error {
 	if err := n.rn.Compact(snap); err != nil {
 		return fmt.Errorf("node: compact raft log to %d: %w", index, err)
 	}
-	if err := n.wal.ReleaseTo(index); err != nil {
-		return fmt.Errorf("node: release log segments up to %d: %w", index, err)
+	// Release the log only up to the previous snapshot: if the newest snapshot file turns out to
+	// be damaged on the next start, the snapshot store falls back to the previous one, and the
+	// log after it must still be there.
+	if n.snapIndex > 0 {
+		if err := n.wal.ReleaseTo(n.snapIndex); err != nil {
+			return fmt.Errorf("node: release log segments up to %d: %w", n.snapIndex, err)
+		}
 	}
 	n.snapIndex = index
 	n.log.Info("snapshot taken", "index", index, "term", term, "bytes", buf.Len())
