@@ -112,6 +112,7 @@ type Node struct {
 	reads        readQueue
 	applied      uint64
 	appliedTerm  uint64
+	statusDirty  bool
 	snapIndex    uint64
 	lastLeaseChk time.Time
 	stopOnce     sync.Once
@@ -341,6 +342,7 @@ func (n *Node) run() {
 		case <-ticker.C:
 			n.rn.Tick()
 			n.onTick()
+			n.statusDirty = true
 		case m := <-n.recvc:
 			n.stepPeer(m)
 		case p := <-n.propc:
@@ -360,10 +362,15 @@ func (n *Node) run() {
 				return
 			}
 		}
-		st := n.rn.Status()
-		n.mu.Lock()
-		n.status = st
-		n.mu.Unlock()
+		// Status builds maps and copies slices; under load the loop runs thousands of times a
+		// second, so the published copy is refreshed on ticks and role or term changes only.
+		if n.statusDirty {
+			n.statusDirty = false
+			st := n.rn.Status()
+			n.mu.Lock()
+			n.status = st
+			n.mu.Unlock()
+		}
 	}
 }
 
@@ -448,6 +455,9 @@ func (n *Node) onTick() {
 
 func (n *Node) handleReady() error {
 	rd := n.rn.Ready()
+	if rd.SoftState != nil || (!rd.HardState.IsEmpty() && rd.HardState.Term != n.status.HardState.Term) || rd.Snapshot != nil {
+		n.statusDirty = true
+	}
 	if rd.SoftState != nil {
 		n.log.Info("raft state changed", "state", rd.SoftState.State.String(), "leader", fmt.Sprintf("%x", uint64(rd.SoftState.Lead)))
 		if rd.SoftState.State != raft.StateLeader {
