@@ -47,6 +47,7 @@ type Command struct {
 	//	*Command_LeaseRevoke
 	//	*Command_LeaseKeepAlive
 	//	*Command_LeaseExpire
+	//	*Command_MemberAttributes
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -189,6 +190,15 @@ func (x *Command) GetLeaseExpire() *LeaseExpire {
 	return nil
 }
 
+func (x *Command) GetMemberAttributes() *MemberAttributes {
+	if x != nil {
+		if x, ok := x.Op.(*Command_MemberAttributes); ok {
+			return x.MemberAttributes
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -226,6 +236,11 @@ type Command_LeaseExpire struct {
 	LeaseExpire *LeaseExpire `protobuf:"bytes,17,opt,name=lease_expire,json=leaseExpire,proto3,oneof"`
 }
 
+type Command_MemberAttributes struct {
+	// member_attributes is proposed by a member after it starts, to publish its client URLs.
+	MemberAttributes *MemberAttributes `protobuf:"bytes,18,opt,name=member_attributes,json=memberAttributes,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_DeleteRange) isCommand_Op() {}
@@ -241,6 +256,8 @@ func (*Command_LeaseRevoke) isCommand_Op() {}
 func (*Command_LeaseKeepAlive) isCommand_Op() {}
 
 func (*Command_LeaseExpire) isCommand_Op() {}
+
+func (*Command_MemberAttributes) isCommand_Op() {}
 
 type LeaseExpire struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -465,11 +482,65 @@ func (x *ConfChangeContext) GetMember() *MemberContext {
 	return nil
 }
 
+// MemberAttributes updates what a member tells clients about itself. It never changes the Raft
+// configuration; a member that is not in the membership table is ignored.
+type MemberAttributes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	ClientUrls    []string               `protobuf:"bytes,2,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberAttributes) Reset() {
+	*x = MemberAttributes{}
+	mi := &file_command_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberAttributes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberAttributes) ProtoMessage() {}
+
+func (x *MemberAttributes) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberAttributes.ProtoReflect.Descriptor instead.
+func (*MemberAttributes) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *MemberAttributes) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *MemberAttributes) GetClientUrls() []string {
+	if x != nil {
+		return x.ClientUrls
+	}
+	return nil
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x13caucus.internal.cmd\x1a\x16caucus/v1/caucus.proto\"\xf7\x04\n" +
+	"\rcommand.proto\x12\x13caucus.internal.cmd\x1a\x16caucus/v1/caucus.proto\"\xcd\x05\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1a\n" +
 	"\bproposer\x18\x02 \x01(\x04R\bproposer\x12$\n" +
@@ -486,7 +557,8 @@ const file_command_proto_rawDesc = "" +
 	"leaseGrant\x12B\n" +
 	"\flease_revoke\x18\x0f \x01(\v2\x1d.caucus.v1.LeaseRevokeRequestH\x00R\vleaseRevoke\x12L\n" +
 	"\x10lease_keep_alive\x18\x10 \x01(\v2 .caucus.v1.LeaseKeepAliveRequestH\x00R\x0eleaseKeepAlive\x12E\n" +
-	"\flease_expire\x18\x11 \x01(\v2 .caucus.internal.cmd.LeaseExpireH\x00R\vleaseExpireB\x04\n" +
+	"\flease_expire\x18\x11 \x01(\v2 .caucus.internal.cmd.LeaseExpireH\x00R\vleaseExpire\x12T\n" +
+	"\x11member_attributes\x18\x12 \x01(\v2%.caucus.internal.cmd.MemberAttributesH\x00R\x10memberAttributesB\x04\n" +
 	"\x02opJ\x04\b\x1e\x10(\"\x1f\n" +
 	"\vLeaseExpire\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\x03R\x03ids\"q\n" +
@@ -502,7 +574,11 @@ const file_command_proto_rawDesc = "" +
 	"\vproposal_id\x18\x01 \x01(\x04R\n" +
 	"proposalId\x12\x1a\n" +
 	"\bproposer\x18\x02 \x01(\x04R\bproposer\x12:\n" +
-	"\x06member\x18\x03 \x01(\v2\".caucus.internal.cmd.MemberContextR\x06memberB)Z'github.com/caucus/caucus/internal/cmdpbb\x06proto3"
+	"\x06member\x18\x03 \x01(\v2\".caucus.internal.cmd.MemberContextR\x06member\"C\n" +
+	"\x10MemberAttributes\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1f\n" +
+	"\vclient_urls\x18\x02 \x03(\tR\n" +
+	"clientUrlsB)Z'github.com/caucus/caucus/internal/cmdpbb\x06proto3"
 
 var (
 	file_command_proto_rawDescOnce sync.Once
@@ -516,37 +592,39 @@ func file_command_proto_rawDescGZIP() []byte {
 	return file_command_proto_rawDescData
 }
 
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_command_proto_goTypes = []any{
 	(*Command)(nil),                  // 0: caucus.internal.cmd.Command
 	(*LeaseExpire)(nil),              // 1: caucus.internal.cmd.LeaseExpire
 	(*MemberContext)(nil),            // 2: caucus.internal.cmd.MemberContext
 	(*BootstrapMembers)(nil),         // 3: caucus.internal.cmd.BootstrapMembers
 	(*ConfChangeContext)(nil),        // 4: caucus.internal.cmd.ConfChangeContext
-	(*v1.PutRequest)(nil),            // 5: caucus.v1.PutRequest
-	(*v1.DeleteRangeRequest)(nil),    // 6: caucus.v1.DeleteRangeRequest
-	(*v1.TxnRequest)(nil),            // 7: caucus.v1.TxnRequest
-	(*v1.CompactionRequest)(nil),     // 8: caucus.v1.CompactionRequest
-	(*v1.LeaseGrantRequest)(nil),     // 9: caucus.v1.LeaseGrantRequest
-	(*v1.LeaseRevokeRequest)(nil),    // 10: caucus.v1.LeaseRevokeRequest
-	(*v1.LeaseKeepAliveRequest)(nil), // 11: caucus.v1.LeaseKeepAliveRequest
+	(*MemberAttributes)(nil),         // 5: caucus.internal.cmd.MemberAttributes
+	(*v1.PutRequest)(nil),            // 6: caucus.v1.PutRequest
+	(*v1.DeleteRangeRequest)(nil),    // 7: caucus.v1.DeleteRangeRequest
+	(*v1.TxnRequest)(nil),            // 8: caucus.v1.TxnRequest
+	(*v1.CompactionRequest)(nil),     // 9: caucus.v1.CompactionRequest
+	(*v1.LeaseGrantRequest)(nil),     // 10: caucus.v1.LeaseGrantRequest
+	(*v1.LeaseRevokeRequest)(nil),    // 11: caucus.v1.LeaseRevokeRequest
+	(*v1.LeaseKeepAliveRequest)(nil), // 12: caucus.v1.LeaseKeepAliveRequest
 }
 var file_command_proto_depIdxs = []int32{
-	5,  // 0: caucus.internal.cmd.Command.put:type_name -> caucus.v1.PutRequest
-	6,  // 1: caucus.internal.cmd.Command.delete_range:type_name -> caucus.v1.DeleteRangeRequest
-	7,  // 2: caucus.internal.cmd.Command.txn:type_name -> caucus.v1.TxnRequest
-	8,  // 3: caucus.internal.cmd.Command.compaction:type_name -> caucus.v1.CompactionRequest
-	9,  // 4: caucus.internal.cmd.Command.lease_grant:type_name -> caucus.v1.LeaseGrantRequest
-	10, // 5: caucus.internal.cmd.Command.lease_revoke:type_name -> caucus.v1.LeaseRevokeRequest
-	11, // 6: caucus.internal.cmd.Command.lease_keep_alive:type_name -> caucus.v1.LeaseKeepAliveRequest
+	6,  // 0: caucus.internal.cmd.Command.put:type_name -> caucus.v1.PutRequest
+	7,  // 1: caucus.internal.cmd.Command.delete_range:type_name -> caucus.v1.DeleteRangeRequest
+	8,  // 2: caucus.internal.cmd.Command.txn:type_name -> caucus.v1.TxnRequest
+	9,  // 3: caucus.internal.cmd.Command.compaction:type_name -> caucus.v1.CompactionRequest
+	10, // 4: caucus.internal.cmd.Command.lease_grant:type_name -> caucus.v1.LeaseGrantRequest
+	11, // 5: caucus.internal.cmd.Command.lease_revoke:type_name -> caucus.v1.LeaseRevokeRequest
+	12, // 6: caucus.internal.cmd.Command.lease_keep_alive:type_name -> caucus.v1.LeaseKeepAliveRequest
 	1,  // 7: caucus.internal.cmd.Command.lease_expire:type_name -> caucus.internal.cmd.LeaseExpire
-	2,  // 8: caucus.internal.cmd.BootstrapMembers.members:type_name -> caucus.internal.cmd.MemberContext
-	2,  // 9: caucus.internal.cmd.ConfChangeContext.member:type_name -> caucus.internal.cmd.MemberContext
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	5,  // 8: caucus.internal.cmd.Command.member_attributes:type_name -> caucus.internal.cmd.MemberAttributes
+	2,  // 9: caucus.internal.cmd.BootstrapMembers.members:type_name -> caucus.internal.cmd.MemberContext
+	2,  // 10: caucus.internal.cmd.ConfChangeContext.member:type_name -> caucus.internal.cmd.MemberContext
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -563,6 +641,7 @@ func file_command_proto_init() {
 		(*Command_LeaseRevoke)(nil),
 		(*Command_LeaseKeepAlive)(nil),
 		(*Command_LeaseExpire)(nil),
+		(*Command_MemberAttributes)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -570,7 +649,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

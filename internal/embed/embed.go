@@ -264,6 +264,7 @@ func Start(cfg Config) (*Member, error) {
 			TickInterval:    tick,
 			SnapshotEntries: cfg.SnapshotEntries,
 			PeerAddr:        peerAddr,
+			ClientURLs:      []string{advClient},
 			Logger:          lg,
 		},
 		DataDir:        cfg.DataDir,

@@ -372,3 +372,37 @@ func TestTxnLeaseAndLimits(t *testing.T) {
 		t.Fatalf("oversized put: %v, want invalid argument", err)
 	}
 }
+
+// TestMembersPublishClientURLs: every member publishes its client URL through the log, so that
+// `member list` on any member tells clients where each member serves.
+func TestMembersPublishClientURLs(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	tc.waitLeader()
+	want := map[uint64]string{}
+	for _, m := range tc.members {
+		want[uint64(m.ID)] = m.ClientURL
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl := caucusv1connect.NewClusterClient(http.DefaultClient, tc.members[2].ClientURL)
+	for {
+		resp, err := cl.MemberList(ctx, connect.NewRequest(&caucusv1.MemberListRequest{Linearizable: true}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := len(resp.Msg.Members) == 3
+		for _, m := range resp.Msg.Members {
+			if len(m.ClientUrls) != 1 || m.ClientUrls[0] != want[m.Id] {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("members did not publish their client URLs: %v", resp.Msg.Members)
+		case <-time.After(20 * time.Millisecond): // polling a real cluster
+		}
+	}
+}

@@ -169,6 +169,29 @@ func (b *Batch) ApplyMembership(index uint64, chs []MemberChange) {
 	}
 }
 
+// memberAttributes records a member's published client URLs. It does not take a revision: the
+// membership table is not part of the key-value history.
+func (b *Batch) memberAttributes(a *cmdpb.MemberAttributes) {
+	old := b.member.Get(putU64(a.GetId()))
+	if old == nil {
+		return
+	}
+	rec := &caucusv1.Member{}
+	if err := proto.Unmarshal(old, rec); err != nil {
+		b.fail(fmt.Errorf("decode member %d: %w", a.GetId(), err))
+		return
+	}
+	rec.ClientUrls = a.GetClientUrls()
+	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
+	if err != nil {
+		b.fail(fmt.Errorf("encode member %d: %w", a.GetId(), err))
+		return
+	}
+	if err := b.member.Put(putU64(a.GetId()), v); err != nil {
+		b.fail(fmt.Errorf("store member %d: %w", a.GetId(), err))
+	}
+}
+
 // Apply applies the command committed at index. It is deterministic: the same commands on the
 // same state give the same results and state on every member. Results become visible to readers
 // only when Commit succeeds, so deliver them to clients after Commit, which keeps a client's
@@ -242,6 +265,9 @@ func (b *Batch) exec(cmd *cmdpb.Command) Result {
 		resp, err = b.leaseKeepAlive(op.LeaseKeepAlive.GetId())
 	case *cmdpb.Command_LeaseExpire:
 		resp = b.leaseExpire(op.LeaseExpire.GetIds())
+	case *cmdpb.Command_MemberAttributes:
+		b.memberAttributes(op.MemberAttributes)
+		return Result{}
 	}
 	if b.wrote {
 		b.st.rev = b.pendRev

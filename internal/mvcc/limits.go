@@ -134,6 +134,9 @@ func (l Limits) check() error {
 // keys, no duplicate keys in a transaction, known keyspace). It does not look at the store's
 // state (lease existence, revisions): those are checked when the command is applied. A nil error
 // means the command is worth proposing.
+// maxMemberURLs bounds the client URLs one member may publish.
+const maxMemberURLs = 16
+
 func (l Limits) Validate(cmd *cmdpb.Command) error {
 	l = l.withDefaults()
 	if cmd.GetKeyspace() != "" {
@@ -170,6 +173,10 @@ func (l Limits) Validate(cmd *cmdpb.Command) error {
 			return errorf(ErrLeaseNotFound, "lease id %d", op.LeaseKeepAlive.GetId())
 		}
 	case *cmdpb.Command_LeaseExpire:
+	case *cmdpb.Command_MemberAttributes:
+		if len(op.MemberAttributes.GetClientUrls()) > maxMemberURLs {
+			return errorf(ErrInvalidArgument, "%d client URLs, limit %d", len(op.MemberAttributes.GetClientUrls()), maxMemberURLs)
+		}
 	case nil:
 		return errorf(ErrInvalidArgument, "command has no operation")
 	default:

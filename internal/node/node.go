@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,7 +78,9 @@ type Config struct {
 	Clock func() time.Time
 	// PeerAddr extracts the transport address from a member's peer URLs.
 	PeerAddr func(m *cmdpb.MemberContext) string
-	Logger   *slog.Logger
+	// ClientURLs are published to the membership table once the member has joined.
+	ClientURLs []string
+	Logger     *slog.Logger
 }
 
 // Node is one running member.
@@ -431,6 +434,9 @@ func (n *Node) onTick() {
 	}
 	n.lastLeaseChk = now
 	st := n.rn.Status()
+	if st.SoftState.Lead != raft.None {
+		n.maybePublishAttributes(now)
+	}
 	if st.SoftState.State != raft.StateLeader {
 		return
 	}
@@ -450,6 +456,34 @@ func (n *Node) onTick() {
 	}
 	if err != nil {
 		n.log.Debug("lease expiry proposal dropped", "err", err)
+	}
+}
+
+// maybePublishAttributes proposes this member's client URLs until the membership table shows
+// them (as etcd publishes its attributes): clients and `member list` learn where to reach it.
+func (n *Node) maybePublishAttributes(now time.Time) {
+	if len(n.cfg.ClientURLs) == 0 {
+		return
+	}
+	for _, m := range n.store.Members() {
+		if raft.NodeID(m.ID) != n.id {
+			continue
+		}
+		if slices.Equal(m.ClientURLs, n.cfg.ClientURLs) {
+			return
+		}
+		cmd := &cmdpb.Command{
+			Id:           n.nextID.Add(1),
+			Proposer:     uint64(n.id),
+			TimeUnixNano: now.UnixNano(),
+			Op:           &cmdpb.Command_MemberAttributes{MemberAttributes: &cmdpb.MemberAttributes{Id: uint64(n.id), ClientUrls: n.cfg.ClientURLs}},
+		}
+		if data, err := proto.Marshal(cmd); err == nil {
+			if err := n.rn.Propose(data); err != nil {
+				n.log.Debug("publishing client URLs deferred", "err", err)
+			}
+		}
+		return
 	}
 }
 
