@@ -244,3 +244,21 @@ func TestBankCatchesRevisionGoingBack(t *testing.T) {
 		t.Fatalf("revision regression not caught: %v", got)
 	}
 }
+
+// TestBankPreSetupState: the accounts are created by one transaction, so the empty state before
+// it is a real past state: a stale serializable read may return it, a linearizable read may not.
+// (Found in CI: a serializable read on a member that had not yet applied the setup.)
+func TestBankPreSetupState(t *testing.T) {
+	var b h
+	in, out := bankRead(true, 1)
+	b.op(0, 0, 10, history.OK, in, out)
+	if got := CheckBank(b.ops, 3, 30); !got.Valid {
+		t.Fatalf("serializable read of the pre-setup state rejected: %v", got)
+	}
+	var c h
+	in, out = bankRead(false, 1)
+	c.op(0, 0, 10, history.OK, in, out)
+	if got := CheckBank(c.ops, 3, 30); got.Valid {
+		t.Fatal("linearizable read of the pre-setup state accepted")
+	}
+}
