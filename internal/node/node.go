@@ -67,7 +67,7 @@ type Transport interface {
 	RemovePeer(id raft.NodeID)
 }
 
-// Config configures a node. Storage is opened by the caller (see Open in storage.go).
+// Config configures a node. Open (open.go) opens its storage from a data directory.
 type Config struct {
 	Raft raft.Config
 	// TickInterval is the wall-clock length of one Raft tick.

@@ -34,14 +34,14 @@ type OpenConfig struct {
 	// Otherwise the member waits to be sent the log (or a snapshot) by the leader.
 	NewCluster     bool
 	InitialMembers []Member
-	// Transport is created by the caller after Open (it needs the node to deliver messages to);
-	// SetTransport must be called before Start.
-	StoreOptions mvcc.Options
-	WALOptions   wal.Options
+	StoreOptions   mvcc.Options
+	WALOptions     wal.Options
 }
 
 // Open opens (or creates) a member's data directory and restores its state: the newest valid
-// snapshot, the log after it and the state machine. The node is not started.
+// snapshot, the log after it and the state machine. The node is not started: the caller creates
+// the transport (which needs the node to deliver messages to), attaches it with SetTransport, and
+// then calls Start.
 func Open(cfg OpenConfig) (*Node, error) {
 	lg := cfg.Logger
 	if lg == nil {
