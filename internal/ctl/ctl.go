@@ -318,6 +318,17 @@ func (e *env) close() {
 }
 
 // commandCtx bounds a command by --command-timeout.
+// withClient runs one command's requests with the client and the command's deadline.
+func (e *env) withClient(fn func(ctx context.Context, cli *client.Client) error) error {
+	cli, err := e.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := e.commandCtx()
+	defer cancel()
+	return fn(ctx, cli)
+}
+
 func (e *env) commandCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(e.ctx, e.commandTimeout)
 }

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -163,21 +164,17 @@ func putCommand() *command {
 				}
 				value = string(b)
 			}
-			cli, err := e.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := e.commandCtx()
-			defer cancel()
-			resp, err := cli.Put(ctx, args[0], value, opts...)
-			if err != nil {
-				return err
-			}
-			return e.output(resp, func(w io.Writer) {
-				fmt.Fprintln(w, "OK")
-				if f.prevKV && resp.GetPrevKv() != nil {
-					printKV(w, resp.GetPrevKv(), kvPrint{})
+			return e.withClient(func(ctx context.Context, cli *client.Client) error {
+				resp, err := cli.Put(ctx, args[0], value, opts...)
+				if err != nil {
+					return err
 				}
+				return e.output(resp, func(w io.Writer) {
+					fmt.Fprintln(w, "OK")
+					if f.prevKV && resp.GetPrevKv() != nil {
+						printKV(w, resp.GetPrevKv(), kvPrint{})
+					}
+				})
 			})
 		},
 	}
@@ -200,24 +197,20 @@ func getCommand() *command {
 			if len(args) == 2 {
 				opts = append(opts, client.WithRange(args[1]))
 			}
-			cli, err := e.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := e.commandCtx()
-			defer cancel()
-			resp, err := cli.Get(ctx, args[0], opts...)
-			if err != nil {
-				return err
-			}
-			return e.output(resp, func(w io.Writer) {
-				if f.countOnly {
-					fmt.Fprintln(w, resp.GetCount())
-					return
+			return e.withClient(func(ctx context.Context, cli *client.Client) error {
+				resp, err := cli.Get(ctx, args[0], opts...)
+				if err != nil {
+					return err
 				}
-				for _, kv := range resp.GetKvs() {
-					printKV(w, kv, kvPrint{keysOnly: f.keysOnly, valueOnly: f.valueOnly})
-				}
+				return e.output(resp, func(w io.Writer) {
+					if f.countOnly {
+						fmt.Fprintln(w, resp.GetCount())
+						return
+					}
+					for _, kv := range resp.GetKvs() {
+						printKV(w, kv, kvPrint{keysOnly: f.keysOnly, valueOnly: f.valueOnly})
+					}
+				})
 			})
 		},
 	}
@@ -240,21 +233,17 @@ func delCommand() *command {
 			if len(args) == 2 {
 				opts = append(opts, client.WithRange(args[1]))
 			}
-			cli, err := e.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := e.commandCtx()
-			defer cancel()
-			resp, err := cli.Delete(ctx, args[0], opts...)
-			if err != nil {
-				return err
-			}
-			return e.output(resp, func(w io.Writer) {
-				fmt.Fprintln(w, resp.GetDeleted())
-				for _, kv := range resp.GetPrevKvs() {
-					printKV(w, kv, kvPrint{})
+			return e.withClient(func(ctx context.Context, cli *client.Client) error {
+				resp, err := cli.Delete(ctx, args[0], opts...)
+				if err != nil {
+					return err
 				}
+				return e.output(resp, func(w io.Writer) {
+					fmt.Fprintln(w, resp.GetDeleted())
+					for _, kv := range resp.GetPrevKvs() {
+						printKV(w, kv, kvPrint{})
+					}
+				})
 			})
 		},
 	}
@@ -272,17 +261,13 @@ func compactionCommand() *command {
 			if err != nil || rev <= 0 {
 				return usagef("REV %q is not a positive revision", args[0])
 			}
-			cli, err := e.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := e.commandCtx()
-			defer cancel()
-			resp, err := cli.Compact(ctx, rev)
-			if err != nil {
-				return err
-			}
-			return e.output(resp, func(w io.Writer) { fmt.Fprintf(w, "compacted revision %d\n", rev) })
+			return e.withClient(func(ctx context.Context, cli *client.Client) error {
+				resp, err := cli.Compact(ctx, rev)
+				if err != nil {
+					return err
+				}
+				return e.output(resp, func(w io.Writer) { fmt.Fprintf(w, "compacted revision %d\n", rev) })
+			})
 		},
 	}
 }

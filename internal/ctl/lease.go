@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,18 +24,14 @@ func leaseGrantCommand() *command {
 			if err != nil || ttl <= 0 {
 				return usagef("TTL %q is not a positive number of seconds", args[0])
 			}
-			cli, err := e.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := e.commandCtx()
-			defer cancel()
-			resp, err := cli.Grant(ctx, ttl)
-			if err != nil {
-				return err
-			}
-			return e.output(resp, func(w io.Writer) {
-				fmt.Fprintf(w, "lease %016x granted with TTL(%ds)\n", resp.GetId(), resp.GetTtl())
+			return e.withClient(func(ctx context.Context, cli *client.Client) error {
+				resp, err := cli.Grant(ctx, ttl)
+				if err != nil {
+					return err
+				}
+				return e.output(resp, func(w io.Writer) {
+					fmt.Fprintf(w, "lease %016x granted with TTL(%ds)\n", resp.GetId(), resp.GetTtl())
+				})
 			})
 		},
 	}
@@ -52,17 +49,13 @@ func leaseRevokeCommand() *command {
 			if err != nil {
 				return err
 			}
-			cli, err := e.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := e.commandCtx()
-			defer cancel()
-			resp, err := cli.Revoke(ctx, id)
-			if err != nil {
-				return err
-			}
-			return e.output(resp, func(w io.Writer) { fmt.Fprintf(w, "lease %016x revoked\n", id) })
+			return e.withClient(func(ctx context.Context, cli *client.Client) error {
+				resp, err := cli.Revoke(ctx, id)
+				if err != nil {
+					return err
+				}
+				return e.output(resp, func(w io.Writer) { fmt.Fprintf(w, "lease %016x revoked\n", id) })
+			})
 		},
 	}
 }
@@ -81,34 +74,30 @@ func leaseTimeToLiveCommand() *command {
 			if err != nil {
 				return err
 			}
-			cli, err := e.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := e.commandCtx()
-			defer cancel()
-			var opts []client.LeaseOption
-			if keys {
-				opts = append(opts, client.WithAttachedKeys())
-			}
-			resp, err := cli.TimeToLive(ctx, id, opts...)
-			if err != nil {
-				return err
-			}
-			return e.output(resp, func(w io.Writer) {
-				if resp.GetTtl() < 0 {
-					fmt.Fprintf(w, "lease %016x already expired\n", id)
-					return
-				}
-				fmt.Fprintf(w, "lease %016x granted with TTL(%ds), remaining(%ds)", id, resp.GetGrantedTtl(), resp.GetTtl())
+			return e.withClient(func(ctx context.Context, cli *client.Client) error {
+				var opts []client.LeaseOption
 				if keys {
-					ks := make([]string, len(resp.GetKeys()))
-					for i, k := range resp.GetKeys() {
-						ks[i] = string(k)
-					}
-					fmt.Fprintf(w, ", attached keys([%s])", strings.Join(ks, " "))
+					opts = append(opts, client.WithAttachedKeys())
 				}
-				fmt.Fprintln(w)
+				resp, err := cli.TimeToLive(ctx, id, opts...)
+				if err != nil {
+					return err
+				}
+				return e.output(resp, func(w io.Writer) {
+					if resp.GetTtl() < 0 {
+						fmt.Fprintf(w, "lease %016x already expired\n", id)
+						return
+					}
+					fmt.Fprintf(w, "lease %016x granted with TTL(%ds), remaining(%ds)", id, resp.GetGrantedTtl(), resp.GetTtl())
+					if keys {
+						ks := make([]string, len(resp.GetKeys()))
+						for i, k := range resp.GetKeys() {
+							ks[i] = string(k)
+						}
+						fmt.Fprintf(w, ", attached keys([%s])", strings.Join(ks, " "))
+					}
+					fmt.Fprintln(w)
+				})
 			})
 		},
 	}
@@ -122,21 +111,17 @@ func leaseListCommand() *command {
 			if err := wantArgs(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			cli, err := e.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := e.commandCtx()
-			defer cancel()
-			resp, err := cli.Leases(ctx)
-			if err != nil {
-				return err
-			}
-			return e.output(resp, func(w io.Writer) {
-				fmt.Fprintf(w, "found %d leases\n", len(resp.GetIds()))
-				for _, id := range resp.GetIds() {
-					fmt.Fprintf(w, "%016x\n", id)
+			return e.withClient(func(ctx context.Context, cli *client.Client) error {
+				resp, err := cli.Leases(ctx)
+				if err != nil {
+					return err
 				}
+				return e.output(resp, func(w io.Writer) {
+					fmt.Fprintf(w, "found %d leases\n", len(resp.GetIds()))
+					for _, id := range resp.GetIds() {
+						fmt.Fprintf(w, "%016x\n", id)
+					}
+				})
 			})
 		},
 	}

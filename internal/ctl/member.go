@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -48,28 +49,24 @@ func memberListCommand() *command {
 			default:
 				return usagef("--consistency %q is not l or s", consistency)
 			}
-			cli, err := e.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := e.commandCtx()
-			defer cancel()
-			resp, err := cli.MemberList(ctx, opts...)
-			if err != nil {
-				return err
-			}
-			var rows [][]string
-			for _, m := range resp.GetMembers() {
-				rows = append(rows, memberRow(m))
-			}
-			if e.writeOut == "table" {
-				printTable(e.stdout, []string{"ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"}, rows)
-				return nil
-			}
-			return e.output(resp, func(w io.Writer) {
-				for _, r := range rows {
-					fmt.Fprintln(w, strings.Join(r, ", "))
+			return e.withClient(func(ctx context.Context, cli *client.Client) error {
+				resp, err := cli.MemberList(ctx, opts...)
+				if err != nil {
+					return err
 				}
+				var rows [][]string
+				for _, m := range resp.GetMembers() {
+					rows = append(rows, memberRow(m))
+				}
+				if e.writeOut == "table" {
+					printTable(e.stdout, []string{"ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"}, rows)
+					return nil
+				}
+				return e.output(resp, func(w io.Writer) {
+					for _, r := range rows {
+						fmt.Fprintln(w, strings.Join(r, ", "))
+					}
+				})
 			})
 		},
 	}
@@ -102,40 +99,36 @@ func memberAddCommand() *command {
 			if len(urls) == 0 {
 				return usagef("--peer-urls is required")
 			}
-			cli, err := e.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := e.commandCtx()
-			defer cancel()
-			add := cli.MemberAdd
-			if learner {
-				add = cli.MemberAddLearner
-			}
-			resp, err := add(ctx, args[0], urls)
-			if err != nil {
-				return err
-			}
-			return e.output(resp, func(w io.Writer) {
-				kind := "Member"
+			return e.withClient(func(ctx context.Context, cli *client.Client) error {
+				add := cli.MemberAdd
 				if learner {
-					kind = "Learner member"
+					add = cli.MemberAddLearner
 				}
-				fmt.Fprintf(w, "%s %x added to cluster %x\n\n", kind, resp.GetMember().GetId(), resp.GetHeader().GetClusterId())
-				var initial []string
-				for _, m := range resp.GetMembers() {
-					name := m.GetName()
-					if m.GetId() == resp.GetMember().GetId() {
-						name = args[0]
-					}
-					for _, u := range m.GetPeerUrls() {
-						initial = append(initial, name+"="+u)
-					}
+				resp, err := add(ctx, args[0], urls)
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(w, "CAUCUS_NAME=%q\n", args[0])
-				fmt.Fprintf(w, "CAUCUS_INITIAL_CLUSTER=%q\n", strings.Join(initial, ","))
-				fmt.Fprintf(w, "CAUCUS_INITIAL_ADVERTISE_PEER_URLS=%q\n", strings.Join(urls, ","))
-				fmt.Fprintf(w, "CAUCUS_INITIAL_CLUSTER_STATE=\"existing\"\n")
+				return e.output(resp, func(w io.Writer) {
+					kind := "Member"
+					if learner {
+						kind = "Learner member"
+					}
+					fmt.Fprintf(w, "%s %x added to cluster %x\n\n", kind, resp.GetMember().GetId(), resp.GetHeader().GetClusterId())
+					var initial []string
+					for _, m := range resp.GetMembers() {
+						name := m.GetName()
+						if m.GetId() == resp.GetMember().GetId() {
+							name = args[0]
+						}
+						for _, u := range m.GetPeerUrls() {
+							initial = append(initial, name+"="+u)
+						}
+					}
+					fmt.Fprintf(w, "CAUCUS_NAME=%q\n", args[0])
+					fmt.Fprintf(w, "CAUCUS_INITIAL_CLUSTER=%q\n", strings.Join(initial, ","))
+					fmt.Fprintf(w, "CAUCUS_INITIAL_ADVERTISE_PEER_URLS=%q\n", strings.Join(urls, ","))
+					fmt.Fprintf(w, "CAUCUS_INITIAL_CLUSTER_STATE=\"existing\"\n")
+				})
 			})
 		},
 	}

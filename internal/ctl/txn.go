@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"bufio"
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -267,39 +268,35 @@ func txnCommand() *command {
 			if err != nil {
 				return err
 			}
-			cli, err := e.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := e.commandCtx()
-			defer cancel()
-			txn := cli.Txn(ctx).If(spec.cmps...)
-			for _, op := range spec.success {
-				txn.Then(op.op)
-			}
-			for _, op := range spec.failure {
-				txn.Else(op.op)
-			}
-			resp, err := txn.Commit()
-			if err != nil {
-				return err
-			}
-			return e.output(resp, func(w io.Writer) {
-				ops := spec.failure
-				if resp.GetSucceeded() {
-					fmt.Fprintln(w, "SUCCESS")
-					ops = spec.success
-				} else {
-					fmt.Fprintln(w, "FAILURE")
+			return e.withClient(func(ctx context.Context, cli *client.Client) error {
+				txn := cli.Txn(ctx).If(spec.cmps...)
+				for _, op := range spec.success {
+					txn.Then(op.op)
 				}
-				for i, r := range resp.GetResponses() {
-					var op txnOp // a response without a request (a server bug) prints plainly
-					if i < len(ops) {
-						op = ops[i]
+				for _, op := range spec.failure {
+					txn.Else(op.op)
+				}
+				resp, err := txn.Commit()
+				if err != nil {
+					return err
+				}
+				return e.output(resp, func(w io.Writer) {
+					ops := spec.failure
+					if resp.GetSucceeded() {
+						fmt.Fprintln(w, "SUCCESS")
+						ops = spec.success
+					} else {
+						fmt.Fprintln(w, "FAILURE")
 					}
-					fmt.Fprintln(w)
-					printOpResponse(w, r, op)
-				}
+					for i, r := range resp.GetResponses() {
+						var op txnOp // a response without a request (a server bug) prints plainly
+						if i < len(ops) {
+							op = ops[i]
+						}
+						fmt.Fprintln(w)
+						printOpResponse(w, r, op)
+					}
+				})
 			})
 		},
 	}
