@@ -15,13 +15,17 @@ import (
 type Caucus struct {
 	// Bin is the caucus server binary.
 	Bin string
+	// Args are extra server flags (e.g. --enable-pprof to profile the members during a run).
+	Args []string
 }
 
 // Name implements System.
 func (Caucus) Name() string { return "caucus" }
 
 // Command implements System. Logging is cut to errors, as for the etcd members.
-func (c Caucus) Command() []string { return []string{c.Bin, "server", "--log-level", "error"} }
+func (c Caucus) Command() []string {
+	return append([]string{c.Bin, "server", "--log-level", "error"}, c.Args...)
+}
 
 // Dial implements System.
 func (Caucus) Dial(endpoints []string) (KV, error) {

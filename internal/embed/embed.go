@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"sort"
 	"strings"
@@ -56,8 +57,11 @@ type Config struct {
 	// NoSyncStateMachine skips fsync of the state machine's own commits (the WAL is synced and
 	// replayed after a crash). It is the default: see ARCHITECTURE.md.
 	NoSyncStateMachine bool
-	Bug                server.TestBug
-	Logger             *slog.Logger
+	// EnablePprof serves Go's runtime profiles under /debug/pprof/ on the client port, as etcd's
+	// --enable-pprof does.
+	EnablePprof bool
+	Bug         server.TestBug
+	Logger      *slog.Logger
 	// PeerListener and ClientListener, if set, are used instead of binding the listen URLs
 	// (tests bind port 0 first so that the initial cluster can name real ports).
 	PeerListener, ClientListener net.Listener
@@ -302,10 +306,21 @@ func Start(cfg Config) (*Member, error) {
 		Bug:            cfg.Bug,
 		Logger:         lg,
 	})
+	handler := srv.Handler()
+	if cfg.EnablePprof {
+		mux := http.NewServeMux()
+		mux.Handle("/", handler)
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		handler = mux
+	}
 	m := &Member{
 		ID: id, ClusterID: cid, Node: nd, ClientURL: advClient, PeerURL: advPeer,
 		trans: tr, clientLn: clientLn, log: lg, serveErr: make(chan error, 1),
-		http: &http.Server{Handler: srv.Handler(), Protocols: server.Protocols(), ReadHeaderTimeout: 10 * time.Second},
+		http: &http.Server{Handler: handler, Protocols: server.Protocols(), ReadHeaderTimeout: 10 * time.Second},
 	}
 	go func() {
 		err := m.http.Serve(clientLn)

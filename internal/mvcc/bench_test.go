@@ -8,11 +8,16 @@ import (
 	"github.com/caucus/caucus/internal/cmdpb"
 )
 
-// BenchmarkApplyPut applies puts in batches of 64 (one bbolt transaction each), as the node does
-// with a batch of committed entries, over 10,000 distinct keys with 128-byte values.
+// BenchmarkApplyPut applies puts in batches of 1 and 64 (one bbolt transaction each), as the
+// node does with the committed entries of one Ready, over 10,000 distinct keys with 128-byte
+// values.
 func BenchmarkApplyPut(b *testing.B) {
-	for _, sync := range []bool{false, true} {
-		b.Run(fmt.Sprintf("sync=%v", sync), func(b *testing.B) {
+	for _, c := range []struct {
+		sync  bool
+		batch int
+	}{{false, 1}, {false, 64}, {true, 1}, {true, 64}} {
+		sync, batch := c.sync, c.batch
+		b.Run(fmt.Sprintf("sync=%v/batch=%d", sync, batch), func(b *testing.B) {
 			h := newHarness(b, Options{})
 			if sync {
 				// newHarness sets NoSync; reopen durable.
@@ -24,7 +29,6 @@ func BenchmarkApplyPut(b *testing.B) {
 				h.s = s
 				b.Cleanup(func() { s.Close() })
 			}
-			const batch = 64
 			val := make([]byte, 128)
 			cmds := make([]*cmdpb.Command, batch)
 			b.ReportAllocs()

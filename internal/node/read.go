@@ -106,6 +106,18 @@ func (q *readQueue) release(applied uint64) {
 	q.inflight = kept
 }
 
+// waitsFor reports whether a confirmed round waits for an index this member has applied
+// (applied) but not yet committed to the state machine (visible): then the commit must not wait
+// for the group-commit timer.
+func (q *readQueue) waitsFor(visible, applied uint64) bool {
+	for _, b := range q.inflight {
+		if b.confirmed && b.index > visible && b.index <= applied {
+			return true
+		}
+	}
+	return false
+}
+
 func (q *readQueue) expire(now time.Time) {
 	kept := q.inflight[:0]
 	for _, b := range q.inflight {

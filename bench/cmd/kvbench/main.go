@@ -56,6 +56,7 @@ type config struct {
 	dir          string
 	keep         bool
 	cpuProfile   string
+	caucusArgs   string
 }
 
 func parseFlags() (config, error) {
@@ -75,6 +76,7 @@ func parseFlags() (config, error) {
 	flag.StringVar(&c.benchDir, "bench-dir", ".", "the bench module's directory (its parent is caucus's root), to build the caucus binary")
 	flag.StringVar(&c.dir, "dir", "", "base directory for data and logs (default: a new temp dir)")
 	flag.BoolVar(&c.keep, "keep", false, "keep data directories and logs")
+	flag.StringVar(&c.caucusArgs, "caucus-args", "", "extra flags for every caucus member, space-separated (e.g. --enable-pprof)")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write this process's CPU profile (the client side) to this file")
 	flag.Parse()
 	c.systems = splitList(*systems)
@@ -260,7 +262,7 @@ func makeSystem(ctx context.Context, name string, cfg config, base string) (kvbe
 				return nil, err
 			}
 		}
-		return kvbench.Caucus{Bin: bin}, nil
+		return kvbench.Caucus{Bin: bin, Args: strings.Fields(cfg.caucusArgs)}, nil
 	}
 	return nil, fmt.Errorf("unknown system %q", name)
 }
