@@ -252,6 +252,26 @@ func (n *Node) Running() bool {
 	}
 }
 
+// WaitExit waits until the member's current process exits on its own (or was killed) and
+// returns how it ended, or returns ctx's error if it is still running when ctx ends. Tests use
+// it to check that a member which stops after a fatal error (a full disk) says so with its exit
+// status.
+func (n *Node) WaitExit(ctx context.Context) (*os.ProcessState, error) {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd == nil {
+		return nil, fmt.Errorf("cluster: wait for %s to exit: never started", n.Name)
+	}
+	select {
+	case <-exited:
+		// cmd.Wait stored ProcessState before exited was closed.
+		return cmd.ProcessState, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("cluster: wait for %s (pid %d) to exit: %w", n.Name, cmd.Process.Pid, ctx.Err())
+	}
+}
+
 // Kill sends SIGKILL and waits for the process to exit.
 func (n *Node) Kill() error {
 	n.mu.Lock()

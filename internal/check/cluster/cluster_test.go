@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -125,5 +127,57 @@ func TestLauncherFaults(t *testing.T) {
 			t.Fatal("cluster did not converge after heal, restart and resume")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestWaitExitReportsStatus checks WaitExit against processes that end on their own, with
+// stand-in binaries that ignore the server flags: it returns the exit status of the current
+// process, and a member still running makes it return when its context ends instead.
+func TestWaitExitReportsStatus(t *testing.T) {
+	dir := t.TempDir()
+	script := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	c, err := Start(ctx, Config{Binary: script("fails", "exit 3"), Size: 1, Dir: filepath.Join(dir, "a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	st, err := c.Nodes[0].WaitExit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ExitCode() != 3 {
+		t.Fatalf("exit code %d, want 3 (%v)", st.ExitCode(), st)
+	}
+
+	// A stand-in that never exits by itself: it runs until killed.
+	c2, err := Start(ctx, Config{Binary: script("blocks", "exec sleep 3600"), Size: 1, Dir: filepath.Join(dir, "b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Stop()
+	n := c2.Nodes[0]
+	short, cancelShort := context.WithCancel(ctx)
+	cancelShort()
+	if _, err := n.WaitExit(short); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitExit on a running member: %v, want context.Canceled", err)
+	}
+	if err := n.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	st, err = n.WaitExit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Success() || st.ExitCode() != -1 {
+		t.Fatalf("killed member reports %v, want death by signal", st)
 	}
 }
