@@ -79,7 +79,14 @@ func Open(cfg OpenConfig) (*Node, error) {
 		w.Close()
 		return nil, fmt.Errorf("node: load snapshot: %w", err)
 	}
-	store, err := mvcc.Open(filepath.Join(cfg.DataDir, "kv.db"), cfg.StoreOptions)
+	storePath := filepath.Join(cfg.DataDir, "kv.db")
+	if cfg.StoreOptions.NoSync {
+		if _, err := guardUnsynced(cfg.DataDir, storePath, lg); err != nil {
+			w.Close()
+			return nil, err
+		}
+	}
+	store, err := mvcc.Open(storePath, cfg.StoreOptions)
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("node: open state machine: %w", err)
@@ -142,7 +149,13 @@ func Open(cfg OpenConfig) (*Node, error) {
 		return fail(fmt.Errorf("node: start raft: %w", err))
 	}
 	n := newNode(cfg.Config, rn, w, snaps, store, nil, rc.Applied, snapIndex)
-	n.closers = append(n.closers, w.Close, store.Close)
+	closeStore := store.Close
+	if cfg.StoreOptions.NoSync {
+		closeStore = func() error {
+			return errors.Join(releaseUnsynced(cfg.DataDir, store), store.Close())
+		}
+	}
+	n.closers = append(n.closers, w.Close, closeStore)
 	lg.Info("opened member state", "dir", cfg.DataDir, "term", ps.HardState.Term, "commit", ps.HardState.Commit,
 		"applied", rc.Applied, "snapshot", snapIndex, "entries", len(ents))
 	return n, nil
