@@ -21,6 +21,12 @@ var (
 	// ErrSnapshotTruncated is returned by SnapshotSave when the stream ended before the member
 	// announced the last chunk.
 	ErrSnapshotTruncated = errors.New("client: snapshot stream ended before the last chunk")
+	// ErrOutcomeUnknown wraps the error of a write (Put, Delete, Txn commit) that may or may
+	// not have been applied and that the client will not re-send: an attempt may have been
+	// applied (its answer was lost), and by the time it was retried the cluster had forgotten
+	// the write's session, so a retry could no longer be told apart from a new write. Read the
+	// keys to find out what happened. The cause stays reachable with errors.As.
+	ErrOutcomeUnknown = errors.New("client: write outcome unknown: an attempt may have been applied, and its session expired before the retry")
 )
 
 // IsUnavailable reports whether err means the cluster could not serve the request now (no
@@ -62,6 +68,25 @@ func IsNotFound(err error) bool {
 	return connect.CodeOf(err) == connect.CodeNotFound
 }
 
+// IsResourceExhausted reports whether the cluster refused the request for lack of a bounded
+// resource, e.g. a write needing a new session while the session table is full of sessions used
+// too recently to be evicted. Nothing was applied; the request may succeed later.
+func IsResourceExhausted(err error) bool {
+	return connect.CodeOf(err) == connect.CodeResourceExhausted
+}
+
+// isSessionExpired reports whether the server refused a write because it no longer remembers
+// the write's client id (mvcc.ErrSessionExpired). Nothing was applied by that attempt.
+func isSessionExpired(err error) bool {
+	return connect.CodeOf(err) == connect.CodeFailedPrecondition && strings.Contains(errorMessage(err), "session expired")
+}
+
+// isTooManySessions reports whether the server refused to open a session for a write
+// (mvcc.ErrTooManySessions). Nothing was applied by that attempt.
+func isTooManySessions(err error) bool {
+	return connect.CodeOf(err) == connect.CodeResourceExhausted && strings.Contains(errorMessage(err), "too many sessions")
+}
+
 // errorMessage returns the server's message of a connect error, or err's text otherwise.
 func errorMessage(err error) string {
 	var ce *connect.Error
@@ -81,6 +106,13 @@ func isNotLeader(err error) bool {
 	msg := errorMessage(err)
 	return strings.Contains(msg, "not leader") || strings.Contains(msg, "no leader") ||
 		strings.Contains(msg, "proposal dropped")
+}
+
+// provablyNotApplied reports whether a failed write attempt certainly changed nothing: it was
+// refused before being proposed, never reached a member, or was refused by the session rules.
+// Any other failure leaves the attempt's outcome open (e.g. its answer was lost).
+func provablyNotApplied(err error) bool {
+	return isNotLeader(err) || neverSent(err) || isSessionExpired(err) || isTooManySessions(err)
 }
 
 // retryable reports whether a failed attempt may be repeated under pol.

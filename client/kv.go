@@ -225,13 +225,60 @@ func (c *Client) Compact(ctx context.Context, rev int64) (*CompactResponse, erro
 	return resp, err
 }
 
-// write runs a session write: it takes a lane, stamps the request with the lane's session once
-// (setSession), and retries attempt with that same session until the call ends.
+// write runs a session write: it takes a lane, stamps the request with the lane's session
+// (setSession), and retries attempt with that same session until the call ends, for at most
+// MaxWriteRetrySpan.
+//
+// If the server has forgotten the lane's session (it refuses the sequence as expired), the lane
+// is dropped. When every attempt so far was refused or never proposed, no copy of the write can
+// still be applied under the old identity, so it is sent again, once, on a fresh lane (new
+// client id, sequence 1). Otherwise an earlier attempt may have been applied, and the server can
+// no longer deduplicate a retry: the write fails with ErrOutcomeUnknown rather than risk a
+// second application under a new identity.
 func (c *Client) write(ctx context.Context, op string, setSession func(*caucusv1.Session), attempt func(ctx context.Context, ep *endpoint) error) error {
+	span := MaxWriteRetrySpan
+	if _, ok := ctx.Deadline(); !ok {
+		span = min(span, c.cfg.RequestTimeout)
+	}
+	ctx, cancel := context.WithTimeout(ctx, span)
+	defer cancel()
 	l, s := c.lanes.acquire()
-	defer c.lanes.release(l)
-	setSession(s)
-	return c.call(ctx, op, leaderEndpoint, retryTransient, attempt)
+	mayBeApplied := false // some attempt of this write may have been applied
+	observe := func(ctx context.Context, ep *endpoint) error {
+		err := attempt(ctx, ep)
+		if err != nil && !provablyNotApplied(err) {
+			mayBeApplied = true
+		}
+		return err
+	}
+	for moved := false; ; moved = true {
+		setSession(s)
+		err := c.call(ctx, op, leaderEndpoint, retryTransient, observe)
+		switch {
+		case err == nil:
+			c.lanes.release(l)
+			return nil
+		case isTooManySessions(err):
+			// The lane's session was never opened; its id is not worth keeping.
+			c.lanes.drop(l)
+			return err
+		case !isSessionExpired(err):
+			c.lanes.release(l)
+			return err
+		}
+		c.lanes.drop(l)
+		if mayBeApplied {
+			return fmt.Errorf("%w: %s with client id %x sequence %d: %w", ErrOutcomeUnknown, op, s.GetClientId(), s.GetSequence(), err)
+		}
+		if moved || ctx.Err() != nil {
+			// A fresh lane starts at sequence 1, which the server never refuses as expired; a
+			// second refusal means a misbehaving server, and is returned as is.
+			return err
+		}
+		c.log.Debug("caucus client: session expired before the write was applied; moving to a fresh session",
+			"op", op, "client_id", s.GetClientId(), "sequence", s.GetSequence())
+		l, s = c.lanes.fresh()
+	}
 }
 
 // Txn starts a transaction on c. Commit sends it.

@@ -4,9 +4,19 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"sync"
+	"time"
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
 )
+
+// MaxWriteRetrySpan bounds how long a session write (Put, Delete, Txn commit) keeps sending
+// attempts, whatever its context's deadline: after it, the write fails with the last attempt's
+// error. The server's exactly-once guarantee for a write that opens a session (sequence 1)
+// holds only if the client stops re-sending it well within the server's session retry window
+// (mvcc.Limits.SessionRetryWindow, default 2 minutes, four times this span; the assumption is
+// stated in internal/mvcc/session.go). A longer context deadline is not an error: the write
+// just gives up earlier.
+const MaxWriteRetrySpan = 30 * time.Second
 
 // lane is one exactly-once session: a client id and the sequence of its latest write. A lane is
 // owned by at most one write at a time (see the package documentation), so seq needs no lock of
@@ -23,6 +33,8 @@ type lanePool struct {
 	mu   sync.Mutex
 	free []*lane
 	all  int // lanes ever opened, for tests and diagnostics
+	// dropped counts lanes retired after the server forgot or refused their session.
+	dropped int
 }
 
 // acquire takes a free lane or opens one with a fresh random client id, and advances its
@@ -43,6 +55,25 @@ func (p *lanePool) acquire() (*lane, *caucusv1.Session) {
 	return l, &caucusv1.Session{ClientId: l.clientID, Sequence: l.seq}
 }
 
+// fresh opens a lane with a new random client id, bypassing the free lanes (which may have
+// expired on the server as well), and starts its first write: the session has sequence 1.
+func (p *lanePool) fresh() (*lane, *caucusv1.Session) {
+	l := &lane{clientID: randomClientID(), seq: 1}
+	p.mu.Lock()
+	p.all++
+	p.mu.Unlock()
+	return l, &caucusv1.Session{ClientId: l.clientID, Sequence: l.seq}
+}
+
+// drop retires a lane instead of releasing it, after the server forgot its client id or
+// refused to open its session: the lane's next sequence would be refused too, and a fresh lane
+// costs the server no more than reviving this one. The id is never sent again.
+func (p *lanePool) drop(*lane) {
+	p.mu.Lock()
+	p.dropped++
+	p.mu.Unlock()
+}
+
 // release returns l to the pool. After an ambiguous failure the next write of the lane uses the
 // next sequence, which the server accepts: it is newer than anything it has seen for the id.
 func (p *lanePool) release(l *lane) {
@@ -56,6 +87,13 @@ func (p *lanePool) opened() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.all
+}
+
+// retired returns how many lanes were dropped.
+func (p *lanePool) retired() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dropped
 }
 
 // randomClientID returns a uniformly random non-zero id (0 disables deduplication on the

@@ -48,6 +48,11 @@
 //   - The live bucket holds exactly the newest version of every key whose newest kv entry is not
 //     a tombstone; the rev bucket indexes exactly the kv entries; leasekey holds exactly the live
 //     keys with a lease. Revisions only grow: a revision is never reused, even after compaction.
+//   - Sessions: a sessioned write is applied at most once while its session is remembered, and a
+//     session is never forgotten less than Limits.SessionRetryWindow after its last use (a full
+//     table refuses new sessions instead). A write of a forgotten session is refused unless it
+//     is the client's first (sequence 1); session.go states the timing assumption under which
+//     that first write cannot be applied twice either.
 //   - Within one transaction a key is written at most once (etcd's duplicate-key rule), so every
 //     write of a command sees the pre-command state as its previous version.
 //

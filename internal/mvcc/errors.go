@@ -33,6 +33,16 @@ var (
 	ErrTooManyOps      = &Error{Code: "too_many_ops", Message: "too many operations in txn request"}
 	ErrDuplicateKey    = &Error{Code: "duplicate_key", Message: "duplicate key given in txn request"}
 	ErrStaleSequence   = &Error{Code: "stale_sequence", Message: "session sequence is older than the last applied one"}
+	// ErrSessionExpired: a write with sequence > 1 names a client id the store does not
+	// remember (its session expired or was evicted). Nothing was applied. The store cannot tell
+	// a retry of an already applied write from the client's next write, so it refuses both; the
+	// client must not re-send the write under a new client id unless it knows no earlier attempt
+	// was applied.
+	ErrSessionExpired = &Error{Code: "session_expired", Message: "session expired: the store no longer remembers this client id"}
+	// ErrTooManySessions: a new session (sequence 1) was refused because the table holds
+	// Limits.MaxSessions sessions, all used within Limits.SessionRetryWindow. Nothing was
+	// applied; the write may be retried once older sessions leave the window.
+	ErrTooManySessions = &Error{Code: "too_many_sessions", Message: "too many sessions used within the retry window"}
 	ErrUnknownKeyspace = &Error{Code: "unknown_keyspace", Message: "unknown keyspace"}
 	ErrEmptyKey        = &Error{Code: "empty_key", Message: "key is not provided"}
 	ErrInvalidArgument = &Error{Code: "invalid_argument", Message: "invalid argument"}
@@ -43,7 +53,7 @@ var sentinels = map[string]*Error{}
 func init() {
 	for _, e := range []*Error{ErrCompacted, ErrFutureRev, ErrLeaseNotFound, ErrLeaseExists, ErrTooManyLeases,
 		ErrKeyTooLarge, ErrValueTooLarge, ErrRequestTooLarge, ErrTooManyOps, ErrDuplicateKey,
-		ErrStaleSequence, ErrUnknownKeyspace, ErrEmptyKey, ErrInvalidArgument} {
+		ErrStaleSequence, ErrSessionExpired, ErrTooManySessions, ErrUnknownKeyspace, ErrEmptyKey, ErrInvalidArgument} {
 		sentinels[e.Code] = e
 	}
 }

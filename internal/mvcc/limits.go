@@ -33,8 +33,14 @@ const (
 	// command times.
 	DefaultSessionTTL = time.Hour
 	// DefaultMaxSessions bounds the remembered sessions; beyond it the least recently used one
-	// is forgotten.
+	// is forgotten, unless it is still inside the retry window.
 	DefaultMaxSessions = 100_000
+	// DefaultSessionRetryWindow is how long after its last use a session is protected from
+	// eviction (see Limits.SessionRetryWindow). It is four times the client package's
+	// MaxWriteRetrySpan (30 s), itself six server request timeouts (5 s): the rest of the window
+	// absorbs the delay between a request's send and its entry in the log, and clock error
+	// between members. When SessionTTL is shorter, the window defaults to SessionTTL.
+	DefaultSessionRetryWindow = 2 * time.Minute
 
 	// maxKeyBytesCeiling keeps an escaped key plus its 18-byte suffix within bbolt's MaxKeySize
 	// (32768).
@@ -55,20 +61,27 @@ type Limits struct {
 	MaxLeases       int
 	SessionTTL      time.Duration
 	MaxSessions     int
+	// SessionRetryWindow protects recently used sessions: a session used (written or retried)
+	// less than this long ago, in command time, is never evicted to make room, and a new session
+	// is refused with ErrTooManySessions instead. It must be in (0, SessionTTL]. It is what makes
+	// a retry of a write with sequence 1 safe; the timing assumption it rests on is stated in
+	// session.go.
+	SessionRetryWindow time.Duration
 }
 
 // DefaultLimits returns the default limits.
 func DefaultLimits() Limits {
 	return Limits{
-		MaxKeyBytes:     DefaultMaxKeyBytes,
-		MaxValueBytes:   DefaultMaxValueBytes,
-		MaxTxnOps:       DefaultMaxTxnOps,
-		MaxRangeResults: DefaultMaxRangeResults,
-		MaxRequestBytes: DefaultMaxRequestBytes,
-		MaxLeaseTTL:     DefaultMaxLeaseTTL,
-		MaxLeases:       DefaultMaxLeases,
-		SessionTTL:      DefaultSessionTTL,
-		MaxSessions:     DefaultMaxSessions,
+		MaxKeyBytes:        DefaultMaxKeyBytes,
+		MaxValueBytes:      DefaultMaxValueBytes,
+		MaxTxnOps:          DefaultMaxTxnOps,
+		MaxRangeResults:    DefaultMaxRangeResults,
+		MaxRequestBytes:    DefaultMaxRequestBytes,
+		MaxLeaseTTL:        DefaultMaxLeaseTTL,
+		MaxLeases:          DefaultMaxLeases,
+		SessionTTL:         DefaultSessionTTL,
+		MaxSessions:        DefaultMaxSessions,
+		SessionRetryWindow: DefaultSessionRetryWindow,
 	}
 }
 
@@ -102,6 +115,10 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxSessions == 0 {
 		l.MaxSessions = d.MaxSessions
 	}
+	if l.SessionRetryWindow == 0 {
+		// A shorter TTL caps the default, so that setting only SessionTTL stays valid.
+		l.SessionRetryWindow = min(d.SessionRetryWindow, l.SessionTTL)
+	}
 	return l
 }
 
@@ -126,6 +143,9 @@ func (l Limits) check() error {
 		return fmt.Errorf("mvcc: invalid limits: SessionTTL %v <= 0", l.SessionTTL)
 	case l.MaxSessions < 1:
 		return fmt.Errorf("mvcc: invalid limits: MaxSessions %d < 1", l.MaxSessions)
+	case l.SessionRetryWindow <= 0 || l.SessionRetryWindow > l.SessionTTL:
+		// A window beyond the TTL would promise protection that expiry takes away.
+		return fmt.Errorf("mvcc: invalid limits: SessionRetryWindow %v outside (0, SessionTTL %v]", l.SessionRetryWindow, l.SessionTTL)
 	}
 	return nil
 }
@@ -144,6 +164,9 @@ func (l Limits) Validate(cmd *cmdpb.Command) error {
 	}
 	if n := proto.Size(cmd); n > l.MaxRequestBytes {
 		return errorf(ErrRequestTooLarge, "command is %d bytes, limit %d", n, l.MaxRequestBytes)
+	}
+	if s := sessionOf(cmd); s.GetClientId() != 0 && s.GetSequence() == 0 {
+		return errorf(ErrInvalidArgument, "client %d: session sequence 0 (sequences start at 1)", s.GetClientId())
 	}
 	switch op := cmd.GetOp().(type) {
 	case *cmdpb.Command_Put:

@@ -185,8 +185,12 @@ func toConnect(err error) error {
 		code = connect.CodeNotFound
 	case errors.Is(err, mvcc.ErrLeaseExists):
 		code = connect.CodeAlreadyExists
-	case errors.Is(err, mvcc.ErrStaleSequence):
+	case errors.Is(err, mvcc.ErrStaleSequence), errors.Is(err, mvcc.ErrSessionExpired):
+		// Nothing was applied, and re-sending the same request cannot succeed: the client has
+		// to decide (package client moves to a new session or reports an unknown outcome).
 		code = connect.CodeFailedPrecondition
+	case errors.Is(err, mvcc.ErrTooManySessions):
+		code = connect.CodeResourceExhausted
 	case errors.Is(err, mvcc.ErrKeyTooLarge), errors.Is(err, mvcc.ErrValueTooLarge),
 		errors.Is(err, mvcc.ErrRequestTooLarge), errors.Is(err, mvcc.ErrTooManyOps),
 		errors.Is(err, mvcc.ErrDuplicateKey), errors.Is(err, mvcc.ErrUnknownKeyspace),
