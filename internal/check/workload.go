@@ -126,6 +126,12 @@ func (e *env) write(ctx context.Context, w *worker, input any, do func(ctx conte
 			e.rec.Complete(op, history.Fail, nil, last)
 			return nil, history.Fail
 		}
+		if c := connect.CodeOf(err); c == connect.CodeFailedPrecondition || c == connect.CodeResourceExhausted {
+			// The server refused the session (forgotten, stale, or the table is full): this
+			// attempt applied nothing, and no retry under the same session can succeed. The
+			// outcome rests on the earlier attempts.
+			break
+		}
 		if !neverSent(err) {
 			sent = true
 		}

@@ -32,6 +32,12 @@ const Version = "0.1.0-dev"
 // DefaultRequestTimeout bounds a request whose client set no deadline.
 const DefaultRequestTimeout = 5 * time.Second
 
+// MaxRequestTimeout bounds how long a write or a linearizable read waits on this member,
+// whatever deadline the client asked for. It must stay well below mvcc's session retry window
+// (DefaultSessionRetryWindow, 2 min), which assumes that a copy of a write reaches the leader's
+// log, or is dropped, within a bounded time of being sent.
+const MaxRequestTimeout = 30 * time.Second
+
 // TestBug plants a deliberate consistency bug so that the checker (internal/check) can be shown
 // to catch it. Only the hidden --unsafe-test-bug flag sets it.
 type TestBug string
@@ -67,6 +73,7 @@ func New(cfg Config) *Server {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
+	cfg.RequestTimeout = min(cfg.RequestTimeout, MaxRequestTimeout)
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.Default()
@@ -110,12 +117,18 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "ok leader=%x term=%d\n", uint64(st.SoftState.Lead), st.HardState.Term)
 }
 
-// withDeadline applies the default request timeout when the client set none.
+// withDeadline applies the default request timeout when the client set none, and caps a
+// client's deadline at MaxRequestTimeout: a proposal must not wait in this member's queues for
+// longer than the exactly-once sessions' retry window assumes (internal/mvcc/session.go).
 func (s *Server) withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
+	d := s.cfg.RequestTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		if time.Until(dl) <= MaxRequestTimeout {
+			return context.WithCancel(ctx)
+		}
+		d = MaxRequestTimeout
 	}
-	return context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	return context.WithTimeout(ctx, d)
 }
 
 func (s *Server) header(rev int64) *caucusv1.ResponseHeader {

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestServerFlagPrecedence: a flag on the command line wins over the environment, which wins over
+// the config file, which wins over the default; every flag is reachable from all three.
+func TestServerFlagPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "caucus.json")
+	if err := os.WriteFile(file, []byte(`{"name": "from-file", "session-ttl": "20m", "max-sessions": 7, "session-retry-window": "1m"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"CAUCUS_SESSION_TTL":  "30m",
+		"CAUCUS_MAX_SESSIONS": "9",
+	}
+	cfg, _, err := parseServerFlags([]string{"--config-file", file, "--max-sessions", "11"}, io.Discard, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Name != "from-file" {
+		t.Errorf("name = %q, want the config file's", cfg.Name)
+	}
+	if cfg.Limits.SessionTTL != 30*time.Minute {
+		t.Errorf("session TTL = %v, want the environment's 30m over the file's 20m", cfg.Limits.SessionTTL)
+	}
+	if cfg.Limits.MaxSessions != 11 {
+		t.Errorf("max sessions = %d, want the flag's 11 over the environment's and the file's", cfg.Limits.MaxSessions)
+	}
+	if cfg.Limits.SessionRetryWindow != time.Minute {
+		t.Errorf("retry window = %v, want the file's 1m", cfg.Limits.SessionRetryWindow)
+	}
+	if _, _, err := parseServerFlags([]string{"--session-ttl", "soon"}, io.Discard, func(string) string { return "" }); err == nil {
+		t.Error("an unparsable duration was accepted")
+	}
+}
