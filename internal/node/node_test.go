@@ -19,18 +19,25 @@ import (
 // nopTransport is the transport of a single-member cluster: there is nobody to talk to.
 type nopTransport struct{}
 
-func (nopTransport) Send([]raft.Message)          {}
-func (nopTransport) AddPeer(raft.NodeID, string)  {}
-func (nopTransport) RemovePeer(raft.NodeID)       {}
-func peerAddr(*cmdpb.MemberContext) string        { return "" }
-func quiet() *slog.Logger                         { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-func putCmd(k, v string) *cmdpb.Command           { return &cmdpb.Command{Op: &cmdpb.Command_Put{Put: &caucusv1.PutRequest{Key: []byte(k), Value: []byte(v)}}} }
-func withBoot(t *testing.T, id string)            { t.Helper(); old := bootID; bootID = func() (string, error) { return id, nil }; t.Cleanup(func() { bootID = old }) }
-func markerPath(dir string) string                { return filepath.Join(dir, unsyncedMarker) }
-func storeFile(dir string) string                 { return filepath.Join(dir, "kv.db") }
-func fileExists(p string) bool                    { _, err := os.Stat(p); return err == nil }
-func keyName(i int) string                        { return fmt.Sprintf("k%03d", i) }
-func valueOf(i int) string                        { return fmt.Sprintf("v%03d", i) }
+func (nopTransport) Send([]raft.Message)         {}
+func (nopTransport) AddPeer(raft.NodeID, string) {}
+func (nopTransport) RemovePeer(raft.NodeID)      {}
+func peerAddr(*cmdpb.MemberContext) string       { return "" }
+func quiet() *slog.Logger                        { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func putCmd(k, v string) *cmdpb.Command {
+	return &cmdpb.Command{Op: &cmdpb.Command_Put{Put: &caucusv1.PutRequest{Key: []byte(k), Value: []byte(v)}}}
+}
+func withBoot(t *testing.T, id string) {
+	t.Helper()
+	old := bootID
+	bootID = func() (string, error) { return id, nil }
+	t.Cleanup(func() { bootID = old })
+}
+func markerPath(dir string) string { return filepath.Join(dir, unsyncedMarker) }
+func storeFile(dir string) string  { return filepath.Join(dir, "kv.db") }
+func fileExists(p string) bool     { _, err := os.Stat(p); return err == nil }
+func keyName(i int) string         { return fmt.Sprintf("k%03d", i) }
+func valueOf(i int) string         { return fmt.Sprintf("v%03d", i) }
 
 // startSingle opens and starts a one-member cluster in dir, with an unsynced state machine and a
 // snapshot every snapEvery entries.
