@@ -4,7 +4,7 @@
 //	caucus-sim -seeds 10000 -nodes 5          # explore
 //	caucus-sim -seed 1234 -nodes 5 -v         # replay one seed, printing every step
 //	caucus-sim -seeds 500 -bug VoteNotPersisted -profile hostile   # demo a planted bug
-//	caucus-sim -seeds 200 -store wal          # nodes persist through internal/wal on a simulated disk
+//	caucus-sim -seeds 200 -store wal          # nodes persist through internal/wal on a faulty simulated disk
 //
 // Seeds run on one goroutine per core; each seed is itself single-threaded and deterministic, so
 // the outcome of a seed never depends on the parallelism. On a violation the lowest failing seed
@@ -46,7 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ackCheck := fs.Bool("ack-check", true, "check that acknowledgements follow persistence")
 	workers := fs.Int("workers", runtime.NumCPU(), "seeds run in parallel")
 	all := fs.Bool("all", false, "keep going after violations and list every failing seed")
-	store := fs.String("store", "mem", "durable store of each node: mem, or wal (internal/wal on internal/vfs's simulated disk)")
+	store := fs.String("store", "mem", "durable store of each node: mem, or wal (internal/wal on internal/vfs's simulated disk, which loses unsynced writes, tears writes and loses power inside saves)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -149,7 +149,7 @@ func sweep(base sim.Options, first, count uint64, workers int, all bool, stderr 
 				o := base
 				o.Seed = s
 				if o.StorageName == "wal" {
-					o.NewStorage = walstore.Factory(s)
+					o.NewStorage = walstore.Factory(s, walstore.Options{})
 				}
 				res := sim.Run(o)
 				mu.Lock()

@@ -389,6 +389,15 @@ func (s *simulation) handleReady(n *simNode) {
 	if !s.quiesced && s.w.readyCrashRate > 0 && s.rng.Float64() < s.w.readyCrashRate {
 		crashAt = 1 + s.rng.IntN(4)
 	}
+	// A crash due right after persisting may instead strike inside the Save, if the store can
+	// model that; the store's own PRNG decides, so that the simulator's draws (and with them the
+	// trace of a run over a store that never crashes inside a Save) stay the same.
+	inSave := false
+	if crashAt == 2 {
+		if sc, ok := n.store.(SaveCrasher); ok {
+			inSave = sc.CrashInNextSave()
+		}
+	}
 	if rd.SoftState != nil {
 		n.role = rd.SoftState.State
 		if n.role == raft.StateLeader {
@@ -412,7 +421,12 @@ func (s *simulation) handleReady(n *simNode) {
 	}
 
 	// 2. Persist.
-	s.persist(n, rd)
+	if !s.persist(n, rd, inSave) {
+		s.st.ReadyCrashes++
+		s.st.SaveCrashes++
+		s.crash(n, "inside Save, before it returned")
+		return
+	}
 	if crashAt == 2 {
 		s.st.ReadyCrashes++
 		s.crash(n, "after persisting, before MessagesAfterPersist")
@@ -482,7 +496,9 @@ func spanOf(ents []raft.Entry) string {
 	return fmt.Sprintf("[%d@%d..%d@%d]", ents[0].Index, ents[0].Term, ents[len(ents)-1].Index, ents[len(ents)-1].Term)
 }
 
-func (s *simulation) persist(n *simNode, rd raft.Ready) {
+// persist hands the Ready's durable state to the store. It returns false if the store lost power
+// inside the Save (only possible when armed); the caller then crashes the node.
+func (s *simulation) persist(n *simNode, rd raft.Ready, armed bool) bool {
 	old := n.store.HardState()
 	if hs := rd.HardState; !hs.IsEmpty() {
 		if hs.Term < old.Term {
@@ -494,12 +510,17 @@ func (s *simulation) persist(n *simNode, rd raft.Ready) {
 		n.term = max(n.term, hs.Term)
 	}
 	if err := n.store.Save(rd.HardState, rd.Snapshot, rd.Entries); err != nil {
+		if armed && errors.Is(err, ErrPowerLoss) {
+			s.ev(0xc2, uint64(n.id))
+			return false
+		}
 		s.fail(CoreContract, "node %d: %v", n.id, fmt.Errorf("persisting a Ready: %w", err))
 	}
 	if hs := n.store.HardState(); hs.Commit > n.store.LastIndex() {
 		s.fail(CoreContract, "node %d: durable commit %d beyond its durable log (last index %d)", n.id, hs.Commit, n.store.LastIndex())
 	}
 	s.check(LogMatching, s.chk.persisted(n.id, n.store, rd.Entries))
+	return true
 }
 
 // send checks what a message acknowledges, then puts it on the wire with the run's faults.

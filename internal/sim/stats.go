@@ -36,8 +36,10 @@ type Stats struct {
 	Violations int64
 	// Faults counts injected faults by kind; crashes between Ready steps are under "crash" too
 	// (ReadyCrashes counts them separately).
-	Faults             [NumFaults]int64
-	ReadyCrashes       int64
+	Faults       [NumFaults]int64
+	ReadyCrashes int64
+	// SaveCrashes counts the ReadyCrashes that struck inside a Save (see SaveCrasher).
+	SaveCrashes        int64
 	Sent               int64
 	Delivered          int64
 	Dropped            int64
@@ -60,6 +62,7 @@ func (s *Stats) Add(o Stats) {
 		s.Faults[k] += o.Faults[k]
 	}
 	s.ReadyCrashes += o.ReadyCrashes
+	s.SaveCrashes += o.SaveCrashes
 	s.Sent += o.Sent
 	s.Delivered += o.Delivered
 	s.Dropped += o.Dropped
@@ -82,7 +85,7 @@ func (s Stats) String() string {
 	for k, n := range s.Faults {
 		fmt.Fprintf(&b, " %s=%d", faultNames[k], n)
 	}
-	fmt.Fprintf(&b, " ready-step-crash=%d\n", s.ReadyCrashes)
+	fmt.Fprintf(&b, " ready-step-crash=%d (inside-save=%d)\n", s.ReadyCrashes, s.SaveCrashes)
 	fmt.Fprintf(&b, "messages:           sent=%d delivered=%d dropped=%d duplicated=%d step-errors=%d\n",
 		s.Sent, s.Delivered, s.Dropped, s.Duplicated, s.StepErrors)
 	fmt.Fprintf(&b, "proposals:          accepted=%d committed+acknowledged=%d\n", s.Proposed, s.Committed)

@@ -15,8 +15,11 @@ import (
 // SaveSnapshot, restarts from Load, tells the store about crashes with Crash, and its checkers
 // read the durable log through the accessors.
 //
-// Save must be atomic with respect to Crash: after a crash, either all of a Save is durable or
-// none of it is (the contract's step 2).
+// Once Save returns nil, everything it was given must survive any later Crash (the contract's
+// step 2): the simulator sends the acknowledgements of MessagesAfterPersist only then. A crash
+// before that point may keep none, all or a prefix of the Save, as a real disk would; a store
+// that exposes such crashes implements SaveCrasher. The accessors (HardState, LastIndex, Term,
+// Entry) describe only what is durable, because the checkers judge acknowledgements by them.
 type Storage interface {
 	// Save persists one Ready's HardState (unless empty), Snapshot (unless nil; it replaces the
 	// whole log) and Entries (truncating the log at Entries[0].Index first).
@@ -38,6 +41,22 @@ type Storage interface {
 	Term(i uint64) (uint64, bool)
 	// Entry returns the durable entry at i (not covered by the snapshot).
 	Entry(i uint64) (raft.Entry, bool)
+}
+
+// ErrPowerLoss is wrapped by the error of a Save during which the store's simulated machine lost
+// power (see SaveCrasher). The simulator then crashes the node instead of reporting a violation;
+// the store's Crash recovers whatever part of the Save reached the disk.
+var ErrPowerLoss = errors.New("sim: power lost during save")
+
+// SaveCrasher is implemented by a Storage that can lose power partway through a Save, for
+// example between the write and the fsync of its log, or in the middle of a write. The
+// simulator asks for it only where it would otherwise crash right after the Save, so that the
+// crash rates of a seed's swarm keep their meaning.
+type SaveCrasher interface {
+	// CrashInNextSave may arm a power loss at a point of the next Save of the store's own
+	// (seeded, deterministic) choosing and reports whether it did. An armed Save returns an
+	// error wrapping ErrPowerLoss if the power loss struck, and disarms otherwise.
+	CrashInNextSave() bool
 }
 
 // memStore is the in-memory Storage: every Save is durable at once, as if fsynced.

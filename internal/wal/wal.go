@@ -45,7 +45,12 @@
 // Raft Ready so that its HardState and entries share one sync (group commit). A Save that crosses
 // a segment boundary also writes and syncs once per segment it fills. Entries are
 // written before the HardState, so any surviving prefix of a Save holds every entry the
-// HardState's Commit refers to. A segment is fdatasynced before the next one gets its name, and
+// HardState's Commit refers to. Raft also requires the HardState's term to be at least the term
+// of every entry and snapshot in the log (raft.New refuses anything else), so a Save whose
+// entries carry a term above the last HardState's first writes its HardState's term and vote
+// with the previous commit index, and SaveSnapshot raises the HardState's term (with no vote) to
+// a marker's higher term in the same write: any surviving prefix is then a state Raft accepts.
+// A segment is fdatasynced before the next one gets its name, and
 // a new segment is fully written and synced under a temporary name before the rename, so every
 // segment but the last is complete.
 //
@@ -271,7 +276,7 @@ func Open(fsys vfs.FS, dir string, opts Options) (*WAL, error) {
 			w.closeFiles()
 			return nil, err
 		}
-		if err := w.roll(1, 0); err != nil {
+		if err := w.roll(1, 0, raft.HardState{}); err != nil {
 			w.closeFiles()
 			return nil, err
 		}
@@ -359,6 +364,8 @@ type frameSpan struct {
 	// nextIndex and prevTerm: the index of the next entry to be written at this point and the
 	// term of the entry before it.
 	nextIndex, prevTerm uint64
+	// hs is the HardState in force at this point, which a new segment copies.
+	hs raft.HardState
 }
 
 // Save appends ents (which must be contiguous, starting at most one past the last index and
@@ -388,6 +395,21 @@ func (w *WAL) Save(hs raft.HardState, ents []raft.Entry, sync bool) error {
 	}
 
 	w.buf, w.frames = w.buf[:0], w.frames[:0]
+	cur := w.state.hs // the HardState in force as the frames are written
+	if len(ents) > 0 && !hs.IsEmpty() && ents[len(ents)-1].Term > cur.Term {
+		// Without this, a crash that keeps some of the entries but not the HardState after
+		// them would leave entries of a term the HardState has not reached. The commit index
+		// stays the previous one, clamped below the first entry (which may overwrite), because
+		// the entries it would cover may not survive.
+		pre := raft.HardState{Term: hs.Term, Vote: hs.Vote, Commit: min(cur.Commit, ents[0].Index-1)}
+		var start int
+		w.buf, start = beginFrame(w.buf, recHardState)
+		w.buf = wire.AppendHardState(w.buf, &pre)
+		w.buf = finishFrame(w.buf, start)
+		w.frames = append(w.frames, frameSpan{start: start, end: len(w.buf), nextIndex: w.state.last() + 1,
+			prevTerm: w.lastTerm(), hs: cur})
+		cur = pre
+	}
 	for i := range ents {
 		e := &ents[i]
 		if n := 1 + wire.EntrySize(e); n > w.opts.MaxRecordBytes {
@@ -405,7 +427,7 @@ func (w *WAL) Save(hs raft.HardState, ents []raft.Entry, sync bool) error {
 		w.buf, start = beginFrame(w.buf, recEntry)
 		w.buf = wire.AppendEntry(w.buf, e)
 		w.buf = finishFrame(w.buf, start)
-		w.frames = append(w.frames, frameSpan{start: start, end: len(w.buf), nextIndex: next, prevTerm: prevTerm})
+		w.frames = append(w.frames, frameSpan{start: start, end: len(w.buf), nextIndex: next, prevTerm: prevTerm, hs: cur})
 	}
 	if !hs.IsEmpty() {
 		next, prevTerm := w.state.last()+1, w.lastTerm()
@@ -416,7 +438,7 @@ func (w *WAL) Save(hs raft.HardState, ents []raft.Entry, sync bool) error {
 		w.buf, start = beginFrame(w.buf, recHardState)
 		w.buf = wire.AppendHardState(w.buf, &hs)
 		w.buf = finishFrame(w.buf, start)
-		w.frames = append(w.frames, frameSpan{start: start, end: len(w.buf), nextIndex: next, prevTerm: prevTerm})
+		w.frames = append(w.frames, frameSpan{start: start, end: len(w.buf), nextIndex: next, prevTerm: prevTerm, hs: cur})
 	}
 	if err := w.writeFrames(sync); err != nil {
 		return err
@@ -446,11 +468,26 @@ func (w *WAL) SaveSnapshot(meta raft.SnapshotMeta) error {
 		return fmt.Errorf("wal: save snapshot at index %d: marker is %d bytes: %w (MaxRecordBytes %d)", meta.Index, n, ErrRecordTooLarge, w.opts.MaxRecordBytes)
 	}
 	w.buf, w.frames = w.buf[:0], w.frames[:0]
+	hs := w.state.hs
+	if meta.Term > hs.Term {
+		// The caller's HardState for this term comes in a later Save, which a crash may
+		// prevent: raise the term here so that the marker never survives alone above it. No
+		// vote is recorded in the new term, which is what Raft itself does on learning it.
+		hs = raft.HardState{Term: meta.Term, Commit: hs.Commit}
+		var start int
+		w.buf, start = beginFrame(w.buf, recHardState)
+		w.buf = wire.AppendHardState(w.buf, &hs)
+		w.buf = finishFrame(w.buf, start)
+		w.frames = append(w.frames, frameSpan{start: start, end: len(w.buf), nextIndex: w.state.last() + 1,
+			prevTerm: w.lastTerm(), hs: w.state.hs})
+	}
+	start := len(w.buf)
 	w.buf = appendMarkerFrame(w.buf, &meta, keep)
-	w.frames = append(w.frames, frameSpan{start: 0, end: len(w.buf), nextIndex: w.state.last() + 1, prevTerm: w.lastTerm()})
+	w.frames = append(w.frames, frameSpan{start: start, end: len(w.buf), nextIndex: w.state.last() + 1, prevTerm: w.lastTerm(), hs: hs})
 	if err := w.writeFrames(true); err != nil {
 		return err
 	}
+	w.state.hs = hs
 	w.state.snapshot(&meta, keep)
 	return nil
 }
@@ -496,7 +533,7 @@ func (w *WAL) writeFrames(sync bool) error {
 		n := int64(fr.end - fr.start)
 		if off+n > w.opts.SegmentBytes {
 			rolls++
-			off = w.maxSegmentHeaderBytes()
+			off = w.maxSegmentHeaderBytes(&fr.hs)
 		}
 		off += n
 	}
@@ -505,7 +542,7 @@ func (w *WAL) writeFrames(sync bool) error {
 	}
 	// Write: one WriteAt per segment touched.
 	chunkStart := 0
-	for i, fr := range w.frames {
+	for _, fr := range w.frames {
 		n := int64(fr.end - fr.start)
 		if w.off+int64(fr.start-chunkStart)+n <= w.opts.SegmentBytes {
 			continue
@@ -514,7 +551,7 @@ func (w *WAL) writeFrames(sync bool) error {
 			return err
 		}
 		chunkStart = fr.start
-		if err := w.roll(w.frames[i].nextIndex, w.frames[i].prevTerm); err != nil {
+		if err := w.roll(fr.nextIndex, fr.prevTerm, fr.hs); err != nil {
 			return err
 		}
 	}
@@ -550,13 +587,13 @@ func (w *WAL) syncLocked() error {
 }
 
 // maxSegmentHeaderBytes bounds what roll writes before the first record of a new segment.
-func (w *WAL) maxSegmentHeaderBytes() int64 {
+func (w *WAL) maxSegmentHeaderBytes(hs *raft.HardState) int64 {
 	n := frameSize(1 + segmentHeaderPayloadBytes)
 	if w.state.snap != nil {
 		n += frameSize(2 + wire.SnapshotMetaSize(w.state.snap))
 	}
-	if !w.state.hs.IsEmpty() {
-		n += frameSize(1 + wire.HardStateSize(&w.state.hs))
+	if !hs.IsEmpty() {
+		n += frameSize(1 + wire.HardStateSize(hs))
 	}
 	return int64(n)
 }
@@ -595,10 +632,12 @@ func (w *WAL) noSpaceOrFatal(err error) error {
 	return w.fail(err)
 }
 
-// roll turns the first spare into the next segment and makes it the one appended to. The current
-// segment is synced first: its name is already durable, and it must be complete before a later
-// segment exists, because replay only forgives a torn tail in the last segment.
-func (w *WAL) roll(firstIndex, prevTerm uint64) error {
+// roll turns the first spare into the next segment, its header records carrying the current
+// snapshot marker and hs (the HardState in force at that point of the write), and makes it the
+// one appended to. The current segment is synced first: its name is already durable, and it must
+// be complete before a later segment exists, because replay only forgives a torn tail in the
+// last segment.
+func (w *WAL) roll(firstIndex, prevTerm uint64, hs raft.HardState) error {
 	if w.f != nil {
 		if err := w.syncLocked(); err != nil {
 			return err
@@ -616,9 +655,9 @@ func (w *WAL) roll(firstIndex, prevTerm uint64) error {
 	if w.state.snap != nil {
 		b = appendMarkerFrame(b, w.state.snap, true) // a copy never changes the log
 	}
-	if !w.state.hs.IsEmpty() {
+	if !hs.IsEmpty() {
 		b, start = beginFrame(b, recHardState)
-		b = wire.AppendHardState(b, &w.state.hs)
+		b = wire.AppendHardState(b, &hs)
 		b = finishFrame(b, start)
 	}
 	if _, err := sp.f.WriteAt(b, 0); err != nil {

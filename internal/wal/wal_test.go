@@ -760,6 +760,11 @@ func runRandom(t *testing.T, seed uint64, steps int) {
 			trace("step %d: save %s hs %+v sync %v", step, describe(es), hs, sync)
 			var recs []model
 			m := cur.clone()
+			if len(es) > 0 && !hs.IsEmpty() && es[len(es)-1].Term > m.hs.Term {
+				// The WAL writes the new term and vote ahead of the entries (see Save).
+				m.hs = raft.HardState{Term: hs.Term, Vote: hs.Vote, Commit: min(m.hs.Commit, start-1)}
+				recs = append(recs, m.clone())
+			}
 			for _, e := range es {
 				m.appendEntry(e)
 				recs = append(recs, m.clone())
@@ -792,9 +797,15 @@ func runRandom(t *testing.T, seed uint64, steps int) {
 			}
 			meta := raft.SnapshotMeta{Index: idx, Term: mt, ConfState: raft.ConfState{Voters: []raft.NodeID{1, 2, 3}}}
 			trace("step %d: snapshot %d/%d (last %d) segs %v", step, meta.Index, meta.Term, cur.last(), w.Segments())
+			var recs []model
 			m := cur.clone()
+			if meta.Term > m.hs.Term {
+				// The WAL raises the HardState's term to the marker's first (see SaveSnapshot).
+				m.hs = raft.HardState{Term: meta.Term, Commit: m.hs.Commit}
+				recs = append(recs, m.clone())
+			}
 			m.snapshot(meta)
-			finish(step, w.SaveSnapshot(meta), []model{m}, true)
+			finish(step, w.SaveSnapshot(meta), append(recs, m), true)
 		case r < 72:
 			if cur.snap != nil {
 				trace("step %d: release (snap %d) segs %v", step, cur.snap.Index, w.Segments())
@@ -1009,4 +1020,79 @@ func TestTornRecordHidingAFrame(t *testing.T) {
 		t.Fatalf("entries %s", describe(got.ents))
 	}
 	w.Close()
+}
+
+// raftAccepts reports why raft.New would refuse p as a restarting node's state, or "".
+func raftAccepts(p persisted) string {
+	last, lastTerm := uint64(0), uint64(0)
+	if p.snap != nil {
+		last, lastTerm = p.snap.Index, p.snap.Term
+	}
+	if n := len(p.ents); n > 0 {
+		last, lastTerm = p.ents[n-1].Index, p.ents[n-1].Term
+	}
+	switch {
+	case p.hs.Term < lastTerm:
+		return fmt.Sprintf("HardState term %d below the last term %d", p.hs.Term, lastTerm)
+	case p.hs.Commit > last:
+		return fmt.Sprintf("HardState commit %d beyond the last index %d", p.hs.Commit, last)
+	}
+	return ""
+}
+
+// TestTornSaveKeepsHardStateAheadOfLog is the regression test for a bug the simulator found
+// (caucus-sim -store wal -profile hostile, seeds 207 and 2465): a Save whose entries start a new
+// term wrote them before the HardState carrying that term, so a power loss that kept the entries
+// but tore the HardState left a log whose last term was above the HardState's, and raft.New
+// refused to restart the node. The same held for a snapshot marker of a newer term, written
+// before the HardState that follows it. Every torn prefix must now be a state Raft accepts.
+func TestTornSaveKeepsHardStateAheadOfLog(t *testing.T) {
+	newEntriesKept, markerKept := 0, 0
+	for seed := uint64(1); seed <= 300; seed++ {
+		fsys := vfs.NewSim(seed)
+		fsys.SetTornWrites(true)
+		w := mustOpen(t, fsys, smallOpts(nil))
+		readAll(t, w)
+		// Term 1, voted for 1, entries 1..3 committed through 2: synced.
+		if err := w.Save(raft.HardState{Term: 1, Vote: 1, Commit: 2}, ents(1, 1, 3, 30), true); err != nil {
+			t.Fatal(err)
+		}
+		var op string
+		if seed%2 == 0 {
+			// A follower hears from the leader of term 3: it overwrites entry 3 and appends,
+			// committing through 4, in one Save. Power fails before the fsync.
+			op = "save"
+			fsys.CrashAfter(1)
+			err := w.Save(raft.HardState{Term: 3, Vote: 0, Commit: 4}, ents(3, 3, 6, 30), true)
+			if !errors.Is(err, vfs.ErrCrashed) {
+				t.Fatalf("seed %d: save did not reach the armed crash: %v", seed, err)
+			}
+		} else {
+			// A snapshot from the leader of term 3 at index 9: its marker is synced, and power
+			// fails before the HardState of term 3 is saved.
+			op = "snapshot"
+			meta := raft.SnapshotMeta{Index: 9, Term: 3, ConfState: raft.ConfState{Voters: []raft.NodeID{1, 2, 3}}}
+			if err := w.SaveSnapshot(meta); err != nil {
+				t.Fatal(err)
+			}
+			fsys.Crash()
+		}
+		fsys.Restart()
+		w, got := reopen(t, fsys, nil, smallOpts(nil))
+		if why := raftAccepts(got); why != "" {
+			t.Fatalf("seed %d (%s): recovered hs %+v snap %v entries %s: %s", seed, op, got.hs, got.snap, describe(got.ents), why)
+		}
+		if n := len(got.ents); n > 0 && got.ents[n-1].Term == 3 {
+			newEntriesKept++
+		}
+		if got.snap != nil {
+			markerKept++
+		}
+		w.Close()
+	}
+	// Without these outcomes the test would pass against the old write order too.
+	if newEntriesKept == 0 || markerKept == 0 {
+		t.Fatalf("no torn prefix kept entries of the new term (%d) or the marker alone (%d)", newEntriesKept, markerKept)
+	}
+	t.Logf("torn saves that kept entries of the new term: %d; snapshot markers kept: %d", newEntriesKept, markerKept)
 }
