@@ -16,6 +16,10 @@
 //     them; release reads whose read index is now applied;
 //  5. Advance.
 //
+// Applied entries are committed to the state machine in groups (see DefaultApplyCommitInterval),
+// and snapshots are serialized and saved by a background goroutine from a read view opened in the
+// loop at the applied index; the loop only records the finished snapshot in the WAL and compacts.
+//
 // # Invariants
 //
 //   - A vote or an append acknowledgement never leaves this member before the state it

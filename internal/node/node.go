@@ -147,6 +147,12 @@ type Node struct {
 	appliedTerm  uint64
 	statusDirty  bool
 	snapIndex    uint64
+	// snapInFlight is set while a snapshot is written in the background; its result arrives on
+	// snapDone (buffered, so the writer never waits for the loop) and snapWG lets the loop's exit
+	// wait for it before the storage closes.
+	snapInFlight bool
+	snapDone     chan snapResult
+	snapWG       sync.WaitGroup
 	lastLeaseChk time.Time
 	stopOnce     sync.Once
 }
@@ -191,6 +197,7 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store
 		stopc:     make(chan struct{}),
 		donec:     make(chan struct{}),
 		waiters:   make(map[uint64]*proposal),
+		snapDone:  make(chan snapResult, 1),
 		applied:   applied,
 		snapIndex: snapIndex,
 	}
@@ -370,6 +377,7 @@ func (n *Node) run() {
 			}
 		}
 	}()
+	defer n.snapWG.Wait()
 	defer n.failAllWaiters()
 	defer n.finishBatch()
 	ticker := time.NewTicker(n.cfg.TickInterval)
@@ -394,6 +402,12 @@ func (n *Node) run() {
 			n.rn.ReportUnreachable(id)
 		case <-n.commitTimer.C:
 			if err := n.commitApplied(); err != nil {
+				n.fail(err)
+				return
+			}
+		case r := <-n.snapDone:
+			n.snapInFlight = false
+			if err := n.finishSnapshot(r); err != nil {
 				n.fail(err)
 				return
 			}
@@ -571,6 +585,13 @@ func (n *Node) handleReady() error {
 func (n *Node) installSnapshot(s *raft.Snapshot) error {
 	if err := n.commitApplied(); err != nil {
 		return err
+	}
+	if n.snapInFlight {
+		// One writer at a time in the snapshot store: let the local snapshot finish first.
+		n.snapInFlight = false
+		if err := n.finishSnapshot(<-n.snapDone); err != nil {
+			return err
+		}
 	}
 	if err := n.snaps.Save(s.Meta, s.Data); err != nil {
 		return fmt.Errorf("node: save received snapshot at index %d: %w", s.Meta.Index, err)
@@ -779,41 +800,80 @@ func (n *Node) applyConfChange(b *mvcc.Batch, index uint64, cc raft.ConfChange) 
 	return pid, proposer, nil
 }
 
-// maybeSnapshot captures the state machine and compacts the log every SnapshotEntries entries.
+// maybeSnapshot starts a snapshot of the state machine every SnapshotEntries applied entries.
+//
+// Serializing the store is proportional to its size, so only the cheap, ordered part runs in
+// the loop: commit what was applied, open a read view at exactly the applied index and note its
+// term and configuration. A goroutine writes the view to the snapshot store (and syncs the state
+// machine); the loop then records the snapshot in the WAL, compacts the Raft log and releases
+// old segments (finishSnapshot). Meanwhile the member keeps replicating, applying and serving.
 func (n *Node) maybeSnapshot() error {
 	// appliedTerm is only known once this process applied an entry; until then there is nothing
 	// new to capture anyway.
-	if n.cfg.SnapshotEntries == 0 || n.appliedTerm == 0 || n.applied-n.snapIndex < n.cfg.SnapshotEntries {
+	if n.snapInFlight || n.cfg.SnapshotEntries == 0 || n.appliedTerm == 0 || n.applied-n.snapIndex < n.cfg.SnapshotEntries {
 		return nil
 	}
-	return n.snapshot()
-}
-
-func (n *Node) snapshot() error {
 	if err := n.commitApplied(); err != nil {
 		return err
 	}
-	st := n.rn.Status()
+	view, err := n.store.BeginSnapshot()
+	if err != nil {
+		return fmt.Errorf("node: open snapshot view: %w", err)
+	}
+	if view.AppliedIndex() != n.applied {
+		view.Close()
+		return fmt.Errorf("node: snapshot view at applied index %d, loop applied %d", view.AppliedIndex(), n.applied)
+	}
+	meta := raft.SnapshotMeta{Index: n.applied, Term: n.appliedTerm, ConfState: n.rn.Status().ConfState}
+	n.snapInFlight = true
+	n.snapWG.Add(1)
+	go func() {
+		defer n.snapWG.Done()
+		snap, err := n.writeSnapshot(view, meta)
+		n.snapDone <- snapResult{snap: snap, err: err}
+	}()
+	return nil
+}
+
+type snapResult struct {
+	snap raft.Snapshot
+	err  error
+}
+
+// writeSnapshot runs off the loop: it serializes the view and saves it durably.
+func (n *Node) writeSnapshot(view *mvcc.Snapshot, meta raft.SnapshotMeta) (raft.Snapshot, error) {
+	defer view.Close()
+	// The WAL is released only up to the previous snapshot, but a synced state machine also
+	// saves a long replay after a crash.
 	if err := n.store.Sync(); err != nil {
-		return fmt.Errorf("node: sync state machine before snapshot: %w", err)
+		return raft.Snapshot{}, fmt.Errorf("node: sync state machine before snapshot: %w", err)
 	}
 	var buf bytes.Buffer
-	index, err := n.store.WriteSnapshot(&buf)
-	if err != nil {
-		return fmt.Errorf("node: capture snapshot: %w", err)
+	if _, err := view.WriteTo(&buf); err != nil {
+		return raft.Snapshot{}, fmt.Errorf("node: capture snapshot: %w", err)
 	}
-	if index != n.applied {
-		return fmt.Errorf("node: snapshot captured applied index %d, loop applied %d", index, n.applied)
-	}
-	term := n.appliedTerm
-	snap := raft.Snapshot{Meta: raft.SnapshotMeta{Index: index, Term: term, ConfState: st.ConfState}, Data: buf.Bytes()}
+	snap := raft.Snapshot{Meta: meta, Data: buf.Bytes()}
 	if err := n.snaps.Save(snap.Meta, snap.Data); err != nil {
-		return fmt.Errorf("node: save snapshot at index %d: %w", index, err)
+		return raft.Snapshot{}, fmt.Errorf("node: save snapshot at index %d: %w", meta.Index, err)
 	}
-	if err := n.wal.SaveSnapshot(snap.Meta); err != nil {
+	return snap, nil
+}
+
+// finishSnapshot runs in the loop once a snapshot is durable in the snapshot store.
+func (n *Node) finishSnapshot(r snapResult) error {
+	if r.err != nil {
+		return r.err
+	}
+	index := r.snap.Meta.Index
+	if index <= n.snapIndex {
+		// A newer snapshot was installed from the leader while this one was written.
+		n.log.Info("local snapshot superseded by an installed one", "index", index, "installed", n.snapIndex)
+		return nil
+	}
+	if err := n.wal.SaveSnapshot(r.snap.Meta); err != nil {
 		return fmt.Errorf("node: record snapshot at index %d in the log: %w", index, err)
 	}
-	if err := n.rn.Compact(snap); err != nil {
+	if err := n.rn.Compact(r.snap); err != nil {
 		return fmt.Errorf("node: compact raft log to %d: %w", index, err)
 	}
 	// Release the log only up to the previous snapshot: if the newest snapshot file turns out to
@@ -825,7 +885,7 @@ func (n *Node) snapshot() error {
 		}
 	}
 	n.snapIndex = index
-	n.log.Info("snapshot taken", "index", index, "term", term, "bytes", buf.Len())
+	n.log.Info("snapshot taken", "index", index, "term", r.snap.Meta.Term, "bytes", len(r.snap.Data))
 	return nil
 }
 
