@@ -140,13 +140,13 @@ type Node struct {
 	// batch is the open state-machine transaction holding applied, uncommitted entries (nil
 	// when everything applied is committed); batchLen counts its entries and commitTimer fires
 	// ApplyCommitInterval after it was opened.
-	batch        *mvcc.Batch
-	batchLen     int
-	commitTimer  *time.Timer
-	applied      uint64
-	appliedTerm  uint64
-	statusDirty  bool
-	snapIndex    uint64
+	batch       *mvcc.Batch
+	batchLen    int
+	commitTimer *time.Timer
+	applied     uint64
+	appliedTerm uint64
+	statusDirty bool
+	snapIndex   uint64
 	// snapInFlight is set while a snapshot is written in the background; its result arrives on
 	// snapDone (buffered, so the writer never waits for the loop) and snapWG lets the loop's exit
 	// wait for it before the storage closes.
