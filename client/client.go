@@ -1,5 +1,13 @@
 // Package client is the Go client of caucus: key-value reads and writes, transactions, leases,
-// membership and maintenance, spoken over connect-go to any member of a cluster.
+// membership and maintenance, spoken to any member of a cluster.
+//
+// # Protocols
+//
+// By default unary calls to http:// endpoints use caucus's native binary protocol
+// (Config.Protocol "native"): one multiplexed TCP connection per member on the client port,
+// dialed by the first call and redialed after a failure. Snapshots, https:// endpoints and
+// Config.Protocol "connect" use connect-go over HTTP. Errors are *connect.Error with the same
+// codes and messages on both, so the retry rules below do not depend on the protocol.
 //
 // # Endpoints, retries and failover
 //
@@ -54,6 +62,7 @@ import (
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
 	"github.com/caucus/caucus/api/caucus/v1/caucusv1connect"
+	"github.com/caucus/caucus/internal/nativeapi"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -77,8 +86,8 @@ type Config struct {
 	// Endpoints are the client URLs of members, e.g. "http://10.0.0.1:2379". A bare
 	// "host:port" means http://host:port.
 	Endpoints []string
-	// DialTimeout bounds establishing a connection to one endpoint (default 2s). It is used
-	// only when HTTPClient is nil.
+	// DialTimeout bounds establishing a connection to one endpoint (default 2s): native
+	// connections always, HTTP ones only when HTTPClient is nil.
 	DialTimeout time.Duration
 	// RequestTimeout bounds a call, retries included, when its context has no deadline
 	// (default 5s). KeepAlive loops and SnapshotSave are governed by their context alone.
@@ -86,7 +95,13 @@ type Config struct {
 	// MaxRetries bounds the retries of one call after its first attempt. 0 retries until the
 	// deadline; a negative value disables retries.
 	MaxRetries int
-	// HTTPClient carries the requests. When nil the client uses its own transport speaking
+	// Protocol selects how calls travel: ProtocolNative ("native", the default when empty)
+	// uses the native binary protocol for the unary calls to http:// endpoints;
+	// ProtocolConnect ("connect") uses connect over HTTP for everything, e.g. for members
+	// behind an HTTP proxy.
+	Protocol string
+	// HTTPClient carries the connect (HTTP) requests: snapshots, https:// endpoints, and
+	// everything under ProtocolConnect. When nil the client uses its own transport speaking
 	// HTTP/2 without TLS (h2c, prior knowledge) to http:// endpoints and HTTP/2 over TLS to
 	// https:// ones.
 	HTTPClient *http.Client
@@ -120,7 +135,8 @@ type Client struct {
 // endpoint is one member's client URL with its generated service clients.
 type endpoint struct {
 	url      string
-	memberID atomic.Uint64 // learned from response headers; 0 until known
+	memberID atomic.Uint64     // learned from response headers; 0 until known
+	native   *nativeapi.Client // nil when the endpoint speaks connect only
 	kv       caucusv1connect.KVClient
 	lease    caucusv1connect.LeaseClient
 	cluster  caucusv1connect.ClusterClient
@@ -139,6 +155,10 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	protocol, err := checkProtocol(cfg.Protocol)
+	if err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -161,13 +181,7 @@ func New(cfg Config) (*Client, error) {
 			continue // a duplicate would only skew round-robin and failover
 		}
 		seen[u] = true
-		c.endpoints = append(c.endpoints, &endpoint{
-			url:     u,
-			kv:      caucusv1connect.NewKVClient(c.httpc, u),
-			lease:   caucusv1connect.NewLeaseClient(c.httpc, u),
-			cluster: caucusv1connect.NewClusterClient(c.httpc, u),
-			maint:   caucusv1connect.NewMaintenanceClient(c.httpc, u),
-		})
+		c.endpoints = append(c.endpoints, c.newEndpoint(u, protocol))
 	}
 	// Start the round-robin at a random endpoint so that many short-lived clients (etcdctl
 	// style) do not all hit the first endpoint.
@@ -237,6 +251,11 @@ func (c *Client) Close() error {
 	c.mu.Unlock()
 	c.cancel()
 	c.wg.Wait()
+	for _, ep := range c.endpoints {
+		if ep.native != nil {
+			ep.native.Close()
+		}
+	}
 	if c.ownHTTP {
 		c.httpc.CloseIdleConnections()
 	}

@@ -21,6 +21,9 @@ import (
 
 func newClient(t *testing.T, cfg Config) *Client {
 	t.Helper()
+	if cfg.Protocol == "" {
+		cfg.Protocol = protocolUnderTest
+	}
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)

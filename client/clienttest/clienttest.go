@@ -2,8 +2,10 @@
 // client (the client itself, the CLI, applications).
 //
 // Each fake member serves the real generated connect handlers for the KV, Lease, Cluster and
-// Maintenance services over an httptest server (HTTP/1.1 and h2c), so the client's wire path is
-// exercised for real. Behind them, all members share one in-memory store guarded by a mutex:
+// Maintenance services over an httptest server (HTTP/1.1 and h2c), and the same services over
+// caucus's native protocol on the same port (internal/nativeapi, what the client speaks by
+// default), so the client's wire path is exercised for real whichever protocol it uses. An
+// Interceptor sees the requests of both protocols alike. Behind them, all members share one in-memory store guarded by a mutex:
 // there is no replication, so every member is always consistent and the fake never loses
 // quorum on its own. Failures are injected explicitly: Member.Stop makes a member unreachable,
 // and an Interceptor can fail, delay or observe any request. Leases never expire on their own
@@ -30,6 +32,7 @@ import (
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
 	"github.com/caucus/caucus/api/caucus/v1/caucusv1connect"
+	"github.com/caucus/caucus/internal/nativeapi"
 )
 
 // ClusterID is the cluster id in every response header.
@@ -82,8 +85,9 @@ type Member struct {
 	ID  uint64
 	URL string
 
-	c   *Cluster
-	srv *httptest.Server
+	c      *Cluster
+	srv    *httptest.Server
+	native *nativeapi.Server
 }
 
 // NewCluster starts a fake cluster of n members (see Start); t's cleanup stops it.
@@ -114,6 +118,14 @@ func Start(n int) *Cluster {
 		mux.Handle(caucusv1connect.NewClusterHandler(&clusterService{m: m}, opts))
 		mux.Handle(caucusv1connect.NewMaintenanceHandler(&maintenanceService{m: m}, opts))
 		m.srv = httptest.NewUnstartedServer(mux)
+		m.native = nativeapi.NewServer(nativeapi.ServerConfig{Handlers: nativeapi.Handlers{
+			KV:          &kvService{m: m},
+			Lease:       &leaseService{m: m},
+			Cluster:     &clusterService{m: m},
+			Maintenance: &maintenanceService{m: m},
+			Intercept:   nativeInterceptorFor(m),
+		}})
+		m.srv.Listener = nativeapi.Split(m.srv.Listener, m.native, nativeapi.SplitConfig{})
 		var protocols http.Protocols
 		protocols.SetHTTP1(true)
 		protocols.SetUnencryptedHTTP2(true)
@@ -165,9 +177,11 @@ func (c *Cluster) Close() {
 	}
 }
 
-// Stop makes m unreachable: its listener closes, so connections are refused. It is idempotent.
+// Stop makes m unreachable: its listener and every connection close, so calls in flight fail
+// and new connections are refused. It is idempotent.
 func (m *Member) Stop() {
 	m.srv.Close()
+	m.native.Close()
 }
 
 // SetLeader makes member id the leader reported by Status, in a new term.
@@ -215,6 +229,17 @@ func interceptorFor(m *Member) connect.Interceptor {
 			return next(ctx, req)
 		}
 	})
+}
+
+// nativeInterceptorFor is interceptorFor for the native protocol, which names the procedure
+// itself (its requests carry no connect Spec).
+func nativeInterceptorFor(m *Member) func(ctx context.Context, procedure string, req connect.AnyRequest, next connect.UnaryFunc) (connect.AnyResponse, error) {
+	return func(ctx context.Context, procedure string, req connect.AnyRequest, next connect.UnaryFunc) (connect.AnyResponse, error) {
+		if f := m.c.intercept.Load(); f != nil {
+			return (*f)(ctx, m, procedure, req, next)
+		}
+		return next(ctx, req)
+	}
 }
 
 // header returns a response header as m would send it; c.mu must be held.

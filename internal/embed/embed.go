@@ -26,6 +26,7 @@ import (
 
 	"github.com/caucus/caucus/internal/cmdpb"
 	"github.com/caucus/caucus/internal/mvcc"
+	"github.com/caucus/caucus/internal/nativeapi"
 	"github.com/caucus/caucus/internal/node"
 	"github.com/caucus/caucus/internal/server"
 	"github.com/caucus/caucus/internal/transport"
@@ -96,7 +97,8 @@ type Member struct {
 
 	trans    *transport.Transport
 	http     *http.Server
-	clientLn net.Listener
+	native   *nativeapi.Server
+	clientLn *nativeapi.Listener // the HTTP side of the client port; native conns go to native
 	log      *slog.Logger
 	stopOnce sync.Once
 	serveErr chan error
@@ -317,13 +319,17 @@ func Start(cfg Config) (*Member, error) {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		handler = mux
 	}
+	// One client port serves both the native protocol (the Go client's default) and HTTP
+	// (connect, gRPC, JSON, /health, pprof): Split tells them apart by the first bytes.
+	native := nativeapi.NewServer(srv.NativeConfig())
+	httpLn := nativeapi.Split(clientLn, native, nativeapi.SplitConfig{Logger: lg})
 	m := &Member{
 		ID: id, ClusterID: cid, Node: nd, ClientURL: advClient, PeerURL: advPeer,
-		trans: tr, clientLn: clientLn, log: lg, serveErr: make(chan error, 1),
+		trans: tr, native: native, clientLn: httpLn, log: lg, serveErr: make(chan error, 1),
 		http: &http.Server{Handler: handler, Protocols: server.Protocols(), ReadHeaderTimeout: 10 * time.Second},
 	}
 	go func() {
-		err := m.http.Serve(clientLn)
+		err := m.http.Serve(httpLn)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
@@ -340,7 +346,10 @@ func (m *Member) Stop() {
 	m.stopOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = m.http.Shutdown(ctx)
+		_ = m.http.Shutdown(ctx) // closes the client listener first
+		_ = m.clientLn.Close()   // idempotent; waits for connections still being sniffed
+		// Cancels native calls in flight and waits for them, before the node they wait on stops.
+		_ = m.native.Close()
 		m.Node.Stop()
 		m.trans.Close()
 		m.log.Info("member stopped")

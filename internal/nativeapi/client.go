@@ -1,0 +1,450 @@
+package nativeapi
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+)
+
+// DefaultDialTimeout bounds a dial when ClientConfig leaves it zero.
+const DefaultDialTimeout = 2 * time.Second
+
+// ErrClientClosed is the cause of the errors of calls made after Client.Close.
+var ErrClientClosed = errors.New("nativeapi: client closed")
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// Addr is the member's client address, host:port.
+	Addr string
+	// DialTimeout bounds establishing the connection (default DefaultDialTimeout).
+	DialTimeout time.Duration
+	// Dialer, if set, replaces the default TCP dialer (tests).
+	Dialer func(ctx context.Context, addr string) (net.Conn, error)
+	Logger *slog.Logger
+}
+
+// Client multiplexes calls to one member over a single connection, dialed lazily by the first
+// call. When the connection fails, every call pending on it fails with connect.CodeUnavailable
+// and the next call dials a new one. It is safe for concurrent use.
+type Client struct {
+	addr    string
+	timeout time.Duration
+	dial    func(ctx context.Context, addr string) (net.Conn, error)
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	cur     *clientConn // nil before the first dial and after a failure
+	dialing *dialAttempt
+	closed  bool
+	wg      sync.WaitGroup // dial attempts and every connection's reader and writer
+
+	// Calls counts calls that received a response frame; tests use it to prove the native path
+	// carried their traffic.
+	Calls atomic.Uint64
+}
+
+type dialAttempt struct {
+	done chan struct{}
+	cc   *clientConn
+	err  error
+}
+
+// NewClient returns a client for cfg; it does not dial.
+func NewClient(cfg ClientConfig) *Client {
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{addr: cfg.Addr, timeout: cfg.DialTimeout, dial: cfg.Dialer, log: lg}
+	if c.dial == nil {
+		d := &net.Dialer{
+			// Calls carry deadlines, but a member that vanished without a reset would keep
+			// the connection "up" forever: keep-alive probes notice it within ~20s.
+			KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3},
+		}
+		c.dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	return c
+}
+
+// Close fails every pending call, closes the connection and waits for the client's goroutines
+// to exit. Calls after Close fail.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	cc := c.cur
+	c.cur = nil
+	c.mu.Unlock()
+	if cc != nil {
+		cc.fail(ErrClientClosed)
+	}
+	c.wg.Wait()
+	return nil
+}
+
+// conn returns a healthy connection, dialing one when there is none. Concurrent callers share
+// one dial; each waits for it no longer than its own context allows.
+func (c *Client) conn(ctx context.Context) (*clientConn, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, connect.NewError(connect.CodeCanceled, ErrClientClosed)
+	}
+	if cc := c.cur; cc != nil && !cc.failed.Load() {
+		c.mu.Unlock()
+		return cc, nil
+	}
+	d := c.dialing
+	if d == nil {
+		d = &dialAttempt{done: make(chan struct{})}
+		c.dialing = d
+		c.wg.Add(1)
+		go c.dialOnce(d)
+	}
+	c.mu.Unlock()
+	select {
+	case <-d.done:
+		if d.err != nil {
+			return nil, d.err
+		}
+		return d.cc, nil
+	case <-ctx.Done():
+		return nil, contextError(ctx)
+	}
+}
+
+// dialOnce dials under the dial timeout (not a caller's context: other callers may be waiting
+// on the same attempt) and publishes the result.
+func (c *Client) dialOnce(d *dialAttempt) {
+	defer c.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	nc, err := c.dial(ctx, c.addr)
+	if err == nil {
+		// The preface goes out with the first request, in the writer's first flush.
+		d.cc = newClientConn(c, nc)
+	} else {
+		// The dial error stays in the chain: callers tell "never sent" from it.
+		d.err = connect.NewError(connect.CodeUnavailable, fmt.Errorf("nativeapi: dial %s: %w", c.addr, err))
+	}
+	c.mu.Lock()
+	c.dialing = nil
+	if d.cc != nil {
+		if c.closed {
+			d.cc.fail(ErrClientClosed)
+			d.err = connect.NewError(connect.CodeCanceled, ErrClientClosed)
+			d.cc = nil
+		} else {
+			c.cur = d.cc
+		}
+	}
+	c.mu.Unlock()
+	close(d.done)
+}
+
+// Invoke runs method with req and unmarshals the response into resp. Errors are *connect.Error:
+// the server's status and message as a wire error, CodeUnavailable when the connection failed,
+// and Canceled or DeadlineExceeded (wrapping ctx's error) when ctx ended first.
+func (c *Client) Invoke(ctx context.Context, method Method, req, resp proto.Message) error {
+	if ctx.Err() != nil {
+		return contextError(ctx)
+	}
+	cl := callPool.Get().(*call)
+	bp := getBuf(RequestHeaderLen + 64)
+	b := AppendRequestHeader(*bp, RequestHeader{Method: method})
+	b, err := proto.MarshalOptions{}.MarshalAppend(b, req)
+	if err != nil {
+		putBuf(bp)
+		callPool.Put(cl)
+		return connect.NewError(connect.CodeInternal, fmt.Errorf("nativeapi: encoding %s request: %w", method, err))
+	}
+	FinishFrame(b)
+	*bp = b
+	var cc *clientConn
+	for attempt := 0; ; attempt++ {
+		if cc, err = c.conn(ctx); err != nil {
+			putBuf(bp)
+			callPool.Put(cl)
+			return err
+		}
+		// The deadline is taken after the dial so that the server's share is what is left.
+		if dl, ok := ctx.Deadline(); ok {
+			left := time.Until(dl)
+			if left <= 0 {
+				putBuf(bp)
+				callPool.Put(cl)
+				return connect.NewError(connect.CodeDeadlineExceeded, context.DeadlineExceeded)
+			}
+			// Round up so that a sub-millisecond remainder does not become "no timeout".
+			binary.BigEndian.PutUint32((*bp)[14:], uint32(min((left+time.Millisecond-1)/time.Millisecond, math.MaxUint32)))
+		}
+		if err = cc.send(cl, bp); err == nil {
+			break
+		}
+		// The connection failed before the request was queued, so it was certainly not
+		// sent: one fresh connection may carry it. A second failure is reported.
+		if attempt == 1 {
+			putBuf(bp)
+			callPool.Put(cl)
+			return err
+		}
+	}
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		if cc.abandon(cl.id) {
+			// The reader will never signal this call: it is ours again.
+			callPool.Put(cl)
+			return contextError(ctx)
+		}
+		<-cl.done // the response (or the failure) raced in: take it
+	}
+	return c.finish(cl, method, resp)
+}
+
+// finish turns a completed call into the caller's result and recycles it.
+func (c *Client) finish(cl *call, method Method, resp proto.Message) error {
+	defer func() {
+		putBuf(cl.frame)
+		cl.frame, cl.err, cl.status, cl.payload = nil, nil, 0, nil
+		callPool.Put(cl)
+	}()
+	if cl.err != nil {
+		return cl.err
+	}
+	c.Calls.Add(1)
+	if cl.status != 0 {
+		return connect.NewWireError(connect.Code(cl.status), errors.New(string(cl.payload)))
+	}
+	if err := proto.Unmarshal(cl.payload, resp); err != nil {
+		return connect.NewError(connect.CodeInternal, fmt.Errorf("nativeapi: decoding %s response: %w", method, err))
+	}
+	return nil
+}
+
+// contextError maps ctx's end to the connect error a connect client returns for it.
+func contextError(ctx context.Context) error {
+	err := ctx.Err()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	return connect.NewError(connect.CodeCanceled, err)
+}
+
+// call is one request waiting for its response. Calls are pooled: a call goes back to the pool
+// only once neither the reader nor a connection failure can signal it any more.
+type call struct {
+	id      uint64
+	done    chan struct{} // buffered(1): signaled once per use
+	frame   *[]byte       // the response frame, owned by the call
+	status  uint16
+	payload []byte // aliases *frame
+	err     error
+}
+
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
+
+// clientConn is one connection with its reader and writer goroutines.
+type clientConn struct {
+	c  *Client
+	nc net.Conn
+
+	mu      sync.Mutex
+	pending map[uint64]*call
+	nextID  uint64
+	queue   []*[]byte // encoded requests for the writer
+	spare   []*[]byte // the writer's previous batch slice, reused to avoid allocating
+	err     error     // set once, by fail
+	kick    chan struct{}
+	failed  atomic.Bool
+	closeCh chan struct{}
+}
+
+func newClientConn(c *Client, nc net.Conn) *clientConn {
+	cc := &clientConn{
+		c:       c,
+		nc:      nc,
+		pending: make(map[uint64]*call),
+		kick:    make(chan struct{}, 1),
+		closeCh: make(chan struct{}),
+	}
+	c.wg.Add(2)
+	go cc.writeLoop()
+	go cc.readLoop()
+	return cc
+}
+
+// send registers cl and queues its request frame. On error (the connection has failed) the
+// frame remains the caller's.
+func (cc *clientConn) send(cl *call, bp *[]byte) error {
+	cc.mu.Lock()
+	if cc.err != nil {
+		err := cc.err
+		cc.mu.Unlock()
+		return err
+	}
+	cc.nextID++
+	cl.id = cc.nextID
+	// The id is written into the frame under the lock so that ids are unique per connection.
+	putCallID(*bp, cl.id)
+	cc.pending[cl.id] = cl
+	cc.queue = append(cc.queue, bp)
+	wake := len(cc.queue) == 1
+	cc.mu.Unlock()
+	if wake {
+		select {
+		case cc.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+func putCallID(frame []byte, id uint64) { binary.BigEndian.PutUint64(frame[4:], id) }
+
+// abandon forgets call id if it is still pending, reporting whether it was.
+func (cc *clientConn) abandon(id uint64) bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if _, ok := cc.pending[id]; ok {
+		delete(cc.pending, id)
+		return true
+	}
+	return false
+}
+
+// fail closes the connection and fails every pending call with an Unavailable error naming
+// cause. Only the first failure counts.
+func (cc *clientConn) fail(cause error) {
+	cc.mu.Lock()
+	if cc.err != nil {
+		cc.mu.Unlock()
+		return
+	}
+	code := connect.CodeUnavailable
+	if errors.Is(cause, ErrClientClosed) {
+		code = connect.CodeCanceled
+	}
+	cc.err = connect.NewError(code, fmt.Errorf("nativeapi: connection to %s: %w", cc.c.addr, cause))
+	cc.failed.Store(true)
+	pending := cc.pending
+	cc.pending = nil
+	queue := cc.queue
+	cc.queue = nil
+	cc.mu.Unlock()
+	close(cc.closeCh)
+	cc.nc.Close()
+	for _, bp := range queue {
+		putBuf(bp)
+	}
+	for _, cl := range pending {
+		cl.err = cc.err
+		cl.done <- struct{}{}
+	}
+	if !errors.Is(cause, ErrClientClosed) {
+		cc.c.log.Debug("native connection failed", "addr", cc.c.addr, "err", cause)
+	}
+}
+
+// writeLoop writes the preface, then every queued request, flushing once per drained queue.
+func (cc *clientConn) writeLoop() {
+	defer cc.c.wg.Done()
+	bw := bufio.NewWriterSize(cc.nc, writeBufSize)
+	if _, err := bw.Write(preface[:]); err != nil {
+		cc.fail(fmt.Errorf("writing the preface: %w", err))
+		return
+	}
+	for {
+		select {
+		case <-cc.kick:
+		case <-cc.closeCh:
+			return
+		}
+		for {
+			cc.mu.Lock()
+			if len(cc.queue) == 0 {
+				cc.mu.Unlock()
+				break
+			}
+			// Swap in the previous batch's slice: senders append to it while we write.
+			batch := cc.queue
+			cc.queue = cc.spare[:0]
+			cc.spare = nil
+			cc.mu.Unlock()
+			for i, bp := range batch {
+				_, err := bw.Write(*bp)
+				putBuf(bp)
+				batch[i] = nil
+				if err != nil {
+					for _, rest := range batch[i+1:] {
+						putBuf(rest)
+					}
+					cc.fail(fmt.Errorf("writing: %w", err))
+					return
+				}
+			}
+			cc.mu.Lock()
+			cc.spare = batch[:0]
+			cc.mu.Unlock()
+		}
+		if err := bw.Flush(); err != nil {
+			cc.fail(fmt.Errorf("writing: %w", err))
+			return
+		}
+	}
+}
+
+// readLoop dispatches response frames to their calls by id.
+func (cc *clientConn) readLoop() {
+	defer cc.c.wg.Done()
+	br := bufio.NewReaderSize(cc.nc, readBufSize)
+	for {
+		bp, err := readFrame(br, ResponseHeaderLen, MaxResponseFrame)
+		if err != nil {
+			if cc.failed.Load() {
+				return
+			}
+			if errors.Is(err, ErrFrameTooLarge) || errors.Is(err, ErrFrameTooShort) {
+				// Say so loudly: this is a protocol violation, not a network failure. A
+				// server that does not speak the protocol answers with HTTP, whose first
+				// bytes read as an absurd length.
+				cc.c.log.Warn("native server sent an invalid frame; closing the connection", "addr", cc.c.addr, "err", err)
+				err = fmt.Errorf("invalid frame (does %s serve the native protocol?): %w", cc.c.addr, err)
+			}
+			cc.fail(fmt.Errorf("reading: %w", err))
+			return
+		}
+		h, payload, err := DecodeResponse(*bp)
+		if err != nil {
+			putBuf(bp)
+			cc.fail(fmt.Errorf("reading: %w", err))
+			return
+		}
+		cc.mu.Lock()
+		cl, ok := cc.pending[h.CallID]
+		if ok {
+			delete(cc.pending, h.CallID)
+		}
+		cc.mu.Unlock()
+		if !ok {
+			putBuf(bp) // its caller gave up
+			continue
+		}
+		cl.frame, cl.status, cl.payload = bp, h.Status, payload
+		cl.done <- struct{}{}
+	}
+}

@@ -1,0 +1,325 @@
+package nativeapi
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+)
+
+const (
+	// MaxInFlightPerConn bounds the calls one connection runs at once. A client multiplexes
+	// all of its callers over one connection, so this is sized for a busy client (kvbench runs
+	// 64 callers per client) while keeping a misbehaving one from spawning unbounded work.
+	MaxInFlightPerConn = 1024
+
+	// DefaultMaxRequestBytes bounds a request payload when ServerConfig leaves it zero.
+	DefaultMaxRequestBytes = 2 << 20
+
+	// readBufSize and writeBufSize size each connection's bufio reader and writer: large enough
+	// to take many small frames per syscall.
+	readBufSize  = 32 << 10
+	writeBufSize = 32 << 10
+)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	Handlers Handlers
+	// MaxRequestBytes bounds a request's protobuf payload; a larger frame closes the
+	// connection. It should equal the connect handlers' read limit (mvcc.Limits.MaxRequestBytes).
+	MaxRequestBytes int
+	Logger          *slog.Logger
+}
+
+// Server serves the native protocol on connections handed to it by Split (or ServeConn).
+type Server struct {
+	h        Handlers
+	maxFrame int
+	log      *slog.Logger
+
+	mu     sync.Mutex
+	conns  map[*serverConn]struct{}
+	closed bool
+	wg     sync.WaitGroup // connection goroutines and calls
+}
+
+// NewServer returns a server for cfg.
+func NewServer(cfg ServerConfig) *Server {
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	return &Server{
+		h:        cfg.Handlers,
+		maxFrame: cfg.MaxRequestBytes + RequestHeaderLen,
+		log:      lg.With("component", "nativeapi"),
+		conns:    make(map[*serverConn]struct{}),
+	}
+}
+
+// ErrServerClosed is returned by ServeConn after Close.
+var ErrServerClosed = errors.New("nativeapi: server closed")
+
+// ServeConn serves nc, whose preface was already consumed; br holds any bytes read past the
+// preface (nil when none were). It returns at once: the connection is served by its own
+// goroutines until it fails or Close is called. It closes nc and returns ErrServerClosed after
+// Close.
+func (s *Server) ServeConn(nc net.Conn, br *bufio.Reader) error {
+	if br == nil {
+		br = bufio.NewReaderSize(nc, readBufSize)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &serverConn{
+		s:      s,
+		nc:     nc,
+		br:     br,
+		ctx:    ctx,
+		cancel: cancel,
+		// Every queued response holds one in-flight slot until it is queued, so the queue
+		// never holds more than MaxInFlightPerConn responses and sends to it never block.
+		out: make(chan *[]byte, MaxInFlightPerConn),
+		sem: make(chan struct{}, MaxInFlightPerConn),
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		cancel()
+		nc.Close()
+		return ErrServerClosed
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(2)
+	s.mu.Unlock()
+	go c.readLoop()
+	go c.writeLoop()
+	return nil
+}
+
+// Close closes every connection, cancels the calls in flight and waits until they returned.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	conns := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// serverConn is one client connection.
+type serverConn struct {
+	s      *Server
+	nc     net.Conn
+	br     *bufio.Reader
+	ctx    context.Context // canceled when the connection closes; parent of every call
+	cancel context.CancelFunc
+	out    chan *[]byte  // encoded response frames for the writer
+	sem    chan struct{} // one token per call in flight
+
+	closeOnce sync.Once
+}
+
+func (c *serverConn) close() {
+	c.closeOnce.Do(func() {
+		c.cancel()
+		c.nc.Close()
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	})
+}
+
+func (c *serverConn) readLoop() {
+	defer c.s.wg.Done()
+	defer c.close()
+	for {
+		// Take the in-flight slot before reading: at the bound the reader stops, and TCP flow
+		// control pushes back on the client.
+		select {
+		case c.sem <- struct{}{}:
+		case <-c.ctx.Done():
+			return
+		}
+		bp, err := readFrame(c.br, RequestHeaderLen, c.s.maxFrame)
+		if err != nil {
+			<-c.sem
+			c.logReadError(err)
+			return
+		}
+		h, payload, err := DecodeRequest(*bp)
+		if err != nil { // unreachable after readFrame's checks; kept as a guard
+			putBuf(bp)
+			<-c.sem
+			c.s.log.Warn("native client sent a malformed frame; closing", "remote", c.nc.RemoteAddr().String(), "err", err)
+			return
+		}
+		c.s.wg.Add(1)
+		go c.serve(h, payload, bp)
+	}
+}
+
+func (c *serverConn) logReadError(err error) {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), c.ctx.Err() != nil:
+		// The client hung up or we are closing: normal.
+		c.s.log.Debug("native connection closed", "remote", c.nc.RemoteAddr().String(), "err", err)
+	case errors.Is(err, ErrFrameTooLarge), errors.Is(err, ErrFrameTooShort):
+		c.s.log.Warn("native client sent an invalid frame; closing its connection", "remote", c.nc.RemoteAddr().String(), "err", err)
+	default:
+		c.s.log.Info("native connection failed", "remote", c.nc.RemoteAddr().String(), "err", err)
+	}
+}
+
+// serve runs one call and queues its response. payload aliases *bp, which is released once the
+// request is decoded.
+func (c *serverConn) serve(h RequestHeader, payload []byte, bp *[]byte) {
+	defer c.s.wg.Done()
+	defer func() { <-c.sem }()
+	ctx := c.ctx
+	if h.TimeoutMS > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(h.TimeoutMS)*time.Millisecond)
+		defer cancel()
+	}
+	spec, req, err := decodeRequest(h.Method, payload)
+	putBuf(bp) // the request is decoded: do not hold its frame while the handler runs
+	var resp connect.AnyResponse
+	if err == nil {
+		resp, err = c.s.invoke(ctx, spec, req)
+	}
+	out := getBuf(ResponseHeaderLen + 64)
+	*out = encodeResponse(*out, h.CallID, resp, err)
+	c.out <- out // never blocks: see the capacity of out
+}
+
+// decodeRequest finds method m and decodes its request. The request does not alias payload.
+func decodeRequest(m Method, payload []byte) (*methodSpec, connect.AnyRequest, error) {
+	spec, ok := lookup(m)
+	if !ok {
+		return nil, nil, connect.NewError(connect.CodeUnimplemented, fmt.Errorf("unknown method %d", uint16(m)))
+	}
+	req, err := spec.decode(payload)
+	if err != nil {
+		return nil, nil, err
+	}
+	return spec, req, nil
+}
+
+// invoke runs one decoded call through the interceptor, if any, and the handler.
+func (s *Server) invoke(ctx context.Context, spec *methodSpec, req connect.AnyRequest) (connect.AnyResponse, error) {
+	h := &s.h
+	next := func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		return spec.invoke(ctx, h, req)
+	}
+	if s.h.Intercept != nil {
+		return s.h.Intercept(ctx, spec.procedure, req, next)
+	}
+	return next(ctx, req)
+}
+
+// encodeResponse appends the response frame for a call's outcome to b.
+func encodeResponse(b []byte, id uint64, resp connect.AnyResponse, err error) []byte {
+	if err == nil {
+		msg, ok := resp.Any().(proto.Message)
+		if !ok {
+			err = connect.NewError(connect.CodeInternal, fmt.Errorf("handler returned a %T, not a protobuf message", resp.Any()))
+		} else {
+			start := len(b)
+			b = AppendResponseHeader(b, ResponseHeader{CallID: id})
+			var merr error
+			b, merr = proto.MarshalOptions{}.MarshalAppend(b, msg)
+			switch {
+			case merr != nil:
+				err = connect.NewError(connect.CodeInternal, fmt.Errorf("encoding the response: %w", merr))
+			case len(b)-start > MaxResponseFrame:
+				// The client would close the connection on it, failing every call on it:
+				// fail this call alone instead.
+				err = connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+					"response of %d bytes exceeds the native protocol's %d-byte frame limit; ask for fewer keys",
+					len(b)-start, MaxResponseFrame))
+			default:
+				FinishFrame(b[start:])
+				return b
+			}
+			b = b[:start]
+		}
+	}
+	code, msg := errorStatus(err)
+	start := len(b)
+	b = AppendResponseHeader(b, ResponseHeader{CallID: id, Status: uint16(code)})
+	b = append(b, msg...)
+	FinishFrame(b[start:])
+	return b
+}
+
+// errorStatus maps a handler error to its wire status and message, as connect does: a
+// *connect.Error keeps its code and message, context errors become Canceled or
+// DeadlineExceeded, and anything else is Unknown.
+func errorStatus(err error) (connect.Code, string) {
+	var ce *connect.Error
+	switch {
+	case errors.As(err, &ce):
+		return ce.Code(), ce.Message()
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.CodeDeadlineExceeded, err.Error()
+	case errors.Is(err, context.Canceled):
+		return connect.CodeCanceled, err.Error()
+	}
+	return connect.CodeUnknown, err.Error()
+}
+
+// writeLoop writes queued responses. It drains the queue into the buffered writer and flushes
+// only when the queue is empty, so responses that complete together share one syscall.
+func (c *serverConn) writeLoop() {
+	defer c.s.wg.Done()
+	defer c.close()
+	bw := bufio.NewWriterSize(c.nc, writeBufSize)
+	for {
+		var bp *[]byte
+		select {
+		case bp = <-c.out:
+		case <-c.ctx.Done():
+			return
+		}
+		for bp != nil {
+			_, err := bw.Write(*bp)
+			putBuf(bp)
+			if err != nil {
+				c.logWriteError(err)
+				return
+			}
+			select {
+			case bp = <-c.out:
+			default:
+				bp = nil
+			}
+		}
+		if err := bw.Flush(); err != nil {
+			c.logWriteError(err)
+			return
+		}
+	}
+}
+
+func (c *serverConn) logWriteError(err error) {
+	if c.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+		return
+	}
+	c.s.log.Info("native connection failed while writing", "remote", c.nc.RemoteAddr().String(), "err", err)
+}
