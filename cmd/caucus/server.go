@@ -31,6 +31,7 @@ func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile *string, logLe
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "leader heartbeat interval (one Raft tick)")
 	fs.DurationVar(&cfg.ElectionTimeout, "election-timeout", cfg.ElectionTimeout, "base election timeout (randomized up to 2x)")
 	fs.Uint64Var(&cfg.SnapshotEntries, "snapshot-count", cfg.SnapshotEntries, "applied entries between snapshots")
+	fs.DurationVar(&cfg.ApplyCommitInterval, "apply-commit-interval", cfg.ApplyCommitInterval, "longest applied entries wait for their state-machine commit (serializable reads may lag by up to it; 0: 10ms)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "deadline for requests whose client set none")
 	fs.IntVar(&cfg.Limits.MaxRequestBytes, "max-request-bytes", cfg.Limits.MaxRequestBytes, "largest client request accepted")
 	fs.IntVar(&cfg.Limits.MaxValueBytes, "max-value-bytes", cfg.Limits.MaxValueBytes, "largest value accepted")

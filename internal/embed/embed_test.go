@@ -55,6 +55,12 @@ func fastConfig(name string) Config {
 
 func newTestCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
+	return newTestClusterWith(t, n, nil)
+}
+
+// newTestClusterWith starts n members, letting mod adjust each member's configuration first.
+func newTestClusterWith(t *testing.T, n int, mod func(*Config)) *testCluster {
+	t.Helper()
 	tc := &testCluster{t: t, root: t.TempDir(), token: "test-" + t.Name()}
 	var peers []net.Listener
 	var initial []string
@@ -73,6 +79,9 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 		cfg.PeerListener = peers[i]
 		cfg.ClientListener = listen(t)
 		cfg.ListenClientURL = "http://" + cfg.ClientListener.Addr().String()
+		if mod != nil {
+			mod(&cfg)
+		}
 		tc.cfgs = append(tc.cfgs, cfg)
 	}
 	for i := range tc.cfgs {
