@@ -150,6 +150,8 @@ type Node struct {
 	// snapInFlight is set while a snapshot is written in the background; its result arrives on
 	// snapDone (buffered, so the writer never waits for the loop) and snapWG lets the loop's exit
 	// wait for it before the storage closes.
+	// pendingHS is a commit-only HardState not yet written (see persist).
+	pendingHS    raft.HardState
 	snapInFlight bool
 	snapDone     chan snapResult
 	snapWG       sync.WaitGroup
@@ -378,6 +380,7 @@ func (n *Node) run() {
 		}
 	}()
 	defer n.snapWG.Wait()
+	defer n.flushHardState()
 	defer n.failAllWaiters()
 	defer n.finishBatch()
 	ticker := time.NewTicker(n.cfg.TickInterval)
@@ -565,10 +568,8 @@ func (n *Node) handleReady() error {
 			return err
 		}
 	}
-	if !rd.HardState.IsEmpty() || len(rd.Entries) > 0 {
-		if err := n.wal.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
-			return fmt.Errorf("node: persist raft log: %w", err)
-		}
+	if err := n.persist(rd); err != nil {
+		return err
 	}
 	n.trans.Send(rd.MessagesAfterPersist)
 	if err := n.apply(rd.CommittedEntries); err != nil {
@@ -580,6 +581,41 @@ func (n *Node) handleReady() error {
 	n.reads.release(n.store.AppliedIndex())
 	n.rn.Advance(rd)
 	return n.maybeSnapshot()
+}
+
+// persist writes rd's HardState and entries to the WAL. A HardState whose only change is the
+// commit index (no entries, no term or vote: !MustSync) is not written on its own: it would cost
+// a write syscall on every commit, on the path to acknowledging the write, and nothing depends on
+// it being on disk (after a crash the commit index is learned again from the leader, and the
+// state machine's applied index bounds what to replay). It rides on the next Save instead.
+func (n *Node) persist(rd raft.Ready) error {
+	hs := rd.HardState
+	if !rd.MustSync && len(rd.Entries) == 0 {
+		if !hs.IsEmpty() {
+			n.pendingHS = hs
+		}
+		return nil
+	}
+	if hs.IsEmpty() {
+		hs = n.pendingHS
+	}
+	if err := n.wal.Save(hs, rd.Entries, rd.MustSync); err != nil {
+		return fmt.Errorf("node: persist raft log: %w", err)
+	}
+	n.pendingHS = raft.HardState{}
+	return nil
+}
+
+// flushHardState writes a deferred commit-only HardState, so that a clean restart replays as
+// little as possible.
+func (n *Node) flushHardState() {
+	if n.pendingHS.IsEmpty() || n.Err() != nil {
+		return
+	}
+	if err := n.wal.Save(n.pendingHS, nil, true); err != nil {
+		n.log.Warn("saving the commit index at stop", "err", err)
+	}
+	n.pendingHS = raft.HardState{}
 }
 
 func (n *Node) installSnapshot(s *raft.Snapshot) error {
