@@ -38,6 +38,12 @@
 // sequence. The number of lanes (client ids the server has to remember) is the peak number of
 // concurrent writes of this Client.
 //
+// The server forgets idle sessions (after mvcc's session TTL, or least recently used first past
+// its session limit, never within its retry window). A write whose session was forgotten moves
+// once to a fresh client id if none of its attempts can have been applied, and otherwise fails
+// with ErrOutcomeUnknown rather than risk a second application. A write re-sends for at most
+// MaxWriteRetrySpan.
+//
 // Writes without sessions in the API (lease grant, membership changes) are retried only when
 // the error proves the request was not applied (the connection was never established, or the
 // member answered "not leader"); compaction, lease revocation and keep-alives are idempotent
