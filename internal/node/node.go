@@ -61,7 +61,7 @@ const (
 	DefaultApplyCommitInterval = 10 * time.Millisecond
 	// MaxUncommittedApplied bounds the entries applied into one open state-machine transaction
 	// (the transaction's dirty pages live in memory until it commits).
-	MaxUncommittedApplied = 4096
+	MaxUncommittedApplied = 1024
 )
 
 // LogStore is the durable Raft log. Save appends HardState and entries (truncating any persisted
