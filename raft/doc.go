@@ -39,7 +39,9 @@
 //     intervals is resent; a transfer without progress for an election timeout, or interrupted by
 //     a leader change, starts over from the first chunk. The follower buffers at most
 //     MaxSnapshotBytes and acknowledges the whole snapshot with an MsgAppResp sent after persisting
-//     it (MessagesAfterPersist).
+//     it (MessagesAfterPersist). A leader's snapshot may be held outside the core (Snapshot with
+//     nil Data and a Size): its chunks then carry a Length, and the caller fills their Data from
+//     its own copy before sending, so the core never holds a large image in memory.
 //   - The candidate's own vote and the leader's own append acknowledgement are messages to self
 //     that never leave the core: they are held until Advance confirms that the Ready recording
 //     them was persisted, then stepped like anyone else's. So a candidate wins and a leader commits

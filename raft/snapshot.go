@@ -42,23 +42,24 @@ func (r *raft) sendSnapshot(to NodeID, pr *progress) bool {
 	}
 	s := r.log.snap
 	pr.becomeSnapshot(&s)
-	r.logger.Info("raft: sending snapshot", "to", to, "index", s.Meta.Index, "term", s.Meta.Term, "bytes", len(s.Data))
+	r.logger.Info("raft: sending snapshot", "to", to, "index", s.Meta.Index, "term", s.Meta.Term, "bytes", s.Len())
 	r.sendSnapshotChunk(to, pr)
 	return true
 }
 
 func (r *raft) sendSnapshotChunk(to NodeID, pr *progress) {
-	total := uint64(len(pr.snap.Data))
+	total := pr.snap.Len()
 	off := pr.snapOffset
 	end := min(off+r.cfg.MaxSnapshotChunkBytes, total)
 	meta := cloneMeta(pr.snap.Meta)
 	pr.snapChunkLen = end - off
-	r.send(Message{
-		To:       to,
-		Type:     MsgSnap,
-		Snapshot: &meta,
-		Chunk:    &SnapshotChunk{Offset: off, Total: total, Data: pr.snap.Data[off:end:end], Last: end == total},
-	})
+	ch := &SnapshotChunk{Offset: off, Total: total, Last: end == total}
+	if pr.snap.Data != nil {
+		ch.Data = pr.snap.Data[off:end:end]
+	} else {
+		ch.Length = end - off // the caller fills Data from its snapshot store
+	}
+	r.send(Message{To: to, Type: MsgSnap, Snapshot: &meta, Chunk: ch})
 }
 
 // handleSnapshotResponse advances (or rewinds) a transfer by the follower's report.
@@ -73,7 +74,7 @@ func (r *raft) handleSnapshotResponse(m Message, pr *progress) {
 		pr.probeSent = true // wait for the next heartbeat response before retrying
 		return
 	}
-	total := uint64(len(pr.snap.Data))
+	total := pr.snap.Len()
 	off := m.Chunk.Offset
 	switch {
 	case off == pr.snapOffset:

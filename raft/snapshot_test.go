@@ -299,3 +299,58 @@ func TestSnapshotLastChunkKeepsMatchingLog(t *testing.T) {
 		t.Fatalf("commit %d", c)
 	}
 }
+
+// A leader's snapshot may live outside the core (Data nil, Size set): its chunks then carry a
+// Length and no Data, the caller fills them from its own copy, and the follower restores the
+// same bytes. The core never needs the image in memory.
+func TestSnapshotHeldOutsideTheCore(t *testing.T) {
+	nw := newNetwork(t, 3, func(c *Config) { c.MaxSnapshotChunkBytes = 30 })
+	nw.stabilize()
+	nw.campaign(1)
+	nw.down[3] = true
+	proposeN(nw, 1, 10)
+	st := nw.status(1)
+	var term uint64
+	for _, e := range nw.storage[1].ents {
+		if e.Index == st.Applied {
+			term = e.Term
+		}
+	}
+	image := snapData(st.Applied, 100)
+	external := Snapshot{Meta: SnapshotMeta{Index: st.Applied, Term: term, ConfState: st.ConfState}, Size: uint64(len(image))}
+	if err := nw.node(1).Compact(external); err != nil {
+		t.Fatal(err)
+	}
+	nw.storage[1].snap = &external
+	nw.storage[1].ents = slices.DeleteFunc(nw.storage[1].ents, func(e Entry) bool { return e.Index <= external.Meta.Index })
+
+	var lengths []uint64
+	nw.rewrite = func(m Message) Message {
+		if m.Type != MsgSnap {
+			return m
+		}
+		if m.Chunk.Data != nil {
+			t.Fatalf("chunk of an external snapshot carries data from the core: %+v", m.Chunk)
+		}
+		lengths = append(lengths, m.Chunk.Length)
+		c := *m.Chunk
+		c.Data = image[c.Offset : c.Offset+c.Length]
+		c.Length = 0
+		m.Chunk = &c
+		return m
+	}
+	nw.down[3] = false
+	nw.propose(1, "after")
+	nw.tick(3)
+	if !slices.Equal(lengths, []uint64{30, 30, 30, 10}) {
+		t.Fatalf("chunk lengths %v, want 30,30,30,10 for 100 bytes", lengths)
+	}
+	st3 := nw.storage[3]
+	if st3.snap == nil || st3.snap.Meta.Index != external.Meta.Index || !bytes.Equal(st3.snap.Data, image) {
+		t.Fatalf("node 3 did not restore the caller's image: %+v", st3.snap)
+	}
+	nw.stabilize()
+	if got, want := nw.status(3).HardState.Commit, nw.status(1).HardState.Commit; got != want {
+		t.Fatalf("node 3 commit %d after catching up, leader %d", got, want)
+	}
+}

@@ -169,9 +169,24 @@ type SnapshotMeta struct {
 }
 
 // Snapshot is a state-machine image plus its metadata. Data is opaque to Raft.
+//
+// A leader's snapshot may also be held outside the core, so that a large state machine is not
+// kept in memory: Data nil and Size the length of the data, which the caller keeps (in its
+// snapshot store). The MsgSnap chunks of such a snapshot carry no Data but a Length, and the
+// caller fills Data with that many bytes from Offset before sending them (see SnapshotChunk).
+// Followers always receive, and hand to their caller in Ready.Snapshot, the data itself.
 type Snapshot struct {
 	Meta SnapshotMeta
 	Data []byte
+	Size uint64 // length of the data when Data is nil (held by the caller); ignored otherwise
+}
+
+// Len returns the length of the snapshot's data, wherever it is held.
+func (s *Snapshot) Len() uint64 {
+	if s.Data != nil {
+		return uint64(len(s.Data))
+	}
+	return s.Size
 }
 
 // IsEmpty reports whether s is the zero snapshot.
@@ -184,6 +199,10 @@ type SnapshotChunk struct {
 	Total  uint64 // total size of the snapshot's Data
 	Data   []byte
 	Last   bool // this chunk completes the snapshot
+	// Length, set only by a leader whose snapshot is held outside the core (Snapshot.Size), is
+	// how many bytes from Offset the caller must put in Data before sending the message. It is
+	// not sent: on the wire, len(Data) says it.
+	Length uint64
 }
 
 // Message is the unit of communication between nodes. The meaning of each field per type is given

@@ -282,7 +282,7 @@ func Start(cfg Config) (*Member, error) {
 		DataDir:        cfg.DataDir,
 		NewCluster:     cfg.InitialClusterState == "new",
 		InitialMembers: members,
-		StoreOptions:   mvcc.Options{NoSync: cfg.NoSyncStateMachine, Limits: cfg.Limits},
+		StoreOptions:   mvcc.Options{NoSync: cfg.NoSyncStateMachine, Limits: cfg.Limits, Logger: lg},
 	})
 	if err != nil {
 		peerLn.Close()

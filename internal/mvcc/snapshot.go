@@ -36,6 +36,9 @@ func (s *Store) BeginSnapshot() (*Snapshot, error) {
 // AppliedIndex is the applied index the snapshot reflects.
 func (sn *Snapshot) AppliedIndex() uint64 { return sn.applied }
 
+// Size is the exact number of bytes WriteTo writes.
+func (sn *Snapshot) Size() int64 { return sn.tx.Size() }
+
 // WriteTo writes the snapshot in the format Restore reads.
 func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	n, err := sn.tx.WriteTo(w)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/caucus/caucus/internal/cmdpb"
 	"github.com/caucus/caucus/internal/mvcc"
+	"github.com/caucus/caucus/internal/snap"
 	"github.com/caucus/caucus/raft"
 )
 
@@ -75,10 +77,14 @@ type LogStore interface {
 	Close() error
 }
 
-// SnapshotStore keeps the newest snapshots durably. Save must be atomic: after a crash either the
-// new snapshot or the previous one is loadable. Implemented by internal/snap.
+// SnapshotStore keeps the newest snapshots durably. Saves must be atomic: after a crash either
+// the new snapshot or the previous one is loadable. SaveStream takes data written by a function
+// (exactly size bytes), so that the state machine serializes itself straight to disk; OpenAt
+// reads a saved snapshot back (to send it to a follower). Implemented by internal/snap.
 type SnapshotStore interface {
 	Save(meta raft.SnapshotMeta, data []byte) error
+	SaveStream(meta raft.SnapshotMeta, size uint64, write func(io.Writer) error) error
+	OpenAt(index, term uint64) (*snap.Reader, error)
 }
 
 // Transport sends Raft messages to peers without blocking. Implemented by internal/transport.
@@ -153,6 +159,8 @@ type Node struct {
 	// pendingHS is a commit-only HardState not yet written (see persist).
 	pendingHS    raft.HardState
 	snapInFlight bool
+	// snapRd is the open snapshot file the leader reads chunks from (see fillSnapshotChunks).
+	snapRd       *snap.Reader
 	snapDone     chan snapResult
 	snapWG       sync.WaitGroup
 	lastLeaseChk time.Time
@@ -379,6 +387,7 @@ func (n *Node) run() {
 			}
 		}
 	}()
+	defer n.closeSnapshotReader()
 	defer n.snapWG.Wait()
 	defer n.flushHardState()
 	defer n.failAllWaiters()
@@ -562,7 +571,7 @@ func (n *Node) handleReady() error {
 			n.reads.failAll(fmt.Errorf("%w: leadership changed during read", ErrUnavailable))
 		}
 	}
-	n.trans.Send(rd.Messages)
+	n.trans.Send(n.fillSnapshotChunks(rd.Messages))
 	if rd.Snapshot != nil && !rd.Snapshot.IsEmpty() {
 		if err := n.installSnapshot(rd.Snapshot); err != nil {
 			return err
@@ -571,7 +580,7 @@ func (n *Node) handleReady() error {
 	if err := n.persist(rd); err != nil {
 		return err
 	}
-	n.trans.Send(rd.MessagesAfterPersist)
+	n.trans.Send(n.fillSnapshotChunks(rd.MessagesAfterPersist))
 	if err := n.apply(rd.CommittedEntries); err != nil {
 		return err
 	}
@@ -876,7 +885,9 @@ type snapResult struct {
 	err  error
 }
 
-// writeSnapshot runs off the loop: it serializes the view and saves it durably.
+// writeSnapshot runs off the loop: it serializes the view straight into the snapshot store
+// (never whole in memory) and returns the snapshot as the Raft core keeps it: metadata and size,
+// the data staying on disk (raft.Snapshot's held-outside form).
 func (n *Node) writeSnapshot(view *mvcc.Snapshot, meta raft.SnapshotMeta) (raft.Snapshot, error) {
 	defer view.Close()
 	// The WAL is released only up to the previous snapshot, but a synced state machine also
@@ -884,15 +895,59 @@ func (n *Node) writeSnapshot(view *mvcc.Snapshot, meta raft.SnapshotMeta) (raft.
 	if err := n.store.Sync(); err != nil {
 		return raft.Snapshot{}, fmt.Errorf("node: sync state machine before snapshot: %w", err)
 	}
-	var buf bytes.Buffer
-	if _, err := view.WriteTo(&buf); err != nil {
-		return raft.Snapshot{}, fmt.Errorf("node: capture snapshot: %w", err)
-	}
-	snap := raft.Snapshot{Meta: meta, Data: buf.Bytes()}
-	if err := n.snaps.Save(snap.Meta, snap.Data); err != nil {
+	size := uint64(view.Size())
+	err := n.snaps.SaveStream(meta, size, func(w io.Writer) error {
+		_, err := view.WriteTo(w)
+		return err
+	})
+	if err != nil {
 		return raft.Snapshot{}, fmt.Errorf("node: save snapshot at index %d: %w", meta.Index, err)
 	}
-	return snap, nil
+	return raft.Snapshot{Meta: meta, Size: size}, nil
+}
+
+// fillSnapshotChunks gives the MsgSnap chunks of a snapshot held outside the Raft core their
+// data, read from the snapshot store. A chunk whose snapshot is gone (pruned by a newer one) is
+// dropped: the core resends or restarts the transfer with its newest snapshot.
+func (n *Node) fillSnapshotChunks(msgs []raft.Message) []raft.Message {
+	kept := msgs[:0]
+	for _, m := range msgs {
+		if m.Type == raft.MsgSnap && m.Chunk != nil && m.Chunk.Data == nil && m.Chunk.Length > 0 {
+			data, err := n.readSnapshotChunk(m.Snapshot.Index, m.Snapshot.Term, m.Chunk.Offset, m.Chunk.Length)
+			if err != nil {
+				n.log.Warn("dropping snapshot chunk", "to", fmt.Sprintf("%x", uint64(m.To)), "index", m.Snapshot.Index, "offset", m.Chunk.Offset, "err", err)
+				continue
+			}
+			c := *m.Chunk
+			c.Data, c.Length = data, 0
+			m.Chunk = &c
+		}
+		kept = append(kept, m)
+	}
+	return kept
+}
+
+func (n *Node) readSnapshotChunk(index, term, off, length uint64) ([]byte, error) {
+	if r := n.snapRd; r == nil || r.Meta.Index != index || r.Meta.Term != term {
+		n.closeSnapshotReader()
+		r, err := n.snaps.OpenAt(index, term)
+		if err != nil {
+			return nil, err
+		}
+		n.snapRd = r
+	}
+	buf := make([]byte, length)
+	if _, err := n.snapRd.ReadAt(buf, int64(off)); err != nil {
+		return nil, fmt.Errorf("node: read snapshot %d at offset %d: %w", index, off, err)
+	}
+	return buf, nil
+}
+
+func (n *Node) closeSnapshotReader() {
+	if n.snapRd != nil {
+		n.snapRd.Close()
+		n.snapRd = nil
+	}
 }
 
 // finishSnapshot runs in the loop once a snapshot is durable in the snapshot store.
@@ -921,7 +976,7 @@ func (n *Node) finishSnapshot(r snapResult) error {
 		}
 	}
 	n.snapIndex = index
-	n.log.Info("snapshot taken", "index", index, "term", r.snap.Meta.Term, "bytes", len(r.snap.Data))
+	n.log.Info("snapshot taken", "index", index, "term", r.snap.Meta.Term, "bytes", r.snap.Len())
 	return nil
 }
 

@@ -1,9 +1,9 @@
 package node
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -69,11 +69,15 @@ func Open(cfg OpenConfig) (*Node, error) {
 		w.Close()
 		return nil, fmt.Errorf("node: open snapshots: %w", err)
 	}
+	// The snapshot's data stays on disk: the Raft core keeps only its metadata and size (the
+	// data is read back in chunks when a follower needs it), and the state machine is restored
+	// from the file by streaming.
 	var snapshot *raft.Snapshot
-	s, err := snaps.Load()
+	snapRd, err := snaps.Open()
 	switch {
 	case err == nil:
-		snapshot = &s
+		defer snapRd.Close()
+		snapshot = &raft.Snapshot{Meta: snapRd.Meta, Size: snapRd.Size}
 	case errors.Is(err, snap.ErrNoSnapshot):
 	default:
 		w.Close()
@@ -99,7 +103,7 @@ func Open(cfg OpenConfig) (*Node, error) {
 	// The state machine may lag the snapshot (it syncs lazily; the WAL is the source of truth) or
 	// have been wiped: bring it to the snapshot first, then replay the log after it.
 	if snapshot != nil && store.AppliedIndex() < snapshot.Meta.Index {
-		if err := store.Restore(bytes.NewReader(snapshot.Data)); err != nil {
+		if err := store.Restore(io.NewSectionReader(snapRd, 0, int64(snapRd.Size))); err != nil {
 			return fail(fmt.Errorf("node: restore state machine from snapshot %d: %w", snapshot.Meta.Index, err))
 		}
 	}

@@ -30,6 +30,7 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -191,13 +192,23 @@ func cmpU64(a, b uint64) int {
 // snapshots beyond the newest Retain. An error from the removal is returned, but the new
 // snapshot is durable by then.
 func (s *Store) Save(meta raft.SnapshotMeta, data []byte) error {
+	return s.SaveStream(meta, uint64(len(data)), func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// SaveStream is Save for data that is written by write, exactly size bytes, so that a large
+// snapshot never has to be in memory: the state machine serializes itself straight into the
+// file.
+func (s *Store) SaveStream(meta raft.SnapshotMeta, size uint64, write func(io.Writer) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if meta.Index == 0 {
 		return errors.New("snap: save snapshot: index 0 means no snapshot")
 	}
-	if int64(len(data)) > s.opts.MaxSnapshotBytes {
-		return fmt.Errorf("snap: save snapshot at index %d: %d bytes: %w (MaxSnapshotBytes %d)", meta.Index, len(data), ErrTooLarge, s.opts.MaxSnapshotBytes)
+	if size > uint64(s.opts.MaxSnapshotBytes) {
+		return fmt.Errorf("snap: save snapshot at index %d: %d bytes: %w (MaxSnapshotBytes %d)", meta.Index, size, ErrTooLarge, s.opts.MaxSnapshotBytes)
 	}
 	metaBytes := wire.AppendSnapshotMeta(nil, &meta)
 	if len(metaBytes) > MaxMetaBytes {
@@ -207,15 +218,11 @@ func (s *Store) Save(meta raft.SnapshotMeta, data []byte) error {
 	hdr = append(hdr, magic[:]...)
 	hdr = append(hdr, formatVersion)
 	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(len(metaBytes)))
-	hdr = binary.LittleEndian.AppendUint64(hdr, uint64(len(data)))
-	crc := crc32.Update(0, castagnoli, hdr)
-	crc = crc32.Update(crc, castagnoli, metaBytes)
-	crc = crc32.Update(crc, castagnoli, data)
-	trailer := binary.LittleEndian.AppendUint32(nil, crc)
+	hdr = binary.LittleEndian.AppendUint64(hdr, size)
 
 	name := filepath.Join(s.dir, fileName(meta.Index, meta.Term))
 	tmp := name + tmpSuffix
-	if err := s.writeFile(tmp, hdr, metaBytes, data, trailer); err != nil {
+	if err := s.writeFile(tmp, hdr, metaBytes, size, write); err != nil {
 		_ = s.fs.Remove(tmp) // best effort; New removes leftovers too
 		return err
 	}
@@ -229,18 +236,51 @@ func (s *Store) Save(meta raft.SnapshotMeta, data []byte) error {
 	return s.prune()
 }
 
-func (s *Store) writeFile(name string, parts ...[]byte) error {
+// fileWriter writes the data section of a snapshot file: it checksums and counts what passes.
+type fileWriter struct {
+	f    vfs.File
+	name string
+	off  int64
+	crc  uint32
+	err  error
+}
+
+func (w *fileWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.f.Write(p)
+	w.crc = crc32.Update(w.crc, castagnoli, p[:n])
+	w.off += int64(n)
+	if err != nil {
+		w.err = fmt.Errorf("snap: write %s at offset %d: %w", w.name, w.off, err)
+	}
+	return n, w.err
+}
+
+func (s *Store) writeFile(name string, hdr, metaBytes []byte, size uint64, write func(io.Writer) error) error {
 	f, err := s.fs.Create(name)
 	if err != nil {
 		return fmt.Errorf("snap: create %s: %w", name, err)
 	}
-	var off int64
-	for _, p := range parts {
-		if _, err := f.Write(p); err != nil {
-			_ = f.Close()
-			return fmt.Errorf("snap: write %s at offset %d: %w", name, off, err)
+	w := &fileWriter{f: f, name: name}
+	_, _ = w.Write(hdr)
+	_, _ = w.Write(metaBytes)
+	dataStart := w.off
+	if w.err == nil {
+		if err := write(w); err != nil && w.err == nil {
+			w.err = fmt.Errorf("snap: produce data of %s: %w", name, err)
 		}
-		off += int64(len(p))
+	}
+	if w.err == nil && uint64(w.off-dataStart) != size {
+		w.err = fmt.Errorf("snap: %s: data is %d bytes, announced %d", name, w.off-dataStart, size)
+	}
+	if w.err == nil {
+		_, _ = w.Write(binary.LittleEndian.AppendUint32(nil, w.crc))
+	}
+	if w.err != nil {
+		_ = f.Close()
+		return w.err
 	}
 	if err := f.Sync(); err != nil {
 		_ = f.Close()
@@ -267,28 +307,64 @@ func (s *Store) prune() error {
 	return nil
 }
 
-// Load returns the newest valid snapshot. Damaged newer snapshots are logged, set aside as
-// .broken and skipped. It returns ErrNoSnapshot if there is no snapshot file, and an error
-// wrapping ErrCorrupt if there are some but none is valid.
+// Load returns the newest valid snapshot with its data in memory. Damaged newer snapshots are
+// logged, set aside as .broken and skipped. It returns ErrNoSnapshot if there is no snapshot
+// file, and an error wrapping ErrCorrupt if there are some but none is valid. Open does the same
+// without reading the data into memory.
 func (s *Store) Load() (raft.Snapshot, error) {
+	r, err := s.Open()
+	if err != nil {
+		return raft.Snapshot{}, err
+	}
+	defer r.Close()
+	snap := raft.Snapshot{Meta: r.Meta}
+	if r.Size > 0 {
+		snap.Data = make([]byte, r.Size)
+		if _, err := r.ReadAt(snap.Data, 0); err != nil {
+			return raft.Snapshot{}, fmt.Errorf("snap: read %s: %w", r.path, err)
+		}
+	}
+	return snap, nil
+}
+
+// Reader is an open, verified snapshot file: its meta, and its data readable at any offset
+// (io.ReaderAt over the data section). Close it when done; the data stays readable after the
+// file is pruned, until Close.
+type Reader struct {
+	Meta raft.SnapshotMeta
+	Size uint64 // length of the data
+	path string
+	f    vfs.File
+	data *io.SectionReader
+}
+
+// ReadAt reads the data at off (io.ReaderAt).
+func (r *Reader) ReadAt(p []byte, off int64) (int, error) { return r.data.ReadAt(p, off) }
+
+// Close closes the file.
+func (r *Reader) Close() error { return r.f.Close() }
+
+// Open returns the newest valid snapshot, like Load, without reading its data into memory (the
+// checksum is verified by streaming the file once).
+func (s *Store) Open() (*Reader, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	es, err := s.list()
 	if err != nil {
-		return raft.Snapshot{}, err
+		return nil, err
 	}
 	if len(es) == 0 {
-		return raft.Snapshot{}, ErrNoSnapshot
+		return nil, ErrNoSnapshot
 	}
 	var errs []error
 	for _, e := range es {
 		path := filepath.Join(s.dir, e.name)
-		snap, err := s.read(path, e)
+		r, err := s.open(path, e)
 		if err == nil {
-			return snap, nil
+			return r, nil
 		}
 		if !errors.Is(err, ErrCorrupt) {
-			return raft.Snapshot{}, err // an I/O error says nothing about the file: do not skip it
+			return nil, err // an I/O error says nothing about the file: do not skip it
 		}
 		s.log.Warn("snap: skipping damaged snapshot", "file", path, "err", err)
 		if rerr := s.fs.Rename(path, path+brokenSuffix); rerr != nil {
@@ -296,74 +372,99 @@ func (s *Store) Load() (raft.Snapshot, error) {
 		}
 		errs = append(errs, err)
 	}
-	return raft.Snapshot{}, fmt.Errorf("snap: no valid snapshot in %s (%d damaged): %w", s.dir, len(es), errors.Join(errs...))
+	return nil, fmt.Errorf("snap: no valid snapshot in %s (%d damaged): %w", s.dir, len(es), errors.Join(errs...))
 }
 
-// read loads and verifies one snapshot file.
-func (s *Store) read(path string, e entry) (raft.Snapshot, error) {
+// OpenAt opens and verifies the snapshot at index and term (for sending it to a follower). It
+// wraps ErrNoSnapshot if that snapshot is no longer (or not) in the store.
+func (s *Store) OpenAt(index, term uint64) (*Reader, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	name := fileName(index, term)
+	path := filepath.Join(s.dir, name)
+	r, err := s.open(path, entry{name: name, index: index, term: term})
+	if err != nil && errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("snap: snapshot %d-%d: %w", index, term, ErrNoSnapshot)
+	}
+	return r, err
+}
+
+// verifyChunk is how much of a snapshot file open reads at a time to verify its checksum.
+const verifyChunk = 1 << 20
+
+// open opens and verifies one snapshot file.
+func (s *Store) open(path string, e entry) (_ *Reader, err error) {
 	corrupt := func(off int64, format string, args ...any) error {
 		return fmt.Errorf("%w: %s at offset %d: %s", ErrCorrupt, path, off, fmt.Sprintf(format, args...))
 	}
 	f, err := s.fs.Open(path)
 	if err != nil {
-		return raft.Snapshot{}, fmt.Errorf("snap: open %s: %w", path, err)
+		return nil, fmt.Errorf("snap: open %s: %w", path, err)
 	}
-	defer f.Close()
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
 	size, err := f.Size()
 	if err != nil {
-		return raft.Snapshot{}, fmt.Errorf("snap: size of %s: %w", path, err)
+		return nil, fmt.Errorf("snap: size of %s: %w", path, err)
 	}
 	if size < headerBytes+crcBytes {
-		return raft.Snapshot{}, corrupt(0, "file is %d bytes, shorter than header and checksum", size)
+		return nil, corrupt(0, "file is %d bytes, shorter than header and checksum", size)
 	}
 	hdr := make([]byte, headerBytes)
 	if _, err := f.ReadAt(hdr, 0); err != nil {
-		return raft.Snapshot{}, fmt.Errorf("snap: read %s header: %w", path, err)
+		return nil, fmt.Errorf("snap: read %s header: %w", path, err)
 	}
 	if [8]byte(hdr[:8]) != magic {
-		return raft.Snapshot{}, corrupt(0, "bad magic %q", hdr[:8])
+		return nil, corrupt(0, "bad magic %q", hdr[:8])
 	}
 	if hdr[8] != formatVersion {
-		return raft.Snapshot{}, corrupt(8, "unsupported format version %d (want %d)", hdr[8], formatVersion)
+		return nil, corrupt(8, "unsupported format version %d (want %d)", hdr[8], formatVersion)
 	}
 	metaLen := int64(binary.LittleEndian.Uint32(hdr[9:]))
 	dataLen := binary.LittleEndian.Uint64(hdr[13:])
 	if metaLen > MaxMetaBytes {
-		return raft.Snapshot{}, corrupt(9, "meta length %d exceeds MaxMetaBytes %d", metaLen, MaxMetaBytes)
+		return nil, corrupt(9, "meta length %d exceeds MaxMetaBytes %d", metaLen, MaxMetaBytes)
 	}
 	if dataLen > uint64(s.opts.MaxSnapshotBytes) {
-		return raft.Snapshot{}, corrupt(13, "data length %d exceeds MaxSnapshotBytes %d", dataLen, s.opts.MaxSnapshotBytes)
+		return nil, corrupt(13, "data length %d exceeds MaxSnapshotBytes %d", dataLen, s.opts.MaxSnapshotBytes)
 	}
 	if want := headerBytes + metaLen + int64(dataLen) + crcBytes; size != want {
-		return raft.Snapshot{}, corrupt(0, "file is %d bytes, header says %d", size, want)
+		return nil, corrupt(0, "file is %d bytes, header says %d", size, want)
 	}
-	// One allocation for meta, data and checksum; data aliases it.
-	body := make([]byte, size-headerBytes)
-	if n, err := f.ReadAt(body, headerBytes); int64(n) != size-headerBytes {
-		if err == nil || err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	// Verify the checksum by streaming: a snapshot may be far larger than memory allows.
+	crc := crc32.Update(0, castagnoli, hdr)
+	buf := make([]byte, min(verifyChunk, size))
+	for off := int64(headerBytes); off < size-crcBytes; {
+		n := min(int64(len(buf)), size-crcBytes-off)
+		if _, err := f.ReadAt(buf[:n], off); err != nil {
+			return nil, fmt.Errorf("snap: read %s at offset %d: %w", path, off, err)
 		}
-		return raft.Snapshot{}, fmt.Errorf("snap: read %s: %w", path, err)
+		crc = crc32.Update(crc, castagnoli, buf[:n])
+		off += n
 	}
-	content := body[:len(body)-crcBytes]
-	stored := binary.LittleEndian.Uint32(body[len(body)-crcBytes:])
-	crc := crc32.Update(crc32.Update(0, castagnoli, hdr), castagnoli, content)
-	if crc != stored {
-		return raft.Snapshot{}, corrupt(size-crcBytes, "crc32c mismatch: stored %#08x, computed %#08x", stored, crc)
+	tail := make([]byte, crcBytes)
+	if _, err := f.ReadAt(tail, size-crcBytes); err != nil {
+		return nil, fmt.Errorf("snap: read %s checksum: %w", path, err)
 	}
-	meta, n, err := wire.DecodeSnapshotMeta(content[:metaLen])
+	if stored := binary.LittleEndian.Uint32(tail); crc != stored {
+		return nil, corrupt(size-crcBytes, "crc32c mismatch: stored %#08x, computed %#08x", stored, crc)
+	}
+	metaBytes := make([]byte, metaLen)
+	if _, err := f.ReadAt(metaBytes, headerBytes); err != nil {
+		return nil, fmt.Errorf("snap: read %s meta: %w", path, err)
+	}
+	meta, n, err := wire.DecodeSnapshotMeta(metaBytes)
 	if err != nil {
-		return raft.Snapshot{}, fmt.Errorf("%w: %s at offset %d: meta: %w", ErrCorrupt, path, headerBytes, err)
+		return nil, fmt.Errorf("%w: %s at offset %d: meta: %w", ErrCorrupt, path, headerBytes, err)
 	}
 	if int64(n) != metaLen {
-		return raft.Snapshot{}, corrupt(headerBytes, "meta has %d trailing bytes", metaLen-int64(n))
+		return nil, corrupt(headerBytes, "meta has %d trailing bytes", metaLen-int64(n))
 	}
 	if meta.Index != e.index || meta.Term != e.term {
-		return raft.Snapshot{}, corrupt(headerBytes, "meta says index %d term %d, file name index %d term %d", meta.Index, meta.Term, e.index, e.term)
+		return nil, corrupt(headerBytes, "meta says index %d term %d, file name index %d term %d", meta.Index, meta.Term, e.index, e.term)
 	}
-	data := content[metaLen:len(content):len(content)]
-	if len(data) == 0 {
-		data = nil
-	}
-	return raft.Snapshot{Meta: meta, Data: data}, nil
+	return &Reader{Meta: meta, Size: dataLen, path: path, f: f, data: io.NewSectionReader(f, headerBytes+metaLen, int64(dataLen))}, nil
 }

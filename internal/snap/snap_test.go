@@ -306,3 +306,54 @@ func BenchmarkSave1MiB(b *testing.B) {
 		}
 	}
 }
+
+// SaveStream writes data it never holds whole, and refuses a producer that writes more or less
+// than it announced, leaving no file behind. Open and OpenAt verify a snapshot without reading its
+// data into memory and read any range of it.
+func TestStreamSaveAndOpen(t *testing.T) {
+	fsys := vfs.NewSim(1)
+	s := newStore(t, fsys, nil)
+	data := payload(7, 3<<20+17) // more than one verification chunk
+	produce := func(w io.Writer) error {
+		for off := 0; off < len(data); off += 4096 {
+			if _, err := w.Write(data[off:min(off+4096, len(data))]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := s.SaveStream(meta(5, 2), uint64(len(data))+1, produce); err == nil {
+		t.Fatal("a producer writing fewer bytes than announced was accepted")
+	}
+	if err := s.SaveStream(meta(5, 2), uint64(len(data))-1, produce); err == nil {
+		t.Fatal("a producer writing more bytes than announced was accepted")
+	}
+	if ns := names(t, fsys); len(ns) != 0 {
+		t.Fatalf("failed saves left files: %v", ns)
+	}
+	if err := s.SaveStream(meta(5, 2), uint64(len(data)), produce); err != nil {
+		t.Fatal(err)
+	}
+	for _, open := range []func() (*Reader, error){s.Open, func() (*Reader, error) { return s.OpenAt(5, 2) }} {
+		r, err := open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Meta.Index != 5 || r.Meta.Term != 2 || r.Size != uint64(len(data)) {
+			t.Fatalf("opened meta %+v size %d", r.Meta, r.Size)
+		}
+		got := make([]byte, 1000)
+		if _, err := r.ReadAt(got, 2<<20); err != nil || !bytes.Equal(got, data[2<<20:2<<20+1000]) {
+			t.Fatalf("ReadAt in the middle: %v", err)
+		}
+		r.Close()
+	}
+	if _, err := s.OpenAt(6, 2); !errors.Is(err, ErrNoSnapshot) {
+		t.Fatalf("OpenAt of a missing snapshot: %v, want ErrNoSnapshot", err)
+	}
+	// A flipped byte deep in the data is caught by the streamed checksum.
+	damage(t, fsys, fileName(5, 2), headerBytes+3<<20)
+	if _, err := s.OpenAt(5, 2); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("OpenAt of a damaged snapshot: %v, want ErrCorrupt", err)
+	}
+}
