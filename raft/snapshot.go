@@ -16,11 +16,12 @@ const snapshotRetransmitStalls = 2
 
 // snapshotReceiver buffers the chunks of one snapshot from one leader in one term.
 type snapshotReceiver struct {
-	from  NodeID
-	term  uint64
-	meta  SnapshotMeta
-	total uint64
-	data  []byte
+	from     NodeID
+	term     uint64
+	meta     SnapshotMeta
+	total    uint64
+	received uint64
+	data     []byte // nil when the caller keeps the data (Config.SnapshotReceiveOutside)
 }
 
 func cloneMeta(m SnapshotMeta) SnapshotMeta {
@@ -149,22 +150,33 @@ func (r *raft) handleSnapshot(m Message) {
 		resp(0, false)
 		return
 	}
-	if ch.Offset != uint64(len(rc.data)) {
-		resp(uint64(len(rc.data)), false) // out of order: report what we hold
+	if ch.Offset != rc.received {
+		resp(rc.received, false) // out of order: report what we hold
 		return
 	}
-	if uint64(len(rc.data))+uint64(len(ch.Data)) > rc.total || (ch.Last && uint64(len(rc.data)+len(ch.Data)) != rc.total) {
+	n := uint64(len(ch.Data))
+	if r.cfg.SnapshotReceiveOutside {
+		n = ch.Length
+	}
+	if rc.received+n > rc.total || (ch.Last && rc.received+n != rc.total) {
 		r.logger.Error("raft: snapshot chunks inconsistent with the announced size; aborting transfer", "from", m.From, "index", meta.Index)
 		r.snapRecv = nil
 		resp(0, true)
 		return
 	}
-	rc.data = append(rc.data, ch.Data...)
+	if !r.cfg.SnapshotReceiveOutside {
+		rc.data = append(rc.data, ch.Data...)
+	}
+	rc.received += n
 	if !ch.Last {
-		resp(uint64(len(rc.data)), false)
+		resp(rc.received, false)
 		return
 	}
 	r.snapRecv = nil
+	if r.cfg.SnapshotReceiveOutside {
+		r.restore(m.From, Snapshot{Meta: rc.meta, Size: rc.total})
+		return
+	}
 	r.restore(m.From, Snapshot{Meta: rc.meta, Data: rc.data})
 }
 

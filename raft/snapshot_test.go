@@ -354,3 +354,54 @@ func TestSnapshotHeldOutsideTheCore(t *testing.T) {
 		t.Fatalf("node 3 commit %d after catching up, leader %d", got, want)
 	}
 }
+
+// With SnapshotReceiveOutside the follower's caller keeps the received data (written at each
+// chunk's offset before the chunk is stepped with only its Length), and the core hands over a
+// snapshot of nil Data and the right Size: neither side holds the image in memory.
+func TestSnapshotReceivedOutsideTheCore(t *testing.T) {
+	nw := newNetwork(t, 3, func(c *Config) { c.MaxSnapshotChunkBytes = 30; c.SnapshotReceiveOutside = true })
+	nw.stabilize()
+	nw.campaign(1)
+	nw.down[3] = true
+	proposeN(nw, 1, 10)
+	st := nw.status(1)
+	var term uint64
+	for _, e := range nw.storage[1].ents {
+		if e.Index == st.Applied {
+			term = e.Term
+		}
+	}
+	image := snapData(st.Applied, 100)
+	external := Snapshot{Meta: SnapshotMeta{Index: st.Applied, Term: term, ConfState: st.ConfState}, Size: uint64(len(image))}
+	if err := nw.node(1).Compact(external); err != nil {
+		t.Fatal(err)
+	}
+	nw.storage[1].snap = &external
+	nw.storage[1].ents = slices.DeleteFunc(nw.storage[1].ents, func(e Entry) bool { return e.Index <= external.Meta.Index })
+
+	disk := make([]byte, len(image)) // node 3's caller's storage for the transfer
+	nw.rewrite = func(m Message) Message {
+		if m.Type != MsgSnap {
+			return m
+		}
+		c := *m.Chunk
+		copy(disk[c.Offset:], image[c.Offset:c.Offset+c.Length]) // leader fills, follower stores
+		c.Data = nil                                             // ... and steps only the length
+		m.Chunk = &c
+		return m
+	}
+	nw.down[3] = false
+	nw.propose(1, "after")
+	nw.tick(3)
+	st3 := nw.storage[3]
+	if st3.snap == nil || st3.snap.Meta.Index != external.Meta.Index || st3.snap.Data != nil || st3.snap.Size != uint64(len(image)) {
+		t.Fatalf("node 3's Ready.Snapshot = %+v, want nil Data and Size %d", st3.snap, len(image))
+	}
+	if !bytes.Equal(disk, image) {
+		t.Fatal("the chunks stored outside do not reassemble the image")
+	}
+	nw.stabilize()
+	if got, want := nw.status(3).HardState.Commit, nw.status(1).HardState.Commit; got != want {
+		t.Fatalf("node 3 commit %d after catching up, leader %d", got, want)
+	}
+}

@@ -319,6 +319,14 @@ type Config struct {
 	// MaxSnapshotBytes bounds the snapshot a follower accepts to buffer while receiving chunks;
 	// a larger one is refused (MsgSnapResp with Reject). 0 means no bound.
 	MaxSnapshotBytes uint64
+	// SnapshotReceiveOutside makes the caller keep the data of the snapshots this node receives,
+	// so that a large one is never assembled in memory: before stepping a MsgSnap, the caller
+	// writes its Chunk.Data at Chunk.Offset in its own storage for that snapshot (keyed by
+	// sender, index and term; a chunk at offset 0 starts it afresh) and steps the message with
+	// Data nil and Length set to the bytes written. The core then only counts bytes, and the
+	// Ready.Snapshot it hands over has nil Data and a Size: the caller installs it from its
+	// storage.
+	SnapshotReceiveOutside bool
 	// DisableProposalForwarding makes a follower refuse proposals (*NotLeaderError) instead of
 	// forwarding them to the leader.
 	DisableProposalForwarding bool

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -34,9 +35,9 @@ func (l *lockedBuffer) String() string {
 }
 
 // TestLaggingMemberCatchesUpFromSnapshotFile: a member that was down while the others took
-// snapshots and compacted their logs is sent the leader's snapshot, whose data the Raft core
-// never holds: the leader reads each chunk from its snapshot file. The member installs it and
-// ends with every write.
+// snapshots and compacted their logs is sent the leader's snapshot, whose data no Raft core
+// holds: the leader reads each chunk from its snapshot file, the member writes each into a
+// receive file and installs from it. The member ends with every write.
 func TestLaggingMemberCatchesUpFromSnapshotFile(t *testing.T) {
 	var logs lockedBuffer
 	tc := newTestClusterWith(t, 3, func(cfg *Config) {
@@ -50,7 +51,7 @@ func TestLaggingMemberCatchesUpFromSnapshotFile(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const n = 300
-	value := strings.Repeat("v", 2048) // enough data for a multi-chunk snapshot with small chunks
+	value := strings.Repeat("v", 8192) // 2.4 MB: a snapshot of several 1 MiB chunks
 	for i := 0; i < n; i++ {
 		if err := put(ctx, tc.members[l], fmt.Sprintf("k%03d", i), value); err != nil {
 			t.Fatalf("put %d: %v", i, err)
@@ -78,5 +79,9 @@ func TestLaggingMemberCatchesUpFromSnapshotFile(t *testing.T) {
 	}
 	if strings.Contains(out, "dropping snapshot chunk") {
 		t.Fatalf("the leader could not read a chunk from its snapshot file; logs:\n%s", out)
+	}
+	// The follower received the chunks into a file, installed from it and removed it.
+	if left, _ := filepath.Glob(filepath.Join(tc.cfgs[lag].DataDir, "snap", "receive-*")); len(left) != 0 {
+		t.Fatalf("snapshot receive files left behind: %v", left)
 	}
 }

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -156,9 +155,15 @@ type Node struct {
 	// snapInFlight is set while a snapshot is written in the background; its result arrives on
 	// snapDone (buffered, so the writer never waits for the loop) and snapWG lets the loop's exit
 	// wait for it before the storage closes.
+	// stepErr is a persistence error met while stepping a peer message (storing a snapshot
+	// chunk); the loop stops on it.
+	stepErr error
 	// pendingHS is a commit-only HardState not yet written (see persist).
 	pendingHS    raft.HardState
 	snapInFlight bool
+	// snapDir holds snapshots and the file of a snapshot being received (recv).
+	snapDir string
+	recv    *snapReceive
 	// snapRd is the open snapshot file the leader reads chunks from (see fillSnapshotChunks).
 	snapRd       *snap.Reader
 	snapDone     chan snapResult
@@ -387,6 +392,7 @@ func (n *Node) run() {
 			}
 		}
 	}()
+	defer n.discardReceive()
 	defer n.closeSnapshotReader()
 	defer n.snapWG.Wait()
 	defer n.flushHardState()
@@ -425,6 +431,10 @@ func (n *Node) run() {
 			}
 		}
 		n.drain()
+		if n.stepErr != nil {
+			n.fail(n.stepErr)
+			return
+		}
 		n.reads.issue(n)
 		for n.rn.HasReady() {
 			if err := n.handleReady(); err != nil {
@@ -469,6 +479,15 @@ func (n *Node) drain() {
 }
 
 func (n *Node) stepPeer(m raft.Message) {
+	if m.Type == raft.MsgSnap && m.Chunk != nil && m.Snapshot != nil {
+		var err error
+		if m, err = n.storeSnapshotChunk(m); err != nil {
+			if n.stepErr == nil {
+				n.stepErr = err
+			}
+			return
+		}
+	}
 	if err := n.rn.Step(m); err != nil {
 		n.log.Debug("dropped peer message", "type", m.Type, "from", m.From, "err", err)
 	}
@@ -638,19 +657,29 @@ func (n *Node) installSnapshot(s *raft.Snapshot) error {
 			return err
 		}
 	}
-	if err := n.snaps.Save(s.Meta, s.Data); err != nil {
+	data, err := n.receivedSnapshot(s)
+	if err != nil {
+		return err
+	}
+	defer n.discardReceive()
+	size := int64(s.Len())
+	err = n.snaps.SaveStream(s.Meta, uint64(size), func(w io.Writer) error {
+		_, err := io.Copy(w, io.NewSectionReader(data, 0, size))
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("node: save received snapshot at index %d: %w", s.Meta.Index, err)
 	}
 	if err := n.wal.SaveSnapshot(s.Meta); err != nil {
 		return fmt.Errorf("node: record snapshot at index %d in the log: %w", s.Meta.Index, err)
 	}
-	if err := n.store.Restore(bytes.NewReader(s.Data)); err != nil {
+	if err := n.store.Restore(io.NewSectionReader(data, 0, size)); err != nil {
 		return fmt.Errorf("node: install snapshot at index %d: %w", s.Meta.Index, err)
 	}
 	n.applied = s.Meta.Index
 	n.snapIndex = s.Meta.Index
 	n.syncPeers()
-	n.log.Info("installed snapshot", "index", s.Meta.Index, "term", s.Meta.Term, "bytes", len(s.Data))
+	n.log.Info("installed snapshot", "index", s.Meta.Index, "term", s.Meta.Term, "bytes", size)
 	return nil
 }
 

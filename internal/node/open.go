@@ -120,6 +120,7 @@ func Open(cfg OpenConfig) (*Node, error) {
 	}
 	ps := raft.PersistentState{HardState: rs.HardState, Snapshot: snapshot, Entries: ents}
 	rc := cfg.Raft
+	rc.SnapshotReceiveOutside = true // see snaprecv.go
 	rc.Applied = store.AppliedIndex()
 	if rc.Applied < snapIndex {
 		rc.Applied = snapIndex
@@ -153,6 +154,7 @@ func Open(cfg OpenConfig) (*Node, error) {
 		return fail(fmt.Errorf("node: start raft: %w", err))
 	}
 	n := newNode(cfg.Config, rn, w, snaps, store, nil, rc.Applied, snapIndex)
+	n.snapDir = snapDir(cfg.DataDir)
 	closeStore := store.Close
 	if cfg.StoreOptions.NoSync {
 		closeStore = func() error {
