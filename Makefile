@@ -12,6 +12,7 @@ test-race:
 	$(GO) test -race ./internal/... ./client/... ./cmd/...
 
 generate:
+	@command -v protoc >/dev/null || { echo "make generate needs protoc: apt-get install protobuf-compiler (3.21 generated the committed code)"; exit 1; }
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.10
 	$(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@v1.19.1
 	PATH="$(GOBIN):$$PATH" protoc -I api -I internal/cmdpb \

@@ -16,29 +16,16 @@ import (
 type (
 	StatusResponse     = caucusv1.StatusResponse
 	MoveLeaderResponse = caucusv1.MoveLeaderResponse
+	DefragmentResponse = caucusv1.DefragmentResponse
 )
 
 // Status returns the status of the member at endpointURL, which need not be one of the configured
 // endpoints. It makes a single attempt: the caller asked about that member, so failing over to
 // another would answer a different question.
 func (c *Client) Status(ctx context.Context, endpointURL string) (*StatusResponse, error) {
-	if c.ctx.Err() != nil {
-		return nil, ErrClosed
-	}
-	u, err := normalizeEndpoint(endpointURL)
+	maint, known, u, err := c.memberMaintenance(endpointURL)
 	if err != nil {
 		return nil, err
-	}
-	var maint caucusv1connect.MaintenanceClient
-	var known *endpoint
-	for _, ep := range c.endpoints {
-		if ep.url == u {
-			known, maint = ep, ep.maint
-			break
-		}
-	}
-	if maint == nil {
-		maint = caucusv1connect.NewMaintenanceClient(c.httpc, u)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -53,6 +40,50 @@ func (c *Client) Status(ctx context.Context, endpointURL string) (*StatusRespons
 		known.noteMember(r.Msg.GetHeader().GetMemberId())
 	}
 	return r.Msg, nil
+}
+
+// Defragment compacts the database file of the member at endpointURL (which need not be one of
+// the configured endpoints) and reports its size before and after. The member serves nothing else
+// until it is done, so defragment members one at a time, waiting for each call to return.
+//
+// It makes a single attempt and is never retried: a call that timed out may still be running on
+// the member, and a second one would only queue behind it. Only ctx bounds the call (the member
+// bounds it at server.DefragmentWaitLimit if ctx has no deadline): Config.RequestTimeout does
+// not apply, since the work is proportional to the member's data.
+func (c *Client) Defragment(ctx context.Context, endpointURL string) (*DefragmentResponse, error) {
+	maint, known, u, err := c.memberMaintenance(endpointURL)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(c.ctx, cancel)() // Close abandons the wait
+	r, err := maint.Defragment(ctx, connect.NewRequest(&caucusv1.DefragmentRequest{}))
+	if err != nil {
+		return nil, fmt.Errorf("defragment via %s: %w", u, err)
+	}
+	if known != nil {
+		known.noteMember(r.Msg.GetHeader().GetMemberId())
+	}
+	return r.Msg, nil
+}
+
+// memberMaintenance returns the maintenance client for one member: the configured endpoint's
+// (on its protocol) when endpointURL is one of them, else a connect client made for the call.
+func (c *Client) memberMaintenance(endpointURL string) (caucusv1connect.MaintenanceClient, *endpoint, string, error) {
+	if c.ctx.Err() != nil {
+		return nil, nil, "", ErrClosed
+	}
+	u, err := normalizeEndpoint(endpointURL)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	for _, ep := range c.endpoints {
+		if ep.url == u {
+			return ep.maint, ep, u, nil
+		}
+	}
+	return caucusv1connect.NewMaintenanceClient(c.httpc, u), nil, u, nil
 }
 
 // MoveLeader asks the leader to transfer leadership to member targetID. It is retried like a

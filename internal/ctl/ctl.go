@@ -1,5 +1,5 @@
 // Package ctl implements caucus's command-line client commands in the style of etcdctl: put,
-// get, del, txn, compaction, lease, member, status, snapshot and move-leader, spoken to a
+// get, del, txn, compaction, lease, member, status, defrag, snapshot and move-leader, spoken to a
 // cluster through package client.
 //
 // Conventions (shared with etcdctl so that operators' habits carry over):
@@ -8,7 +8,7 @@
 //     "--" ends the options (for values that start with "-").
 //   - Output is human-readable by default ("simple"), protojson with -w json for scripts (byte
 //     fields such as keys and values are base64 there, like etcdctl's), and a table for the
-//     commands with tabular data (member list, status) with -w table; other commands print
+//     commands with tabular data (member list, status, defrag) with -w table; other commands print
 //     their simple output for -w table.
 //   - Lease ids and member ids are hexadecimal, in output and in arguments.
 //   - Run returns errors without printing them: the caller prints the error to stderr and maps
@@ -97,6 +97,7 @@ func commands() []*command {
 			memberListCommand(), memberAddCommand(), memberPromoteCommand(), memberRemoveCommand(),
 		}},
 		statusCommand(),
+		defragCommand(),
 		{name: "snapshot", summary: "Snapshot commands", sub: []*command{snapshotSaveCommand()}},
 		moveLeaderCommand(),
 	}

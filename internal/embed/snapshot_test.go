@@ -80,8 +80,16 @@ func TestLaggingMemberCatchesUpFromSnapshotFile(t *testing.T) {
 	if strings.Contains(out, "dropping snapshot chunk") {
 		t.Fatalf("the leader could not read a chunk from its snapshot file; logs:\n%s", out)
 	}
-	// The follower received the chunks into a file, installed from it and removed it.
-	if left, _ := filepath.Glob(filepath.Join(tc.cfgs[lag].DataDir, "snap", "receive-*")); len(left) != 0 {
-		t.Fatalf("snapshot receive files left behind: %v", left)
+	// The follower received the chunks into a file, installed from it and removes it once the
+	// install returns (which may be just after the restored state became readable).
+	for {
+		left, _ := filepath.Glob(filepath.Join(tc.cfgs[lag].DataDir, "snap", "receive-*"))
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("snapshot receive files left behind: %v", left)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a real member's directory
 	}
 }

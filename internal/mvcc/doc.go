@@ -59,5 +59,6 @@
 // # Concurrency
 //
 // One Batch (one bbolt read-write transaction) at a time applies commands; any number of readers
-// run concurrently in bbolt read transactions and see only committed batches.
+// run concurrently in bbolt read transactions and see only committed batches. Restore and
+// Defragment swap the file under the exclusive lock; no Batch may be open then.
 package mvcc

@@ -50,8 +50,8 @@ type Store struct {
 	limits Limits
 	log    *slog.Logger
 
-	// mu guards db against replacement: readers and a Batch hold it shared, Restore and Close
-	// exclusively.
+	// mu guards db against replacement: readers and a Batch hold it shared; Restore, Defragment
+	// and Close exclusively.
 	mu sync.RWMutex
 	db *bolt.DB
 
@@ -344,12 +344,21 @@ func writeSynced(path string, r io.Reader) error {
 }
 
 func checkSnapshotFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("mvcc: restore: %w", err)
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("mvcc: restore: snapshot is not a database: %w", err)
 	}
 	defer db.Close()
 	return db.View(func(tx *bolt.Tx) error {
+		// A truncated file can have a valid meta page that points past its end; bbolt would
+		// then fault (SIGBUS) on the first read of a missing page instead of returning an error.
+		if tx.Size() > fi.Size() {
+			return fmt.Errorf("mvcc: restore: snapshot is truncated: %d bytes, its meta page says %d", fi.Size(), tx.Size())
+		}
 		m := tx.Bucket(bucketMeta)
 		if m == nil {
 			return fmt.Errorf("mvcc: restore: snapshot has no meta bucket")

@@ -151,6 +151,11 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	if err := dst.s.Restore(strings.NewReader("not a database")); err == nil {
 		t.Fatal("restore of garbage succeeded")
 	}
+	// A truncated image keeps a valid meta page that points past its end: it must be refused
+	// with an error, not read (bbolt would fault on the missing pages).
+	if err := dst.s.Restore(bytes.NewReader(buf.Bytes()[:buf.Len()/2])); err == nil {
+		t.Fatal("restore of a truncated snapshot succeeded")
+	}
 	if dst.s.Rev() != rev {
 		t.Fatal("failed restore changed the state")
 	}

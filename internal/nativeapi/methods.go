@@ -36,6 +36,7 @@ const (
 
 	MethodMaintenanceStatus     Method = 48
 	MethodMaintenanceMoveLeader Method = 49
+	MethodMaintenanceDefragment Method = 50
 )
 
 // Handlers are the services a Server dispatches to: the same implementations the connect
@@ -190,6 +191,12 @@ var methods = func() []methodSpec {
 				return nil
 			}
 			return h.Maintenance.MoveLeader
+		}),
+		MethodMaintenanceDefragment: unary(caucusv1connect.MaintenanceDefragmentProcedure, func(h *Handlers) func(context.Context, *connect.Request[caucusv1.DefragmentRequest]) (*connect.Response[caucusv1.DefragmentResponse], error) {
+			if h.Maintenance == nil {
+				return nil
+			}
+			return h.Maintenance.Defragment
 		}),
 	}
 	var hi Method

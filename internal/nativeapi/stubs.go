@@ -118,3 +118,8 @@ func (x MaintenanceClient) Status(ctx context.Context, req *connect.Request[cauc
 func (x MaintenanceClient) MoveLeader(ctx context.Context, req *connect.Request[caucusv1.MoveLeaderRequest]) (*connect.Response[caucusv1.MoveLeaderResponse], error) {
 	return invoke[caucusv1.MoveLeaderResponse](ctx, x.C, MethodMaintenanceMoveLeader, req.Msg)
 }
+
+// Defragment implements caucusv1connect.MaintenanceClient.
+func (x MaintenanceClient) Defragment(ctx context.Context, req *connect.Request[caucusv1.DefragmentRequest]) (*connect.Response[caucusv1.DefragmentResponse], error) {
+	return invoke[caucusv1.DefragmentResponse](ctx, x.C, MethodMaintenanceDefragment, req.Msg)
+}

@@ -2742,6 +2742,103 @@ func (x *MoveLeaderResponse) GetHeader() *ResponseHeader {
 	return nil
 }
 
+type DefragmentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DefragmentRequest) Reset() {
+	*x = DefragmentRequest{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DefragmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DefragmentRequest) ProtoMessage() {}
+
+func (x *DefragmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DefragmentRequest.ProtoReflect.Descriptor instead.
+func (*DefragmentRequest) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{41}
+}
+
+type DefragmentResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// Size of the database file in bytes before and after.
+	DbSizeBefore  int64 `protobuf:"varint,2,opt,name=db_size_before,json=dbSizeBefore,proto3" json:"db_size_before,omitempty"`
+	DbSizeAfter   int64 `protobuf:"varint,3,opt,name=db_size_after,json=dbSizeAfter,proto3" json:"db_size_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DefragmentResponse) Reset() {
+	*x = DefragmentResponse{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DefragmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DefragmentResponse) ProtoMessage() {}
+
+func (x *DefragmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DefragmentResponse.ProtoReflect.Descriptor instead.
+func (*DefragmentResponse) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *DefragmentResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *DefragmentResponse) GetDbSizeBefore() int64 {
+	if x != nil {
+		return x.DbSizeBefore
+	}
+	return 0
+}
+
+func (x *DefragmentResponse) GetDbSizeAfter() int64 {
+	if x != nil {
+		return x.DbSizeAfter
+	}
+	return 0
+}
+
 var File_caucus_v1_caucus_proto protoreflect.FileDescriptor
 
 const file_caucus_v1_caucus_proto_rawDesc = "" +
@@ -2931,7 +3028,12 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\x11MoveLeaderRequest\x12\x1b\n" +
 	"\ttarget_id\x18\x01 \x01(\x04R\btargetId\"G\n" +
 	"\x12MoveLeaderResponse\x121\n" +
-	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header*U\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\"\x13\n" +
+	"\x11DefragmentRequest\"\x91\x01\n" +
+	"\x12DefragmentResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x12$\n" +
+	"\x0edb_size_before\x18\x02 \x01(\x03R\fdbSizeBefore\x12\"\n" +
+	"\rdb_size_after\x18\x03 \x01(\x03R\vdbSizeAfter*U\n" +
 	"\vConsistency\x12(\n" +
 	"$CONSISTENCY_LINEARIZABLE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_SERIALIZABLE\x10\x012\xc2\x02\n" +
@@ -2953,12 +3055,14 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"MemberList\x12\x1c.caucus.v1.MemberListRequest\x1a\x1d.caucus.v1.MemberListResponse\x12F\n" +
 	"\tMemberAdd\x12\x1b.caucus.v1.MemberAddRequest\x1a\x1c.caucus.v1.MemberAddResponse\x12O\n" +
 	"\fMemberRemove\x12\x1e.caucus.v1.MemberRemoveRequest\x1a\x1f.caucus.v1.MemberRemoveResponse\x12R\n" +
-	"\rMemberPromote\x12\x1f.caucus.v1.MemberPromoteRequest\x1a .caucus.v1.MemberPromoteResponse2\xde\x01\n" +
+	"\rMemberPromote\x12\x1f.caucus.v1.MemberPromoteRequest\x1a .caucus.v1.MemberPromoteResponse2\xa9\x02\n" +
 	"\vMaintenance\x12=\n" +
 	"\x06Status\x12\x18.caucus.v1.StatusRequest\x1a\x19.caucus.v1.StatusResponse\x12E\n" +
 	"\bSnapshot\x12\x1a.caucus.v1.SnapshotRequest\x1a\x1b.caucus.v1.SnapshotResponse0\x01\x12I\n" +
 	"\n" +
-	"MoveLeader\x12\x1c.caucus.v1.MoveLeaderRequest\x1a\x1d.caucus.v1.MoveLeaderResponseB1Z/github.com/caucus/caucus/api/caucus/v1;caucusv1b\x06proto3"
+	"MoveLeader\x12\x1c.caucus.v1.MoveLeaderRequest\x1a\x1d.caucus.v1.MoveLeaderResponse\x12I\n" +
+	"\n" +
+	"Defragment\x12\x1c.caucus.v1.DefragmentRequest\x1a\x1d.caucus.v1.DefragmentResponseB1Z/github.com/caucus/caucus/api/caucus/v1;caucusv1b\x06proto3"
 
 var (
 	file_caucus_v1_caucus_proto_rawDescOnce sync.Once
@@ -2973,7 +3077,7 @@ func file_caucus_v1_caucus_proto_rawDescGZIP() []byte {
 }
 
 var file_caucus_v1_caucus_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_caucus_v1_caucus_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_caucus_v1_caucus_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_caucus_v1_caucus_proto_goTypes = []any{
 	(Consistency)(0),                // 0: caucus.v1.Consistency
 	(Compare_Result)(0),             // 1: caucus.v1.Compare.Result
@@ -3019,6 +3123,8 @@ var file_caucus_v1_caucus_proto_goTypes = []any{
 	(*SnapshotResponse)(nil),        // 41: caucus.v1.SnapshotResponse
 	(*MoveLeaderRequest)(nil),       // 42: caucus.v1.MoveLeaderRequest
 	(*MoveLeaderResponse)(nil),      // 43: caucus.v1.MoveLeaderResponse
+	(*DefragmentRequest)(nil),       // 44: caucus.v1.DefragmentRequest
+	(*DefragmentResponse)(nil),      // 45: caucus.v1.DefragmentResponse
 }
 var file_caucus_v1_caucus_proto_depIdxs = []int32{
 	0,  // 0: caucus.v1.RangeRequest.consistency:type_name -> caucus.v1.Consistency
@@ -3062,45 +3168,48 @@ var file_caucus_v1_caucus_proto_depIdxs = []int32{
 	3,  // 38: caucus.v1.StatusResponse.header:type_name -> caucus.v1.ResponseHeader
 	3,  // 39: caucus.v1.SnapshotResponse.header:type_name -> caucus.v1.ResponseHeader
 	3,  // 40: caucus.v1.MoveLeaderResponse.header:type_name -> caucus.v1.ResponseHeader
-	6,  // 41: caucus.v1.KV.Range:input_type -> caucus.v1.RangeRequest
-	8,  // 42: caucus.v1.KV.Put:input_type -> caucus.v1.PutRequest
-	10, // 43: caucus.v1.KV.DeleteRange:input_type -> caucus.v1.DeleteRangeRequest
-	15, // 44: caucus.v1.KV.Txn:input_type -> caucus.v1.TxnRequest
-	17, // 45: caucus.v1.KV.Compact:input_type -> caucus.v1.CompactionRequest
-	19, // 46: caucus.v1.Lease.LeaseGrant:input_type -> caucus.v1.LeaseGrantRequest
-	21, // 47: caucus.v1.Lease.LeaseRevoke:input_type -> caucus.v1.LeaseRevokeRequest
-	23, // 48: caucus.v1.Lease.LeaseKeepAlive:input_type -> caucus.v1.LeaseKeepAliveRequest
-	25, // 49: caucus.v1.Lease.LeaseTimeToLive:input_type -> caucus.v1.LeaseTimeToLiveRequest
-	27, // 50: caucus.v1.Lease.LeaseLeases:input_type -> caucus.v1.LeaseLeasesRequest
-	30, // 51: caucus.v1.Cluster.MemberList:input_type -> caucus.v1.MemberListRequest
-	32, // 52: caucus.v1.Cluster.MemberAdd:input_type -> caucus.v1.MemberAddRequest
-	34, // 53: caucus.v1.Cluster.MemberRemove:input_type -> caucus.v1.MemberRemoveRequest
-	36, // 54: caucus.v1.Cluster.MemberPromote:input_type -> caucus.v1.MemberPromoteRequest
-	38, // 55: caucus.v1.Maintenance.Status:input_type -> caucus.v1.StatusRequest
-	40, // 56: caucus.v1.Maintenance.Snapshot:input_type -> caucus.v1.SnapshotRequest
-	42, // 57: caucus.v1.Maintenance.MoveLeader:input_type -> caucus.v1.MoveLeaderRequest
-	7,  // 58: caucus.v1.KV.Range:output_type -> caucus.v1.RangeResponse
-	9,  // 59: caucus.v1.KV.Put:output_type -> caucus.v1.PutResponse
-	11, // 60: caucus.v1.KV.DeleteRange:output_type -> caucus.v1.DeleteRangeResponse
-	16, // 61: caucus.v1.KV.Txn:output_type -> caucus.v1.TxnResponse
-	18, // 62: caucus.v1.KV.Compact:output_type -> caucus.v1.CompactionResponse
-	20, // 63: caucus.v1.Lease.LeaseGrant:output_type -> caucus.v1.LeaseGrantResponse
-	22, // 64: caucus.v1.Lease.LeaseRevoke:output_type -> caucus.v1.LeaseRevokeResponse
-	24, // 65: caucus.v1.Lease.LeaseKeepAlive:output_type -> caucus.v1.LeaseKeepAliveResponse
-	26, // 66: caucus.v1.Lease.LeaseTimeToLive:output_type -> caucus.v1.LeaseTimeToLiveResponse
-	28, // 67: caucus.v1.Lease.LeaseLeases:output_type -> caucus.v1.LeaseLeasesResponse
-	31, // 68: caucus.v1.Cluster.MemberList:output_type -> caucus.v1.MemberListResponse
-	33, // 69: caucus.v1.Cluster.MemberAdd:output_type -> caucus.v1.MemberAddResponse
-	35, // 70: caucus.v1.Cluster.MemberRemove:output_type -> caucus.v1.MemberRemoveResponse
-	37, // 71: caucus.v1.Cluster.MemberPromote:output_type -> caucus.v1.MemberPromoteResponse
-	39, // 72: caucus.v1.Maintenance.Status:output_type -> caucus.v1.StatusResponse
-	41, // 73: caucus.v1.Maintenance.Snapshot:output_type -> caucus.v1.SnapshotResponse
-	43, // 74: caucus.v1.Maintenance.MoveLeader:output_type -> caucus.v1.MoveLeaderResponse
-	58, // [58:75] is the sub-list for method output_type
-	41, // [41:58] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	3,  // 41: caucus.v1.DefragmentResponse.header:type_name -> caucus.v1.ResponseHeader
+	6,  // 42: caucus.v1.KV.Range:input_type -> caucus.v1.RangeRequest
+	8,  // 43: caucus.v1.KV.Put:input_type -> caucus.v1.PutRequest
+	10, // 44: caucus.v1.KV.DeleteRange:input_type -> caucus.v1.DeleteRangeRequest
+	15, // 45: caucus.v1.KV.Txn:input_type -> caucus.v1.TxnRequest
+	17, // 46: caucus.v1.KV.Compact:input_type -> caucus.v1.CompactionRequest
+	19, // 47: caucus.v1.Lease.LeaseGrant:input_type -> caucus.v1.LeaseGrantRequest
+	21, // 48: caucus.v1.Lease.LeaseRevoke:input_type -> caucus.v1.LeaseRevokeRequest
+	23, // 49: caucus.v1.Lease.LeaseKeepAlive:input_type -> caucus.v1.LeaseKeepAliveRequest
+	25, // 50: caucus.v1.Lease.LeaseTimeToLive:input_type -> caucus.v1.LeaseTimeToLiveRequest
+	27, // 51: caucus.v1.Lease.LeaseLeases:input_type -> caucus.v1.LeaseLeasesRequest
+	30, // 52: caucus.v1.Cluster.MemberList:input_type -> caucus.v1.MemberListRequest
+	32, // 53: caucus.v1.Cluster.MemberAdd:input_type -> caucus.v1.MemberAddRequest
+	34, // 54: caucus.v1.Cluster.MemberRemove:input_type -> caucus.v1.MemberRemoveRequest
+	36, // 55: caucus.v1.Cluster.MemberPromote:input_type -> caucus.v1.MemberPromoteRequest
+	38, // 56: caucus.v1.Maintenance.Status:input_type -> caucus.v1.StatusRequest
+	40, // 57: caucus.v1.Maintenance.Snapshot:input_type -> caucus.v1.SnapshotRequest
+	42, // 58: caucus.v1.Maintenance.MoveLeader:input_type -> caucus.v1.MoveLeaderRequest
+	44, // 59: caucus.v1.Maintenance.Defragment:input_type -> caucus.v1.DefragmentRequest
+	7,  // 60: caucus.v1.KV.Range:output_type -> caucus.v1.RangeResponse
+	9,  // 61: caucus.v1.KV.Put:output_type -> caucus.v1.PutResponse
+	11, // 62: caucus.v1.KV.DeleteRange:output_type -> caucus.v1.DeleteRangeResponse
+	16, // 63: caucus.v1.KV.Txn:output_type -> caucus.v1.TxnResponse
+	18, // 64: caucus.v1.KV.Compact:output_type -> caucus.v1.CompactionResponse
+	20, // 65: caucus.v1.Lease.LeaseGrant:output_type -> caucus.v1.LeaseGrantResponse
+	22, // 66: caucus.v1.Lease.LeaseRevoke:output_type -> caucus.v1.LeaseRevokeResponse
+	24, // 67: caucus.v1.Lease.LeaseKeepAlive:output_type -> caucus.v1.LeaseKeepAliveResponse
+	26, // 68: caucus.v1.Lease.LeaseTimeToLive:output_type -> caucus.v1.LeaseTimeToLiveResponse
+	28, // 69: caucus.v1.Lease.LeaseLeases:output_type -> caucus.v1.LeaseLeasesResponse
+	31, // 70: caucus.v1.Cluster.MemberList:output_type -> caucus.v1.MemberListResponse
+	33, // 71: caucus.v1.Cluster.MemberAdd:output_type -> caucus.v1.MemberAddResponse
+	35, // 72: caucus.v1.Cluster.MemberRemove:output_type -> caucus.v1.MemberRemoveResponse
+	37, // 73: caucus.v1.Cluster.MemberPromote:output_type -> caucus.v1.MemberPromoteResponse
+	39, // 74: caucus.v1.Maintenance.Status:output_type -> caucus.v1.StatusResponse
+	41, // 75: caucus.v1.Maintenance.Snapshot:output_type -> caucus.v1.SnapshotResponse
+	43, // 76: caucus.v1.Maintenance.MoveLeader:output_type -> caucus.v1.MoveLeaderResponse
+	45, // 77: caucus.v1.Maintenance.Defragment:output_type -> caucus.v1.DefragmentResponse
+	60, // [60:78] is the sub-list for method output_type
+	42, // [42:60] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_caucus_v1_caucus_proto_init() }
@@ -3131,7 +3240,7 @@ func file_caucus_v1_caucus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_caucus_v1_caucus_proto_rawDesc), len(file_caucus_v1_caucus_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

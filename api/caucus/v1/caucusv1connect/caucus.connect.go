@@ -78,6 +78,8 @@ const (
 	MaintenanceSnapshotProcedure = "/caucus.v1.Maintenance/Snapshot"
 	// MaintenanceMoveLeaderProcedure is the fully-qualified name of the Maintenance's MoveLeader RPC.
 	MaintenanceMoveLeaderProcedure = "/caucus.v1.Maintenance/MoveLeader"
+	// MaintenanceDefragmentProcedure is the fully-qualified name of the Maintenance's Defragment RPC.
+	MaintenanceDefragmentProcedure = "/caucus.v1.Maintenance/Defragment"
 )
 
 // KVClient is a client for the caucus.v1.KV service.
@@ -582,6 +584,10 @@ type MaintenanceClient interface {
 	// Snapshot streams a consistent copy of the member's key-value database.
 	Snapshot(context.Context, *connect.Request[v1.SnapshotRequest]) (*connect.ServerStreamForClient[v1.SnapshotResponse], error)
 	MoveLeader(context.Context, *connect.Request[v1.MoveLeaderRequest]) (*connect.Response[v1.MoveLeaderResponse], error)
+	// Defragment rewrites the member's database file into a compact copy, giving back to the file
+	// system the space that compaction freed (the file never shrinks otherwise). The member
+	// processes nothing else meanwhile: defragment one member at a time.
+	Defragment(context.Context, *connect.Request[v1.DefragmentRequest]) (*connect.Response[v1.DefragmentResponse], error)
 }
 
 // NewMaintenanceClient constructs a client for the caucus.v1.Maintenance service. By default, it
@@ -613,6 +619,12 @@ func NewMaintenanceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(maintenanceMethods.ByName("MoveLeader")),
 			connect.WithClientOptions(opts...),
 		),
+		defragment: connect.NewClient[v1.DefragmentRequest, v1.DefragmentResponse](
+			httpClient,
+			baseURL+MaintenanceDefragmentProcedure,
+			connect.WithSchema(maintenanceMethods.ByName("Defragment")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -621,6 +633,7 @@ type maintenanceClient struct {
 	status     *connect.Client[v1.StatusRequest, v1.StatusResponse]
 	snapshot   *connect.Client[v1.SnapshotRequest, v1.SnapshotResponse]
 	moveLeader *connect.Client[v1.MoveLeaderRequest, v1.MoveLeaderResponse]
+	defragment *connect.Client[v1.DefragmentRequest, v1.DefragmentResponse]
 }
 
 // Status calls caucus.v1.Maintenance.Status.
@@ -638,12 +651,21 @@ func (c *maintenanceClient) MoveLeader(ctx context.Context, req *connect.Request
 	return c.moveLeader.CallUnary(ctx, req)
 }
 
+// Defragment calls caucus.v1.Maintenance.Defragment.
+func (c *maintenanceClient) Defragment(ctx context.Context, req *connect.Request[v1.DefragmentRequest]) (*connect.Response[v1.DefragmentResponse], error) {
+	return c.defragment.CallUnary(ctx, req)
+}
+
 // MaintenanceHandler is an implementation of the caucus.v1.Maintenance service.
 type MaintenanceHandler interface {
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
 	// Snapshot streams a consistent copy of the member's key-value database.
 	Snapshot(context.Context, *connect.Request[v1.SnapshotRequest], *connect.ServerStream[v1.SnapshotResponse]) error
 	MoveLeader(context.Context, *connect.Request[v1.MoveLeaderRequest]) (*connect.Response[v1.MoveLeaderResponse], error)
+	// Defragment rewrites the member's database file into a compact copy, giving back to the file
+	// system the space that compaction freed (the file never shrinks otherwise). The member
+	// processes nothing else meanwhile: defragment one member at a time.
+	Defragment(context.Context, *connect.Request[v1.DefragmentRequest]) (*connect.Response[v1.DefragmentResponse], error)
 }
 
 // NewMaintenanceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -671,6 +693,12 @@ func NewMaintenanceHandler(svc MaintenanceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(maintenanceMethods.ByName("MoveLeader")),
 		connect.WithHandlerOptions(opts...),
 	)
+	maintenanceDefragmentHandler := connect.NewUnaryHandler(
+		MaintenanceDefragmentProcedure,
+		svc.Defragment,
+		connect.WithSchema(maintenanceMethods.ByName("Defragment")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/caucus.v1.Maintenance/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case MaintenanceStatusProcedure:
@@ -679,6 +707,8 @@ func NewMaintenanceHandler(svc MaintenanceHandler, opts ...connect.HandlerOption
 			maintenanceSnapshotHandler.ServeHTTP(w, r)
 		case MaintenanceMoveLeaderProcedure:
 			maintenanceMoveLeaderHandler.ServeHTTP(w, r)
+		case MaintenanceDefragmentProcedure:
+			maintenanceDefragmentHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -698,4 +728,8 @@ func (UnimplementedMaintenanceHandler) Snapshot(context.Context, *connect.Reques
 
 func (UnimplementedMaintenanceHandler) MoveLeader(context.Context, *connect.Request[v1.MoveLeaderRequest]) (*connect.Response[v1.MoveLeaderResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("caucus.v1.Maintenance.MoveLeader is not implemented"))
+}
+
+func (UnimplementedMaintenanceHandler) Defragment(context.Context, *connect.Request[v1.DefragmentRequest]) (*connect.Response[v1.DefragmentResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("caucus.v1.Maintenance.Defragment is not implemented"))
 }
