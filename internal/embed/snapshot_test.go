@@ -43,6 +43,10 @@ func TestLaggingMemberCatchesUpFromSnapshotFile(t *testing.T) {
 	tc := newTestClusterWith(t, 3, func(cfg *Config) {
 		cfg.SnapshotEntries = 40
 		cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		// The leader restarts a transfer that makes no progress for an election timeout; the
+		// test clusters' 100 ms is shorter than a 1 MiB chunk's round trip under -race on two
+		// busy cores. Production's is 1 s.
+		cfg.ElectionTimeout = time.Second
 	})
 	l := tc.waitLeader()
 	lag := (l + 1) % 3

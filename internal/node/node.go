@@ -520,6 +520,7 @@ func mapRaftErr(err error) error {
 }
 
 func (n *Node) onTick() {
+	n.expireReceive(time.Now())
 	now := n.nowFn()
 	if now.Sub(n.lastLeaseChk) < leaseCheckInterval {
 		return

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/caucus/caucus/raft"
 )
@@ -18,12 +19,17 @@ import (
 // rewriting a resent or reordered chunk writes the same bytes. Its name ends in .tmp, which the
 // snapshot store removes at start, so a transfer cut by a crash leaves nothing behind.
 
+// receiveIdleTimeout is how long a receive file may go without a chunk before it is discarded:
+// its transfer was abandoned (the leader moved on to a newer snapshot, or lost leadership).
+const receiveIdleTimeout = 30 * time.Second
+
 // snapReceive is the transfer being received.
 type snapReceive struct {
 	from        raft.NodeID
 	index, term uint64
 	path        string
 	f           *os.File
+	last        time.Time // when the last chunk was stored
 }
 
 func (r *snapReceive) matches(from raft.NodeID, index, term uint64) bool {
@@ -36,25 +42,36 @@ func (r *snapReceive) matches(from raft.NodeID, index, term uint64) bool {
 func (n *Node) storeSnapshotChunk(m raft.Message) (raft.Message, error) {
 	ch := *m.Chunk
 	from, index, term := m.From, m.Snapshot.Index, m.Snapshot.Term
-	if ch.Offset == 0 && !n.recv.matches(from, index, term) {
+	// A transfer of what this member already has (a resent start after the install) is
+	// answered by the core without the data: do not open a file for it.
+	if ch.Offset == 0 && !n.recv.matches(from, index, term) && index > n.rn.Status().HardState.Commit {
 		n.discardReceive()
 		path := filepath.Join(n.snapDir, fmt.Sprintf("receive-%016x-%016x-%016x.tmp", uint64(from), index, term))
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
 		if err != nil {
 			return m, fmt.Errorf("node: receive snapshot %d from %x: %w", index, uint64(from), err)
 		}
-		n.recv = &snapReceive{from: from, index: index, term: term, path: path, f: f}
+		n.recv = &snapReceive{from: from, index: index, term: term, path: path, f: f, last: time.Now()}
 	}
 	if n.recv.matches(from, index, term) && len(ch.Data) > 0 {
 		if _, err := n.recv.f.WriteAt(ch.Data, int64(ch.Offset)); err != nil {
 			return m, fmt.Errorf("node: store chunk at offset %d of snapshot %d: %w", ch.Offset, index, err)
 		}
+		n.recv.last = time.Now()
 	}
 	// A chunk of another transfer is stepped without being stored: the core, which is not
 	// receiving it either, answers by asking for the transfer from its start.
 	ch.Length, ch.Data = uint64(len(ch.Data)), nil
 	m.Chunk = &ch
 	return m, nil
+}
+
+// expireReceive discards a receive file whose transfer went quiet.
+func (n *Node) expireReceive(now time.Time) {
+	if n.recv != nil && now.Sub(n.recv.last) > receiveIdleTimeout {
+		n.log.Info("discarding an abandoned snapshot transfer", "index", n.recv.index, "from", fmt.Sprintf("%x", uint64(n.recv.from)))
+		n.discardReceive()
+	}
 }
 
 // discardReceive closes and removes the receive file, if any.
