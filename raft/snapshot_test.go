@@ -16,6 +16,21 @@ func snapData(i uint64, size int) []byte {
 // storage.
 func (nw *network) compact(id NodeID, size int) Snapshot {
 	nw.t.Helper()
+	meta := nw.appliedMeta(id)
+	return nw.install(id, Snapshot{Meta: meta, Data: snapData(meta.Index, size)})
+}
+
+// compactOutside is compact with the snapshot's data held by the caller (Snapshot.Size): it
+// returns the snapshot the core keeps and the image the caller must serve chunks from.
+func (nw *network) compactOutside(id NodeID, size int) (Snapshot, []byte) {
+	nw.t.Helper()
+	meta := nw.appliedMeta(id)
+	image := snapData(meta.Index, size)
+	return nw.install(id, Snapshot{Meta: meta, Size: uint64(size)}), image
+}
+
+// appliedMeta is the snapshot metadata of id's state machine at its applied index.
+func (nw *network) appliedMeta(id NodeID) SnapshotMeta {
 	st := nw.status(id)
 	term := uint64(0)
 	for _, e := range nw.storage[id].ents {
@@ -23,9 +38,14 @@ func (nw *network) compact(id NodeID, size int) Snapshot {
 			term = e.Term
 		}
 	}
-	snap := Snapshot{Meta: SnapshotMeta{Index: st.Applied, Term: term, ConfState: st.ConfState}, Data: snapData(st.Applied, size)}
+	return SnapshotMeta{Index: st.Applied, Term: term, ConfState: st.ConfState}
+}
+
+// install compacts id's core and storage to snap.
+func (nw *network) install(id NodeID, snap Snapshot) Snapshot {
+	nw.t.Helper()
 	if err := nw.node(id).Compact(snap); err != nil {
-		nw.t.Fatalf("compact %d at %d: %v", id, st.Applied, err)
+		nw.t.Fatalf("compact %d at %d: %v", id, snap.Meta.Index, err)
 	}
 	s := nw.storage[id]
 	s.snap = &snap
@@ -309,20 +329,7 @@ func TestSnapshotHeldOutsideTheCore(t *testing.T) {
 	nw.campaign(1)
 	nw.down[3] = true
 	proposeN(nw, 1, 10)
-	st := nw.status(1)
-	var term uint64
-	for _, e := range nw.storage[1].ents {
-		if e.Index == st.Applied {
-			term = e.Term
-		}
-	}
-	image := snapData(st.Applied, 100)
-	external := Snapshot{Meta: SnapshotMeta{Index: st.Applied, Term: term, ConfState: st.ConfState}, Size: uint64(len(image))}
-	if err := nw.node(1).Compact(external); err != nil {
-		t.Fatal(err)
-	}
-	nw.storage[1].snap = &external
-	nw.storage[1].ents = slices.DeleteFunc(nw.storage[1].ents, func(e Entry) bool { return e.Index <= external.Meta.Index })
+	external, image := nw.compactOutside(1, 100)
 
 	var lengths []uint64
 	nw.rewrite = func(m Message) Message {
@@ -364,20 +371,7 @@ func TestSnapshotReceivedOutsideTheCore(t *testing.T) {
 	nw.campaign(1)
 	nw.down[3] = true
 	proposeN(nw, 1, 10)
-	st := nw.status(1)
-	var term uint64
-	for _, e := range nw.storage[1].ents {
-		if e.Index == st.Applied {
-			term = e.Term
-		}
-	}
-	image := snapData(st.Applied, 100)
-	external := Snapshot{Meta: SnapshotMeta{Index: st.Applied, Term: term, ConfState: st.ConfState}, Size: uint64(len(image))}
-	if err := nw.node(1).Compact(external); err != nil {
-		t.Fatal(err)
-	}
-	nw.storage[1].snap = &external
-	nw.storage[1].ents = slices.DeleteFunc(nw.storage[1].ents, func(e Entry) bool { return e.Index <= external.Meta.Index })
+	external, image := nw.compactOutside(1, 100)
 
 	disk := make([]byte, len(image)) // node 3's caller's storage for the transfer
 	nw.rewrite = func(m Message) Message {
