@@ -39,7 +39,7 @@ type Batch struct {
 	st state
 	rd reader
 
-	kv, live, rev, lease, leaseExp, leaseKey, sess, sessLRU, member *bolt.Bucket
+	kv, rev, lease, leaseExp, leaseKey, sess, sessLRU, member *bolt.Bucket
 
 	// Per command.
 	index   uint64
@@ -67,7 +67,6 @@ func (s *Store) Begin() *Batch {
 	}
 	b.tx, b.locked = tx, true
 	b.kv = tx.Bucket(bucketKV)
-	b.live = tx.Bucket(bucketLive)
 	b.rev = tx.Bucket(bucketRev)
 	b.lease = tx.Bucket(bucketLease)
 	b.leaseExp = tx.Bucket(bucketLeaseExp)
@@ -75,7 +74,7 @@ func (s *Store) Begin() *Batch {
 	b.sess = tx.Bucket(bucketSession)
 	b.sessLRU = tx.Bucket(bucketSessLRU)
 	b.member = tx.Bucket(bucketMember)
-	b.rd = reader{kv: b.kv, live: b.live}
+	b.rd = reader{kv: b.kv}
 	b.st = loadState(tx)
 	return b
 }
@@ -332,9 +331,9 @@ func (b *Batch) writeVersion(key []byte, rec *record) {
 	}
 	var err error
 	if rec.tombstone {
-		err = b.live.Delete(key)
+		err = b.kv.Delete(liveMarker(nil, key))
 	} else {
-		err = b.live.Put(key, encodeLive(b.pendRev, sub, rec))
+		err = b.kv.Put(liveMarker(nil, key), encodeLive(b.pendRev, sub, rec))
 	}
 	if err != nil {
 		b.fail(fmt.Errorf("index newest version of key %q: %w", key, err))

@@ -16,8 +16,9 @@
 //
 //	meta      schema version, revision, compacted revision, applied index, apply clock,
 //	          session and lease counts, physical compaction position
-//	kv        esc(key) 0x00 0x01 ^rev ^sub -> version record (tombstone flag, create, version, lease, value)
-//	live      key -> rev, sub, create, version, lease of the newest version of each live key (no value)
+//	kv        esc(key) 0x00 0x00 -> live marker: rev, sub, create, version, lease of the key's
+//	                                newest version, present only while that version is live (no value)
+//	          esc(key) 0x00 0x01 ^rev ^sub -> version record (tombstone flag, create, version, lease, value)
 //	rev       rev sub -> flag + key (the revision-ordered change log; compaction walks it)
 //	lease     id -> ttl, deadline
 //	leaseexp  deadline id -> ""          (leases ordered by deadline, for ExpiredLeases)
@@ -26,13 +27,16 @@
 //	sesslru   last use client_id -> ""   (sessions ordered by last use, for expiry and eviction)
 //	member    id -> caucus.v1.Member
 //
-// Reads of the newest versions (the common case) and every write's lookup of the previous version
-// use the live bucket: a range is a sequential cursor walk that touches values only for the keys
-// it returns, so counting the keys of a range beyond its limit stays cheap. Values are stored once,
-// in the kv bucket. In the kv bucket, esc is an order-preserving, prefix-free escaping of the user
-// key (0x00 becomes 0x00 0xFF) and revisions are stored inverted, so all versions of a key are
-// adjacent, newest first: the version visible at a past revision R is a few cursor steps or one
-// seek away, and a scan skips a key's history the same way. The rev bucket, in revision order,
+// esc is an order-preserving, prefix-free escaping of the user key (0x00 becomes 0x00 0xFF), so
+// a key's live marker and versions are adjacent in the kv bucket, the marker first and the
+// versions newest first (revisions are stored inverted). Reads of the newest versions (the common
+// case) and every write's lookup of the previous version use the markers: a point read is one
+// Get, and a range walks the markers, stepping over each key's versions and touching values only
+// for the keys it returns. A put rewrites the marker in the same B+tree leaf as the version it
+// adds: with the markers in a bucket of their own (schema 1) every put dirtied a second random
+// leaf, which cost a third of the apply (BenchmarkApplyPut, kvbench). The price is paid by long
+// ranges over keys with long uncompacted histories, which step over those versions. The version
+// visible at a past revision R is a few cursor steps or one seek away. The rev bucket, in revision order,
 // lets compaction touch only the revisions since the previous compaction, and feeds Events.
 //
 // # Invariants
@@ -45,9 +49,9 @@
 //     has no savepoints).
 //   - Idempotence: the applied index is persisted in the same bbolt transaction as the data; a
 //     command at an index at or below it is skipped, so the node can replay its WAL after a crash.
-//   - The live bucket holds exactly the newest version of every key whose newest kv entry is not
-//     a tombstone; the rev bucket indexes exactly the kv entries; leasekey holds exactly the live
-//     keys with a lease. Revisions only grow: a revision is never reused, even after compaction.
+//   - A key has a live marker exactly when its newest version is not a tombstone, and the marker
+//     names that version; the rev bucket indexes exactly the versions; leasekey holds exactly the
+//     live keys with a lease. Revisions only grow: a revision is never reused, even after compaction.
 //   - Sessions: a sessioned write is applied at most once while its session is remembered, and a
 //     session is never forgotten less than Limits.SessionRetryWindow after its last use (a full
 //     table refuses new sessions instead). A write of a forgotten session is refused unless it

@@ -1,6 +1,7 @@
 package mvcc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math"
 )
@@ -9,7 +10,6 @@ import (
 var (
 	bucketMeta     = []byte("meta")
 	bucketKV       = []byte("kv")
-	bucketLive     = []byte("live")
 	bucketRev      = []byte("rev")
 	bucketLease    = []byte("lease")
 	bucketLeaseExp = []byte("leaseexp")
@@ -18,7 +18,7 @@ var (
 	bucketSessLRU  = []byte("sesslru")
 	bucketMember   = []byte("member")
 
-	allBuckets = [][]byte{bucketMeta, bucketKV, bucketLive, bucketRev, bucketLease, bucketLeaseExp,
+	allBuckets = [][]byte{bucketMeta, bucketKV, bucketRev, bucketLease, bucketLeaseExp,
 		bucketLeaseKey, bucketSession, bucketSessLRU, bucketMember}
 )
 
@@ -35,7 +35,8 @@ var (
 )
 
 // schemaVersion is bumped on any incompatible change of the layout described in doc.go.
-const schemaVersion = 1
+// Version 2 moved the newest-version index from its own bucket into the kv bucket.
+const schemaVersion = 2
 
 // kvSuffixLen is the length of what follows esc(key) in a kv bucket key: the terminator and the
 // inverted revision and sub-revision.
@@ -74,6 +75,43 @@ func kvKey(dst, key []byte, rev, sub int64) []byte {
 	dst = append(dst, 0, 1)
 	dst = binary.BigEndian.AppendUint64(dst, ^uint64(rev))
 	return binary.BigEndian.AppendUint64(dst, ^uint64(sub))
+}
+
+// liveMarker appends esc(key) 0x00 0x00: the kv bucket key of key's newest-version index entry.
+// It sorts just before the key's versions (terminator 0x00 0x01), so a put rewrites the marker
+// in the same B+tree leaf as the version it adds, instead of a second random leaf elsewhere.
+func liveMarker(dst, key []byte) []byte {
+	return append(appendEscaped(dst, key), 0, 0)
+}
+
+// kvKeyEsc is kvKey for an already escaped key.
+func kvKeyEsc(dst, esc []byte, rev, sub int64) []byte {
+	dst = append(append(dst, esc...), 0, 1)
+	dst = binary.BigEndian.AppendUint64(dst, ^uint64(rev))
+	return binary.BigEndian.AppendUint64(dst, ^uint64(sub))
+}
+
+// Kinds of kv bucket key, by the byte after the terminator's 0x00.
+const (
+	kindLive    byte = 0 // esc 0x00 0x00: live marker
+	kindVersion byte = 1 // esc 0x00 0x01 ^rev ^sub: a version
+)
+
+// splitKind returns the escaped user key of a kv bucket key and its kind. An escaped key holds
+// 0x00 only as 0x00 0xFF, so the first 0x00 followed by anything else is the terminator. ok is
+// false for a key without one (corruption).
+func splitKind(k []byte) (esc []byte, kind byte, ok bool) {
+	for i := 0; ; {
+		j := bytes.IndexByte(k[i:], 0)
+		if j < 0 || i+j+1 >= len(k) {
+			return nil, 0, false
+		}
+		i += j
+		if k[i+1] != 0xFF {
+			return k[:i], k[i+1], true
+		}
+		i += 2
+	}
 }
 
 // kvPrefix appends esc(key) 0x00 0x01: the prefix of every version of key.
@@ -117,7 +155,7 @@ type record struct {
 	version   int64
 	lease     int64
 	value     []byte // aliases bbolt memory when decoded; valid only within the transaction
-	loaded    bool   // value is set (false for records decoded from the live bucket)
+	loaded    bool   // value is set (false for records decoded from a live marker)
 }
 
 func (r *record) encode(dst []byte) []byte {
@@ -163,7 +201,7 @@ func varint(b []byte) (int64, []byte, bool) {
 	return v, b[n:], true
 }
 
-// encodeLive encodes a live bucket entry: the newest version's revision and metadata, no value.
+// encodeLive encodes a live marker's value: the newest version's revision and metadata, no value.
 func encodeLive(rev, sub int64, r *record) []byte {
 	dst := make([]byte, 0, 5*binary.MaxVarintLen64)
 	dst = binary.AppendVarint(dst, rev)
@@ -181,7 +219,7 @@ func decodeLive(b []byte) (r record, rev, sub int64, err error) {
 	r.version, b, ok[3] = varint(b)
 	r.lease, _, ok[4] = varint(b)
 	if ok != [5]bool{true, true, true, true, true} {
-		return r, 0, 0, errorCorrupt("bad varint in live record")
+		return r, 0, 0, errorCorrupt("bad varint in live marker")
 	}
 	return r, rev, sub, nil
 }

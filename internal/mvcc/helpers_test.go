@@ -157,20 +157,37 @@ func keysOf(kvs []*caucusv1.KeyValue) []string {
 	return out
 }
 
-// checkInvariants verifies the redundant structures agree: the live bucket holds exactly the
-// newest version of every key whose newest kv entry is not a tombstone, the rev bucket indexes
-// exactly the kv entries, and the lease attachments match the live keys' leases.
+// checkInvariants verifies the redundant structures agree: the live markers are exactly the
+// newest version of every key whose newest version is not a tombstone, the rev bucket indexes
+// exactly the versions, and the lease attachments match the live keys' leases.
 func checkInvariants(t testing.TB, s *Store) {
 	t.Helper()
 	err := s.view(func(tx *bolt.Tx) error {
-		kv, live, rev, lk := tx.Bucket(bucketKV), tx.Bucket(bucketLive), tx.Bucket(bucketRev), tx.Bucket(bucketLeaseKey)
-		newest := map[string][3]int64{} // key -> rev, sub, lease of the newest live version
+		kv, rev, lk := tx.Bucket(bucketKV), tx.Bucket(bucketRev), tx.Bucket(bucketLeaseKey)
+		newest := map[string][3]int64{}  // key -> rev, sub, lease of the newest live version
+		markers := map[string][2]int64{} // key -> rev, sub its live marker names
 		seen := map[string]bool{}
 		kvN := 0
 		if err := kv.ForEach(func(k, v []byte) error {
-			kvN++
-			esc, r, sub := splitKVKey(k)
+			esc, kind, ok := splitKind(k)
+			if !ok {
+				t.Errorf("kv key %q has no terminator", k)
+				return nil
+			}
 			key := string(unescape(esc))
+			if kind == kindLive {
+				if seen[key] {
+					t.Errorf("live marker of %q sorts after its versions", key)
+				}
+				_, r, sub, err := decodeLive(v)
+				if err != nil {
+					return err
+				}
+				markers[key] = [2]int64{r, sub}
+				return nil
+			}
+			kvN++
+			_, r, sub := splitKVKey(k)
 			if ref := rev.Get(revKey(r, sub)); ref == nil || string(ref[1:]) != key {
 				t.Errorf("kv %q@%d.%d not in the rev bucket", key, r, sub)
 			}
@@ -190,24 +207,15 @@ func checkInvariants(t testing.TB, s *Store) {
 			return err
 		}
 		if n := rev.Stats().KeyN; n != kvN {
-			t.Errorf("rev bucket has %d entries, kv %d", n, kvN)
+			t.Errorf("rev bucket has %d entries, kv %d versions", n, kvN)
 		}
-		liveN := 0
-		if err := live.ForEach(func(k, v []byte) error {
-			liveN++
-			_, r, sub, err := decodeLive(v)
-			if err != nil {
-				return err
+		for key, m := range markers {
+			if w, ok := newest[key]; !ok || w[0] != m[0] || w[1] != m[1] {
+				t.Errorf("live marker %q@%d.%d, newest version %v", key, m[0], m[1], w)
 			}
-			if w, ok := newest[string(k)]; !ok || w[0] != r || w[1] != sub {
-				t.Errorf("live %q@%d.%d, newest kv version %v", k, r, sub, w)
-			}
-			return nil
-		}); err != nil {
-			return err
 		}
-		if liveN != len(newest) {
-			t.Errorf("live bucket has %d keys, kv %d live keys", liveN, len(newest))
+		if len(markers) != len(newest) {
+			t.Errorf("%d live markers, %d live keys", len(markers), len(newest))
 		}
 		attached := 0
 		for _, w := range newest {

@@ -10,15 +10,14 @@ import (
 
 // reader reads key versions from one bbolt transaction (read-only for Store reads, read-write
 // inside a Batch, where it sees the batch's own writes). Reads of the newest versions go to the
-// live bucket, reads at a past revision to the kv bucket.
+// keys' live markers, reads at a past revision to their versions; both are in the kv bucket.
 type reader struct {
-	kv   *bolt.Bucket
-	live *bolt.Bucket
-	buf  []byte
+	kv  *bolt.Bucket
+	buf []byte
 }
 
-// keyRef is a key found by a scan, aliasing bbolt memory: raw (from the live bucket) or escaped
-// (from the kv bucket).
+// keyRef is a key found by a scan, aliasing bbolt memory or the caller's: raw, or escaped (as
+// in the kv bucket's keys).
 type keyRef struct {
 	b       []byte
 	escaped bool
@@ -39,7 +38,8 @@ type visit func(key keyRef, rev, sub int64, rec *record) (bool, error)
 // latest returns the newest live version of key without its value; ok is false if the key is
 // absent (never written, or deleted).
 func (r *reader) latest(key []byte) (rec record, rev, sub int64, ok bool, err error) {
-	v := r.live.Get(key)
+	r.buf = liveMarker(r.buf[:0], key)
+	v := r.kv.Get(r.buf)
 	if v == nil {
 		return rec, 0, 0, false, nil
 	}
@@ -47,16 +47,17 @@ func (r *reader) latest(key []byte) (rec record, rev, sub int64, ok bool, err er
 	return rec, rev, sub, err == nil, err
 }
 
-// loadValue fills rec.value from the kv bucket if the record came from the live bucket, whose
-// entries hold no value (so that counting and key-only scans never touch values).
+// loadValue fills rec.value from the key's version if the record came from a live marker,
+// which holds no value (so that counting and key-only scans never decode values).
 func (r *reader) loadValue(key keyRef, rev, sub int64, rec *record) error {
 	if rec.loaded {
 		return nil
 	}
 	if key.escaped {
-		return errorCorrupt("escaped key without a loaded value")
+		r.buf = kvKeyEsc(r.buf[:0], key.b, rev, sub)
+	} else {
+		r.buf = kvKey(r.buf[:0], key.b, rev, sub)
 	}
-	r.buf = kvKey(r.buf[:0], key.b, rev, sub)
 	v := r.kv.Get(r.buf)
 	if v == nil {
 		return errorCorrupt(fmt.Sprintf("live key %q points to missing version %d.%d", key.b, rev, sub))
@@ -90,27 +91,58 @@ func (r *reader) scan(key, end []byte, atRev int64, fn visit) error {
 		return nil
 	}
 	if atRev == 0 {
-		// rec is reused across keys: fn receives a pointer, which would otherwise move a fresh
-		// record to the heap for every key scanned.
-		var rec record
-		var rev, sub int64
-		var err error
-		c := r.live.Cursor()
-		for k, v := c.Seek(key); k != nil; k, v = c.Next() {
-			if !all && bytes.Compare(k, end) >= 0 {
-				return nil
-			}
-			if rec, rev, sub, err = decodeLive(v); err != nil {
-				return err
-			}
-			if more, err := fn(keyRef{b: k}, rev, sub, &rec); err != nil || !more {
-				return err
-			}
-		}
-		return nil
+		return r.scanLatest(key, end, all, fn)
 	}
 	return r.scanAt(key, end, all, atRev, fn)
 }
+
+// scanLatest is scan at the newest revision: it visits the live markers, stepping over each
+// key's versions (a short history step by step, a long one with a seek).
+func (r *reader) scanLatest(key, end []byte, all bool, fn visit) error {
+	var escEnd []byte
+	if !all {
+		escEnd = appendEscaped(nil, end)
+	}
+	// rec is reused across keys: fn receives a pointer, which would otherwise move a fresh
+	// record to the heap for every key scanned.
+	var rec record
+	var rev, sub int64
+	c := r.kv.Cursor()
+	k, v := c.Seek(appendEscaped(nil, key))
+	for k != nil {
+		esc, kind, ok := splitKind(k)
+		if !ok {
+			return errorCorrupt("kv key without a terminator")
+		}
+		if escEnd != nil && bytes.Compare(esc, escEnd) >= 0 {
+			return nil
+		}
+		if kind == kindLive {
+			var err error
+			if rec, rev, sub, err = decodeLive(v); err != nil {
+				return err
+			}
+			if more, err := fn(keyRef{b: esc, escaped: true}, rev, sub, &rec); err != nil || !more {
+				return err
+			}
+			k, v = c.Next()
+		}
+		for steps := 0; k != nil && sameKey(k, esc); steps++ {
+			if steps == longWalk {
+				r.buf = nextKeySeek(r.buf[:0], esc)
+				k, v = c.Seek(r.buf)
+				break
+			}
+			k, v = c.Next()
+		}
+	}
+	return nil
+}
+
+// longWalk is how many of a key's versions scanLatest steps over before it seeks past the rest:
+// a bbolt seek costs as much as dozens of steps (it allocates while checking pages), so only a
+// long uncompacted history is worth one.
+const longWalk = 32
 
 // shortWalk is how many cursor steps scanAt takes through a key's history before it falls back
 // to a seek: a step is far cheaper than a seek, and most keys have few versions.
@@ -132,6 +164,10 @@ func (r *reader) scanAt(key, end []byte, all bool, atRev int64, fn visit) error 
 	c := r.kv.Cursor()
 	k, v := c.Seek(appendEscaped(nil, key))
 	for k != nil {
+		if _, kind, ok := splitKind(k); ok && kind == kindLive {
+			k, v = c.Next() // the versions follow their key's live marker
+			continue
+		}
 		if len(k) < kvSuffixLen {
 			return errorCorrupt("kv key too short")
 		}

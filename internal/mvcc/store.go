@@ -221,7 +221,7 @@ func (s *Store) Range(req *caucusv1.RangeRequest) (*caucusv1.RangeResponse, erro
 	var resp *caucusv1.RangeResponse
 	err := s.view(func(tx *bolt.Tx) error {
 		st := loadState(tx)
-		r := reader{kv: tx.Bucket(bucketKV), live: tx.Bucket(bucketLive)}
+		r := reader{kv: tx.Bucket(bucketKV)}
 		var err error
 		resp, err = r.rangeAt(req, st.rev, st.compactRev, s.limits.MaxRangeResults, false)
 		return err
