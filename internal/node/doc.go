@@ -9,16 +9,20 @@
 // then handles Ready in the order the raft package documents:
 //
 //  1. send Ready.Messages (the leader replicates while it writes its own log);
-//  2. persist HardState and Entries to the log store, with one fsync if MustSync; persist and
-//     install an incoming snapshot;
+//  2. persist HardState and Entries to the log store, with one fsync if MustSync (a HardState
+//     that only moves the commit index waits for the next write); persist and install an
+//     incoming snapshot;
 //  3. send Ready.MessagesAfterPersist (votes and append acknowledgements);
-//  4. apply CommittedEntries to the state machine in one batch, and wake the requests waiting on
-//     them; release reads whose read index is now applied;
+//  4. apply CommittedEntries to the state machine's open transaction, and wake the requests
+//     waiting on them; release reads whose read index is now committed to the state machine;
 //  5. Advance.
 //
 // Applied entries are committed to the state machine in groups (see DefaultApplyCommitInterval),
 // and snapshots are serialized and saved by a background goroutine from a read view opened in the
 // loop at the applied index; the loop only records the finished snapshot in the WAL and compacts.
+// No snapshot is ever whole in memory: the Raft core holds its metadata and size, the leader
+// reads chunks from the snapshot file when a follower needs them, and a follower writes received
+// chunks into a file and installs from it (snaprecv.go). Defragment runs on the loop too.
 //
 // # Invariants
 //
@@ -26,10 +30,14 @@
 //     acknowledges is durable (step 2 completes before step 3).
 //   - A write is acknowledged to a client only after the entry carrying it has been applied on the
 //     member that proposed it, which implies it is committed.
-//   - A linearizable read is answered only once this member has applied through a read index
-//     confirmed by a quorum (dissertation 6.4), so it reflects every acknowledged write.
+//   - A linearizable read is answered only once this member has applied, and committed to the
+//     state machine, a read index confirmed by a quorum (dissertation 6.4), so it reflects every
+//     acknowledged write.
 //   - The state machine applies an index at most once (it records its applied index atomically
 //     with the data), so replaying the log after a crash is harmless.
-//   - A persistence error (disk full, I/O error) stops the member: continuing could acknowledge
-//     state that is not durable. The error is kept and reported by Err and Status.
+//   - A persistence error (disk full, I/O error), including one storing a received snapshot
+//     chunk, stops the member: continuing could acknowledge state that is not durable. The error
+//     is kept and reported by Err and Status.
+//   - After a reboot the state machine file is not trusted (it was committed without fsync); it
+//     is rebuilt from the snapshot and the log (unsynced.go).
 package node
