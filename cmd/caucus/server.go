@@ -43,7 +43,7 @@ func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile *string, logLe
 	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "serve runtime profiles under /debug/pprof/ on the client port")
 	configFile = fs.String("config-file", "", "optional JSON file of flag values")
 	logLevel = fs.String("log-level", "info", "debug, info, warn or error")
-	bug = fs.String("unsafe-test-bug", "", "DO NOT USE: plants a consistency bug for checker tests (stale-reads)")
+	bug = fs.String("unsafe-test-bug", "", "DO NOT USE: plants a consistency bug for checker tests (stale-reads, ack-before-commit)")
 	return
 }
 
@@ -102,7 +102,7 @@ func parseServerFlags(args []string, stderr io.Writer, getenv func(string) strin
 		cfg.DataDir = cfg.Name + ".caucus"
 	}
 	switch server.TestBug(*bug) {
-	case server.BugNone, server.BugStaleReads:
+	case server.BugNone, server.BugStaleReads, server.BugAckBeforeCommit:
 		cfg.Bug = server.TestBug(*bug)
 	default:
 		return cfg, nil, fmt.Errorf("server: unknown --unsafe-test-bug %q", *bug)

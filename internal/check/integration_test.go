@@ -164,6 +164,30 @@ func TestStaleReadsBugIsCaught(t *testing.T) {
 	}
 }
 
+// TestAckBeforeCommitBugIsCaught plants the ack-before-commit bug (a put acknowledged once it is
+// handed to Raft, before it commits) and requires the checker to report a violation: a read
+// that starts after the acknowledgement can miss the write, and killing the leader can lose it.
+func TestAckBeforeCommitBugIsCaught(t *testing.T) {
+	if testing.Short() {
+		t.Skip("launches a 3-process cluster for ~20s")
+	}
+	_, err := runCheck(t, Options{
+		Workload:   "register",
+		ServerArgs: []string{"--unsafe-test-bug=ack-before-commit"},
+		Nemesis:    []nemesis.Kind{nemesis.Kill},
+		Targets:    []nemesis.Target{nemesis.Leader},
+		Time:       15 * time.Second,
+		Quiet:      time.Second,
+		Fault:      2 * time.Second,
+		Clients:    8,
+		Keys:       2,
+		Seed:       3,
+	})
+	if !errors.Is(err, ErrViolation) {
+		t.Fatalf("planted ack-before-commit not detected: err=%v", err)
+	}
+}
+
 // TestSetAndBankUnderKill runs the other two workloads briefly with kill -9 of the leader.
 func TestSetAndBankUnderKill(t *testing.T) {
 	if testing.Short() {

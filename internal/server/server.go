@@ -47,6 +47,10 @@ const (
 	BugNone TestBug = ""
 	// BugStaleReads serves linearizable reads from local state without a read index.
 	BugStaleReads TestBug = "stale-reads"
+	// BugAckBeforeCommit acknowledges a put as soon as it is handed to Raft, before it is
+	// committed: a read right after the acknowledgement can miss it, and a leader failure can
+	// lose it.
+	BugAckBeforeCommit TestBug = "ack-before-commit"
 )
 
 // Config configures a Server.
@@ -149,6 +153,14 @@ func (s *Server) header(rev int64) *caucusv1.ResponseHeader {
 func (s *Server) propose(ctx context.Context, cmd *cmdpb.Command) (any, error) {
 	if err := s.cfg.Limits.Validate(cmd); err != nil {
 		return nil, toConnect(err)
+	}
+	if _, put := cmd.GetOp().(*cmdpb.Command_Put); put && s.cfg.Bug == BugAckBeforeCommit {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+			defer cancel()
+			_, _ = s.n.Propose(ctx, cmd)
+		}()
+		return &caucusv1.PutResponse{}, nil
 	}
 	ctx, cancel := s.withDeadline(ctx)
 	defer cancel()
