@@ -305,6 +305,10 @@ func (c *Client) call(ctx context.Context, op string, tgt target, pol policy, at
 	n := len(c.endpoints)
 	start := c.firstEndpoint(tgt)
 	var lastErr error
+	// telling is the last error that says more than that time ran out: when the call's
+	// deadline cuts its last attempt short, the caller learns why the earlier ones failed
+	// (e.g. "unavailable: no quorum") rather than only that the deadline passed.
+	var telling error
 	for try := 0; ; try++ {
 		ep := c.endpoints[(start+try)%n]
 		actx, acancel := attemptContext(ctx, n)
@@ -314,10 +318,16 @@ func (c *Client) call(ctx context.Context, op string, tgt target, pol policy, at
 			return nil
 		}
 		lastErr = fmt.Errorf("%s via %s: %w", op, ep.url, err)
+		if ctx.Err() == nil || !isContextError(err) {
+			telling = lastErr
+		}
 		if c.ctx.Err() != nil {
 			return fmt.Errorf("client: %w: %w", ErrClosed, lastErr)
 		}
 		if ctx.Err() != nil {
+			if telling != nil && telling != lastErr {
+				return fmt.Errorf("client: %w after %d attempt(s): %w (last attempt: %w)", ctx.Err(), try+1, telling, lastErr)
+			}
 			return fmt.Errorf("client: %w after %d attempt(s): %w", ctx.Err(), try+1, lastErr)
 		}
 		if !retryable(err, pol) {
@@ -339,6 +349,15 @@ func (c *Client) call(ctx context.Context, op string, tgt target, pol policy, at
 			}
 		}
 	}
+}
+
+// isContextError reports whether err only says that a context ended.
+func isContextError(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeDeadlineExceeded, connect.CodeCanceled:
+		return true
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
 // attemptContext bounds one attempt. With several endpoints, an attempt gets at most half of
