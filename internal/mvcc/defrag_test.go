@@ -143,6 +143,9 @@ func TestDefragmentShrinksFile(t *testing.T) {
 	if after*4 > before {
 		t.Fatalf("file %d -> %d bytes: want it at least 4x smaller after deleting 98%% of the data", before, after)
 	}
+	if got := h.s.Size(); got != after {
+		t.Errorf("Size() = %d after defragment, which reported %d", got, after)
+	}
 	if fi, err := os.Stat(h.s.path); err != nil || fi.Size() != after {
 		t.Fatalf("reported size %d, file %v %v", after, fi, err)
 	}

@@ -229,11 +229,15 @@ func (s *Store) Range(req *caucusv1.RangeRequest) (*caucusv1.RangeResponse, erro
 	return resp, err
 }
 
-// Size returns the size of the database file in bytes.
+// Size returns the size of the database file in bytes, as the file system counts it (what
+// Defragment reports before and after, and what a full disk cares about); 0 if it cannot be
+// read. The file only grows: space freed by compaction is reused inside it until a defrag.
 func (s *Store) Size() int64 {
-	var n int64
-	_ = s.view(func(tx *bolt.Tx) error { n = tx.Size(); return nil }) // 0 once closed
-	return n
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }
 
 // Sync forces the data of committed batches to disk; with Options.NoSync it must be called
