@@ -8,9 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caucus/caucus/internal/embed"
+	"github.com/caucus/caucus/internal/node"
 	"github.com/caucus/caucus/internal/server"
 )
 
@@ -18,7 +21,7 @@ import (
 // environment variable (CAUCUS_ plus the flag name in upper case with - as _) or in a JSON config
 // file ({"name": "n1", "data-dir": "..."}); a flag on the command line wins over the environment,
 // which wins over the file.
-func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile *string, logLevel *string, bug *string) {
+func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile, logLevel, bug, retention *string) {
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "human-readable name of this member")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for the log, snapshots and state machine (default <name>.caucus)")
 	fs.StringVar(&cfg.ListenClientURL, "listen-client-urls", cfg.ListenClientURL, "URL to serve the client API on")
@@ -41,6 +44,8 @@ func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile *string, logLe
 	fs.DurationVar(&cfg.Limits.SessionRetryWindow, "session-retry-window", cfg.Limits.SessionRetryWindow, "a session used this recently is never forgotten (at most --session-ttl)")
 	fs.IntVar(&cfg.Limits.MaxTxnOps, "max-txn-ops", cfg.Limits.MaxTxnOps, "most operations in one transaction branch")
 	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "serve runtime profiles under /debug/pprof/ on the client port")
+	fs.StringVar(&cfg.AutoCompaction.Mode, "auto-compaction-mode", "", "compact old revisions automatically: periodic or revision (default: off)")
+	retention = fs.String("auto-compaction-retention", "", "periodic: history to keep (a duration, or hours as a bare number, as etcd); revision: revisions to keep")
 	configFile = fs.String("config-file", "", "optional JSON file of flag values")
 	logLevel = fs.String("log-level", "info", "debug, info, warn or error")
 	bug = fs.String("unsafe-test-bug", "", "DO NOT USE: plants a consistency bug for checker tests (stale-reads, ack-before-commit)")
@@ -51,7 +56,7 @@ func parseServerFlags(args []string, stderr io.Writer, getenv func(string) strin
 	cfg := embed.DefaultConfig("default")
 	fs := flag.NewFlagSet("caucus server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configFile, logLevel, bug := serverFlags(fs, &cfg)
+	configFile, logLevel, bug, retention := serverFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		return cfg, nil, err
 	}
@@ -101,6 +106,9 @@ func parseServerFlags(args []string, stderr io.Writer, getenv func(string) strin
 	if cfg.DataDir == "" {
 		cfg.DataDir = cfg.Name + ".caucus"
 	}
+	if err := parseRetention(&cfg, *retention); err != nil {
+		return cfg, nil, err
+	}
 	switch server.TestBug(*bug) {
 	case server.BugNone, server.BugStaleReads, server.BugAckBeforeCommit:
 		cfg.Bug = server.TestBug(*bug)
@@ -139,4 +147,33 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return nil
 	}
+}
+
+// parseRetention reads --auto-compaction-retention in the unit its mode needs: a duration for
+// periodic (a bare number means hours, as etcd reads it), a count of revisions for revision.
+func parseRetention(cfg *embed.Config, v string) error {
+	ac := &cfg.AutoCompaction
+	if v == "" {
+		if ac.Mode != "" {
+			return fmt.Errorf("server: --auto-compaction-mode %s needs --auto-compaction-retention", ac.Mode)
+		}
+		return nil
+	}
+	switch ac.Mode {
+	case node.AutoCompactionPeriodic:
+		if h, err := strconv.ParseFloat(v, 64); err == nil {
+			ac.Period = time.Duration(h * float64(time.Hour))
+		} else if ac.Period, err = time.ParseDuration(v); err != nil {
+			return fmt.Errorf("server: --auto-compaction-retention %q: want a duration such as 30m, or hours: %w", v, err)
+		}
+	case node.AutoCompactionRevision:
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("server: --auto-compaction-retention %q: want a number of revisions: %w", v, err)
+		}
+		ac.Retention = n
+	case "":
+		return fmt.Errorf("server: --auto-compaction-retention needs --auto-compaction-mode (periodic or revision)")
+	}
+	return ac.Validate()
 }

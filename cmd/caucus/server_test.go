@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/caucus/caucus/internal/embed"
 	"io"
 	"os"
 	"path/filepath"
@@ -37,5 +38,36 @@ func TestServerFlagPrecedence(t *testing.T) {
 	}
 	if _, _, err := parseServerFlags([]string{"--session-ttl", "soon"}, io.Discard, func(string) string { return "" }); err == nil {
 		t.Error("an unparsable duration was accepted")
+	}
+}
+
+// TestAutoCompactionFlags: the retention is read in the unit of its mode, as etcd reads it.
+func TestAutoCompactionFlags(t *testing.T) {
+	parse := func(args ...string) (embed.Config, error) {
+		cfg, _, err := parseServerFlags(args, io.Discard, func(string) string { return "" })
+		return cfg, err
+	}
+	cfg, err := parse("--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1")
+	if err != nil || cfg.AutoCompaction.Period != time.Hour {
+		t.Errorf("periodic 1 = %v, %v; want 1h (bare numbers are hours)", cfg.AutoCompaction.Period, err)
+	}
+	cfg, err = parse("--auto-compaction-mode", "periodic", "--auto-compaction-retention", "30m")
+	if err != nil || cfg.AutoCompaction.Period != 30*time.Minute {
+		t.Errorf("periodic 30m = %v, %v", cfg.AutoCompaction.Period, err)
+	}
+	cfg, err = parse("--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000")
+	if err != nil || cfg.AutoCompaction.Retention != 1000 {
+		t.Errorf("revision 1000 = %d, %v", cfg.AutoCompaction.Retention, err)
+	}
+	for _, bad := range [][]string{
+		{"--auto-compaction-mode", "revision"},
+		{"--auto-compaction-retention", "5"},
+		{"--auto-compaction-mode", "revision", "--auto-compaction-retention", "1h"},
+		{"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "soon"},
+		{"--auto-compaction-mode", "weekly", "--auto-compaction-retention", "5"},
+	} {
+		if _, err := parse(bad...); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }

@@ -56,8 +56,10 @@ type Config struct {
 	// ApplyCommitInterval bounds how long applied entries wait for their state-machine commit
 	// (0: node.DefaultApplyCommitInterval); serializable reads may lag by up to it.
 	ApplyCommitInterval time.Duration
-	RequestTimeout      time.Duration
-	Limits              mvcc.Limits
+	// AutoCompaction compacts old revisions automatically (as etcd's --auto-compaction-*).
+	AutoCompaction node.AutoCompaction
+	RequestTimeout time.Duration
+	Limits         mvcc.Limits
 	// NoSyncStateMachine skips fsync of the state machine's own commits (the WAL is synced and
 	// replayed after a crash). It is the default: see ARCHITECTURE.md.
 	NoSyncStateMachine bool
@@ -275,6 +277,7 @@ func Start(cfg Config) (*Member, error) {
 			TickInterval:        tick,
 			SnapshotEntries:     cfg.SnapshotEntries,
 			ApplyCommitInterval: cfg.ApplyCommitInterval,
+			AutoCompaction:      cfg.AutoCompaction,
 			PeerAddr:            peerAddr,
 			ClientURLs:          []string{advClient},
 			Logger:              lg,

@@ -103,6 +103,8 @@ type Config struct {
 	// ApplyCommitInterval is the longest applied entries wait for their state-machine commit
 	// when no read forces it (0 means DefaultApplyCommitInterval; see the group-commit notes).
 	ApplyCommitInterval time.Duration
+	// AutoCompaction compacts old revisions automatically (autocompact.go); zero: off.
+	AutoCompaction AutoCompaction
 	// Clock returns the time stamped on proposals (lease and session expiry). Nil means time.Now.
 	Clock func() time.Time
 	// PeerAddr extracts the transport address from a member's peer URLs.
@@ -155,6 +157,8 @@ type Node struct {
 	// snapInFlight is set while a snapshot is written in the background; its result arrives on
 	// snapDone (buffered, so the writer never waits for the loop) and snapWG lets the loop's exit
 	// wait for it before the storage closes.
+	// autoCompact is nil unless automatic compaction is configured.
+	autoCompact *autoCompactor
 	// stepErr is a persistence error met while stepping a peer message (storing a snapshot
 	// chunk); the loop stops on it.
 	stepErr error
@@ -218,6 +222,9 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store
 	}
 	if n.cfg.ApplyCommitInterval <= 0 {
 		n.cfg.ApplyCommitInterval = DefaultApplyCommitInterval
+	}
+	if cfg.AutoCompaction.Mode != "" {
+		n.autoCompact = &autoCompactor{cfg: cfg.AutoCompaction}
 	}
 	n.commitTimer = time.NewTimer(time.Hour)
 	n.commitTimer.Stop()
@@ -533,6 +540,7 @@ func (n *Node) onTick() {
 	if st.SoftState.State != raft.StateLeader {
 		return
 	}
+	n.maybeAutoCompact(now)
 	ids := n.store.ExpiredLeases(now, 1000)
 	if len(ids) == 0 {
 		return

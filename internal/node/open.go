@@ -43,6 +43,9 @@ type OpenConfig struct {
 // the transport (which needs the node to deliver messages to), attaches it with SetTransport, and
 // then calls Start.
 func Open(cfg OpenConfig) (*Node, error) {
+	if err := cfg.AutoCompaction.Validate(); err != nil {
+		return nil, err
+	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.Default()
