@@ -50,6 +50,11 @@
 //   - Appends are sent when the caller takes a Ready, not on each Propose, so proposals made in
 //     between travel in one MsgApp per follower (bounded by MaxMsgBytes) — batching without a
 //     timer.
+//   - With DeferCommitBroadcast a leader whose commit index moves does not send an append just
+//     to say so (the paper's leader includes it in its next AppendEntries; etcd's library sends
+//     one at once): it rides on the next append or heartbeat, or goes out when the caller calls
+//     BroadcastCommit (CommitUnannounced says one is owed). Only how soon idle followers apply
+//     depends on it; safety never does.
 //   - A follower adopting a higher term from a vote request it does not grant keeps its election
 //     timer running (Figure 2 resets it only on granting a vote); otherwise a candidate with a
 //     stale log could postpone every election that could succeed.

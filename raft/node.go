@@ -46,6 +46,14 @@ func (n *Node) TransferLeadership(to NodeID) error { return n.r.transferLeadersh
 // Campaign makes the node start an election now (with pre-vote if enabled).
 func (n *Node) Campaign() error { return n.r.campaign() }
 
+// CommitUnannounced reports whether, with Config.DeferCommitBroadcast, the leader owes some
+// follower its commit index. The driver should call BroadcastCommit soon after.
+func (n *Node) CommitUnannounced() bool { return n.r.commitUnannounced() }
+
+// BroadcastCommit sends the commit index to the followers that have not heard of it (see
+// Config.DeferCommitBroadcast). It is a no-op on a follower or when nothing is owed.
+func (n *Node) BroadcastCommit() { n.r.broadcastCommit() }
+
 // HasReady reports whether Ready would return anything to do.
 func (n *Node) HasReady() bool { return n.r.hasReady() }
 

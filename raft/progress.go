@@ -26,6 +26,10 @@ type progress struct {
 	recentActive bool
 	learner      bool
 	inflights    *inflights
+	// sentCommit is the highest commit index sent to the follower (in an append or heartbeat),
+	// so that a deferred commit broadcast (Config.DeferCommitBroadcast) goes only to followers
+	// that have not heard of it.
+	sentCommit uint64
 
 	// Snapshot transfer (state == ProgressSnapshot).
 	pendingSnapshot uint64    // index of the snapshot being sent

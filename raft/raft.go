@@ -850,6 +850,7 @@ func (r *raft) maybeSendAppend(to NodeID, sendIfEmpty bool) bool {
 		size += entrySize(&ents[i])
 	}
 	r.send(Message{To: to, Type: MsgApp, Index: prevIndex, LogTerm: prevTerm, Entries: ents, Commit: r.log.committed})
+	pr.sentCommit = max(pr.sentCommit, r.log.committed)
 	pr.sentEntries(prevIndex+uint64(len(ents)), len(ents), size)
 	return true
 }
@@ -917,7 +918,7 @@ func (r *raft) handleAppendResponse(m Message, pr *progress) {
 	case pr.state == ProgressReplicate:
 		pr.inflights.freeLE(m.Index)
 	}
-	if r.maybeCommit() {
+	if r.maybeCommit() && !r.cfg.DeferCommitBroadcast {
 		r.bcastAppend()
 	} else if wasPaused {
 		r.maybeSendAppend(m.From, true)
@@ -964,8 +965,37 @@ func (r *raft) bcastHeartbeat(ctx []byte) {
 			continue
 		}
 		// Never tell a follower to commit beyond what it is known to hold.
-		commit := min(r.prs[id].match, r.log.committed)
+		pr := r.prs[id]
+		commit := min(pr.match, r.log.committed)
 		r.send(Message{To: id, Type: MsgHeartbeat, Commit: commit, Context: ctx})
+		pr.sentCommit = max(pr.sentCommit, commit)
+	}
+}
+
+// commitUnannounced reports whether a follower holds entries up to a commit index the leader
+// has not yet sent it (only possible with Config.DeferCommitBroadcast).
+func (r *raft) commitUnannounced() bool {
+	if r.state != StateLeader {
+		return false
+	}
+	for _, id := range r.memberIDs {
+		if pr := r.prs[id]; id != r.id && pr.sentCommit < min(pr.match, r.log.committed) {
+			return true
+		}
+	}
+	return false
+}
+
+// broadcastCommit sends the commit index to every follower that holds entries up to it but has
+// not been told, in an empty append (or the next entries, if there are any to send).
+func (r *raft) broadcastCommit() {
+	if r.state != StateLeader {
+		return
+	}
+	for _, id := range r.memberIDs {
+		if pr := r.prs[id]; id != r.id && pr.sentCommit < min(pr.match, r.log.committed) {
+			r.maybeSendAppend(id, true)
+		}
 	}
 }
 

@@ -549,3 +549,114 @@ func TestFigure8(t *testing.T) {
 		})
 	}
 }
+
+// With DeferCommitBroadcast the leader announces a new commit index only with the next entries,
+// the next heartbeat, or BroadcastCommit: one append per follower per proposal instead of two,
+// and followers apply no later than the driver asks.
+func TestDeferCommitBroadcast(t *testing.T) {
+	count := func(nw *network) *int {
+		n := new(int)
+		nw.trace = func(m Message) {
+			if m.Type == MsgApp && m.From == 1 {
+				*n++
+			}
+		}
+		return n
+	}
+	t.Run("default broadcasts at once", func(t *testing.T) {
+		nw := newNetwork(t, 3)
+		nw.stabilize()
+		nw.campaign(1)
+		apps := count(nw)
+		nw.propose(1, "a")
+		if *apps != 4 {
+			t.Fatalf("%d appends for one proposal, want 4 (entries, then the commit index)", *apps)
+		}
+		for _, id := range []NodeID{2, 3} {
+			if got := nw.appliedData(id); !slices.Equal(got, []string{"a"}) {
+				t.Fatalf("node %d applied %q, want [a]", id, got)
+			}
+		}
+		if nw.node(1).CommitUnannounced() {
+			t.Fatal("CommitUnannounced without DeferCommitBroadcast")
+		}
+	})
+	t.Run("deferred", func(t *testing.T) {
+		nw := newNetwork(t, 3, func(c *Config) { c.DeferCommitBroadcast = true })
+		nw.stabilize()
+		nw.campaign(1)
+		nw.node(1).BroadcastCommit() // the election's no-op
+		nw.stabilize()
+		apps := count(nw)
+		nw.propose(1, "a")
+		if *apps != 2 {
+			t.Fatalf("%d appends for one proposal, want 2", *apps)
+		}
+		if got := nw.appliedData(1); !slices.Equal(got, []string{"a"}) {
+			t.Fatalf("leader applied %q, want [a]: deferring must not delay the leader", got)
+		}
+		lead := nw.node(1)
+		if !lead.CommitUnannounced() {
+			t.Fatal("CommitUnannounced = false with the followers not told of a's commit")
+		}
+		for _, id := range []NodeID{2, 3} {
+			if got := nw.appliedData(id); len(got) != 0 {
+				t.Fatalf("node %d applied %q before hearing of the commit", id, got)
+			}
+			if nw.node(id).CommitUnannounced() {
+				t.Fatalf("follower %d reports CommitUnannounced", id)
+			}
+		}
+		// The next entries carry the commit index.
+		nw.propose(1, "b")
+		for _, id := range []NodeID{2, 3} {
+			if got := nw.appliedData(id); !slices.Equal(got, []string{"a"}) {
+				t.Fatalf("node %d applied %q after the next append, want [a]", id, got)
+			}
+		}
+		// BroadcastCommit tells them about b, once.
+		*apps = 0
+		lead.BroadcastCommit()
+		nw.stabilize()
+		if *apps != 2 || lead.CommitUnannounced() {
+			t.Fatalf("BroadcastCommit sent %d appends, unannounced after: %t; want 2, false", *apps, lead.CommitUnannounced())
+		}
+		lead.BroadcastCommit()
+		nw.stabilize()
+		if *apps != 2 {
+			t.Fatalf("a second BroadcastCommit sent %d more appends, want none", *apps-2)
+		}
+		for _, id := range []NodeID{2, 3} {
+			if got := nw.appliedData(id); !slices.Equal(got, []string{"a", "b"}) {
+				t.Fatalf("node %d applied %q after BroadcastCommit, want [a b]", id, got)
+			}
+		}
+		// A heartbeat carries it too.
+		nw.propose(1, "c")
+		nw.tick(1)
+		if lead.CommitUnannounced() {
+			t.Fatal("CommitUnannounced after a heartbeat round")
+		}
+		for _, id := range []NodeID{2, 3} {
+			if got := nw.appliedData(id); !slices.Equal(got, []string{"a", "b", "c"}) {
+				t.Fatalf("node %d applied %q after a heartbeat, want [a b c]", id, got)
+			}
+		}
+		// A follower behind is not owed the commit index: it gets entries, which carry it.
+		nw.isolate(3)
+		nw.propose(1, "d")
+		lead.BroadcastCommit()
+		nw.stabilize()
+		if lead.CommitUnannounced() {
+			t.Fatal("CommitUnannounced owed to a follower that does not hold the entries")
+		}
+		nw.heal()
+		nw.tick(1)
+		nw.node(1).BroadcastCommit()
+		nw.stabilize()
+		if got := nw.appliedData(3); !slices.Equal(got, []string{"a", "b", "c", "d"}) {
+			t.Fatalf("node 3 applied %q after healing, want [a b c d]", got)
+		}
+		nw.checkApplied()
+	})
+}

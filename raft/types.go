@@ -327,6 +327,15 @@ type Config struct {
 	// Ready.Snapshot it hands over has nil Data and a Size: the caller installs it from its
 	// storage.
 	SnapshotReceiveOutside bool
+	// DeferCommitBroadcast makes the leader stop sending an append whose only news is a higher
+	// commit index. Followers learn it from the next append that carries entries, from the next
+	// heartbeat, or when the driver calls Node.BroadcastCommit, which it should do shortly after
+	// Node.CommitUnannounced turns true (caucus servers wait a millisecond). Under load the next
+	// append follows within microseconds, so this saves a message, a follower wake-up and an
+	// acknowledgement per commit; it never delays the leader's own commit, its answers to
+	// clients, or ReadIndex (whose heartbeat round carries the commit index). Only how soon an
+	// idle follower applies changes.
+	DeferCommitBroadcast bool
 	// DisableProposalForwarding makes a follower refuse proposals (*NotLeaderError) instead of
 	// forwarding them to the leader.
 	DisableProposalForwarding bool

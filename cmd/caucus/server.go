@@ -35,6 +35,7 @@ func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile, logLevel, bug
 	fs.DurationVar(&cfg.ElectionTimeout, "election-timeout", cfg.ElectionTimeout, "base election timeout (randomized up to 2x)")
 	fs.Uint64Var(&cfg.SnapshotEntries, "snapshot-count", cfg.SnapshotEntries, "applied entries between snapshots")
 	fs.DurationVar(&cfg.ApplyCommitInterval, "apply-commit-interval", cfg.ApplyCommitInterval, "longest applied entries wait for their state-machine commit (serializable reads may lag by up to it; 0: 10ms)")
+	fs.DurationVar(&cfg.CommitBroadcastDelay, "commit-broadcast-delay", cfg.CommitBroadcastDelay, "longest the leader lets a new commit index wait for the next append to carry it to the followers (idle followers apply up to this much later; 0: 1ms; negative: at once)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "deadline for requests whose client set none")
 	fs.IntVar(&cfg.Limits.MaxRequestBytes, "max-request-bytes", cfg.Limits.MaxRequestBytes, "largest client request accepted")
 	fs.IntVar(&cfg.Limits.MaxValueBytes, "max-value-bytes", cfg.Limits.MaxValueBytes, "largest value accepted")

@@ -56,6 +56,10 @@ type Config struct {
 	// ApplyCommitInterval bounds how long applied entries wait for their state-machine commit
 	// (0: node.DefaultApplyCommitInterval); serializable reads may lag by up to it.
 	ApplyCommitInterval time.Duration
+	// CommitBroadcastDelay is the longest the leader waits for its next append to carry a new
+	// commit index to the followers before sending it alone (0: node.DefaultCommitBroadcastDelay;
+	// negative: at once, as etcd). An idle follower's state lags the leader's by up to it.
+	CommitBroadcastDelay time.Duration
 	// AutoCompaction compacts old revisions automatically (as etcd's --auto-compaction-*).
 	AutoCompaction node.AutoCompaction
 	RequestTimeout time.Duration
@@ -273,14 +277,15 @@ func Start(cfg Config) (*Member, error) {
 	rc.Logger = lg
 	nd, err := node.Open(node.OpenConfig{
 		Config: node.Config{
-			Raft:                rc,
-			TickInterval:        tick,
-			SnapshotEntries:     cfg.SnapshotEntries,
-			ApplyCommitInterval: cfg.ApplyCommitInterval,
-			AutoCompaction:      cfg.AutoCompaction,
-			PeerAddr:            peerAddr,
-			ClientURLs:          []string{advClient},
-			Logger:              lg,
+			Raft:                 rc,
+			TickInterval:         tick,
+			SnapshotEntries:      cfg.SnapshotEntries,
+			ApplyCommitInterval:  cfg.ApplyCommitInterval,
+			CommitBroadcastDelay: cfg.CommitBroadcastDelay,
+			AutoCompaction:       cfg.AutoCompaction,
+			PeerAddr:             peerAddr,
+			ClientURLs:           []string{advClient},
+			Logger:               lg,
 		},
 		DataDir:        cfg.DataDir,
 		NewCluster:     cfg.InitialClusterState == "new",

@@ -61,6 +61,12 @@ const (
 	// DefaultApplyCommitInterval bounds how long applied entries stay uncommitted in the state
 	// machine when nothing forces a commit.
 	DefaultApplyCommitInterval = 10 * time.Millisecond
+	// DefaultCommitBroadcastDelay is how long a leader lets a new commit index wait for the next
+	// append to carry it to the followers before sending it on its own (see
+	// raft.Config.DeferCommitBroadcast). A client writing in a loop sends its next write well
+	// within it, so the announcement rides along; an idle cluster's followers apply this much
+	// later than the leader.
+	DefaultCommitBroadcastDelay = time.Millisecond
 	// MaxUncommittedApplied bounds the entries applied into one open state-machine transaction
 	// (the transaction's dirty pages live in memory until it commits).
 	MaxUncommittedApplied = 1024
@@ -104,6 +110,9 @@ type Config struct {
 	// ApplyCommitInterval is the longest applied entries wait for their state-machine commit
 	// when no read forces it (0 means DefaultApplyCommitInterval; see the group-commit notes).
 	ApplyCommitInterval time.Duration
+	// CommitBroadcastDelay is the longest a leader defers announcing a commit index to the
+	// followers (0 means DefaultCommitBroadcastDelay; negative: announce at once, as etcd does).
+	CommitBroadcastDelay time.Duration
 	// AutoCompaction compacts old revisions automatically (autocompact.go); zero: off.
 	AutoCompaction AutoCompaction
 	// Clock returns the time stamped on proposals (lease and session expiry). Nil means time.Now.
@@ -151,6 +160,10 @@ type Node struct {
 	batch       *mvcc.Batch
 	batchLen    int
 	commitTimer *time.Timer
+	// bcastTimer fires CommitBroadcastDelay after the leader first owed a follower its commit
+	// index; bcastArmed says it is running.
+	bcastTimer  *time.Timer
+	bcastArmed  bool
 	applied     uint64
 	appliedTerm uint64
 	statusDirty bool
@@ -229,6 +242,8 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store
 	}
 	n.commitTimer = time.NewTimer(time.Hour)
 	n.commitTimer.Stop()
+	n.bcastTimer = time.NewTimer(time.Hour)
+	n.bcastTimer.Stop()
 	// Proposal ids must not repeat across restarts while old entries may still be applied: seed
 	// them from the clock.
 	n.nextID.Store(uint64(now().UnixNano()))
@@ -431,6 +446,9 @@ func (n *Node) run() {
 				n.fail(err)
 				return
 			}
+		case <-n.bcastTimer.C:
+			n.bcastArmed = false
+			n.rn.BroadcastCommit()
 		case r := <-n.snapDone:
 			n.snapInFlight = false
 			if err := n.finishSnapshot(r); err != nil {
@@ -450,6 +468,7 @@ func (n *Node) run() {
 				return
 			}
 		}
+		n.armCommitBroadcast()
 		if n.batch != nil && (n.batchLen >= MaxUncommittedApplied || n.reads.waitsFor(n.store.AppliedIndex(), n.applied)) {
 			if err := n.commitApplied(); err != nil {
 				n.fail(err)
@@ -621,6 +640,21 @@ func (n *Node) handleReady() error {
 	n.reads.release(n.store.AppliedIndex())
 	n.rn.Advance(rd)
 	return n.maybeSnapshot()
+}
+
+// armCommitBroadcast starts the commit-broadcast timer when the leader newly owes a follower
+// its commit index, and stops it when the debt was paid otherwise (by an append that carried
+// entries, or a heartbeat), so that a loaded leader never wakes up for it.
+func (n *Node) armCommitBroadcast() {
+	owed := n.rn.CommitUnannounced()
+	switch {
+	case owed && !n.bcastArmed:
+		n.bcastTimer.Reset(n.cfg.CommitBroadcastDelay)
+		n.bcastArmed = true
+	case !owed && n.bcastArmed:
+		n.bcastTimer.Stop()
+		n.bcastArmed = false
+	}
 }
 
 // send hands msgs to the transport and lets its writer goroutines run before the loop goes on.

@@ -151,6 +151,10 @@ func Open(cfg OpenConfig) (*Node, error) {
 	} else {
 		rc.InitialVoters = nil
 	}
+	if cfg.CommitBroadcastDelay == 0 {
+		cfg.CommitBroadcastDelay = DefaultCommitBroadcastDelay
+	}
+	rc.DeferCommitBroadcast = cfg.CommitBroadcastDelay > 0
 	cfg.Raft = rc
 	rn, err := raft.New(rc, ps)
 	if err != nil {

@@ -84,6 +84,11 @@ type swarm struct {
 	confRate, transferRate, campaignRate float64
 	compactEvery                         uint64
 	keys                                 int
+
+	// deferCommit runs the cores with raft.Config.DeferCommitBroadcast, and announces a leader's
+	// owed commit index at a tick with probability 1/2 (the servers' short timer). It is derived
+	// from the seed, not drawn, so that the runs of seeds without it are what they always were.
+	deferCommit bool
 }
 
 func pick[T any](r *rand.Rand, xs ...T) T { return xs[r.IntN(len(xs))] }
@@ -156,10 +161,10 @@ func drawSwarm(r *rand.Rand, p Profile) swarm {
 func (w swarm) String() string {
 	return fmt.Sprintf("hb=%d prevote=%t checkquorum=%t msgbytes=%d inflight=%d chunk=%d drop=%.2f dup=%.2f lat=%d "+
 		"part=%.3f/%d kinds=%v crash=%.3f readycrash=%.3f down=%d propose=%.2f read=%.2f conf=%.3f transfer=%.3f "+
-		"campaign=%.3f compact=%d keys=%d",
+		"campaign=%.3f compact=%d keys=%d defercommit=%t",
 		w.heartbeatTick, w.preVote, w.checkQuorum, w.maxMsgBytes, w.maxInflight, w.chunkBytes, w.drop, w.dup,
 		w.maxLatency, w.partitionRate, w.partitionLen, w.partKinds, w.crashRate, w.readyCrashRate, w.maxDown,
-		w.proposeRate, w.readRate, w.confRate, w.transferRate, w.campaignRate, w.compactEvery, w.keys)
+		w.proposeRate, w.readRate, w.confRate, w.transferRate, w.campaignRate, w.compactEvery, w.keys, w.deferCommit)
 }
 
 // bugNames lists raft.Config.Bugs switches by the field name, in declaration order.

@@ -202,6 +202,7 @@ func newSim(o Options) *simulation {
 		}))
 	}
 	s.w = drawSwarm(s.rng, o.Profile)
+	s.w.deferCommit = mix64(o.Seed^0xdefe7c0)&1 == 1
 	maxID := o.Nodes + spares
 	s.net = newNetwork(maxID)
 	s.nodes = make([]*simNode, maxID+1)
@@ -280,6 +281,9 @@ func (s *simulation) run() {
 		s.ev(0xa1, s.now)
 		for _, n := range s.nodes[1:] {
 			if n.up() {
+				if s.w.deferCommit && n.rn.CommitUnannounced() && s.rng.IntN(2) == 0 {
+					n.rn.BroadcastCommit()
+				}
 				n.rn.Tick()
 				s.drain(n)
 			}
@@ -308,6 +312,7 @@ func (s *simulation) nodeConfig(id raft.NodeID, inc uint64) raft.Config {
 	c.MaxSnapshotChunkBytes = s.w.chunkBytes
 	c.Logger = s.logger
 	c.Bugs = s.o.Bugs
+	c.DeferCommitBroadcast = s.w.deferCommit
 	return c
 }
 
