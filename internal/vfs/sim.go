@@ -33,7 +33,8 @@ var ErrCrashed = errors.New("vfs: file handle invalidated by simulated crash")
 // followed by power loss does. With SetTornWrites(true), Crash first lets a seeded random prefix
 // of each file's and each directory's unsynced operations reach the disk, the last one of a file
 // possibly cut short: a torn write. That models a kernel that wrote back some dirty pages, in
-// order, before the power went. Without it, unsynced operations are all lost.
+// order, before the power went; SetReorderedWriteback lets any subset of their pages through
+// instead. Without it, unsynced operations are all lost.
 //
 // Faults: SetFull makes writes that need new space fail with ENOSPC (writes inside preallocated
 // space still succeed, as on a real filesystem); FailSyncs makes the next syncs fail with EIO and
@@ -57,6 +58,7 @@ type Sim struct {
 	full      bool
 	failSyncs int
 	tear      bool
+	reorder   bool
 	stats     SimStats
 	// CrashAfter state: armed with countdown mutating operations to go; down once it fired.
 	armed     bool
@@ -447,6 +449,23 @@ func (s *Sim) FailSyncs(n int) {
 	s.failSyncs = n
 }
 
+// WritebackPage is the unit in which SetReorderedWriteback lets unsynced writes reach the disk:
+// the page cache writes back whole pages, in no particular order.
+const WritebackPage = 4096
+
+// SetReorderedWriteback sets whether Crash lets an arbitrary subset of each file's unsynced
+// writes reach the disk instead of a prefix: every page-aligned piece of every unsynced write
+// (and every unsynced truncation or preallocation) survives or not on its own draw. That is
+// what a kernel writing back dirty pages in its own order, then losing power, leaves: a later
+// page of a write on disk and an earlier one not, holes of old content between surviving
+// records. It applies only with SetTornWrites(true); directories keep the prefix model (a
+// journaling filesystem commits directory operations in order).
+func (s *Sim) SetReorderedWriteback(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reorder = on
+}
+
 // SetTornWrites sets whether Crash lets a random prefix of unsynced operations survive, the
 // last surviving write of a file possibly torn. See Sim.
 func (s *Sim) SetTornWrites(on bool) {
@@ -532,6 +551,10 @@ func (s *Sim) crashLocked() {
 				}
 				continue
 			}
+			if s.reorder {
+				s.writeBackSubset(n)
+				continue
+			}
 			k := s.rng.IntN(len(n.pending) + 1)
 			for i := range k {
 				n.durable.apply(&n.pending[i])
@@ -562,6 +585,30 @@ func (s *Sim) crashLocked() {
 	walk(s.root)
 	slices.SortFunc(live, func(a, b *inode) int { return cmp.Compare(a.id, b.id) })
 	s.inodes = slices.CompactFunc(live, func(a, b *inode) bool { return a == b })
+}
+
+// writeBackSubset applies to n's durable content a random subset of its unsynced operations,
+// in their original order, each write split at WritebackPage boundaries into pieces that
+// survive independently.
+func (s *Sim) writeBackSubset(n *inode) {
+	for i := range n.pending {
+		op := n.pending[i]
+		if op.kind != opWrite {
+			if s.rng.IntN(2) == 0 {
+				n.durable.apply(&op)
+			}
+			continue
+		}
+		for start := 0; start < len(op.data); {
+			off := op.off + int64(start)
+			end := min(len(op.data), start+int(WritebackPage-off%WritebackPage))
+			if s.rng.IntN(2) == 0 {
+				piece := fileOp{kind: opWrite, off: off, data: op.data[start:end]}
+				n.durable.apply(&piece)
+			}
+			start = end
+		}
+	}
 }
 
 // fileOp applies op to n's volatile content and queues it for the durable one.

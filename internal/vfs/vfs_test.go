@@ -318,6 +318,54 @@ func TestSimTornWrites(t *testing.T) {
 	}
 }
 
+// TestSimReorderedWriteback: with SetReorderedWriteback, a crash keeps synced data and any
+// subset of the unsynced pages, each page whole or not at all: a later page of one write can
+// survive while an earlier one is lost, which a prefix model never produces.
+func TestSimReorderedWriteback(t *testing.T) {
+	const page = WritebackPage
+	synced := bytes.Repeat([]byte{'s'}, page)
+	unsynced := bytes.Repeat([]byte{'u'}, 3*page) // one write over pages 1-3
+	var sawHole, sawAll, sawNone bool
+	for seed := uint64(0); seed < 200; seed++ {
+		s, f := setup(t, seed)
+		s.SetTornWrites(true)
+		s.SetReorderedWriteback(true)
+		write(t, f, string(synced))
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		write(t, f, string(unsynced))
+		s.Crash()
+		got := read(t, s, "/d/f")
+		if len(got) < page || !bytes.Equal(got[:page], synced) {
+			t.Fatalf("seed %d: synced page lost", seed)
+		}
+		var kept []bool
+		for p := 1; p <= 3; p++ {
+			var pg []byte
+			if len(got) > p*page {
+				pg = got[p*page : min(len(got), (p+1)*page)]
+			}
+			whole, gone := bytes.Equal(pg, unsynced[:page]), len(pg) == 0 || bytes.Count(pg, []byte{0}) == len(pg)
+			if !whole && !gone {
+				t.Fatalf("seed %d: page %d is neither whole nor absent", seed, p)
+			}
+			kept = append(kept, whole)
+		}
+		switch {
+		case kept[0] && kept[1] && kept[2]:
+			sawAll = true
+		case !kept[0] && !kept[1] && !kept[2]:
+			sawNone = true
+		case !kept[0] && (kept[1] || kept[2]):
+			sawHole = true
+		}
+	}
+	if !sawHole || !sawAll || !sawNone {
+		t.Fatalf("outcomes not all exercised: hole=%v all=%v none=%v", sawHole, sawAll, sawNone)
+	}
+}
+
 func TestSimDeterministic(t *testing.T) {
 	run := func(seed uint64) []byte {
 		s, f := setup(t, seed)

@@ -14,7 +14,31 @@ const (
 	recEntry         byte = 2 // wire.AppendEntry
 	recHardState     byte = 3 // wire.AppendHardState
 	recSnapshot      byte = 4 // wire.AppendSnapshotMeta: the snapshot marker
+	// recSyncMark opens every write (format version 2): the offset, in its segment, up to which
+	// the segment was fdatasynced when the write was made. Replay uses it to tell a write the
+	// power loss tore out of order (holes before records that were never synced) from damage
+	// to synced data.
+	recSyncMark byte = 5
 )
+
+// syncMarkPayloadBytes is the payload of recSyncMark: the synced offset, u64 LE.
+const syncMarkPayloadBytes = 8
+
+// syncMarkFrameBytes is a whole recSyncMark frame: header, type, payload, padding.
+const syncMarkFrameBytes = (frameHeaderBytes + 1 + syncMarkPayloadBytes + frameAlign - 1) &^ (frameAlign - 1)
+
+// appendSyncMark appends a recSyncMark frame saying synced.
+func appendSyncMark(dst []byte, synced int64) []byte {
+	dst, start := beginFrame(dst, recSyncMark)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(synced))
+	return finishFrame(dst, start)
+}
+
+// patchSyncMark rewrites the value of the recSyncMark frame that frame starts with.
+func patchSyncMark(frame []byte, synced int64) {
+	binary.LittleEndian.PutUint64(frame[frameHeaderBytes+1:], uint64(synced))
+	binary.LittleEndian.PutUint32(frame[4:], crc32.Checksum(frame[frameHeaderBytes:frameHeaderBytes+1+syncMarkPayloadBytes], castagnoli))
+}
 
 const (
 	// frameHeaderBytes is the [length u32][crc32c u32] prefix of every record.
@@ -35,8 +59,12 @@ const (
 var segmentMagic = [8]byte{'c', 'a', 'u', 'c', 'u', 's', 'W', 'L'}
 
 // segmentFormatVersion is the version byte of the segment header; bump on incompatible frame or
-// record changes.
-const segmentFormatVersion byte = 1
+// record changes. Version 2 added recSyncMark; version 1 segments (no marks) are still read,
+// with the stricter recovery rule they were written for (see replaySegment).
+const (
+	segmentFormatVersion    byte = 2
+	minSegmentFormatVersion byte = 1
+)
 
 const segmentHeaderPayloadBytes = 8 + 1 + 8 + 8 + 8
 
@@ -44,7 +72,8 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // segmentHeader is the payload of recSegmentHeader.
 type segmentHeader struct {
-	seq uint64
+	version byte // on decode; append always writes segmentFormatVersion
+	seq     uint64
 	// firstIndex is one past the last index of the log when the segment was started: every
 	// live entry of earlier segments is below it.
 	firstIndex uint64
@@ -68,10 +97,11 @@ func decodeSegmentHeader(p []byte) (segmentHeader, error) {
 	if [8]byte(p[:8]) != segmentMagic {
 		return segmentHeader{}, fmt.Errorf("bad segment magic %q", p[:8])
 	}
-	if p[8] != segmentFormatVersion {
-		return segmentHeader{}, fmt.Errorf("unsupported segment format version %d (want %d)", p[8], segmentFormatVersion)
+	if p[8] < minSegmentFormatVersion || p[8] > segmentFormatVersion {
+		return segmentHeader{}, fmt.Errorf("unsupported segment format version %d (want %d to %d)", p[8], minSegmentFormatVersion, segmentFormatVersion)
 	}
 	return segmentHeader{
+		version:    p[8],
 		seq:        binary.LittleEndian.Uint64(p[9:]),
 		firstIndex: binary.LittleEndian.Uint64(p[17:]),
 		prevTerm:   binary.LittleEndian.Uint64(p[25:]),

@@ -181,6 +181,7 @@ func replaySegment(fsys vfs.FS, seg segment, first, last bool, st *logState) (ta
 		return &CorruptError{File: seg.name, Offset: off, Reason: fmt.Sprintf(format, args...), Err: cause}
 	}
 	var off int64
+	var version byte
 	for {
 		typ, payload, n, status, why, err := r.frameAt(off)
 		if err != nil {
@@ -190,8 +191,18 @@ func replaySegment(fsys vfs.FS, seg segment, first, last bool, st *logState) (ta
 			// Segments get their name only after the header is written and synced.
 			return tailInfo{}, corrupt(0, nil, "segment header unreadable: %s", orEnd(why))
 		}
+		if status != frameOK && last && version >= 2 {
+			// Only writes made after the last fdatasync can be torn, and the page cache may
+			// have written their pages back in any order: records may follow the hole. They
+			// were never synced either, unless a later write's sync mark says the hole lies
+			// in synced data.
+			return r.tornTail(seg.name, off, n, status, why)
+		}
 		switch status {
 		case frameOK:
+			if off == 0 && typ == recSegmentHeader && len(payload) > 8 {
+				version = payload[8]
+			}
 			if err := applyRecord(seg, first, off, typ, payload, st); err != nil {
 				return tailInfo{}, err
 			}
@@ -228,6 +239,71 @@ func replaySegment(fsys vfs.FS, seg segment, first, last bool, st *logState) (ta
 			}
 			return tailInfo{off: off, repair: true, why: why}, nil
 		}
+	}
+}
+
+// tornTail handles the end of the records of a last segment of format version 2 at off, where
+// frameAt found status (n and why as it reported them). The tail from off on is cut off unless
+// a sync mark after it proves that off lies in data that had been fdatasynced: that is damage,
+// not a torn write.
+func (r *segReader) tornTail(name string, off int64, n int, status frameStatus, why string) (tailInfo, error) {
+	from := off + frameHeaderBytes
+	if status == frameBad && n > 0 {
+		from = off + int64(n) // do not look for frames inside this one's body
+	}
+	mark, synced, records, nonZero, err := r.syncedPast(from, off)
+	if err != nil {
+		return tailInfo{}, err
+	}
+	if mark >= 0 {
+		what := orEnd(why)
+		if status == frameEnd {
+			what = "end of log (zero header)"
+		}
+		return tailInfo{}, &CorruptError{File: name, Offset: off, Reason: fmt.Sprintf(
+			"%s in synced data: the sync mark at offset %d says the segment was synced up to offset %d", what, mark, synced)}
+	}
+	if status == frameEnd && !nonZero {
+		return tailInfo{off: off}, nil // the clean end of the log
+	}
+	reason := orEnd(why)
+	if status == frameEnd {
+		reason = "non-zero bytes after the last record"
+	}
+	if records > 0 {
+		reason = fmt.Sprintf("%s, followed by %d records written back out of order from writes never synced", reason, records)
+	}
+	return tailInfo{off: off, repair: true, why: reason}, nil
+}
+
+// syncedPast looks at every valid frame from offset from to the end of the segment for a sync
+// mark saying the segment was synced beyond hole. It returns that mark's offset and value (mark
+// -1 if there is none), how many valid frames it saw and whether it saw any non-zero byte.
+func (r *segReader) syncedPast(from, hole int64) (mark, synced int64, records int, nonZero bool, err error) {
+	for {
+		found, ok, nz, err := r.scanAfter(from)
+		nonZero = nonZero || nz
+		if err != nil || !ok {
+			return -1, 0, records, nonZero, err
+		}
+		off := found
+		for {
+			typ, payload, n, status, _, err := r.frameAt(off)
+			if err != nil {
+				return -1, 0, records, nonZero, err
+			}
+			if status != frameOK {
+				break
+			}
+			records++
+			if typ == recSyncMark && len(payload) == syncMarkPayloadBytes {
+				if v := int64(binary.LittleEndian.Uint64(payload)); v > hole {
+					return off, v, records, true, nil
+				}
+			}
+			off += int64(n)
+		}
+		from = off + frameAlign
 	}
 }
 
@@ -296,6 +372,13 @@ func applyRecord(seg segment, first bool, off int64, typ byte, payload []byte, s
 			return corrupt(nil, "hard state: %d trailing bytes", len(payload)-n)
 		}
 		st.hs = hs
+	case recSyncMark:
+		if len(payload) != syncMarkPayloadBytes {
+			return corrupt(nil, "sync mark: %d bytes, want %d", len(payload), syncMarkPayloadBytes)
+		}
+		if v := int64(binary.LittleEndian.Uint64(payload)); v > off {
+			return corrupt(nil, "sync mark says the segment was synced up to offset %d, beyond the mark itself", v)
+		}
 	case recSnapshot:
 		m, keep, err := decodeMarker(payload)
 		if err != nil {

@@ -23,7 +23,9 @@
 //   - entry: wire.AppendEntry;
 //   - hard state: wire.AppendHardState;
 //   - snapshot marker: a flags byte (whether the log after the snapshot was kept, see below)
-//     and wire.AppendSnapshotMeta. The snapshot data itself lives in internal/snap.
+//     and wire.AppendSnapshotMeta. The snapshot data itself lives in internal/snap;
+//   - sync mark (format version 2), the first record of every write: the offset up to which
+//     the segment had been fdatasynced when the write was made. See recovery below.
 //
 // Each new segment starts, after its header, with copies of the current snapshot marker and
 // HardState, so a segment never depends on earlier ones for state and ReleaseTo can delete whole
@@ -55,11 +57,18 @@
 // segment but the last is complete.
 //
 // Open replays all segments. Only the last segment may end in a torn write: a record cut short,
-// with a bad CRC, or garbage after the end, with no valid record after it. That tail is
-// truncated (logged at Warn with the file and offset) because it can only hold records that were
-// never synced, so no caller relied on them. Anything else - a bad record followed by a valid one, any damage in an earlier
-// segment, a gap in the indexes - fails Open with an error wrapping ErrCorrupt naming the file
-// and offset. Nothing is ever skipped silently.
+// with a bad CRC, a hole of zeros, or garbage after the end. The page cache writes dirty pages
+// back in any order, so a power loss during an unsynced write can keep a later page of it and
+// lose an earlier one: valid records may follow the hole. They were never synced either, unless
+// a later write's sync mark says the segment had been synced past the hole. So the tail from
+// the first damaged record on is truncated (logged at Warn with the file, offset and how many
+// records after the hole were dropped) when no sync mark after it proves it synced, and Open
+// fails with ErrCorrupt naming the file and offset when one does. Damage in an earlier segment
+// (each was synced before the next was named), a gap in the indexes, or a bad record followed
+// by a valid one in a segment of format version 1 (which has no sync marks) also fail Open.
+// Damage inside the last synced write, with no later write to say it was synced, cannot be told
+// from a torn write and is truncated like one, as damage to a final record always was; Raft
+// then fetches the lost entries from the leader. Nothing is ever skipped silently.
 //
 // Replay follows Raft's rules: an entry at an index at or below the last one overwrites it and
 // drops everything after (paper 5.3); a snapshot marker drops the entries it covers, and keeps
@@ -207,10 +216,13 @@ type WAL struct {
 	opts Options
 	log  *slog.Logger
 
-	segs  []segment // live segments, oldest first; the last is open for appending
-	f     vfs.File  // the last segment
-	off   int64     // append offset in f
-	state logState  // the log as written; no entry data
+	segs []segment // live segments, oldest first; the last is open for appending
+	f    vfs.File  // the last segment
+	off  int64     // append offset in f
+	// synced is the offset in f up to which it is known durable (fdatasynced, or read back at
+	// Open and then synced). Every write starts with a recSyncMark saying it.
+	synced int64
+	state  logState // the log as written; no entry data
 
 	spares   []spare // preallocated, synced files ready to become the next segments
 	spareSeq uint64
@@ -313,13 +325,14 @@ func Open(fsys vfs.FS, dir string, opts Options) (*WAL, error) {
 		// ENOSPC themselves.
 		opts.Logger.Warn("wal: cannot preallocate last segment, disk full", "file", last.name, "err", err)
 	}
-	if tail.repair {
-		if err := f.Sync(); err != nil {
-			w.closeFiles()
-			return nil, fmt.Errorf("wal: sync repaired %s: %w", last.name, err)
-		}
+	// Synced even when intact: after a kill -9 without a power loss the page cache may still
+	// hold writes that never reached the disk, and the sync marks of the writes that follow
+	// must be able to say that everything before them is durable.
+	if err := f.Sync(); err != nil {
+		w.closeFiles()
+		return nil, fmt.Errorf("wal: sync %s after replay: %w", last.name, err)
 	}
-	w.off = tail.off
+	w.off, w.synced = tail.off, tail.off
 	w.state = res.state
 	w.state.keep, w.state.ents = false, nil
 	w.replay = &State{HardState: res.state.hs, Snapshot: res.state.snap, Entries: res.state.ents}
@@ -394,7 +407,7 @@ func (w *WAL) Save(hs raft.HardState, ents []raft.Entry, sync bool) error {
 		}
 	}
 
-	w.buf, w.frames = w.buf[:0], w.frames[:0]
+	w.startWrite()
 	cur := w.state.hs // the HardState in force as the frames are written
 	if len(ents) > 0 && !hs.IsEmpty() && ents[len(ents)-1].Term > cur.Term {
 		// Without this, a crash that keeps some of the entries but not the HardState after
@@ -467,7 +480,7 @@ func (w *WAL) SaveSnapshot(meta raft.SnapshotMeta) error {
 	if n := 2 + wire.SnapshotMetaSize(&meta); n > w.opts.MaxRecordBytes {
 		return fmt.Errorf("wal: save snapshot at index %d: marker is %d bytes: %w (MaxRecordBytes %d)", meta.Index, n, ErrRecordTooLarge, w.opts.MaxRecordBytes)
 	}
-	w.buf, w.frames = w.buf[:0], w.frames[:0]
+	w.startWrite()
 	hs := w.state.hs
 	if meta.Term > hs.Term {
 		// The caller's HardState for this term comes in a later Save, which a crash may
@@ -526,6 +539,16 @@ func (w *WAL) fail(err error) error {
 // writeFrames writes w.frames (encoded in w.buf) to the log, rolling to new segments where a
 // frame does not fit, and syncs if asked. New segments are prepared before anything is written,
 // so running out of space leaves the log untouched.
+// startWrite begins a write's buffer with its sync mark, whose value writeFrames fills in for
+// the segment the mark lands in.
+func (w *WAL) startWrite() {
+	w.buf, w.frames = appendSyncMark(w.buf[:0], 0), w.frames[:0]
+	w.frames = append(w.frames, frameSpan{start: 0, end: len(w.buf), nextIndex: w.state.last() + 1,
+		prevTerm: w.lastTerm(), hs: w.state.hs})
+}
+
+// writeFrames writes w.buf (framed by w.frames, the first of which is the sync mark), rolling
+// to new segments where the next frame does not fit, then fdatasyncs if sync.
 func (w *WAL) writeFrames(sync bool) error {
 	// Plan the rolls.
 	rolls, off := 0, w.off
@@ -547,6 +570,7 @@ func (w *WAL) writeFrames(sync bool) error {
 		if w.off+int64(fr.start-chunkStart)+n <= w.opts.SegmentBytes {
 			continue
 		}
+		w.markChunk(chunkStart)
 		if err := w.writeChunk(w.buf[chunkStart:fr.start]); err != nil {
 			return err
 		}
@@ -555,6 +579,7 @@ func (w *WAL) writeFrames(sync bool) error {
 			return err
 		}
 	}
+	w.markChunk(chunkStart)
 	if err := w.writeChunk(w.buf[chunkStart:]); err != nil {
 		return err
 	}
@@ -562,6 +587,14 @@ func (w *WAL) writeFrames(sync bool) error {
 		return w.syncLocked()
 	}
 	return nil
+}
+
+// markChunk fills in the sync mark if the chunk about to be written starts with it: the synced
+// offset of the segment it goes to (after a roll that is the new segment's, not the old one's).
+func (w *WAL) markChunk(chunkStart int) {
+	if chunkStart == 0 {
+		patchSyncMark(w.buf, w.synced)
+	}
 }
 
 func (w *WAL) writeChunk(b []byte) error {
@@ -583,6 +616,7 @@ func (w *WAL) syncLocked() error {
 	if err := w.f.Sync(); err != nil {
 		return w.fail(fmt.Errorf("wal: sync %s: %w", w.f.Name(), err))
 	}
+	w.synced = w.off
 	return nil
 }
 
@@ -679,7 +713,7 @@ func (w *WAL) roll(firstIndex, prevTerm uint64, hs raft.HardState) error {
 		}
 	}
 	w.spares = w.spares[1:]
-	w.f, w.off = sp.f, int64(len(b))
+	w.f, w.off, w.synced = sp.f, int64(len(b)), int64(len(b)) // the header was synced above
 	w.segs = append(w.segs, segment{seq: seq, firstIndex: firstIndex, name: name})
 	return nil
 }

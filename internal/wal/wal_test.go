@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -649,23 +650,32 @@ var (
 )
 
 func TestRandomCrashes(t *testing.T) {
-	if *onlySeed != 0 {
-		runRandom(t, *onlySeed, 120)
-		return
-	}
-	seeds := *seedCount
-	if testing.Short() {
-		seeds = 50
-	}
-	for seed := uint64(1); seed <= uint64(seeds); seed++ {
-		runRandom(t, seed, 120)
+	for _, reorder := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reordered-writeback=%t", reorder), func(t *testing.T) {
+			if *onlySeed != 0 {
+				runRandom(t, *onlySeed, 120, reorder)
+				return
+			}
+			seeds := *seedCount
+			if testing.Short() {
+				seeds = 50
+			}
+			for seed := uint64(1); seed <= uint64(seeds); seed++ {
+				runRandom(t, seed, 120, reorder)
+			}
+		})
 	}
 }
 
-func runRandom(t *testing.T, seed uint64, steps int) {
+// runRandom runs one seed of TestRandomCrashes. With reorder, a crash lets any subset of the
+// unsynced writes' pages reach the disk (vfs.Sim.SetReorderedWriteback), not just a prefix:
+// recovery must still find a state written since the last sync, cutting the log at the first
+// hole even when records written back out of order follow it.
+func runRandom(t *testing.T, seed uint64, steps int, reorder bool) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	fsys := vfs.NewSim(seed)
 	fsys.SetTornWrites(true)
+	fsys.SetReorderedWriteback(reorder)
 	opts := smallOpts(nil)
 	w, err := Open(fsys, testDir, opts)
 	if err != nil {
@@ -1095,4 +1105,130 @@ func TestTornSaveKeepsHardStateAheadOfLog(t *testing.T) {
 		t.Fatalf("no torn prefix kept entries of the new term (%d) or the marker alone (%d)", newEntriesKept, markerKept)
 	}
 	t.Logf("torn saves that kept entries of the new term: %d; snapshot markers kept: %d", newEntriesKept, markerKept)
+}
+
+// zeroRange overwrites n bytes at off with zeros and syncs: what a page that never reached the
+// disk leaves behind in a preallocated segment.
+func zeroRange(t *testing.T, fsys vfs.FS, name string, off, n int64) {
+	t.Helper()
+	f, err := fsys.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, n), off); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}
+
+// TestOutOfOrderWritebackVersusDamage pins the recovery rule for holes in the last segment.
+// A write that was never synced may reach the disk in any page order, so a hole followed by
+// valid records is a torn tail when nothing proves the hole was synced: the log is cut at the
+// hole, with a warning. When a later write's sync mark says the segment had been synced past
+// the hole, the hole is damage to acknowledged data, and Open refuses with ErrCorrupt.
+func TestOutOfOrderWritebackVersusDamage(t *testing.T) {
+	opts := func(logs io.Writer) Options {
+		o := smallOpts(logs)
+		o.SegmentBytes = 64 << 10 // one segment holds every write
+		return o
+	}
+	build := func(t *testing.T) (fsys *vfs.Sim, name string, secondStart int64) {
+		fsys = vfs.NewSim(1)
+		w := mustOpen(t, fsys, opts(nil))
+		readAll(t, w)
+		if err := w.Save(raft.HardState{Term: 1, Commit: 4}, ents(1, 1, 4, 100), true); err != nil {
+			t.Fatal(err)
+		}
+		name = segmentPath(t, fsys, -1)
+		offs := frameOffsets(t, fsys, name)
+		secondStart = offs[len(offs)-1] + 128 // past the last frame of the first Save (a 100-byte entry)
+		// The second write spans several pages; it is never synced.
+		if err := w.Save(raft.HardState{}, ents(1, 5, 80, 200), false); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		return fsys, name, secondStart
+	}
+	t.Run("hole in an unsynced write is a torn tail", func(t *testing.T) {
+		fsys, name, second := build(t)
+		// Its first page holding entries never made it; later pages did.
+		hole := (second/vfs.WritebackPage + 1) * vfs.WritebackPage
+		zeroRange(t, fsys, name, hole, vfs.WritebackPage)
+		var logs bytes.Buffer
+		_, got := reopen(t, fsys, nil, opts(&logs))
+		if n := len(got.ents); n < 4 || n >= 80 || !equalEntries(got.ents[:4], ents(1, 1, 4, 100)) {
+			t.Fatalf("recovered %s: want entries 1-4 and a prefix of the torn write", describe(got.ents))
+		}
+		if s := logs.String(); !strings.Contains(s, "level=WARN") || !strings.Contains(s, "written back out of order") {
+			t.Fatalf("no warning about records written back out of order: %q", s)
+		}
+	})
+	t.Run("hole in synced data is damage", func(t *testing.T) {
+		fsys, name, _ := build(t)
+		// A third write, synced, whose mark says the segment was synced through the second.
+		w, _ := reopen(t, fsys, nil, opts(nil))
+		if err := w.Save(raft.HardState{Term: 1, Commit: 81}, ents(1, 81, 81, 10), true); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		offs := frameOffsets(t, fsys, name)
+		victim := offs[len(offs)/2] // inside the synced second write
+		zeroRange(t, fsys, name, victim, 16)
+		_, err := Open(fsys, testDir, opts(nil))
+		var ce *CorruptError
+		if !errors.Is(err, ErrCorrupt) || !errors.As(err, &ce) || ce.Offset != victim || !strings.Contains(err.Error(), "in synced data") {
+			t.Fatalf("Open with a hole in synced data: %v; want ErrCorrupt at offset %d saying it was synced", err, victim)
+		}
+	})
+}
+
+// A segment of format version 1 has no sync marks, so a hole followed by valid records in it
+// keeps the rule it was written under: damage, not a torn tail.
+func TestVersion1SegmentKeepsStrictRule(t *testing.T) {
+	fsys := vfs.NewSim(1)
+	opts := smallOpts(nil)
+	opts.SegmentBytes = 64 << 10
+	w := mustOpen(t, fsys, opts)
+	readAll(t, w)
+	if err := w.Save(raft.HardState{Term: 1, Commit: 10}, ents(1, 1, 10, 100), true); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	name := segmentPath(t, fsys, -1)
+	// Rewrite the header as version 1.
+	b, err := vfs.ReadFile(fsys, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, payload, n, st, _ := decodeFrame(b)
+	if st != frameOK || payload[8] != segmentFormatVersion {
+		t.Fatalf("unexpected segment header %v %x", st, payload)
+	}
+	hdr := append([]byte(nil), b[:n]...)
+	hdr[frameHeaderBytes+1+8] = 1
+	binary.LittleEndian.PutUint32(hdr[4:], crc32.Checksum(hdr[frameHeaderBytes:frameHeaderBytes+1+segmentHeaderPayloadBytes], castagnoli))
+	f, err := fsys.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(hdr, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Sync()
+	f.Close()
+	// Still readable as version 1.
+	w, got := reopen(t, fsys, nil, opts)
+	if !equalEntries(got.ents, ents(1, 1, 10, 100)) {
+		t.Fatalf("version 1 segment replayed %s", describe(got.ents))
+	}
+	w.Close()
+	offs := frameOffsets(t, fsys, name)
+	victim := offs[len(offs)/2]
+	zeroRange(t, fsys, name, victim, 16)
+	if _, err := Open(fsys, testDir, opts); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "followed by a valid record") {
+		t.Fatalf("Open of a version 1 segment with a hole before valid records: %v; want ErrCorrupt", err)
+	}
 }

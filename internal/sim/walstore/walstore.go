@@ -9,7 +9,9 @@
 //     or a new term or vote, as raft.Ready.MustSync); a Save that only advances the commit index
 //     is written and left unsynced, as internal/node does. A crash keeps what was fsynced, plus a
 //     seeded random prefix of the unsynced writes, the last one possibly torn mid-record
-//     (vfs.Sim.SetTornWrites).
+//     (vfs.Sim.SetTornWrites); on half of the disks (by seed) any subset of their pages
+//     instead, as a kernel writing dirty pages back in its own order leaves them
+//     (vfs.Sim.SetReorderedWriteback): holes with surviving records after them.
 //   - Power loss inside a Save (sim.SaveCrasher). When the simulator would crash a node right
 //     after a Save, the store may instead arm vfs.Sim.CrashAfter so that the power fails before
 //     one of the Save's own disk operations: before the log write, between the write and its
@@ -125,6 +127,9 @@ func (s *Store) Stats() Stats { return s.stats }
 func New(seed uint64, opts Options) (*Store, error) {
 	fs := vfs.NewSim(seed)
 	fs.SetTornWrites(true)
+	// Half of the disks write dirty pages back in any order, the other half in order, so
+	// that both the common torn tail (a prefix) and holes before surviving records are seen.
+	fs.SetReorderedWriteback(seed&1 == 1)
 	s := &Store{Storage: sim.NewMemStorage(), fs: fs, opts: opts,
 		rng:     rand.New(rand.NewPCG(seed, 0x77a1_5707e)),
 		walOpts: wal.Options{SegmentBytes: segmentBytes, Logger: slog.New(slog.DiscardHandler)}}
