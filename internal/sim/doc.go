@@ -14,8 +14,8 @@
 //     membership changes, leadership transfers, forced campaigns and compaction, under message
 //     drops, delays, reordering, duplication, partitions (symmetric, one-way, isolated leader,
 //     bridge) and crashes, including crashes between the steps of Ready handling and, with a
-//     store that models a disk (SaveCrasher, such as package walstore), power losses inside a
-//     Save that leave a torn prefix of it on the disk.
+//     store that models a disk (SaveCrasher, SnapshotCrasher, such as package walstore), power
+//     losses inside a Save or a local snapshot save that leave part of it on the disk.
 //   - Quiesce: every fault is healed and every crashed member restarted. Within LivenessBound
 //     ticks plus LivenessTicksPerEntry per entry of replication backlog, a leader must exist and
 //     a probe write must be applied on every live member.

@@ -674,7 +674,16 @@ func (s *simulation) maybeCompact(n *simNode) {
 		Meta: raft.SnapshotMeta{Index: n.sm.applied, Term: n.sm.appliedTerm, ConfState: cloneConfState(st.ConfState)},
 		Data: n.sm.encode(),
 	}
+	armed := false
+	if sc, ok := n.store.(SnapshotCrasher); ok && !s.quiesced && s.w.crashRate > 0 {
+		armed = sc.CrashInNextSnapshot()
+	}
 	if err := n.store.SaveSnapshot(snap); err != nil {
+		if armed && errors.Is(err, ErrPowerLoss) {
+			s.st.SnapshotCrashes++
+			s.crash(n, "inside a local snapshot save")
+			return
+		}
 		s.fail(CoreContract, "node %d: %v", n.id, fmt.Errorf("saving a local snapshot: %w", err))
 	}
 	if err := n.rn.Compact(snap); err != nil && !errors.Is(err, raft.ErrSnapshotOutOfDate) && !errors.Is(err, raft.ErrCompacted) {

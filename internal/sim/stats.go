@@ -39,7 +39,10 @@ type Stats struct {
 	Faults       [NumFaults]int64
 	ReadyCrashes int64
 	// SaveCrashes counts the ReadyCrashes that struck inside a Save (see SaveCrasher).
-	SaveCrashes        int64
+	SaveCrashes int64
+	// SnapshotCrashes counts power losses inside a local SaveSnapshot (see SnapshotCrasher),
+	// counted under "crash" too.
+	SnapshotCrashes    int64
 	Sent               int64
 	Delivered          int64
 	Dropped            int64
@@ -63,6 +66,7 @@ func (s *Stats) Add(o Stats) {
 	}
 	s.ReadyCrashes += o.ReadyCrashes
 	s.SaveCrashes += o.SaveCrashes
+	s.SnapshotCrashes += o.SnapshotCrashes
 	s.Sent += o.Sent
 	s.Delivered += o.Delivered
 	s.Dropped += o.Dropped
@@ -85,7 +89,7 @@ func (s Stats) String() string {
 	for k, n := range s.Faults {
 		fmt.Fprintf(&b, " %s=%d", faultNames[k], n)
 	}
-	fmt.Fprintf(&b, " ready-step-crash=%d (inside-save=%d)\n", s.ReadyCrashes, s.SaveCrashes)
+	fmt.Fprintf(&b, " ready-step-crash=%d (inside-save=%d) inside-snapshot-save=%d\n", s.ReadyCrashes, s.SaveCrashes, s.SnapshotCrashes)
 	fmt.Fprintf(&b, "messages:           sent=%d delivered=%d dropped=%d duplicated=%d step-errors=%d\n",
 		s.Sent, s.Delivered, s.Dropped, s.Duplicated, s.StepErrors)
 	fmt.Fprintf(&b, "proposals:          accepted=%d committed+acknowledged=%d\n", s.Proposed, s.Committed)

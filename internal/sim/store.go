@@ -59,6 +59,17 @@ type SaveCrasher interface {
 	CrashInNextSave() bool
 }
 
+// SnapshotCrasher is implemented by a Storage that can lose power partway through a local
+// SaveSnapshot: while the snapshot file is written or renamed, around the WAL marker, or while
+// the log segments it covers are released. The simulator asks before a local snapshot, while
+// faults are on and the seed's swarm crashes nodes at all.
+type SnapshotCrasher interface {
+	// CrashInNextSnapshot may arm a power loss inside the next SaveSnapshot (the store's own
+	// seeded choice) and reports whether it did. An armed SaveSnapshot returns an error
+	// wrapping ErrPowerLoss if the power loss struck, and disarms otherwise.
+	CrashInNextSnapshot() bool
+}
+
 // memStore is the in-memory Storage: every Save is durable at once, as if fsynced.
 type memStore struct {
 	hs   raft.HardState

@@ -12,6 +12,8 @@
 //     (vfs.Sim.SetTornWrites); on half of the disks (by seed) any subset of their pages
 //     instead, as a kernel writing dirty pages back in its own order leaves them
 //     (vfs.Sim.SetReorderedWriteback): holes with surviving records after them.
+//   - Power loss inside a local snapshot save (sim.SnapshotCrasher): while the snapshot file
+//     is written or renamed, around its WAL marker, or while covered segments are removed.
 //   - Power loss inside a Save (sim.SaveCrasher). When the simulator would crash a node right
 //     after a Save, the store may instead arm vfs.Sim.CrashAfter so that the power fails before
 //     one of the Save's own disk operations: before the log write, between the write and its
@@ -87,13 +89,17 @@ const (
 	// bugAckBeforeSync: Save writes its records and reports them durable without the fsync,
 	// deferring it to the next Save (a "lazy group commit" done wrong).
 	bugAckBeforeSync
+	// bugMarkerBeforeSnapshot: a snapshot's WAL marker is made durable before the snapshot
+	// file, so a power loss in between leaves a marker naming a file that is not there.
+	bugMarkerBeforeSnapshot
 )
 
 // Stats counts the faults a Store went through, so tests can show they happened.
 type Stats struct {
-	UnsyncedSaves int // Saves written without an fsync
-	SaveCrashes   int // power losses that struck inside a Save
-	Recoveries    int // crashes recovered from
+	UnsyncedSaves   int // Saves written without an fsync
+	SaveCrashes     int // power losses that struck inside a Save
+	SnapshotCrashes int // power losses that struck inside a local SaveSnapshot
+	Recoveries      int // crashes recovered from
 	// LostWrites counts recoveries that lost part of what had been written (unsynced Saves, or
 	// the Save a power loss cut short); TornSaves those that kept part of a Save but not all.
 	LostWrites, TornSaves int
@@ -191,6 +197,15 @@ func snapName(meta raft.SnapshotMeta) string {
 // fsyncs the log, and with it every pending Save), then drops older snapshot files.
 func (s *Store) writeSnapshot(snap raft.Snapshot) error {
 	name := snapName(snap.Meta)
+	if s.opts.bug == bugMarkerBeforeSnapshot {
+		if err := s.w.SaveSnapshot(snap.Meta); err != nil {
+			return fmt.Errorf("walstore: snapshot marker %d: %w", snap.Meta.Index, err)
+		}
+		if err := vfs.WriteFileDurable(s.fs, name, encodeSnapshot(snap)); err != nil {
+			return fmt.Errorf("walstore: write snapshot %d: %w", snap.Meta.Index, err)
+		}
+		return s.removeSnapshotsExcept(name)
+	}
 	if err := vfs.WriteFileDurable(s.fs, name, encodeSnapshot(snap)); err != nil {
 		return fmt.Errorf("walstore: write snapshot %d: %w", snap.Meta.Index, err)
 	}
@@ -230,15 +245,21 @@ func (s *Store) mustSync(hs raft.HardState, snap *raft.Snapshot, ents []raft.Ent
 // write, fsynced if Raft requires it. An armed power loss that strikes makes it return an error
 // wrapping sim.ErrPowerLoss.
 func (s *Store) Save(hs raft.HardState, snap *raft.Snapshot, ents []raft.Entry) error {
-	err := s.save(hs, snap, ents)
+	err := s.save(hs, snap, ents) // arms the crash point inside, if armed
+	return s.settle(err, &s.stats.SaveCrashes, "save")
+}
+
+// settle ends an operation a power loss may have been armed in: if it struck, the error wraps
+// sim.ErrPowerLoss and counter counts it; a crash point beyond the operation is disarmed.
+func (s *Store) settle(err error, counter *int, op string) error {
 	armed := s.armed
 	s.armed = false
 	if armed {
 		if s.fs.Down() {
-			s.stats.SaveCrashes++
-			return fmt.Errorf("walstore: save: %w: %w", sim.ErrPowerLoss, err)
+			*counter++
+			return fmt.Errorf("walstore: %s: %w: %w", op, sim.ErrPowerLoss, err)
 		}
-		s.fs.Restart() // the crash point lies beyond this Save: disarm
+		s.fs.Restart()
 	}
 	return err
 }
@@ -297,21 +318,47 @@ func (s *Store) flushPending() error {
 	return nil
 }
 
+// CrashInNextSnapshot implements sim.SnapshotCrasher: one time in eight it arms a power
+// loss before one of the next SaveSnapshot's disk operations (the snapshot file's create,
+// write, fsync, rename and directory sync, the marker's write and fsync, the removal of the
+// old file, segment removals); a point past its last operation does not fire.
+func (s *Store) CrashInNextSnapshot() bool {
+	if s.opts.NoFaults || s.rng.IntN(8) != 0 {
+		return false
+	}
+	s.fs.CrashAfter(s.rng.IntN(12))
+	s.armed = true
+	return true
+}
+
 // SaveSnapshot persists a locally captured snapshot and releases the WAL segments it covers.
+// An armed power loss that strikes makes it return an error wrapping sim.ErrPowerLoss; the
+// recovery then finds the old snapshot or the new one, with a prefix of the Saves before it.
 func (s *Store) SaveSnapshot(snap raft.Snapshot) error {
+	err := s.saveSnapshot(snap) // CrashInNextSnapshot armed the crash point, if any
+	return s.settle(err, &s.stats.SnapshotCrashes, "save snapshot")
+}
+
+func (s *Store) saveSnapshot(snap raft.Snapshot) error {
 	if snap.Meta.Index <= s.Storage.SnapshotMeta().Index {
 		return nil
 	}
+	// Recorded before any byte is written, after the unsynced Saves it follows: a crash may
+	// keep a prefix of them, and the snapshot (a local one keeps the log after it, as the
+	// reference's install of it does) only if its marker was written.
+	c := snap
+	c.Data = bytes.Clone(snap.Data)
+	s.pending = append(s.pending, pendingSave{snap: &c})
 	if err := s.writeSnapshot(snap); err != nil {
 		return err
 	}
-	if err := s.flushPending(); err != nil { // the marker's fsync covered them
+	if err := s.flushPending(); err != nil { // the marker's fsync covered them all
 		return err
 	}
 	if err := s.w.ReleaseTo(snap.Meta.Index); err != nil {
 		return fmt.Errorf("walstore: release to %d: %w", snap.Meta.Index, err)
 	}
-	return s.Storage.SaveSnapshot(snap)
+	return nil
 }
 
 // Crash power-cycles the disk (unless a power loss inside a Save already did), recovers the WAL

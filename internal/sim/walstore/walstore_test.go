@@ -22,7 +22,8 @@ func collecting(seed uint64, opts Options, into *[]*Store) func(id raft.NodeID) 
 }
 
 // TestSimOverWAL runs the simulator with every node's durable state in a WAL on a simulated disk
-// that loses unsynced writes, tears writes and loses power inside Saves. Every crash restarts the
+// that loses unsynced writes, tears writes (in order or not) and loses power inside Saves and
+// local snapshot saves. Every crash restarts the
 // node from what the disk recovered, checked against what was made durable; the simulator's own
 // checkers run as usual on top. The sweep must have hit every fault, or it proves nothing.
 func TestSimOverWAL(t *testing.T) {
@@ -48,6 +49,7 @@ func TestSimOverWAL(t *testing.T) {
 			for _, s := range stores {
 				st.UnsyncedSaves += s.stats.UnsyncedSaves
 				st.SaveCrashes += s.stats.SaveCrashes
+				st.SnapshotCrashes += s.stats.SnapshotCrashes
 				st.Recoveries += s.stats.Recoveries
 				st.LostWrites += s.stats.LostWrites
 				st.TornSaves += s.stats.TornSaves
@@ -55,11 +57,12 @@ func TestSimOverWAL(t *testing.T) {
 		}
 		t.Logf("%d nodes, %d seeds: %+v\n%s", nodes, seeds, st, total)
 		if total.Faults[sim.FaultCrash] == 0 || total.Compactions == 0 || total.SnapshotsInstalled == 0 ||
-			total.SaveCrashes == 0 || st.UnsyncedSaves == 0 || st.LostWrites == 0 || st.TornSaves == 0 {
+			total.SaveCrashes == 0 || total.SnapshotCrashes == 0 || st.UnsyncedSaves == 0 || st.LostWrites == 0 || st.TornSaves == 0 {
 			t.Fatalf("%d nodes: the WAL saw too little (crashes, compactions, snapshots, disk faults): %+v\n%s", nodes, st, total)
 		}
-		if int64(st.SaveCrashes) != total.SaveCrashes {
-			t.Fatalf("%d nodes: stores report %d power losses inside a Save, the simulator %d", nodes, st.SaveCrashes, total.SaveCrashes)
+		if int64(st.SaveCrashes) != total.SaveCrashes || int64(st.SnapshotCrashes) != total.SnapshotCrashes {
+			t.Fatalf("%d nodes: stores report %d power losses inside a Save and %d inside a snapshot save, the simulator %d and %d",
+				nodes, st.SaveCrashes, st.SnapshotCrashes, total.SaveCrashes, total.SnapshotCrashes)
 		}
 	}
 }
@@ -235,4 +238,30 @@ func TestPlantedBugAckBeforeSync(t *testing.T) {
 			t.Fatalf("bugAckBeforeSync not caught as any of %v within %d seeds (other violations: %v)", c.expect, c.bound, other)
 		})
 	}
+}
+
+// TestPlantedBugMarkerBeforeSnapshot shows that power losses inside snapshot saves matter: a
+// store that records a snapshot's WAL marker before the snapshot file is durable is caught by
+// the recovery (the marker names a file that is not there) within a bound of seeds, and the same
+// seed without the bug is clean.
+func TestPlantedBugMarkerBeforeSnapshot(t *testing.T) {
+	const bound = 20
+	for seed := uint64(1); seed <= bound; seed++ {
+		o := sim.Options{Seed: seed, Nodes: 3, Profile: sim.ProfileHostile,
+			NewStorage: Factory(seed, Options{bug: bugMarkerBeforeSnapshot}), StorageName: "wal"}
+		v := sim.Run(o).Violation
+		if v == nil {
+			continue
+		}
+		if v.Kind != sim.StorageFault {
+			t.Fatalf("seed %d: %s: %.300s; want a storage fault", seed, v.Kind, v.Detail)
+		}
+		o.NewStorage = Factory(seed, Options{})
+		if cv := sim.Run(o).Violation; cv != nil {
+			t.Fatalf("seed %d fails even without the bug: %v", seed, cv)
+		}
+		t.Logf("caught at seed %d (bound %d): %.300s", seed, bound, v.Detail)
+		return
+	}
+	t.Fatalf("bugMarkerBeforeSnapshot not caught within %d seeds", bound)
 }
