@@ -351,6 +351,44 @@ func (c *Client) call(ctx context.Context, op string, tgt target, pol policy, at
 	}
 }
 
+// headered is a response that says which member answered.
+type headered interface {
+	GetHeader() *caucusv1.ResponseHeader
+}
+
+// unary runs one request-response RPC through call (target tgt, retry policy pol) and returns
+// the response message.
+func unary[Resp any](ctx context.Context, c *Client, op string, tgt target, pol policy,
+	rpc func(context.Context, *endpoint) (*connect.Response[Resp], error)) (*Resp, error) {
+	var resp *Resp
+	err := c.call(ctx, op, tgt, pol, answerInto(&resp, rpc))
+	return resp, err
+}
+
+// unaryWrite is unary for a session write (see write): setSession stamps the request.
+func unaryWrite[Resp any](ctx context.Context, c *Client, op string, setSession func(*caucusv1.Session),
+	rpc func(context.Context, *endpoint) (*connect.Response[Resp], error)) (*Resp, error) {
+	var resp *Resp
+	err := c.write(ctx, op, setSession, answerInto(&resp, rpc))
+	return resp, err
+}
+
+// answerInto turns rpc into an attempt that keeps the response message in *resp and notes on
+// the endpoint which member answered, when the response says.
+func answerInto[Resp any](resp **Resp, rpc func(context.Context, *endpoint) (*connect.Response[Resp], error)) func(context.Context, *endpoint) error {
+	return func(ctx context.Context, ep *endpoint) error {
+		r, err := rpc(ctx, ep)
+		if err != nil {
+			return err
+		}
+		*resp = r.Msg
+		if h, ok := any(r.Msg).(headered); ok {
+			ep.noteMember(h.GetHeader().GetMemberId())
+		}
+		return nil
+	}
+}
+
 // isContextError reports whether err only says that a context ended.
 func isContextError(err error) bool {
 	switch connect.CodeOf(err) {
@@ -407,7 +445,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// noteHeader records which member answered on ep, so that the leader id reported by Status can
+// noteMember records which member answered on ep, so that the leader id reported by Status can
 // be mapped to an endpoint.
 func (ep *endpoint) noteMember(memberID uint64) {
 	if memberID != 0 {

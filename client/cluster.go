@@ -25,17 +25,9 @@ func (c *Client) MemberList(ctx context.Context, opts ...OpOption) (*MemberListR
 		o(&op)
 	}
 	req := &caucusv1.MemberListRequest{Linearizable: !op.serial}
-	var resp *MemberListResponse
-	err := c.call(ctx, "member list", anyEndpoint, retryTransient, func(ctx context.Context, ep *endpoint) error {
-		r, err := ep.cluster.MemberList(ctx, connect.NewRequest(req))
-		if err != nil {
-			return err
-		}
-		resp = r.Msg
-		ep.noteMember(resp.GetHeader().GetMemberId())
-		return nil
+	return unary(ctx, c, "member list", anyEndpoint, retryTransient, func(ctx context.Context, ep *endpoint) (*connect.Response[MemberListResponse], error) {
+		return ep.cluster.MemberList(ctx, connect.NewRequest(req))
 	})
-	return resp, err
 }
 
 // MemberAdd adds a voting member named name reachable at peerURLs. Membership changes are not
@@ -51,44 +43,23 @@ func (c *Client) MemberAddLearner(ctx context.Context, name string, peerURLs []s
 }
 
 func (c *Client) memberAdd(ctx context.Context, req *caucusv1.MemberAddRequest) (*MemberAddResponse, error) {
-	var resp *MemberAddResponse
-	err := c.call(ctx, "member add", leaderEndpoint, retryNotApplied, func(ctx context.Context, ep *endpoint) error {
-		r, err := ep.cluster.MemberAdd(ctx, connect.NewRequest(req))
-		if err != nil {
-			return err
-		}
-		resp = r.Msg
-		return nil
+	return unary(ctx, c, "member add", leaderEndpoint, retryNotApplied, func(ctx context.Context, ep *endpoint) (*connect.Response[MemberAddResponse], error) {
+		return ep.cluster.MemberAdd(ctx, connect.NewRequest(req))
 	})
-	return resp, err
 }
 
 // MemberRemove removes member id.
 func (c *Client) MemberRemove(ctx context.Context, id uint64) (*MemberRemoveResponse, error) {
 	req := &caucusv1.MemberRemoveRequest{Id: id}
-	var resp *MemberRemoveResponse
-	err := c.call(ctx, "member remove", leaderEndpoint, retryNotApplied, func(ctx context.Context, ep *endpoint) error {
-		r, err := ep.cluster.MemberRemove(ctx, connect.NewRequest(req))
-		if err != nil {
-			return err
-		}
-		resp = r.Msg
-		return nil
+	return unary(ctx, c, "member remove", leaderEndpoint, retryNotApplied, func(ctx context.Context, ep *endpoint) (*connect.Response[MemberRemoveResponse], error) {
+		return ep.cluster.MemberRemove(ctx, connect.NewRequest(req))
 	})
-	return resp, err
 }
 
 // MemberPromote turns learner id into a voting member.
 func (c *Client) MemberPromote(ctx context.Context, id uint64) (*MemberPromoteResponse, error) {
 	req := &caucusv1.MemberPromoteRequest{Id: id}
-	var resp *MemberPromoteResponse
-	err := c.call(ctx, "member promote", leaderEndpoint, retryNotApplied, func(ctx context.Context, ep *endpoint) error {
-		r, err := ep.cluster.MemberPromote(ctx, connect.NewRequest(req))
-		if err != nil {
-			return err
-		}
-		resp = r.Msg
-		return nil
+	return unary(ctx, c, "member promote", leaderEndpoint, retryNotApplied, func(ctx context.Context, ep *endpoint) (*connect.Response[MemberPromoteResponse], error) {
+		return ep.cluster.MemberPromote(ctx, connect.NewRequest(req))
 	})
-	return resp, err
 }

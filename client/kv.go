@@ -163,66 +163,35 @@ func (op Op) requestOp() *caucusv1.RequestOp {
 // Put writes value under key, exactly once across retries.
 func (c *Client) Put(ctx context.Context, key, value string, opts ...OpOption) (*PutResponse, error) {
 	req := newOp(opPut, key, value, opts).putRequest()
-	var resp *PutResponse
-	err := c.write(ctx, "put", func(s *caucusv1.Session) { req.Session = s }, func(ctx context.Context, ep *endpoint) error {
-		r, err := ep.kv.Put(ctx, connect.NewRequest(req))
-		if err != nil {
-			return err
-		}
-		resp = r.Msg
-		ep.noteMember(resp.GetHeader().GetMemberId())
-		return nil
+	return unaryWrite(ctx, c, "put", func(s *caucusv1.Session) { req.Session = s }, func(ctx context.Context, ep *endpoint) (*connect.Response[PutResponse], error) {
+		return ep.kv.Put(ctx, connect.NewRequest(req))
 	})
-	return resp, err
 }
 
 // Get reads key, or the range the options select. Reads are linearizable unless
 // WithSerializable is given.
 func (c *Client) Get(ctx context.Context, key string, opts ...OpOption) (*GetResponse, error) {
 	req := newOp(opGet, key, "", opts).rangeRequest()
-	var resp *GetResponse
-	err := c.call(ctx, "get", anyEndpoint, retryTransient, func(ctx context.Context, ep *endpoint) error {
-		r, err := ep.kv.Range(ctx, connect.NewRequest(req))
-		if err != nil {
-			return err
-		}
-		resp = r.Msg
-		ep.noteMember(resp.GetHeader().GetMemberId())
-		return nil
+	return unary(ctx, c, "get", anyEndpoint, retryTransient, func(ctx context.Context, ep *endpoint) (*connect.Response[GetResponse], error) {
+		return ep.kv.Range(ctx, connect.NewRequest(req))
 	})
-	return resp, err
 }
 
 // Delete removes key, or the range the options select, exactly once across retries.
 func (c *Client) Delete(ctx context.Context, key string, opts ...OpOption) (*DeleteResponse, error) {
 	req := newOp(opDelete, key, "", opts).deleteRequest()
-	var resp *DeleteResponse
-	err := c.write(ctx, "delete", func(s *caucusv1.Session) { req.Session = s }, func(ctx context.Context, ep *endpoint) error {
-		r, err := ep.kv.DeleteRange(ctx, connect.NewRequest(req))
-		if err != nil {
-			return err
-		}
-		resp = r.Msg
-		ep.noteMember(resp.GetHeader().GetMemberId())
-		return nil
+	return unaryWrite(ctx, c, "delete", func(s *caucusv1.Session) { req.Session = s }, func(ctx context.Context, ep *endpoint) (*connect.Response[DeleteResponse], error) {
+		return ep.kv.DeleteRange(ctx, connect.NewRequest(req))
 	})
-	return resp, err
 }
 
 // Compact discards the versions of keys older than rev. Reads below rev then fail (IsCompacted).
 // Compaction is idempotent, so it is retried like a read.
 func (c *Client) Compact(ctx context.Context, rev int64) (*CompactResponse, error) {
 	req := &caucusv1.CompactionRequest{Revision: rev}
-	var resp *CompactResponse
-	err := c.call(ctx, "compact", leaderEndpoint, retryTransient, func(ctx context.Context, ep *endpoint) error {
-		r, err := ep.kv.Compact(ctx, connect.NewRequest(req))
-		if err != nil {
-			return err
-		}
-		resp = r.Msg
-		return nil
+	return unary(ctx, c, "compact", leaderEndpoint, retryTransient, func(ctx context.Context, ep *endpoint) (*connect.Response[CompactResponse], error) {
+		return ep.kv.Compact(ctx, connect.NewRequest(req))
 	})
-	return resp, err
 }
 
 // write runs a session write: it takes a lane, stamps the request with the lane's session
@@ -330,15 +299,7 @@ func (t *Txn) Request() *caucusv1.TxnRequest {
 // retried the same way: a session costs nothing).
 func (t *Txn) Commit() (*TxnResponse, error) {
 	req := t.Request()
-	var resp *TxnResponse
-	err := t.c.write(t.ctx, "txn", func(s *caucusv1.Session) { req.Session = s }, func(ctx context.Context, ep *endpoint) error {
-		r, err := ep.kv.Txn(ctx, connect.NewRequest(req))
-		if err != nil {
-			return err
-		}
-		resp = r.Msg
-		ep.noteMember(resp.GetHeader().GetMemberId())
-		return nil
+	return unaryWrite(t.ctx, t.c, "txn", func(s *caucusv1.Session) { req.Session = s }, func(ctx context.Context, ep *endpoint) (*connect.Response[TxnResponse], error) {
+		return ep.kv.Txn(ctx, connect.NewRequest(req))
 	})
-	return resp, err
 }

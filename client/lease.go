@@ -29,16 +29,9 @@ var ErrLeaseNotFound = errors.New("client: lease not found (expired or revoked)"
 // ambiguous failure a lease may exist that the caller never learns of, and it expires after ttl.
 func (c *Client) Grant(ctx context.Context, ttl int64) (*LeaseGrantResponse, error) {
 	req := &caucusv1.LeaseGrantRequest{Ttl: ttl}
-	var resp *LeaseGrantResponse
-	err := c.call(ctx, "lease grant", leaderEndpoint, retryNotApplied, func(ctx context.Context, ep *endpoint) error {
-		r, err := ep.lease.LeaseGrant(ctx, connect.NewRequest(req))
-		if err != nil {
-			return err
-		}
-		resp = r.Msg
-		return nil
+	return unary(ctx, c, "lease grant", leaderEndpoint, retryNotApplied, func(ctx context.Context, ep *endpoint) (*connect.Response[LeaseGrantResponse], error) {
+		return ep.lease.LeaseGrant(ctx, connect.NewRequest(req))
 	})
-	return resp, err
 }
 
 // Revoke deletes lease id and every key attached to it. It is retried like a read: when a retry
@@ -185,28 +178,14 @@ func (c *Client) TimeToLive(ctx context.Context, id int64, opts ...LeaseOption) 
 	for _, o := range opts {
 		o(req)
 	}
-	var resp *LeaseTimeToLiveResponse
-	err := c.call(ctx, "lease time-to-live", anyEndpoint, retryTransient, func(ctx context.Context, ep *endpoint) error {
-		r, err := ep.lease.LeaseTimeToLive(ctx, connect.NewRequest(req))
-		if err != nil {
-			return err
-		}
-		resp = r.Msg
-		return nil
+	return unary(ctx, c, "lease time-to-live", anyEndpoint, retryTransient, func(ctx context.Context, ep *endpoint) (*connect.Response[LeaseTimeToLiveResponse], error) {
+		return ep.lease.LeaseTimeToLive(ctx, connect.NewRequest(req))
 	})
-	return resp, err
 }
 
 // Leases lists the ids of the live leases.
 func (c *Client) Leases(ctx context.Context) (*LeaseLeasesResponse, error) {
-	var resp *LeaseLeasesResponse
-	err := c.call(ctx, "lease list", anyEndpoint, retryTransient, func(ctx context.Context, ep *endpoint) error {
-		r, err := ep.lease.LeaseLeases(ctx, connect.NewRequest(&caucusv1.LeaseLeasesRequest{}))
-		if err != nil {
-			return err
-		}
-		resp = r.Msg
-		return nil
+	return unary(ctx, c, "lease list", anyEndpoint, retryTransient, func(ctx context.Context, ep *endpoint) (*connect.Response[LeaseLeasesResponse], error) {
+		return ep.lease.LeaseLeases(ctx, connect.NewRequest(&caucusv1.LeaseLeasesRequest{}))
 	})
-	return resp, err
 }
