@@ -15,6 +15,7 @@ import (
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -68,6 +69,13 @@ type Store struct {
 // ErrClosed is returned by operations on a closed Store.
 var ErrClosed = errors.New("mvcc: store is closed")
 
+// ErrCorrupt marks a store file that cannot be opened because its structure is damaged: bbolt
+// found no valid meta page, or hit a page that is not what its parent says while it walked the
+// file to rebuild its freelist (bbolt panics there; Open turns that into this error). bbolt
+// keeps no checksums of data pages, so damage inside a value is not detected. The file is
+// derived state: internal/node rebuilds it from the newest snapshot and the log.
+var ErrCorrupt = errors.New("mvcc: store file is corrupt")
+
 // Open opens (creating if needed) the store at path.
 func Open(path string, opts Options) (*Store, error) {
 	opts.Limits = opts.Limits.withDefaults()
@@ -87,8 +95,38 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// updateRecovering runs fn in a write transaction, turning a bbolt panic over a damaged page
+// into ErrCorrupt.
+func updateRecovering(db *bolt.DB, fn func(*bolt.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: bbolt: %v", ErrCorrupt, r)
+		}
+	}()
+	return db.Update(fn)
+}
+
+// openBolt opens the bbolt file at path, reporting structural damage as ErrCorrupt instead of
+// bbolt's panic. A panic inside bolt.Open leaks that attempt's file handle and mapping; the
+// caller moves the file aside and starts afresh, so it costs one descriptor, once.
+func openBolt(path string, o *bolt.Options) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("mvcc: open %s: %w: bbolt: %v", path, ErrCorrupt, r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, o)
+	switch {
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return nil, fmt.Errorf("mvcc: open %s: %w: %w", path, ErrCorrupt, err)
+	case err != nil:
+		return nil, fmt.Errorf("mvcc: open %s: %w", path, err)
+	}
+	return db, nil
+}
+
 func (s *Store) openDB() (*bolt.DB, error) {
-	db, err := bolt.Open(s.path, 0o600, &bolt.Options{
+	db, err := openBolt(s.path, &bolt.Options{
 		Timeout:         10 * time.Second,
 		NoSync:          s.opts.NoSync,
 		NoFreelistSync:  true, // the freelist is rebuilt on open; fewer pages written per commit
@@ -96,9 +134,9 @@ func (s *Store) openDB() (*bolt.DB, error) {
 		InitialMmapSize: s.opts.InitialMmapSize,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("mvcc: open %s: %w", s.path, err)
+		return nil, err
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	err = updateRecovering(db, func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)

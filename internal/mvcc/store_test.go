@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -413,4 +414,60 @@ func TestRestoreUnderReads(t *testing.T) {
 	if kv, _ := h.get("k", 0); string(kv.Value) != "snap" {
 		t.Fatalf("after restore k = %v", kv)
 	}
+}
+
+// TestOpenReportsCorruptFile: a damaged file is reported as ErrCorrupt, not as a bbolt panic
+// (bbolt asserts on a page that does not match its id) or an unclassified error.
+func TestOpenReportsCorruptFile(t *testing.T) {
+	build := func(t *testing.T) string {
+		path := filepath.Join(t.TempDir(), "kv.db")
+		s, err := Open(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := s.Begin()
+		for i := range 500 {
+			c := cmdOf(&caucusv1.PutRequest{Key: fmt.Appendf(nil, "key-%04d", i), Value: make([]byte, 100)})
+			c.TimeUnixNano = baseTime.UnixNano()
+			if r := b.Apply(uint64(i+1), c); r.Err != nil {
+				t.Fatal(r.Err)
+			}
+		}
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	for name, damage := range map[string]func(path string) error{
+		"cut short":         func(path string) error { return os.Truncate(path, 5*4096+100) },
+		"meta pages zeroed": func(path string) error { return overwrite(path, 0, make([]byte, 2*4096)) },
+		"not a database":    func(path string) error { return os.WriteFile(path, []byte("torn pages, never synced"), 0o600) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := build(t)
+			if err := damage(path); err != nil {
+				t.Fatal(err)
+			}
+			s, err := Open(path, Options{})
+			if err == nil {
+				s.Close()
+			}
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("Open of a damaged file: %v; want ErrCorrupt naming %s", err, path)
+			}
+		})
+	}
+}
+
+func overwrite(path string, off int64, b []byte) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.WriteAt(b, off)
+	return err
 }

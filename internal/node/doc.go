@@ -39,5 +39,7 @@
 //     chunk, stops the member: continuing could acknowledge state that is not durable. The error
 //     is kept and reported by Err and Status.
 //   - After a reboot the state machine file is not trusted (it was committed without fsync); it
-//     is rebuilt from the snapshot and the log (unsynced.go).
+//     is rebuilt from the snapshot and the log (unsynced.go). So is a state machine file that
+//     bbolt cannot open (mvcc.ErrCorrupt): it is moved aside as kv.db.corrupt-<time>, never
+//     deleted. The snapshot and the log are the source of truth; the state machine is derived.
 package node

@@ -94,6 +94,19 @@ func Open(cfg OpenConfig) (*Node, error) {
 		}
 	}
 	store, err := mvcc.Open(storePath, cfg.StoreOptions)
+	if errors.Is(err, mvcc.ErrCorrupt) {
+		// The state machine is derived from the snapshot and the log, which are checksummed
+		// and synced: rebuild it from them rather than refuse to start, and keep the damaged
+		// file for inspection.
+		aside, merr := moveAside(storePath, "corrupt")
+		if merr != nil {
+			w.Close()
+			return nil, fmt.Errorf("node: move aside the corrupt state machine (%v): %w", err, merr)
+		}
+		lg.Error("the state machine file is corrupt; moved it aside, rebuilding it from the snapshot and the log",
+			"moved_aside", aside, "err", err)
+		store, err = mvcc.Open(storePath, cfg.StoreOptions)
+	}
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("node: open state machine: %w", err)

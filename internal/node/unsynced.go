@@ -56,9 +56,9 @@ func guardUnsynced(dataDir, storePath string, lg *slog.Logger) (discarded bool, 
 		return false, fmt.Errorf("node: read %s: %w", marker, err)
 	case string(bytes.TrimSpace(prev)) != boot:
 		if _, statErr := os.Stat(storePath); statErr == nil {
-			aside := fmt.Sprintf("%s.discarded-%d", storePath, time.Now().Unix())
-			if err := os.Rename(storePath, aside); err != nil {
-				return false, fmt.Errorf("node: move aside state machine %s written without fsync before a reboot: %w", storePath, err)
+			aside, err := moveAside(storePath, "discarded")
+			if err != nil {
+				return false, fmt.Errorf("node: move aside state machine written without fsync before a reboot: %w", err)
 			}
 			lg.Warn("the machine rebooted since the state machine was last written without fsync; rebuilding it from the snapshot and the log",
 				"moved_aside", aside, "previous_boot", string(bytes.TrimSpace(prev)), "boot", boot)
@@ -82,6 +82,19 @@ func releaseUnsynced(dataDir string, store *mvcc.Store) error {
 		return fmt.Errorf("node: remove %s: %w", marker, err)
 	}
 	return syncDir(dataDir)
+}
+
+// moveAside renames path to path.<why>-<unix time> (kept for inspection, never deleted) and
+// syncs the directory, returning the new name.
+func moveAside(path, why string) (string, error) {
+	aside := fmt.Sprintf("%s.%s-%d", path, why, time.Now().Unix())
+	if err := os.Rename(path, aside); err != nil {
+		return "", fmt.Errorf("rename %s to %s: %w", path, aside, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return "", err
+	}
+	return aside, nil
 }
 
 func writeSyncedFile(path string, data []byte) error {
