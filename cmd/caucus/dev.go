@@ -28,11 +28,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *members < 1 || *members > 9 {
 		return fmt.Errorf("dev: --members %d must be between 1 and 9", *members)
 	}
-	var lvl slog.Level
+	var lvl slog.LevelVar
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("dev: --log-level: %w", err)
 	}
-	lg := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	lg := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &lvl}))
 	root := *dir
 	if root == "" {
 		tmp, err := os.MkdirTemp("", "caucus-dev-")
@@ -42,22 +42,37 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		root = tmp
 		defer os.RemoveAll(tmp)
 	}
+	// Every member's listeners are opened before any member starts, so that the first members'
+	// dials to the later ones wait in the accept backlog instead of failing (and warning) while
+	// those start, and so that a port found free stays ours.
+	type listeners struct{ client, peer net.Listener }
+	ls := make([]listeners, *members)
+	defer func() {
+		for _, l := range ls {
+			for _, x := range []net.Listener{l.client, l.peer} {
+				if x != nil {
+					x.Close() // a no-op once the member owning it has stopped
+				}
+			}
+		}
+	}()
+	for i := range ls {
+		client, peer := "127.0.0.1:0", "127.0.0.1:0"
+		if *basePort != 0 {
+			client, peer = fmt.Sprintf("127.0.0.1:%d", *basePort+2*i), fmt.Sprintf("127.0.0.1:%d", *basePort+2*i+1)
+		}
+		var err error
+		if ls[i].client, err = listen(client); err != nil {
+			return err
+		}
+		if ls[i].peer, err = listen(peer); err != nil {
+			return err
+		}
+	}
 	type addrs struct{ client, peer string }
 	as := make([]addrs, *members)
-	for i := range as {
-		if *basePort == 0 {
-			c, err := freePort()
-			if err != nil {
-				return err
-			}
-			p, err := freePort()
-			if err != nil {
-				return err
-			}
-			as[i] = addrs{c, p}
-		} else {
-			as[i] = addrs{fmt.Sprintf("127.0.0.1:%d", *basePort+2*i), fmt.Sprintf("127.0.0.1:%d", *basePort+2*i+1)}
-		}
+	for i, l := range ls {
+		as[i] = addrs{l.client.Addr().String(), l.peer.Addr().String()}
 	}
 	var initial []string
 	for i, a := range as {
@@ -65,6 +80,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var running []*embed.Member
 	defer func() {
+		// Members stopped one after the other see their peers go away; that is the point of
+		// stopping, not something to warn about.
+		lvl.Set(max(lvl.Level(), slog.LevelError))
 		for _, m := range running {
 			m.Stop()
 		}
@@ -77,6 +95,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg.ListenPeerURL = "http://" + a.peer
 		cfg.InitialCluster = strings.Join(initial, ",")
 		cfg.ClusterToken = "caucus-dev"
+		cfg.ClientListener, cfg.PeerListener = ls[i].client, ls[i].peer
 		cfg.Logger = lg
 		m, err := embed.Start(cfg)
 		if err != nil {
@@ -108,11 +127,10 @@ Press Ctrl-C to stop.
 	return nil
 }
 
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func listen(addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return "", fmt.Errorf("dev: find a free port: %w", err)
+		return nil, fmt.Errorf("dev: listen on %s (choose other ports with --base-port, or 0 for any): %w", addr, err)
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return l, nil
 }
