@@ -54,4 +54,5 @@ check-long:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime 60s ./internal/wal
+	$(GO) test -run '^$$' -fuzz FuzzReplayTail -fuzztime 60s -fuzzminimizetime 5s ./internal/wal
 	$(GO) test -run '^$$' -fuzz FuzzDecodeMessage -fuzztime 60s ./internal/wire
