@@ -47,8 +47,9 @@ const (
 )
 
 // TestFullDisk fills the disk under one member of a running 3-member cluster, once while it is a
-// follower and once while it leads, and starts a member on a disk too small for its first WAL
-// segment. The member must stop with a clear error (an exit status and
+// follower and once while it leads, starts a member on a disk too small for its first WAL
+// segment, and gives a member's log alone a disk that holds one segment, so that the WAL runs
+// out when it rolls. The member must stop with a clear error (an exit status and
 // a log line naming the file and "no space left on device") without damaging its log, snapshots
 // or state machine; the other two must keep serving writes; and once the disk has room again the
 // member must restart on the same data directory, catch up, and hold every acknowledged write,
@@ -94,6 +95,12 @@ func TestFullDisk(t *testing.T) {
 	t.Run("startup", func(t *testing.T) {
 		runFullDiskAtStart(ctx, t, bin, seed+2)
 	})
+	t.Run("log", func(t *testing.T) {
+		// Only the log's directory is small: the first segment fits, the next one cannot be
+		// preallocated when the log rolls, so the WAL itself is the writer that runs out.
+		runFullDisk(ctx, t, fullDiskCase{bin: bin, seed: seed + 3, victim: "n2", leads: false,
+			sub: "wal", size: wal.DefaultSegmentBytes + 1<<20})
+	})
 }
 
 type fullDiskCase struct {
@@ -102,6 +109,10 @@ type fullDiskCase struct {
 	victim string // the member whose disk fills
 	leads  bool   // whether it leads when its disk fills
 	args   []string
+	// sub is the part of the victim's data directory on the small disk ("": all of it) and
+	// size that disk's size (0: the first WAL segment plus fullDiskHeadroom).
+	sub  string
+	size int64
 }
 
 func runFullDisk(ctx context.Context, t *testing.T, tc fullDiskCase) {
@@ -110,8 +121,11 @@ func runFullDisk(ctx context.Context, t *testing.T, tc fullDiskCase) {
 	data := filepath.Join(dir, "data")
 	// The launcher puts member n's data directory at <Dir>/<n>; mounting there gives that one
 	// member the small disk.
-	diskDir := filepath.Join(data, tc.victim)
+	diskDir := filepath.Join(data, tc.victim, tc.sub)
 	diskSize := int64(wal.DefaultSegmentBytes + fullDiskHeadroom)
+	if tc.size != 0 {
+		diskSize = tc.size
+	}
 	mountTmpfs(t, diskDir, diskSize)
 
 	c, err := cluster.Start(ctx, cluster.Config{Binary: tc.bin, Size: 3, Dir: data,
