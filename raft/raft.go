@@ -972,28 +972,36 @@ func (r *raft) bcastHeartbeat(ctx []byte) {
 	}
 }
 
-// commitUnannounced reports whether a follower holds entries up to a commit index the leader
-// has not yet sent it (only possible with Config.DeferCommitBroadcast).
+// owesCommit reports whether follower id holds entries up to a commit index the leader has not
+// sent it (only possible with Config.DeferCommitBroadcast) and could be sent one now. A paused
+// follower (an append or snapshot chunk unanswered, or a full window) is not counted: nothing
+// can be sent to it, and the appends that resume it, or the next heartbeat, carry the index.
+func (r *raft) owesCommit(id NodeID) bool {
+	pr := r.prs[id]
+	return id != r.id && pr != nil && !pr.isPaused() && pr.sentCommit < min(pr.match, r.log.committed)
+}
+
+// commitUnannounced reports whether the leader owes some follower its commit index.
 func (r *raft) commitUnannounced() bool {
 	if r.state != StateLeader {
 		return false
 	}
 	for _, id := range r.memberIDs {
-		if pr := r.prs[id]; id != r.id && pr.sentCommit < min(pr.match, r.log.committed) {
+		if r.owesCommit(id) {
 			return true
 		}
 	}
 	return false
 }
 
-// broadcastCommit sends the commit index to every follower that holds entries up to it but has
-// not been told, in an empty append (or the next entries, if there are any to send).
+// broadcastCommit sends the commit index to every follower owed it, in an empty append (or the
+// next entries, if there are any to send).
 func (r *raft) broadcastCommit() {
 	if r.state != StateLeader {
 		return
 	}
 	for _, id := range r.memberIDs {
-		if pr := r.prs[id]; id != r.id && pr.sentCommit < min(pr.match, r.log.committed) {
+		if r.owesCommit(id) {
 			r.maybeSendAppend(id, true)
 		}
 	}
