@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -95,9 +96,10 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// updateRecovering runs fn in a write transaction, turning a bbolt panic over a damaged page
-// into ErrCorrupt.
+// updateRecovering runs fn in a write transaction, turning a bbolt panic (or a memory fault)
+// over a damaged page into ErrCorrupt.
 func updateRecovering(db *bolt.DB, fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: bbolt: %v", ErrCorrupt, r)
@@ -107,9 +109,15 @@ func updateRecovering(db *bolt.DB, fn func(*bolt.Tx) error) (err error) {
 }
 
 // openBolt opens the bbolt file at path, reporting structural damage as ErrCorrupt instead of
-// bbolt's panic. A panic inside bolt.Open leaks that attempt's file handle and mapping; the
-// caller moves the file aside and starts afresh, so it costs one descriptor, once.
+// bbolt's panic or a fault. A file shorter than its meta page says is refused before bbolt maps
+// it: the freelist walk of a writable open would touch the missing pages, a SIGBUS. Any other
+// assertion or fault during the open becomes ErrCorrupt too; such an attempt leaks its file
+// handle and mapping, which costs one descriptor, once, since the caller moves the file aside.
 func openBolt(path string, o *bolt.Options) (db *bolt.DB, err error) {
+	if err := checkFileSize(path); err != nil {
+		return nil, err
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			db, err = nil, fmt.Errorf("mvcc: open %s: %w: bbolt: %v", path, ErrCorrupt, r)
@@ -123,6 +131,38 @@ func openBolt(path string, o *bolt.Options) (db *bolt.DB, err error) {
 		return nil, fmt.Errorf("mvcc: open %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// checkFileSize refuses (ErrCorrupt) an existing file shorter than its meta page's high-water
+// mark. A read-only open reads the meta pages only.
+func checkFileSize(path string) (err error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) || (err == nil && fi.Size() == 0) {
+		return nil // bbolt creates it
+	}
+	if err != nil {
+		return fmt.Errorf("mvcc: open %s: %w", path, err)
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("mvcc: open %s: %w: bbolt: %v", path, ErrCorrupt, r)
+		}
+	}()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 10 * time.Second, ReadOnly: true})
+	switch {
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return fmt.Errorf("mvcc: open %s: %w: %w", path, ErrCorrupt, err)
+	case err != nil:
+		return fmt.Errorf("mvcc: open %s: %w", path, err)
+	}
+	defer db.Close()
+	return db.View(func(tx *bolt.Tx) error {
+		if tx.Size() > fi.Size() {
+			return fmt.Errorf("mvcc: open %s: %w: the file is %d bytes, its meta page says %d", path, ErrCorrupt, fi.Size(), tx.Size())
+		}
+		return nil
+	})
 }
 
 func (s *Store) openDB() (*bolt.DB, error) {
