@@ -621,3 +621,29 @@ func TestOversizeResponseFailsOnlyItsCall(t *testing.T) {
 		t.Errorf("error frame is %d bytes: the oversize payload leaked into it", len(frame))
 	}
 }
+
+// A handler that panics fails its own call with Internal and leaves the connection, the server
+// and every other call alone, as net/http does for the connect handlers on the same port.
+func TestHandlerPanicFailsOnlyItsCall(t *testing.T) {
+	kv := &testKV{put: func(ctx context.Context, req *caucusv1.PutRequest) (*caucusv1.PutResponse, error) {
+		if string(req.GetKey()) == "boom" {
+			panic("handler bug")
+		}
+		return &caucusv1.PutResponse{Header: &caucusv1.ResponseHeader{Revision: 7}}, nil
+	}}
+	f := newFixture(t, kv, 0)
+	nc := f.client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := KVClient{nc}.Put(ctx, connect.NewRequest(&caucusv1.PutRequest{Key: []byte("boom")}))
+	if connect.CodeOf(err) != connect.CodeInternal {
+		t.Fatalf("call whose handler panicked: %v, want Internal", err)
+	}
+	resp, err := KVClient{nc}.Put(ctx, connect.NewRequest(&caucusv1.PutRequest{Key: []byte("fine")}))
+	if err != nil || resp.Msg.GetHeader().GetRevision() != 7 {
+		t.Fatalf("next call on the same connection: %v, %v", resp, err)
+	}
+	if s := f.logs.String(); !strings.Contains(s, "panic serving a native call") || !strings.Contains(s, "handler bug") {
+		t.Fatalf("the panic was not logged: %q", s)
+	}
+}

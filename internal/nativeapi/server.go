@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -201,7 +202,7 @@ func (c *serverConn) serve(h RequestHeader, payload []byte, bp *[]byte) {
 	putBuf(bp) // the request is decoded: do not hold its frame while the handler runs
 	var resp connect.AnyResponse
 	if err == nil {
-		resp, err = c.s.invoke(ctx, spec, req)
+		resp, err = c.s.invokeRecovering(ctx, spec, req)
 	}
 	out := getBuf(ResponseHeaderLen + 64)
 	*out = encodeResponse(*out, h.CallID, resp, err)
@@ -219,6 +220,20 @@ func decodeRequest(m Method, payload []byte) (*methodSpec, connect.AnyRequest, e
 		return nil, nil, err
 	}
 	return spec, req, nil
+}
+
+// invokeRecovering is invoke with a handler's panic turned into an Internal error for that call
+// (logged with its stack), as net/http does for the connect handlers on the same port: one bad
+// request must not take the member and every other client's calls down with it. Panics in the
+// node's own goroutines are not caught here and still stop the process.
+func (s *Server) invokeRecovering(ctx context.Context, spec *methodSpec, req connect.AnyRequest) (resp connect.AnyResponse, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic serving a native call", "procedure", spec.procedure, "panic", r, "stack", string(debug.Stack()))
+			resp, err = nil, connect.NewError(connect.CodeInternal, fmt.Errorf("internal error serving %s", spec.procedure))
+		}
+	}()
+	return s.invoke(ctx, spec, req)
 }
 
 // invoke runs one decoded call through the interceptor, if any, and the handler.
