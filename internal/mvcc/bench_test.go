@@ -58,15 +58,7 @@ func BenchmarkApplyPut(b *testing.B) {
 // revision and at a past one.
 func BenchmarkRange(b *testing.B) {
 	h := newHarness(b, Options{})
-	for v := range 5 {
-		for i := 0; i < 10000; i += 100 {
-			var cmds []*cmdpb.Command
-			for j := i; j < i+100; j++ {
-				cmds = append(cmds, putCmd(fmt.Sprintf("key/%05d", j), fmt.Sprintf("value-%d", v)))
-			}
-			h.batch(cmds...)
-		}
-	}
+	putVersions(h, 5)
 	past := h.s.Rev() - 15000
 	for _, c := range []struct {
 		name string
@@ -82,6 +74,34 @@ func BenchmarkRange(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkGet reads single keys at the latest revision (kvbench's range workloads) from 10,000
+// keys with 3 versions each.
+func BenchmarkGet(b *testing.B) {
+	h := newHarness(b, Options{})
+	putVersions(h, 3)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		r, err := h.s.Range(&caucusv1.RangeRequest{Key: fmt.Appendf(nil, "key/%05d", (i*7919)%10000)})
+		if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "value-2" {
+			b.Fatalf("get: %v, %v", err, r)
+		}
+	}
+}
+
+// putVersions writes keys key/00000..key/09999 versions times, in batches of 100; version v of
+// every key has the value value-v.
+func putVersions(h *harness, versions int) {
+	for v := range versions {
+		for i := 0; i < 10000; i += 100 {
+			var cmds []*cmdpb.Command
+			for j := i; j < i+100; j++ {
+				cmds = append(cmds, putCmd(fmt.Sprintf("key/%05d", j), fmt.Sprintf("value-%d", v)))
+			}
+			h.batch(cmds...)
+		}
 	}
 }
 

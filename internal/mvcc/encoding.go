@@ -156,6 +156,10 @@ type record struct {
 	lease     int64
 	value     []byte // aliases bbolt memory when decoded; valid only within the transaction
 	loaded    bool   // value is set (false for records decoded from a live marker)
+	// raw, for a record decoded from a live marker, is the stored version it names when a
+	// scan already stands on it (bbolt memory, valid within the transaction): loadValue
+	// decodes it instead of seeking.
+	raw []byte
 }
 
 func (r *record) encode(dst []byte) []byte {
