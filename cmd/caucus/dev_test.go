@@ -2,36 +2,17 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/caucus/caucus/client"
+	"github.com/caucus/caucus/internal/testutil"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the members' loggers and the test to share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestDevClusterServesAndStopsCleanly runs the README's first command: `caucus dev` starts three
 // members, prints endpoints that serve writes and reads, logs no warning on the way up or down
@@ -41,14 +22,14 @@ func TestDevClusterServesAndStopsCleanly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	outR, outW := io.Pipe()
-	var stderr lockedBuffer
+	var stderr testutil.LockedBuffer
 	errc := make(chan error, 1)
 	go func() {
 		err := runDev(ctx, []string{"--base-port", "0"}, outW, &stderr)
 		outW.Close()
 		errc <- err
 	}()
-	var stdout lockedBuffer
+	var stdout testutil.LockedBuffer
 	lines := make(chan string, 64)
 	go func() {
 		sc := bufio.NewScanner(outR)

@@ -1,45 +1,26 @@
 package embed
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/internal/testutil"
 )
-
-// lockedBuffer collects a member's log lines from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestLaggingMemberCatchesUpFromSnapshotFile: a member that was down while the others took
 // snapshots and compacted their logs is sent the leader's snapshot, whose data no Raft core
 // holds: the leader reads each chunk from its snapshot file, the member writes each into a
 // receive file and installs from it. The member ends with every write.
 func TestLaggingMemberCatchesUpFromSnapshotFile(t *testing.T) {
-	var logs lockedBuffer
+	var logs testutil.LockedBuffer
 	tc := newTestClusterWith(t, 3, func(cfg *Config) {
 		cfg.SnapshotEntries = 40
 		cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -21,6 +21,7 @@ import (
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
 	"github.com/caucus/caucus/api/caucus/v1/caucusv1connect"
+	"github.com/caucus/caucus/internal/testutil"
 )
 
 // testKV echoes Range (key and value of the single result are the request's key and range end)
@@ -48,30 +49,12 @@ func (k *testKV) Put(ctx context.Context, req *connect.Request[caucusv1.PutReque
 	return connect.NewResponse(resp), nil
 }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // fixture is a split listener serving a native server and an HTTP server with the connect KV
 // handler and a plain /hello route.
 type fixture struct {
 	addr   string
 	native *Server
-	logs   *syncBuffer
+	logs   *testutil.LockedBuffer
 }
 
 func newFixture(t *testing.T, kv caucusv1connect.KVHandler, maxRequest int) *fixture {
@@ -80,7 +63,7 @@ func newFixture(t *testing.T, kv caucusv1connect.KVHandler, maxRequest int) *fix
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.LockedBuffer{}
 	lg := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	native := NewServer(ServerConfig{Handlers: Handlers{KV: kv}, MaxRequestBytes: maxRequest, Logger: lg})
 	sl := Split(ln, native, SplitConfig{Logger: lg})
