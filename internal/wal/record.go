@@ -24,9 +24,6 @@ const (
 // syncMarkPayloadBytes is the payload of recSyncMark: the synced offset, u64 LE.
 const syncMarkPayloadBytes = 8
 
-// syncMarkFrameBytes is a whole recSyncMark frame: header, type, payload, padding.
-const syncMarkFrameBytes = (frameHeaderBytes + 1 + syncMarkPayloadBytes + frameAlign - 1) &^ (frameAlign - 1)
-
 // appendSyncMark appends a recSyncMark frame saying synced.
 func appendSyncMark(dst []byte, synced int64) []byte {
 	dst, start := beginFrame(dst, recSyncMark)

@@ -536,9 +536,6 @@ func (w *WAL) fail(err error) error {
 	return err
 }
 
-// writeFrames writes w.frames (encoded in w.buf) to the log, rolling to new segments where a
-// frame does not fit, and syncs if asked. New segments are prepared before anything is written,
-// so running out of space leaves the log untouched.
 // startWrite begins a write's buffer with its sync mark, whose value writeFrames fills in for
 // the segment the mark lands in.
 func (w *WAL) startWrite() {
@@ -547,8 +544,9 @@ func (w *WAL) startWrite() {
 		prevTerm: w.lastTerm(), hs: w.state.hs})
 }
 
-// writeFrames writes w.buf (framed by w.frames, the first of which is the sync mark), rolling
-// to new segments where the next frame does not fit, then fdatasyncs if sync.
+// writeFrames writes w.frames (encoded in w.buf, the first of them the sync mark) to the log,
+// rolling to new segments where a frame does not fit, and syncs if asked. New segments are
+// prepared before anything is written, so running out of space leaves the log untouched.
 func (w *WAL) writeFrames(sync bool) error {
 	// Plan the rolls.
 	rolls, off := 0, w.off
