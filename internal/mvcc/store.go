@@ -100,12 +100,25 @@ func Open(path string, opts Options) (*Store, error) {
 // over a damaged page into ErrCorrupt.
 func updateRecovering(db *bolt.DB, fn func(*bolt.Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: bbolt: %v", ErrCorrupt, r)
-		}
-	}()
+	defer recoverCorrupt(db.Path(), &err)
 	return db.Update(fn)
+}
+
+// recoverCorrupt, deferred, turns a bbolt assertion (a panic) or a memory fault on the calling
+// goroutine (with SetPanicOnFault) into ErrCorrupt in *err.
+func recoverCorrupt(path string, err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("mvcc: open %s: %w: bbolt: %v", path, ErrCorrupt, r)
+	}
+}
+
+// openError classifies an error of bolt.Open: bbolt's verdicts on the file's meta pages are
+// ErrCorrupt, anything else (permissions, a lock timeout) is returned as it is.
+func openError(path string, err error) error {
+	if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
+		return fmt.Errorf("mvcc: open %s: %w: %w", path, ErrCorrupt, err)
+	}
+	return fmt.Errorf("mvcc: open %s: %w", path, err)
 }
 
 // openBolt opens the bbolt file at path, reporting structural damage as ErrCorrupt instead of
@@ -118,17 +131,10 @@ func openBolt(path string, o *bolt.Options) (db *bolt.DB, err error) {
 		return nil, err
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			db, err = nil, fmt.Errorf("mvcc: open %s: %w: bbolt: %v", path, ErrCorrupt, r)
-		}
-	}()
+	defer recoverCorrupt(path, &err)
 	db, err = bolt.Open(path, 0o600, o)
-	switch {
-	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
-		return nil, fmt.Errorf("mvcc: open %s: %w: %w", path, ErrCorrupt, err)
-	case err != nil:
-		return nil, fmt.Errorf("mvcc: open %s: %w", path, err)
+	if err != nil {
+		return nil, openError(path, err)
 	}
 	return db, nil
 }
@@ -144,17 +150,10 @@ func checkFileSize(path string) (err error) {
 		return fmt.Errorf("mvcc: open %s: %w", path, err)
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("mvcc: open %s: %w: bbolt: %v", path, ErrCorrupt, r)
-		}
-	}()
+	defer recoverCorrupt(path, &err)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 10 * time.Second, ReadOnly: true})
-	switch {
-	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
-		return fmt.Errorf("mvcc: open %s: %w: %w", path, ErrCorrupt, err)
-	case err != nil:
-		return fmt.Errorf("mvcc: open %s: %w", path, err)
+	if err != nil {
+		return openError(path, err)
 	}
 	defer db.Close()
 	return db.View(func(tx *bolt.Tx) error {
