@@ -38,6 +38,9 @@
 //     of growing the server's memory.
 //   - Every call's context is canceled when its connection closes, and carries the frame's
 //     deadline.
+//   - Each write of responses must finish within the server's WriteTimeout
+//     (DefaultWriteTimeout, 10 s) or the connection is closed: a client that stops reading
+//     cannot hold a connection's goroutines and in-flight slots until TCP gives up.
 //   - Each side has one writer goroutine per connection that drains all queued frames into a
 //     buffered writer and flushes only when its queue is empty: one write syscall for every
 //     frame that became ready while the previous write was in progress.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
 	"github.com/caucus/caucus/api/caucus/v1/caucusv1connect"
@@ -628,5 +629,52 @@ func TestHandlerPanicFailsOnlyItsCall(t *testing.T) {
 	}
 	if s := f.logs.String(); !strings.Contains(s, "panic serving a native call") || !strings.Contains(s, "handler bug") {
 		t.Fatalf("the panic was not logged: %q", s)
+	}
+}
+
+// A client that sends calls but stops reading their responses: once the socket buffers are
+// full, the server's write cannot finish, and after WriteTimeout the server closes the
+// connection instead of holding its goroutines and in-flight slots until TCP gives up.
+func TestServerClosesConnectionThatStopsReading(t *testing.T) {
+	f := newFixture(t, &testKV{}, 0)
+	f.native.writeTimeout = 200 * time.Millisecond // before any connection exists
+	conn, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	if _, err := conn.Write(preface[:]); err != nil {
+		t.Fatal(err)
+	}
+	// Each Range echoes its 60 KiB range end back: a few unread responses fill the buffers.
+	big := bytes.Repeat([]byte{'v'}, 60<<10)
+	for i := range 64 {
+		b := AppendRequestHeader(nil, RequestHeader{CallID: uint64(i + 1), Method: MethodKVRange})
+		b, err := proto.MarshalOptions{}.MarshalAppend(b, &caucusv1.RangeRequest{Key: []byte("k"), RangeEnd: big})
+		if err != nil {
+			t.Fatal(err)
+		}
+		FinishFrame(b)
+		_ = conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		if _, err := conn.Write(b); err != nil {
+			break // the server stopped reading (in-flight bound) or closed: either is fine here
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f.native.mu.Lock()
+		n := len(f.native.conns)
+		f.native.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server still holds %d connection(s) 10 s after its client stopped reading (write timeout 200 ms)", n)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the server's connection set with a deadline
+	}
+	if s := f.logs.String(); !strings.Contains(s, "native connection failed while writing") {
+		t.Fatalf("the closed connection was not logged: %q", s)
 	}
 }

@@ -25,6 +25,12 @@ const (
 	// DefaultMaxRequestBytes bounds a request payload when ServerConfig leaves it zero.
 	DefaultMaxRequestBytes = 2 << 20
 
+	// DefaultWriteTimeout bounds each write of responses to a connection when ServerConfig
+	// leaves it zero. A client that stops reading (a hung process, a host gone without a
+	// reset) would otherwise hold its connection's goroutines and in-flight slots until TCP
+	// gives up, which can take a quarter of an hour, or forever.
+	DefaultWriteTimeout = 10 * time.Second
+
 	// readBufSize and writeBufSize size each connection's bufio reader and writer: large enough
 	// to take many small frames per syscall.
 	readBufSize  = 32 << 10
@@ -37,14 +43,19 @@ type ServerConfig struct {
 	// MaxRequestBytes bounds a request's protobuf payload; a larger frame closes the
 	// connection. It should equal the connect handlers' read limit (mvcc.Limits.MaxRequestBytes).
 	MaxRequestBytes int
-	Logger          *slog.Logger
+	// WriteTimeout bounds each write to a connection (0: DefaultWriteTimeout). A write that
+	// cannot finish in time closes the connection; its client's pending calls fail with
+	// Unavailable and are retried as the client's policy allows.
+	WriteTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // Server serves the native protocol on connections handed to it by Split (or ServeConn).
 type Server struct {
-	h        Handlers
-	maxFrame int
-	log      *slog.Logger
+	h            Handlers
+	maxFrame     int
+	writeTimeout time.Duration
+	log          *slog.Logger
 
 	mu     sync.Mutex
 	conns  map[*serverConn]struct{}
@@ -57,15 +68,19 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.MaxRequestBytes <= 0 {
 		cfg.MaxRequestBytes = DefaultMaxRequestBytes
 	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.Default()
 	}
 	return &Server{
-		h:        cfg.Handlers,
-		maxFrame: cfg.MaxRequestBytes + RequestHeaderLen,
-		log:      lg.With("component", "nativeapi"),
-		conns:    make(map[*serverConn]struct{}),
+		h:            cfg.Handlers,
+		maxFrame:     cfg.MaxRequestBytes + RequestHeaderLen,
+		writeTimeout: cfg.WriteTimeout,
+		log:          lg.With("component", "nativeapi"),
+		conns:        make(map[*serverConn]struct{}),
 	}
 }
 
@@ -304,7 +319,7 @@ func errorStatus(err error) (connect.Code, string) {
 func (c *serverConn) writeLoop() {
 	defer c.s.wg.Done()
 	defer c.close()
-	bw := bufio.NewWriterSize(c.nc, writeBufSize)
+	bw := bufio.NewWriterSize(deadlineWriter{c.nc, c.s.writeTimeout}, writeBufSize)
 	for {
 		var bp *[]byte
 		select {
@@ -330,6 +345,20 @@ func (c *serverConn) writeLoop() {
 			return
 		}
 	}
+}
+
+// deadlineWriter gives every write to conn (each flush of the buffered writer) its own
+// deadline, so a slow reader that keeps up is never cut off and one that stopped is.
+type deadlineWriter struct {
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	if err := d.conn.SetWriteDeadline(time.Now().Add(d.timeout)); err != nil {
+		return 0, err
+	}
+	return d.conn.Write(p)
 }
 
 func (c *serverConn) logWriteError(err error) {
