@@ -340,7 +340,10 @@ func Start(cfg Config) (*Member, error) {
 	m := &Member{
 		ID: id, ClusterID: cid, Node: nd, ClientURL: advClient, PeerURL: advPeer,
 		trans: tr, native: native, clientLn: httpLn, log: lg, serveErr: make(chan error, 1),
-		http: &http.Server{Handler: handler, Protocols: server.Protocols(), ReadHeaderTimeout: 10 * time.Second},
+		// No overall read or write timeout: a snapshot download streams for as long as it
+		// takes. Idle keep-alive connections are closed so that they cannot pile up.
+		http: &http.Server{Handler: handler, Protocols: server.Protocols(), ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout: 2 * time.Minute},
 	}
 	go func() {
 		err := m.http.Serve(httpLn)
