@@ -11,6 +11,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -19,6 +20,16 @@ import (
 
 // DefaultDialTimeout bounds a dial when ClientConfig leaves it zero.
 const DefaultDialTimeout = 2 * time.Second
+
+// DefaultClientWriteTimeout bounds each write of requests to the connection when ClientConfig
+// leaves it zero: a member that stopped reading fails the connection (its calls end with
+// Unavailable, and the next call dials again) instead of holding the writer forever.
+const DefaultClientWriteTimeout = 10 * time.Second
+
+// UnackedTimeout is how long data written to a member may stay unacknowledged by its kernel
+// before the connection fails (TCP_USER_TIMEOUT, Linux): a member whose machine vanished with
+// calls in flight is noticed in this time, not after TCP's quarter hour of retransmissions.
+const UnackedTimeout = 20 * time.Second
 
 // ErrClientClosed is the cause of the errors of calls made after Client.Close.
 var ErrClientClosed = errors.New("nativeapi: client closed")
@@ -31,17 +42,20 @@ type ClientConfig struct {
 	DialTimeout time.Duration
 	// Dialer, if set, replaces the default TCP dialer (tests).
 	Dialer func(ctx context.Context, addr string) (net.Conn, error)
-	Logger *slog.Logger
+	// WriteTimeout bounds each write to the connection (0: DefaultClientWriteTimeout).
+	WriteTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // Client multiplexes calls to one member over a single connection, dialed lazily by the first
 // call. When the connection fails, every call pending on it fails with connect.CodeUnavailable
 // and the next call dials a new one. It is safe for concurrent use.
 type Client struct {
-	addr    string
-	timeout time.Duration
-	dial    func(ctx context.Context, addr string) (net.Conn, error)
-	log     *slog.Logger
+	addr         string
+	timeout      time.Duration
+	writeTimeout time.Duration
+	dial         func(ctx context.Context, addr string) (net.Conn, error)
+	log          *slog.Logger
 
 	mu      sync.Mutex
 	cur     *clientConn // nil before the first dial and after a failure
@@ -65,16 +79,23 @@ func NewClient(cfg ClientConfig) *Client {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultClientWriteTimeout
+	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{addr: cfg.Addr, timeout: cfg.DialTimeout, dial: cfg.Dialer, log: lg}
+	c := &Client{addr: cfg.Addr, timeout: cfg.DialTimeout, writeTimeout: cfg.WriteTimeout, dial: cfg.Dialer, log: lg}
 	if c.dial == nil {
 		d := &net.Dialer{
 			// Calls carry deadlines, but a member that vanished without a reset would keep
-			// the connection "up" forever: keep-alive probes notice it within ~20s.
+			// the connection "up" forever: keep-alive probes notice it within ~20s when
+			// nothing is in flight, and UnackedTimeout when something is.
 			KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3},
+			Control: func(_, _ string, rc syscall.RawConn) error {
+				return setUserTimeout(rc, int(UnackedTimeout/time.Millisecond))
+			},
 		}
 		c.dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
@@ -363,7 +384,7 @@ func (cc *clientConn) fail(cause error) {
 // writeLoop writes the preface, then every queued request, flushing once per drained queue.
 func (cc *clientConn) writeLoop() {
 	defer cc.c.wg.Done()
-	bw := bufio.NewWriterSize(cc.nc, writeBufSize)
+	bw := bufio.NewWriterSize(deadlineWriter{cc.nc, cc.c.writeTimeout}, writeBufSize)
 	if _, err := bw.Write(preface[:]); err != nil {
 		cc.fail(fmt.Errorf("writing the preface: %w", err))
 		return

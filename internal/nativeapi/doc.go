@@ -40,7 +40,10 @@
 //     deadline.
 //   - Each write of responses must finish within the server's WriteTimeout
 //     (DefaultWriteTimeout, 10 s) or the connection is closed: a client that stops reading
-//     cannot hold a connection's goroutines and in-flight slots until TCP gives up.
+//     cannot hold a connection's goroutines and in-flight slots until TCP gives up. The client
+//     bounds its writes the same way (DefaultClientWriteTimeout), and on Linux bounds how long
+//     written data may stay unacknowledged (UnackedTimeout, TCP_USER_TIMEOUT): a member whose
+//     machine vanished fails the connection, and its calls, in seconds.
 //   - Each side has one writer goroutine per connection that drains all queued frames into a
 //     buffered writer and flushes only when its queue is empty: one write syscall for every
 //     frame that became ready while the previous write was in progress.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -676,5 +677,57 @@ func TestServerClosesConnectionThatStopsReading(t *testing.T) {
 	}
 	if s := f.logs.String(); !strings.Contains(s, "native connection failed while writing") {
 		t.Fatalf("the closed connection was not logged: %q", s)
+	}
+}
+
+// A member that accepts a connection and then never reads it: once the socket buffers are
+// full, the client's write cannot finish, and after WriteTimeout the connection fails, so the
+// calls on it end with Unavailable long before their own deadlines.
+func TestClientWriteTimeoutFailsConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+			go func() { <-stop; conn.Close() }() // accepted, never read
+		}
+	}()
+	nc := NewClient(ClientConfig{Addr: ln.Addr().String(), WriteTimeout: 200 * time.Millisecond,
+		Dialer: func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, "tcp", addr)
+			if err == nil {
+				_ = conn.(*net.TCPConn).SetWriteBuffer(4 << 10)
+			}
+			return conn, err
+		}})
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	value := make([]byte, 64<<10)
+	start := time.Now()
+	errs := make(chan error, 32)
+	for range cap(errs) {
+		go func() {
+			_, err := KVClient{nc}.Put(ctx, connect.NewRequest(&caucusv1.PutRequest{Key: []byte("k"), Value: value}))
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; connect.CodeOf(err) != connect.CodeUnavailable || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("call on a connection the member stopped reading: %v; want Unavailable from the write timeout", err)
+		}
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("calls failed only after %s; the write timeout is 200 ms", took)
 	}
 }
