@@ -16,6 +16,8 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/caucus/caucus/internal/sockopt"
 )
 
 // DefaultDialTimeout bounds a dial when ClientConfig leaves it zero.
@@ -94,7 +96,7 @@ func NewClient(cfg ClientConfig) *Client {
 			// nothing is in flight, and UnackedTimeout when something is.
 			KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3},
 			Control: func(_, _ string, rc syscall.RawConn) error {
-				return setUserTimeout(rc, int(UnackedTimeout/time.Millisecond))
+				return sockopt.SetUserTimeout(rc, UnackedTimeout)
 			},
 		}
 		c.dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }

@@ -10,8 +10,10 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/caucus/caucus/internal/sockopt"
 	"github.com/caucus/caucus/internal/wire"
 	"github.com/caucus/caucus/raft"
 )
@@ -342,7 +344,9 @@ func (p *peer) dial() (net.Conn, func() bool, error) {
 	cfg := &p.t.cfg
 	addr := p.address()
 	p.dials.Add(1)
-	d := net.Dialer{Timeout: cfg.DialTimeout}
+	d := net.Dialer{Timeout: cfg.DialTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		return sockopt.SetUserTimeout(rc, UnackedTimeout)
+	}}
 	conn, err := d.DialContext(p.ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("transport: dial peer %d at %s: %w", p.id, addr, err)

@@ -77,6 +77,12 @@ const (
 	// DefaultHandshakeTimeout bounds the hello/ack exchange on both sides, so a connection
 	// that never speaks cannot hold an inbound slot or stall a writer.
 	DefaultHandshakeTimeout = 5 * time.Second
+	// UnackedTimeout is how long data written to a peer may stay unacknowledged by its kernel
+	// before the connection fails (TCP_USER_TIMEOUT, Linux). A peer whose machine vanished is
+	// then reported unreachable (Config.Unreachable) in seconds, so that the leader probes it
+	// instead of pipelining into a connection that TCP would keep retransmitting on for a
+	// quarter of an hour.
+	UnackedTimeout = 20 * time.Second
 	// DefaultWriteTimeout bounds each socket write. A peer that stops reading for this long is
 	// treated as down: the connection is dropped and redialed.
 	DefaultWriteTimeout = 5 * time.Second

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/caucus/caucus/internal/sockopt"
 )
 
 // The default dialer bounds unacknowledged data with TCP_USER_TIMEOUT, so a member whose
@@ -26,16 +26,8 @@ func TestDefaultDialerSetsUserTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	rc, err := conn.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got int
-	var gerr error
-	if err := rc.Control(func(fd uintptr) { got, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT) }); err != nil {
-		t.Fatal(err)
-	}
-	if gerr != nil || got != int(UnackedTimeout/time.Millisecond) {
-		t.Fatalf("TCP_USER_TIMEOUT = %d (%v), want %d ms", got, gerr, UnackedTimeout/time.Millisecond)
+	got, err := sockopt.UserTimeout(conn.(*net.TCPConn))
+	if err != nil || got != UnackedTimeout {
+		t.Fatalf("TCP_USER_TIMEOUT = %s (%v), want %s", got, err, UnackedTimeout)
 	}
 }
