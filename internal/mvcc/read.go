@@ -156,16 +156,22 @@ func (r *reader) scanLatest(key, end []byte, all bool, fn visit) error {
 				return err
 			}
 		}
-		for steps := 0; k != nil && sameKey(k, esc); steps++ {
-			if steps == longWalk {
-				r.buf = nextKeySeek(r.buf[:0], esc)
-				k, v = c.Seek(r.buf)
-				break
-			}
-			k, v = c.Next()
-		}
+		k, v = r.skipHistory(c, k, v, esc, longWalk)
 	}
 	return nil
+}
+
+// skipHistory moves c from k past the rest of the escaped key esc's versions: up to steps
+// cursor steps, then one seek past them all. It returns the first entry of the next key.
+func (r *reader) skipHistory(c *bolt.Cursor, k, v, esc []byte, steps int) ([]byte, []byte) {
+	for i := 0; k != nil && sameKey(k, esc); i++ {
+		if i == steps {
+			r.buf = nextKeySeek(r.buf[:0], esc)
+			return c.Seek(r.buf)
+		}
+		k, v = c.Next()
+	}
+	return k, v
 }
 
 // longWalk is how many of a key's versions scanLatest steps over before it seeks past the rest:
@@ -231,15 +237,7 @@ func (r *reader) scanAt(key, end []byte, all bool, atRev int64, fn visit) error 
 					return err
 				}
 			}
-			// Move past the rest of esc's history.
-			for steps := 0; k != nil && sameKey(k, esc); steps++ {
-				if steps == shortWalk {
-					r.buf = nextKeySeek(r.buf[:0], esc)
-					k, v = c.Seek(r.buf)
-					break
-				}
-				k, v = c.Next()
-			}
+			k, v = r.skipHistory(c, k, v, esc, shortWalk)
 		}
 	}
 	return nil
