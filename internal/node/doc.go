@@ -17,6 +17,10 @@
 //     waiting on them; release reads whose read index is now committed to the state machine;
 //  5. Advance.
 //
+// A leader does not send an append just to announce a new commit index
+// (raft.Config.DeferCommitBroadcast): the next append or heartbeat carries it, and if none has
+// within CommitBroadcastDelay (1 ms) a timer of the loop sends it.
+//
 // Applied entries are committed to the state machine in groups (see DefaultApplyCommitInterval),
 // and snapshots are serialized and saved by a background goroutine from a read view opened in the
 // loop at the applied index; the loop only records the finished snapshot in the WAL and compacts.
