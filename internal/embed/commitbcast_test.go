@@ -13,11 +13,11 @@ import (
 // TestIdleFollowersHearOfCommitsSoon pins the node's side of raft.Config.DeferCommitBroadcast:
 // the leader no longer sends an append just to announce a commit index, so after the last write
 // of a burst the followers learn of it only from the commit-broadcast timer (1 ms) or, if that
-// were broken, from the next heartbeat. With heartbeats 200 ms apart, a follower must still show
+// were broken, from the next heartbeat. With heartbeats 400 ms apart, a follower must still show
 // an acknowledged write to a serializable read in a small fraction of that; without the timer
 // the median wait over nine writes would be about half a heartbeat.
 func TestIdleFollowersHearOfCommitsSoon(t *testing.T) {
-	const heartbeat = 200 * time.Millisecond
+	const heartbeat = 400 * time.Millisecond
 	tc := newTestClusterWith(t, 3, func(cfg *Config) {
 		cfg.HeartbeatInterval = heartbeat
 		cfg.ElectionTimeout = 5 * heartbeat
