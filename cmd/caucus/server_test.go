@@ -39,6 +39,13 @@ func TestServerFlagPrecedence(t *testing.T) {
 	if _, _, err := parseServerFlags([]string{"--session-ttl", "soon"}, io.Discard, func(string) string { return "" }); err == nil {
 		t.Error("an unparsable duration was accepted")
 	}
+	// The commit-broadcast delay reaches the member's configuration, from the environment too.
+	cfg, _, err = parseServerFlags(nil, io.Discard, func(k string) string {
+		return map[string]string{"CAUCUS_COMMIT_BROADCAST_DELAY": "-1ns"}[k]
+	})
+	if err != nil || cfg.CommitBroadcastDelay != -time.Nanosecond {
+		t.Errorf("commit broadcast delay from the environment = %v (%v), want -1ns (announce at once)", cfg.CommitBroadcastDelay, err)
+	}
 }
 
 // TestAutoCompactionFlags: the retention is read in the unit of its mode, as etcd reads it.
