@@ -327,16 +327,6 @@ func (b *Batch) writeVersion(key []byte, rec *record) {
 	}
 	if err := b.rev.Put(revKey(b.pendRev, sub), append([]byte{flag}, key...)); err != nil {
 		b.fail(fmt.Errorf("write revision %d.%d: %w", b.pendRev, sub, err))
-		return
-	}
-	var err error
-	if rec.tombstone {
-		err = b.kv.Delete(liveMarker(nil, key))
-	} else {
-		err = b.kv.Put(liveMarker(nil, key), encodeLive(b.pendRev, sub, rec))
-	}
-	if err != nil {
-		b.fail(fmt.Errorf("index newest version of key %q: %w", key, err))
 	}
 }
 

@@ -16,9 +16,7 @@
 //
 //	meta      schema version, revision, compacted revision, applied index, apply clock,
 //	          session and lease counts, physical compaction position
-//	kv        esc(key) 0x00 0x00 -> live marker: rev, sub, create, version, lease of the key's
-//	                                newest version, present only while that version is live (no value)
-//	          esc(key) 0x00 0x01 ^rev ^sub -> version record (tombstone flag, create, version, lease, value)
+//	kv        esc(key) 0x00 0x01 ^rev ^sub -> version record (tombstone flag, create, version, lease, value)
 //	rev       rev sub -> flag + key (the revision-ordered change log; compaction walks it)
 //	lease     id -> ttl, deadline
 //	leaseexp  deadline id -> ""          (leases ordered by deadline, for ExpiredLeases)
@@ -28,17 +26,16 @@
 //	member    id -> caucus.v1.Member
 //
 // esc is an order-preserving, prefix-free escaping of the user key (0x00 becomes 0x00 0xFF), so
-// a key's live marker and versions are adjacent in the kv bucket, the marker first and the
-// versions newest first (revisions are stored inverted). Reads of the newest versions (the common
-// case) and every write's lookup of the previous version use the markers: a point read is one
-// Get, and a range walks the markers, stepping over each key's versions and touching values only
-// for the keys it returns. A put rewrites the marker in the same B+tree leaf as the version it
-// adds: with the markers in a bucket of their own (schema 1) every put dirtied a second random
-// leaf (BenchmarkApplyPutLargeKeyspace, both schemas side by side: schema 2 takes 0.65-0.7x the
-// time per put). The price is paid by long ranges over keys with long uncompacted histories,
-// which step over those versions. The version visible at a past revision R is a few cursor steps
-// or one seek away. The rev bucket, in revision order, lets compaction touch only the revisions
-// since the previous compaction, and feeds Events.
+// a key's versions are adjacent in the kv bucket, newest first (revisions are stored inverted).
+// The newest version of a key is the first entry under its prefix: a point read, and every
+// write's lookup of the previous version, is one seek; a range visits each key's first entry
+// and steps over the rest of its history (a long uncompacted one with a seek). A put writes one
+// record into a B+tree leaf chosen by the key. Schema 2 also kept a "live marker" per key
+// beside its versions, naming the newest live one; it was redundant with the newest-first
+// order and cost a third seek and a second record per put, so schema 3 dropped it (Open
+// deletes the markers of a schema 2 file in place). The version visible at a past revision R
+// is a few cursor steps or one seek away. The rev bucket, in revision order, lets compaction
+// touch only the revisions since the previous compaction, and feeds Events.
 //
 // # Invariants
 //
@@ -50,9 +47,8 @@
 //     has no savepoints).
 //   - Idempotence: the applied index is persisted in the same bbolt transaction as the data; a
 //     command at an index at or below it is skipped, so the node can replay its WAL after a crash.
-//   - A key has a live marker exactly when its newest version is not a tombstone, and the marker
-//     names that version; the rev bucket indexes exactly the versions; leasekey holds exactly the
-//     live keys with a lease. Revisions only grow: a revision is never reused, even after compaction.
+//   - The kv bucket holds only versions; the rev bucket indexes exactly the versions; leasekey
+//     holds exactly the live keys with a lease (those whose newest version is not a tombstone). Revisions only grow: a revision is never reused, even after compaction.
 //   - Sessions: a sessioned write is applied at most once while its session is remembered, and a
 //     session is never forgotten less than Limits.SessionRetryWindow after its last use (a full
 //     table refuses new sessions instead). A write of a forgotten session is refused unless it

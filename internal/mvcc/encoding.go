@@ -35,8 +35,10 @@ var (
 )
 
 // schemaVersion is bumped on any incompatible change of the layout described in doc.go.
-// Version 2 moved the newest-version index from its own bucket into the kv bucket.
-const schemaVersion = 2
+// Version 2 moved the newest-version index from its own bucket into the kv bucket; version 3
+// dropped it (the newest version is the first under a key's prefix). Open migrates a version 2
+// store in place by deleting the index entries (migrateLiveMarkers).
+const schemaVersion = 3
 
 // kvSuffixLen is the length of what follows esc(key) in a kv bucket key: the terminator and the
 // inverted revision and sub-revision.
@@ -77,9 +79,8 @@ func kvKey(dst, key []byte, rev, sub int64) []byte {
 	return binary.BigEndian.AppendUint64(dst, ^uint64(sub))
 }
 
-// liveMarker appends esc(key) 0x00 0x00: the kv bucket key of key's newest-version index entry.
-// It sorts just before the key's versions (terminator 0x00 0x01), so a put rewrites the marker
-// in the same B+tree leaf as the version it adds, instead of a second random leaf elsewhere.
+// liveMarker appends esc(key) 0x00 0x00: the kv bucket key of key's newest-version index entry
+// in schema 2, which schema 3 deletes (migrateLiveMarkers).
 func liveMarker(dst, key []byte) []byte {
 	return append(appendEscaped(dst, key), 0, 0)
 }
@@ -93,7 +94,7 @@ func kvKeyEsc(dst, esc []byte, rev, sub int64) []byte {
 
 // Kinds of kv bucket key, by the byte after the terminator's 0x00.
 const (
-	kindLive    byte = 0 // esc 0x00 0x00: live marker
+	kindLive    byte = 0 // esc 0x00 0x00: live marker (schema 2 only)
 	kindVersion byte = 1 // esc 0x00 0x01 ^rev ^sub: a version
 )
 
@@ -156,10 +157,6 @@ type record struct {
 	lease     int64
 	value     []byte // aliases bbolt memory when decoded; valid only within the transaction
 	loaded    bool   // value is set (false for records decoded from a live marker)
-	// raw, for a record decoded from a live marker, is the stored version it names when a
-	// scan already stands on it (bbolt memory, valid within the transaction): loadValue
-	// decodes it instead of seeking.
-	raw []byte
 }
 
 func (r *record) encode(dst []byte) []byte {
@@ -203,29 +200,6 @@ func varint(b []byte) (int64, []byte, bool) {
 		return 0, b, false
 	}
 	return v, b[n:], true
-}
-
-// encodeLive encodes a live marker's value: the newest version's revision and metadata, no value.
-func encodeLive(rev, sub int64, r *record) []byte {
-	dst := make([]byte, 0, 5*binary.MaxVarintLen64)
-	dst = binary.AppendVarint(dst, rev)
-	dst = binary.AppendVarint(dst, sub)
-	dst = binary.AppendVarint(dst, r.create)
-	dst = binary.AppendVarint(dst, r.version)
-	return binary.AppendVarint(dst, r.lease)
-}
-
-func decodeLive(b []byte) (r record, rev, sub int64, err error) {
-	var ok [5]bool
-	rev, b, ok[0] = varint(b)
-	sub, b, ok[1] = varint(b)
-	r.create, b, ok[2] = varint(b)
-	r.version, b, ok[3] = varint(b)
-	r.lease, _, ok[4] = varint(b)
-	if ok != [5]bool{true, true, true, true, true} {
-		return r, 0, 0, errorCorrupt("bad varint in live marker")
-	}
-	return r, rev, sub, nil
 }
 
 // orderedTime maps an int64 time to a uint64 with the same order (for big-endian keys).

@@ -157,15 +157,14 @@ func keysOf(kvs []*caucusv1.KeyValue) []string {
 	return out
 }
 
-// checkInvariants verifies the redundant structures agree: the live markers are exactly the
-// newest version of every key whose newest version is not a tombstone, the rev bucket indexes
-// exactly the versions, and the lease attachments match the live keys' leases.
+// checkInvariants verifies the redundant structures agree: the kv bucket holds only versions
+// (no schema 2 live markers), the rev bucket indexes exactly the versions, and the lease
+// attachments match the live keys' leases.
 func checkInvariants(t testing.TB, s *Store) {
 	t.Helper()
 	err := s.view(func(tx *bolt.Tx) error {
 		kv, rev, lk := tx.Bucket(bucketKV), tx.Bucket(bucketRev), tx.Bucket(bucketLeaseKey)
-		newest := map[string][3]int64{}  // key -> rev, sub, lease of the newest live version
-		markers := map[string][2]int64{} // key -> rev, sub its live marker names
+		newest := map[string][3]int64{} // key -> rev, sub, lease of the newest live version
 		seen := map[string]bool{}
 		kvN := 0
 		if err := kv.ForEach(func(k, v []byte) error {
@@ -175,15 +174,8 @@ func checkInvariants(t testing.TB, s *Store) {
 				return nil
 			}
 			key := string(unescape(esc))
-			if kind == kindLive {
-				if seen[key] {
-					t.Errorf("live marker of %q sorts after its versions", key)
-				}
-				_, r, sub, err := decodeLive(v)
-				if err != nil {
-					return err
-				}
-				markers[key] = [2]int64{r, sub}
+			if kind != kindVersion {
+				t.Errorf("kv key %q is not a version (kind %d)", key, kind)
 				return nil
 			}
 			kvN++
@@ -208,14 +200,6 @@ func checkInvariants(t testing.TB, s *Store) {
 		}
 		if n := rev.Stats().KeyN; n != kvN {
 			t.Errorf("rev bucket has %d entries, kv %d versions", n, kvN)
-		}
-		for key, m := range markers {
-			if w, ok := newest[key]; !ok || w[0] != m[0] || w[1] != m[1] {
-				t.Errorf("live marker %q@%d.%d, newest version %v", key, m[0], m[1], w)
-			}
-		}
-		if len(markers) != len(newest) {
-			t.Errorf("%d live markers, %d live keys", len(markers), len(newest))
 		}
 		attached := 0
 		for _, w := range newest {

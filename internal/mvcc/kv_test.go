@@ -217,9 +217,6 @@ func (h *harness) versions() []string {
 	revs := 0
 	err := h.s.view(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketKV).ForEach(func(k, _ []byte) error {
-			if _, kind, _ := splitKind(k); kind == kindLive {
-				return nil // the index entry, not a version
-			}
 			esc, rev, _ := splitKVKey(k)
 			out = append(out, fmt.Sprintf("%s@%d", unescape(esc), rev))
 			return nil

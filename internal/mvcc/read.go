@@ -35,54 +35,38 @@ func (k keyRef) clone() []byte {
 // loaded yet (see loadValue). Returning false stops the scan.
 type visit func(key keyRef, rev, sub int64, rec *record) (bool, error)
 
-// latest returns the newest live version of key without its value; ok is false if the key is
-// absent (never written, or deleted).
+// latest returns the newest version of key if it is live, with its value; ok is false if the key
+// is absent (never written, or deleted). Versions sort newest first (revisions are stored
+// inverted), so the newest is the first entry under the key's prefix: one seek.
 func (r *reader) latest(key []byte) (rec record, rev, sub int64, ok bool, err error) {
-	r.buf = liveMarker(r.buf[:0], key)
-	v := r.kv.Get(r.buf)
-	if v == nil {
-		return rec, 0, 0, false, nil
+	r.buf = kvPrefix(r.buf[:0], key)
+	k, v := r.kv.Cursor().Seek(r.buf)
+	if k == nil || len(k) != len(r.buf)-2+kvSuffixLen || !bytes.HasPrefix(k, r.buf) {
+		return record{}, 0, 0, false, nil
 	}
-	rec, rev, sub, err = decodeLive(v)
-	return rec, rev, sub, err == nil, err
-}
-
-// latestAt is latest through a cursor, which then stands on the marker: the newest version
-// sorts right after it, so a point read costs one seek and one step instead of two seeks.
-func (r *reader) latestAt(key []byte) (rec record, rev, sub int64, ok bool, err error) {
-	r.buf = liveMarker(r.buf[:0], key)
-	c := r.kv.Cursor()
-	k, v := c.Seek(r.buf)
-	if k == nil || !bytes.Equal(k, r.buf) {
-		return rec, 0, 0, false, nil
+	_, rev, sub = splitKVKey(k)
+	if rec, err = decodeRecord(v); err != nil {
+		return record{}, 0, 0, false, err
 	}
-	if rec, rev, sub, err = decodeLive(v); err != nil {
-		return rec, 0, 0, false, err
-	}
-	if k, v = c.Next(); k != nil && len(k) == len(r.buf)+kvSuffixLen-2 {
-		if esc, vrev, vsub := splitKVKey(k); vrev == rev && vsub == sub && sameKey(k, esc) && bytes.Equal(esc, r.buf[:len(r.buf)-2]) {
-			rec.raw = v
-		}
+	if rec.tombstone {
+		return record{}, 0, 0, false, nil
 	}
 	return rec, rev, sub, true, nil
 }
 
-// loadValue fills rec.value from the key's version if the record came from a live marker,
-// which holds no value (so that counting and key-only scans never decode values).
+// loadValue fills rec.value from the key's version if rec was decoded without it.
 func (r *reader) loadValue(key keyRef, rev, sub int64, rec *record) error {
 	if rec.loaded {
 		return nil
 	}
-	v := rec.raw
+	if key.escaped {
+		r.buf = kvKeyEsc(r.buf[:0], key.b, rev, sub)
+	} else {
+		r.buf = kvKey(r.buf[:0], key.b, rev, sub)
+	}
+	v := r.kv.Get(r.buf)
 	if v == nil {
-		if key.escaped {
-			r.buf = kvKeyEsc(r.buf[:0], key.b, rev, sub)
-		} else {
-			r.buf = kvKey(r.buf[:0], key.b, rev, sub)
-		}
-		if v = r.kv.Get(r.buf); v == nil {
-			return errorCorrupt(fmt.Sprintf("live key %q points to missing version %d.%d", key.b, rev, sub))
-		}
+		return errorCorrupt(fmt.Sprintf("key %q has no version %d.%d", key.b, rev, sub))
 	}
 	full, err := decodeRecord(v)
 	if err != nil {
@@ -99,7 +83,7 @@ func (r *reader) scan(key, end []byte, atRev int64, fn visit) error {
 	all := len(end) == 1 && end[0] == 0
 	if len(end) == 0 {
 		if atRev == 0 {
-			rec, rev, sub, ok, err := r.latestAt(key)
+			rec, rev, sub, ok, err := r.latest(key)
 			if err != nil || !ok {
 				return err
 			}
@@ -118,8 +102,9 @@ func (r *reader) scan(key, end []byte, atRev int64, fn visit) error {
 	return r.scanAt(key, end, all, atRev, fn)
 }
 
-// scanLatest is scan at the newest revision: it visits the live markers, stepping over each
-// key's versions (a short history step by step, a long one with a seek).
+// scanLatest is scan at the newest revision: the first entry of each key is its newest version
+// (skipped if a tombstone); the rest of its history is stepped over (a short one step by step,
+// a long one with a seek).
 func (r *reader) scanLatest(key, end []byte, all bool, fn visit) error {
 	var escEnd []byte
 	if !all {
@@ -128,30 +113,21 @@ func (r *reader) scanLatest(key, end []byte, all bool, fn visit) error {
 	// rec is reused across keys: fn receives a pointer, which would otherwise move a fresh
 	// record to the heap for every key scanned.
 	var rec record
-	var rev, sub int64
+	var err error
 	c := r.kv.Cursor()
 	k, v := c.Seek(appendEscaped(nil, key))
 	for k != nil {
-		esc, kind, ok := splitKind(k)
-		if !ok {
-			return errorCorrupt("kv key without a terminator")
+		if len(k) < kvSuffixLen {
+			return errorCorrupt("kv key too short")
 		}
+		esc, rev, sub := splitKVKey(k) // aliases bbolt memory, valid for the whole transaction
 		if escEnd != nil && bytes.Compare(esc, escEnd) >= 0 {
 			return nil
 		}
-		if kind == kindLive {
-			var err error
-			if rec, rev, sub, err = decodeLive(v); err != nil {
-				return err
-			}
-			// The newest version sorts right after its marker: take the value from there
-			// rather than from a seek per key in loadValue.
-			k, v = c.Next()
-			if k != nil && sameKey(k, esc) {
-				if _, vrev, vsub := splitKVKey(k); vrev == rev && vsub == sub {
-					rec.raw = v // decoded by loadValue, only for the keys returned
-				}
-			}
+		if rec, err = decodeRecord(v); err != nil {
+			return err
+		}
+		if !rec.tombstone {
 			if more, err := fn(keyRef{b: esc, escaped: true}, rev, sub, &rec); err != nil || !more {
 				return err
 			}
@@ -199,10 +175,6 @@ func (r *reader) scanAt(key, end []byte, all bool, atRev int64, fn visit) error 
 	c := r.kv.Cursor()
 	k, v := c.Seek(appendEscaped(nil, key))
 	for k != nil {
-		if _, kind, ok := splitKind(k); ok && kind == kindLive {
-			k, v = c.Next() // the versions follow their key's live marker
-			continue
-		}
 		if len(k) < kvSuffixLen {
 			return errorCorrupt("kv key too short")
 		}

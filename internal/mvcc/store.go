@@ -1,6 +1,7 @@
 package mvcc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -190,6 +191,10 @@ func (s *Store) openDB() (*bolt.DB, error) {
 					return fmt.Errorf("init meta: %w", err)
 				}
 			}
+		} else if u64(v) == 2 {
+			if err := migrateLiveMarkers(tx); err != nil {
+				return err
+			}
 		} else if u64(v) != schemaVersion {
 			return fmt.Errorf("unsupported schema version %d (want %d)", u64(v), schemaVersion)
 		}
@@ -204,6 +209,36 @@ func (s *Store) openDB() (*bolt.DB, error) {
 		return nil, fmt.Errorf("mvcc: initialize %s: %w", s.path, err)
 	}
 	return db, nil
+}
+
+// migrateLiveMarkers turns a schema 2 store into schema 3 inside tx: it deletes every live
+// marker (a key's newest version is the first entry under its prefix), a batch at a time, then
+// records the new schema version.
+func migrateLiveMarkers(tx *bolt.Tx) error {
+	kv := tx.Bucket(bucketKV)
+	var batch [][]byte
+	for from := []byte{}; ; {
+		batch = batch[:0]
+		c := kv.Cursor()
+		for k, _ := c.Seek(from); k != nil && len(batch) < 10000; k, _ = c.Next() {
+			if _, kind, ok := splitKind(k); ok && kind == kindLive {
+				batch = append(batch, bytes.Clone(k))
+			}
+		}
+		for _, k := range batch {
+			if err := kv.Delete(k); err != nil {
+				return fmt.Errorf("migrate to schema %d: delete live marker: %w", schemaVersion, err)
+			}
+		}
+		if len(batch) == 0 {
+			break
+		}
+		from = append(batch[len(batch)-1], 0) // the smallest key after the last one deleted
+	}
+	if err := tx.Bucket(bucketMeta).Put(metaSchema, putU64(schemaVersion)); err != nil {
+		return fmt.Errorf("migrate to schema %d: %w", schemaVersion, err)
+	}
+	return nil
 }
 
 // state is the scalar part of the store's state, kept in the meta bucket.
@@ -444,8 +479,8 @@ func checkSnapshotFile(path string) error {
 		if m == nil {
 			return fmt.Errorf("mvcc: restore: snapshot has no meta bucket")
 		}
-		if v := u64(m.Get(metaSchema)); v != schemaVersion {
-			return fmt.Errorf("mvcc: restore: snapshot schema version %d, want %d", v, schemaVersion)
+		if v := u64(m.Get(metaSchema)); v != schemaVersion && v != 2 { // 2 is migrated on open
+			return fmt.Errorf("mvcc: restore: snapshot schema version %d, want 2 or %d", v, schemaVersion)
 		}
 		return nil
 	})
