@@ -156,7 +156,7 @@ type record struct {
 	version   int64
 	lease     int64
 	value     []byte // aliases bbolt memory when decoded; valid only within the transaction
-	loaded    bool   // value is set (false for records decoded from a live marker)
+	loaded    bool   // value is set
 }
 
 func (r *record) encode(dst []byte) []byte {

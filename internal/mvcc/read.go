@@ -9,8 +9,8 @@ import (
 )
 
 // reader reads key versions from one bbolt transaction (read-only for Store reads, read-write
-// inside a Batch, where it sees the batch's own writes). Reads of the newest versions go to the
-// keys' live markers, reads at a past revision to their versions; both are in the kv bucket.
+// inside a Batch, where it sees the batch's own writes), from the kv bucket: a key's newest
+// version is the first entry under its prefix, older ones follow it.
 type reader struct {
 	kv  *bolt.Bucket
 	buf []byte
