@@ -39,16 +39,7 @@ func BenchmarkApplyPut(b *testing.B) {
 					cmds[j] = cmdOf(&caucusv1.PutRequest{Key: fmt.Appendf(nil, "key/%05d", (i+j)%10000), Value: val})
 					cmds[j].TimeUnixNano = baseTime.UnixNano()
 				}
-				bt := h.s.Begin()
-				for j := range n {
-					h.index++
-					if r := bt.Apply(h.index, cmds[j]); r.Err != nil {
-						b.Fatal(r.Err)
-					}
-				}
-				if err := bt.Commit(); err != nil {
-					b.Fatal(err)
-				}
+				applyAll(b, h, cmds[:n])
 			}
 		})
 	}
@@ -139,15 +130,21 @@ func BenchmarkApplyPutLargeKeyspace(b *testing.B) {
 			cmds[j] = cmdOf(&caucusv1.PutRequest{Key: fmt.Appendf(nil, "%08d", (x>>33)%keys), Value: val})
 			cmds[j].TimeUnixNano = baseTime.UnixNano()
 		}
-		bt := h.s.Begin()
-		for j := range n {
-			h.index++
-			if r := bt.Apply(h.index, cmds[j]); r.Err != nil {
-				b.Fatal(r.Err)
-			}
+		applyAll(b, h, cmds[:n])
+	}
+}
+
+// applyAll applies cmds in one batch (one bbolt transaction), as the node does with the
+// committed entries of one Ready.
+func applyAll(b *testing.B, h *harness, cmds []*cmdpb.Command) {
+	bt := h.s.Begin()
+	for _, c := range cmds {
+		h.index++
+		if r := bt.Apply(h.index, c); r.Err != nil {
+			b.Fatal(r.Err)
 		}
-		if err := bt.Commit(); err != nil {
-			b.Fatal(err)
-		}
+	}
+	if err := bt.Commit(); err != nil {
+		b.Fatal(err)
 	}
 }

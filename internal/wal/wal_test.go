@@ -980,16 +980,7 @@ func FuzzReplayTail(f *testing.F) {
 	b = finishFrame(wire.AppendEntry(b, &e), start)
 	f.Add(append(make([]byte, 32), b...), uint16(16))
 	f.Fuzz(func(t *testing.T, tail []byte, gap uint16) {
-		fsys := vfs.NewSim(1)
-		opts := smallOpts(nil)
-		opts.SegmentBytes = 64 << 10
-		w := mustOpen(t, fsys, opts)
-		readAll(t, w)
-		if err := w.Save(raft.HardState{Term: 1, Commit: 8}, ents(1, 1, 8, 40), true); err != nil {
-			t.Fatal(err)
-		}
-		w.Close()
-		name := segmentPath(t, fsys, -1)
+		fsys, opts, name := oneSegmentLog(t, ents(1, 1, 8, 40))
 		offs := frameOffsets(t, fsys, name)
 		seg, err := vfs.ReadFile(fsys, name)
 		if err != nil {
@@ -1010,7 +1001,7 @@ func FuzzReplayTail(f *testing.F) {
 		}
 		g.Sync()
 		g.Close()
-		w, err = Open(fsys, testDir, opts)
+		w, err := Open(fsys, testDir, opts)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("Open failed without ErrCorrupt: %v", err)
@@ -1253,16 +1244,7 @@ func TestOutOfOrderWritebackVersusDamage(t *testing.T) {
 // A segment of format version 1 has no sync marks, so a hole followed by valid records in it
 // keeps the rule it was written under: damage, not a torn tail.
 func TestVersion1SegmentKeepsStrictRule(t *testing.T) {
-	fsys := vfs.NewSim(1)
-	opts := smallOpts(nil)
-	opts.SegmentBytes = 64 << 10
-	w := mustOpen(t, fsys, opts)
-	readAll(t, w)
-	if err := w.Save(raft.HardState{Term: 1, Commit: 10}, ents(1, 1, 10, 100), true); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	name := segmentPath(t, fsys, -1)
+	fsys, opts, name := oneSegmentLog(t, ents(1, 1, 10, 100))
 	// Rewrite the header as version 1.
 	b, err := vfs.ReadFile(fsys, name)
 	if err != nil {
@@ -1296,4 +1278,20 @@ func TestVersion1SegmentKeepsStrictRule(t *testing.T) {
 	if _, err := Open(fsys, testDir, opts); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "followed by a valid record") {
 		t.Fatalf("Open of a version 1 segment with a hole before valid records: %v; want ErrCorrupt", err)
 	}
+}
+
+// oneSegmentLog writes es (committed) with one synced Save into a new WAL whose 64 KiB segments
+// hold it whole, closes it, and returns the disk, the options and the segment's name.
+func oneSegmentLog(t *testing.T, es []raft.Entry) (*vfs.Sim, Options, string) {
+	t.Helper()
+	fsys := vfs.NewSim(1)
+	opts := smallOpts(nil)
+	opts.SegmentBytes = 64 << 10
+	w := mustOpen(t, fsys, opts)
+	readAll(t, w)
+	if err := w.Save(raft.HardState{Term: 1, Commit: es[len(es)-1].Index}, es, true); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	return fsys, opts, segmentPath(t, fsys, -1)
 }
