@@ -307,7 +307,10 @@ func (c *Client) call(ctx context.Context, op string, tgt target, pol policy, at
 	var lastErr error
 	// telling is the last error that says more than that time ran out: when the call's
 	// deadline cuts its last attempt short, the caller learns why the earlier ones failed
-	// (e.g. "unavailable: no quorum") rather than only that the deadline passed.
+	// (e.g. "unavailable: no quorum") rather than only that the deadline passed. A timeout
+	// never replaces a member's answer: an attempt sent with a millisecond left comes back
+	// as the member's DeadlineExceeded a moment before the call's own context expires.
+	// Only when nothing better is known does an attempt's own timeout (a silent member) tell.
 	var telling error
 	for try := 0; ; try++ {
 		ep := c.endpoints[(start+try)%n]
@@ -318,17 +321,14 @@ func (c *Client) call(ctx context.Context, op string, tgt target, pol policy, at
 			return nil
 		}
 		lastErr = fmt.Errorf("%s via %s: %w", op, ep.url, err)
-		if ctx.Err() == nil || !isContextError(err) {
+		if !isContextError(err) || (telling == nil && ctx.Err() == nil) {
 			telling = lastErr
 		}
 		if c.ctx.Err() != nil {
 			return fmt.Errorf("client: %w: %w", ErrClosed, lastErr)
 		}
 		if ctx.Err() != nil {
-			if telling != nil && telling != lastErr {
-				return fmt.Errorf("client: %w after %d attempt(s): %w (last attempt: %w)", ctx.Err(), try+1, telling, lastErr)
-			}
-			return fmt.Errorf("client: %w after %d attempt(s): %w", ctx.Err(), try+1, lastErr)
+			return expired(ctx.Err(), try+1, telling, lastErr)
 		}
 		if !retryable(err, pol) {
 			return lastErr
@@ -345,10 +345,19 @@ func (c *Client) call(ctx context.Context, op string, tgt target, pol policy, at
 		c.log.Debug("caucus client: retrying", "op", op, "endpoint", ep.url, "attempt", try+1, "err", err)
 		if (try+1)%n == 0 {
 			if err := sleepCtx(ctx, backoff((try+1)/n)); err != nil {
-				return fmt.Errorf("client: %w after %d attempt(s): %w", err, try+1, lastErr)
+				return expired(err, try+1, telling, lastErr)
 			}
 		}
 	}
+}
+
+// expired is the error of a call whose context ended (ctxErr) after tries attempts: it wraps
+// the telling error, and the last attempt's when that is another.
+func expired(ctxErr error, tries int, telling, lastErr error) error {
+	if telling != nil && telling != lastErr {
+		return fmt.Errorf("client: %w after %d attempt(s): %w (last attempt: %w)", ctxErr, tries, telling, lastErr)
+	}
+	return fmt.Errorf("client: %w after %d attempt(s): %w", ctxErr, tries, lastErr)
 }
 
 // headered is a response that says which member answered.

@@ -367,6 +367,52 @@ func TestDeadlineRespected(t *testing.T) {
 	}
 }
 
+// TestDeadlineKeepsTellingError drives call with scripted attempts: a member's answer
+// (Unavailable) must survive in the error of a call whose deadline ends it, whatever comes
+// back after it (a member's own DeadlineExceeded for an attempt sent with no time left, seen
+// under load just before the call's context expires) and wherever the end finds the call: in
+// an attempt, or in the backoff between rounds of attempts.
+func TestDeadlineKeepsTellingError(t *testing.T) {
+	c := newClient(t, Config{Endpoints: []string{"http://127.0.0.1:1", "http://127.0.0.1:2"}, RequestTimeout: time.Hour})
+	type attempt func(actx context.Context, end context.CancelFunc) error
+	unavailable := func(context.Context, context.CancelFunc) error {
+		return connect.NewError(connect.CodeUnavailable, errors.New("no quorum"))
+	}
+	memberTimeout := func(context.Context, context.CancelFunc) error {
+		return connect.NewError(connect.CodeDeadlineExceeded, context.DeadlineExceeded)
+	}
+	for name, script := range map[string][]attempt{
+		"in an attempt": {unavailable, memberTimeout, func(actx context.Context, end context.CancelFunc) error {
+			end()
+			<-actx.Done()
+			return actx.Err()
+		}},
+		// The second attempt closes a round (two endpoints), so call backs off next; the end
+		// comes in the backoff.
+		"in the backoff": {unavailable, func(actx context.Context, end context.CancelFunc) error {
+			time.AfterFunc(time.Millisecond, end)
+			return memberTimeout(actx, end)
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, end := context.WithCancel(context.Background())
+			defer end()
+			var tries int
+			err := c.call(ctx, "put", anyEndpoint, retryTransient, func(actx context.Context, _ *endpoint) error {
+				tries++
+				if tries > len(script) {
+					t.Errorf("attempt %d after the call's context ended", tries)
+					return memberTimeout(actx, end)
+				}
+				return script[tries-1](actx, end)
+			})
+			if !errors.Is(err, context.Canceled) || !IsUnavailable(err) {
+				t.Fatalf("error %v: want the call's own end, wrapping the member's Unavailable", err)
+			}
+		})
+	}
+}
+
 func TestRetryPolicies(t *testing.T) {
 	fc := clienttest.NewCluster(t, 2)
 	var attempts atomic.Int64
