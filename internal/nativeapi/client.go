@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -397,8 +398,17 @@ func (cc *clientConn) writeLoop() {
 		case <-cc.closeCh:
 			return
 		}
+		yielded := false
 		for {
 			cc.mu.Lock()
+			if len(cc.queue) == 0 && !yielded {
+				// Callers woken by one batch of responses send their next requests together;
+				// let them queue before this flush goes out with one (see serverConn.writeLoop).
+				cc.mu.Unlock()
+				yielded = true
+				runtime.Gosched()
+				cc.mu.Lock()
+			}
 			if len(cc.queue) == 0 {
 				cc.mu.Unlock()
 				break

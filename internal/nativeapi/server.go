@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -327,6 +328,7 @@ func (c *serverConn) writeLoop() {
 		case <-c.ctx.Done():
 			return
 		}
+		yielded := false
 		for bp != nil {
 			_, err := bw.Write(*bp)
 			putBuf(bp)
@@ -338,6 +340,16 @@ func (c *serverConn) writeLoop() {
 			case bp = <-c.out:
 			default:
 				bp = nil
+			}
+			if bp == nil && !yielded {
+				// The node answers a batch of proposals at once, waking their handlers
+				// together; let them queue their responses before this one goes out alone.
+				yielded = true
+				runtime.Gosched()
+				select {
+				case bp = <-c.out:
+				default:
+				}
 			}
 		}
 		if err := bw.Flush(); err != nil {
