@@ -398,12 +398,14 @@ func (cc *clientConn) writeLoop() {
 		case <-cc.closeCh:
 			return
 		}
-		yielded := false
+		yielded, written := false, 0
 		for {
 			cc.mu.Lock()
-			if len(cc.queue) == 0 && !yielded {
+			if len(cc.queue) == 0 && !yielded && len(cc.pending) > written {
 				// Callers woken by one batch of responses send their next requests together;
-				// let them queue before this flush goes out with one (see serverConn.writeLoop).
+				// let them queue before this flush goes out with one. Only when other calls
+				// share the connection: a lone caller would pay the yield's wake-up of an
+				// idle P for nothing (see serverConn.writeLoop).
 				cc.mu.Unlock()
 				yielded = true
 				runtime.Gosched()
@@ -418,6 +420,7 @@ func (cc *clientConn) writeLoop() {
 			cc.queue = cc.spare[:0]
 			cc.spare = nil
 			cc.mu.Unlock()
+			written += len(batch)
 			for i, bp := range batch {
 				_, err := bw.Write(*bp)
 				putBuf(bp)

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -148,6 +149,8 @@ type serverConn struct {
 	cancel context.CancelFunc
 	out    chan *[]byte  // encoded response frames for the writer
 	sem    chan struct{} // one token per call in flight
+	// handling counts calls whose response is not yet queued (writeLoop's hint to wait).
+	handling atomic.Int32
 
 	closeOnce sync.Once
 }
@@ -187,6 +190,7 @@ func (c *serverConn) readLoop() {
 			return
 		}
 		c.s.wg.Add(1)
+		c.handling.Add(1)
 		go c.serve(h, payload, bp)
 	}
 }
@@ -222,6 +226,7 @@ func (c *serverConn) serve(h RequestHeader, payload []byte, bp *[]byte) {
 	}
 	out := getBuf(ResponseHeaderLen + 64)
 	*out = encodeResponse(*out, h.CallID, resp, err)
+	c.handling.Add(-1)
 	c.out <- out // never blocks: see the capacity of out
 }
 
@@ -341,9 +346,11 @@ func (c *serverConn) writeLoop() {
 			default:
 				bp = nil
 			}
-			if bp == nil && !yielded {
+			if bp == nil && !yielded && c.handling.Load() > 0 {
 				// The node answers a batch of proposals at once, waking their handlers
-				// together; let them queue their responses before this one goes out alone.
+				// together; let those still running queue their responses before this one
+				// goes out alone. Only then: a yield wakes an idle P (a futex wake-up),
+				// which a lone call would pay for nothing.
 				yielded = true
 				runtime.Gosched()
 				select {
