@@ -46,7 +46,11 @@
 //     machine vanished fails the connection, and its calls, in seconds.
 //   - Each side has one writer goroutine per connection that drains all queued frames into a
 //     buffered writer and flushes only when its queue is empty: one write syscall for every
-//     frame that became ready while the previous write was in progress.
+//     frame that became ready while the previous write was in progress. Before flushing it
+//     yields once if other calls share the connection (server: handlers still computing;
+//     client: calls pending beside those just written), because frames tend to become ready
+//     together (a committed batch wakes its handlers at once) but one goroutine at a time. A
+//     lone call skips the yield: it would only wake an idle P.
 //   - Split sniffs each accepted connection in its own goroutine under a bounded deadline, so a
 //     slow or silent client never blocks Accept; anything that is not the native preface is
 //     handed to the HTTP side with the bytes read so far replayed.
