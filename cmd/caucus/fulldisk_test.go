@@ -380,9 +380,15 @@ func startWriters(ctx context.Context, cli *client.Client, seed uint64) *writers
 			buf := make([]byte, fullDiskValueBytes)
 			for j := 0; ctx.Err() == nil; j++ {
 				k := fmt.Sprintf("w%d/%06d", i, j)
-				// Random (incompressible, distinct) bytes; hex keeps them printable.
-				for b := range buf {
-					buf[b] = "0123456789abcdef"[rng.IntN(16)]
+				// Random (incompressible, distinct) bytes; hex keeps them printable. One draw
+				// per 16 digits: under the race detector a draw per byte made the writers too
+				// slow to fill a log segment within awaitFull's deadline.
+				for b := 0; b < len(buf); b += 16 {
+					x := rng.Uint64()
+					for d := b; d < min(b+16, len(buf)); d++ {
+						buf[d] = "0123456789abcdef"[x&15]
+						x >>= 4
+					}
 				}
 				v := string(buf)
 				wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
@@ -442,7 +448,10 @@ func (w *writers) snapshot() map[string]string {
 // still up and its Status carries the ENOSPC error. It returns a description of what happened.
 func awaitFull(ctx context.Context, t *testing.T, victim *cluster.Node, httpc *http.Client) string {
 	t.Helper()
-	deadline := time.Now().Add(25 * time.Second)
+	// The log case must write a whole segment (64 MiB) first: under the race detector on a
+	// 2-core machine that took 18 s, so the bound leaves room; it only costs time on failure.
+	const budget = 60 * time.Second
+	deadline := time.Now().Add(budget)
 	for {
 		if !victim.Running() {
 			st, err := victim.WaitExit(ctx)
@@ -471,8 +480,8 @@ func awaitFull(ctx context.Context, t *testing.T, victim *cluster.Node, httpc *h
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not report running out of space within 25 s (%d bytes free):\n%s",
-				victim.Name, freeBytes(t, victim.DataDir), tailFile(victim.LogPath, 20))
+			t.Fatalf("%s did not report running out of space within %v (%d bytes free):\n%s",
+				victim.Name, budget, freeBytes(t, victim.DataDir), tailFile(victim.LogPath, 20))
 		}
 		time.Sleep(50 * time.Millisecond) // polling the process and its Status with a deadline
 	}
