@@ -24,6 +24,7 @@ import (
 func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile, logLevel, bug, retention *string) {
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "human-readable name of this member")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for the log, snapshots and state machine (default <name>.caucus)")
+	fs.StringVar(&cfg.WALDir, "wal-dir", "", "directory for the log, e.g. on a dedicated disk (default <data-dir>/wal)")
 	fs.StringVar(&cfg.ListenClientURL, "listen-client-urls", cfg.ListenClientURL, "URL to serve the client API on")
 	fs.StringVar(&cfg.AdvertiseClientURL, "advertise-client-urls", "", "client URL to advertise to the cluster (default: the listen URL)")
 	fs.StringVar(&cfg.ListenPeerURL, "listen-peer-urls", cfg.ListenPeerURL, "URL to listen on for peer traffic")

@@ -46,6 +46,15 @@ func TestServerFlagPrecedence(t *testing.T) {
 	if err != nil || cfg.CommitBroadcastDelay != -time.Nanosecond {
 		t.Errorf("commit broadcast delay from the environment = %v (%v), want -1ns (announce at once)", cfg.CommitBroadcastDelay, err)
 	}
+	// So does the log directory (etcd's --wal-dir), which defaults to the data directory's.
+	cfg, _, err = parseServerFlags([]string{"--wal-dir", "/disks/log/n1"}, io.Discard, func(string) string { return "" })
+	if err != nil || cfg.WALDir != "/disks/log/n1" {
+		t.Errorf("--wal-dir = %q (%v), want /disks/log/n1", cfg.WALDir, err)
+	}
+	cfg, _, err = parseServerFlags(nil, io.Discard, func(k string) string { return map[string]string{"CAUCUS_WAL_DIR": "/disks/log"}[k] })
+	if err != nil || cfg.WALDir != "/disks/log" {
+		t.Errorf("CAUCUS_WAL_DIR = %q (%v), want /disks/log", cfg.WALDir, err)
+	}
 }
 
 // TestAutoCompactionFlags: the retention is read in the unit of its mode, as etcd reads it.

@@ -505,3 +505,26 @@ func syncDir(dir string) error {
 }
 
 func errorCorrupt(what string) error { return fmt.Errorf("mvcc: corrupt database: %s", what) }
+
+// ReadAppliedIndex reads the applied index recorded in the store file at path without opening
+// it for writing (0 if the file does not exist). It lets a caller decide whether a store exists
+// before creating anything beside it.
+func ReadAppliedIndex(path string) (applied uint64, err error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer recoverCorrupt(path, &err)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		return 0, openError(path, err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		if m := tx.Bucket(bucketMeta); m != nil {
+			applied = u64(m.Get(metaApplied))
+		}
+		return nil
+	})
+	return applied, err
+}

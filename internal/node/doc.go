@@ -46,4 +46,7 @@
 //     is rebuilt from the snapshot and the log (unsynced.go). So is a state machine file that
 //     bbolt cannot open (mvcc.ErrCorrupt): it is moved aside as kv.db.corrupt-<time>, never
 //     deleted. The snapshot and the log are the source of truth; the state machine is derived.
+//   - One process at a time writes a log (an flock on LOCK in the log directory, which may be
+//     outside the data directory: OpenConfig.WALDir), and a member never starts with an empty
+//     log beside a state machine that applied entries: that log lost the member's vote.
 package node

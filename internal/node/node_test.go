@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,11 +44,16 @@ func valueOf(i int) string         { return fmt.Sprintf("v%03d", i) }
 // snapshot every snapEvery entries.
 func startSingle(t *testing.T, dir string, snapEvery uint64) *Node {
 	t.Helper()
+	return startSingleWith(t, singleConfig(dir, snapEvery))
+}
+
+// singleConfig is startSingle's configuration, for tests that change it.
+func singleConfig(dir string, snapEvery uint64) OpenConfig {
 	rc := raft.DefaultConfig(1)
 	rc.HeartbeatTick, rc.ElectionTick = 1, 3
 	rc.Seed = 1
 	rc.Logger = quiet()
-	n, err := Open(OpenConfig{
+	return OpenConfig{
 		Config: Config{
 			Raft:            rc,
 			TickInterval:    5 * time.Millisecond,
@@ -59,7 +65,12 @@ func startSingle(t *testing.T, dir string, snapEvery uint64) *Node {
 		NewCluster:     true,
 		InitialMembers: []Member{{ID: 1, Name: "n1", PeerURLs: []string{"http://127.0.0.1:1"}}},
 		StoreOptions:   mvcc.Options{NoSync: true},
-	})
+	}
+}
+
+func startSingleWith(t *testing.T, cfg OpenConfig) *Node {
+	t.Helper()
+	n, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,4 +225,118 @@ func TestCorruptStateMachineIsRebuilt(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestWALDir: the log can live outside the data directory (--wal-dir). The member writes it
+// there and nowhere else and restarts from it; it refuses to start from the data directory's
+// own, empty, log location once it applied state (that would forget its vote), and refuses a
+// separate log directory while the data directory still holds a log of its own.
+func TestWALDir(t *testing.T) {
+	dir, logDir := t.TempDir(), filepath.Join(t.TempDir(), "log")
+	cfg := singleConfig(dir, 0)
+	cfg.WALDir = logDir
+	n := startSingleWith(t, cfg)
+	putAll(t, n, 0, 20)
+	n.Stop()
+	<-n.Done()
+	segs, err := filepath.Glob(filepath.Join(logDir, "*.wal"))
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("no log segment in --wal-dir %s (%v)", logDir, err)
+	}
+	if own, _ := os.ReadDir(walDir(dir)); len(own) > 0 {
+		t.Fatalf("the data directory's own log directory holds %d files with --wal-dir set", len(own))
+	}
+	n = startSingleWith(t, cfg)
+	checkAll(t, n, 20)
+	n.Stop()
+	<-n.Done()
+
+	// Started without --wal-dir: the default log location is empty beside applied state.
+	if _, err := Open(singleConfig(dir, 0)); err == nil || !strings.Contains(err.Error(), "lost its log or was started with the wrong --wal-dir") {
+		t.Fatalf("open without --wal-dir after running with it: %v; want a refusal naming the lost log", err)
+	}
+	// That attempt left only its lock file in the default location, which is not a log.
+	n = startSingleWith(t, cfg)
+	checkAll(t, n, 20)
+	n.Stop()
+	<-n.Done()
+
+	// The data directory gets a log of its own (say, copied there) while --wal-dir is still set.
+	if err := os.MkdirAll(walDir(dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, seg := range segs {
+		b, err := os.ReadFile(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(walDir(dir), filepath.Base(seg)), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Open(cfg); err == nil || !strings.Contains(err.Error(), "holds a log too") {
+		t.Fatalf("open with --wal-dir while the data directory holds a log: %v; want a refusal", err)
+	}
+	// And with the copy as the log (no --wal-dir), the member starts where it stopped.
+	n = startSingleWith(t, singleConfig(dir, 0))
+	checkAll(t, n, 20)
+	n.Stop()
+	<-n.Done()
+}
+
+// TestOpenRefusesLostLog: a member whose log is gone but whose state machine applied entries
+// must not start as if new (it would forget its term and vote), and the refusal loses nothing:
+// with the log back, the member starts with every write.
+func TestOpenRefusesLostLog(t *testing.T) {
+	for _, snapEvery := range []uint64{0, 5} {
+		t.Run(fmt.Sprintf("snapshot-every=%d", snapEvery), func(t *testing.T) {
+			dir := t.TempDir()
+			n := startSingle(t, dir, snapEvery)
+			putAll(t, n, 0, 20)
+			n.Stop()
+			<-n.Done()
+			aside := filepath.Join(t.TempDir(), "wal")
+			if err := os.Rename(walDir(dir), aside); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Open(singleConfig(dir, snapEvery))
+			if err == nil || !strings.Contains(err.Error(), "lost its log") || !strings.Contains(err.Error(), walDir(dir)) {
+				t.Fatalf("open with the log removed: %v; want a refusal naming %s", err, walDir(dir))
+			}
+			if err := os.RemoveAll(walDir(dir)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(aside, walDir(dir)); err != nil {
+				t.Fatal(err)
+			}
+			n = startSingle(t, dir, snapEvery)
+			checkAll(t, n, 20)
+			n.Stop()
+			<-n.Done()
+		})
+	}
+}
+
+// TestLogDirLocked: two members on one log (a member started twice, or two members given the
+// same --wal-dir) would destroy it; the second is refused while the first runs, and the lock goes
+// with the first member's stop.
+func TestLogDirLocked(t *testing.T) {
+	dir, logDir := t.TempDir(), t.TempDir()
+	cfg := singleConfig(dir, 0)
+	cfg.WALDir = logDir
+	n := startSingleWith(t, cfg)
+	putAll(t, n, 0, 5)
+	other := singleConfig(t.TempDir(), 0)
+	other.WALDir = logDir
+	for name, c := range map[string]OpenConfig{"same member": cfg, "another member, same --wal-dir": other} {
+		if _, err := Open(c); err == nil || !strings.Contains(err.Error(), "in use by another process") {
+			t.Fatalf("%s: second open of a running member's log: %v; want a refusal", name, err)
+		}
+	}
+	n.Stop()
+	<-n.Done()
+	n = startSingleWith(t, cfg)
+	checkAll(t, n, 5)
+	n.Stop()
+	<-n.Done()
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"google.golang.org/protobuf/proto"
@@ -30,6 +31,8 @@ type Member struct {
 type OpenConfig struct {
 	Config
 	DataDir string
+	// WALDir holds the log; empty means DataDir/wal.
+	WALDir string
 	// NewCluster bootstraps a brand-new cluster from InitialMembers when the data dir is empty.
 	// Otherwise the member waits to be sent the log (or a snapshot) by the leader.
 	NewCluster     bool
@@ -51,25 +54,43 @@ func Open(cfg OpenConfig) (*Node, error) {
 		lg = slog.Default()
 	}
 	fs := vfs.NewOS()
-	for _, d := range []string{cfg.DataDir, walDir(cfg.DataDir), snapDir(cfg.DataDir)} {
+	logDir := cfg.WALDir
+	if logDir == "" {
+		logDir = walDir(cfg.DataDir)
+	} else if err := checkNoOwnLog(cfg.DataDir, logDir); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{cfg.DataDir, logDir, snapDir(cfg.DataDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("node: create data directory %s: %w", d, err)
 		}
 	}
+	unlock, err := lockLogDir(logDir)
+	if err != nil {
+		return nil, err
+	}
+	storePath := filepath.Join(cfg.DataDir, "kv.db")
+	if err := checkLogNotLost(logDir, storePath); err != nil {
+		unlock()
+		return nil, err
+	}
 	wopts := cfg.WALOptions
 	wopts.Logger = lg
-	w, err := wal.Open(fs, walDir(cfg.DataDir), wopts)
+	w, err := wal.Open(fs, logDir, wopts)
 	if err != nil {
+		unlock()
 		return nil, fmt.Errorf("node: open log: %w", err)
 	}
+	// Closing the log releases its lock, on every path from here on.
+	closeLog := func() error { return errors.Join(w.Close(), unlock()) }
 	rs, err := w.ReadAll()
 	if err != nil {
-		w.Close()
+		closeLog()
 		return nil, fmt.Errorf("node: read log: %w", err)
 	}
 	snaps, err := snap.New(fs, snapDir(cfg.DataDir), snap.Options{Logger: lg})
 	if err != nil {
-		w.Close()
+		closeLog()
 		return nil, fmt.Errorf("node: open snapshots: %w", err)
 	}
 	// The snapshot's data stays on disk: the Raft core keeps only its metadata and size (the
@@ -83,13 +104,12 @@ func Open(cfg OpenConfig) (*Node, error) {
 		snapshot = &raft.Snapshot{Meta: snapRd.Meta, Size: snapRd.Size}
 	case errors.Is(err, snap.ErrNoSnapshot):
 	default:
-		w.Close()
+		closeLog()
 		return nil, fmt.Errorf("node: load snapshot: %w", err)
 	}
-	storePath := filepath.Join(cfg.DataDir, "kv.db")
 	if cfg.StoreOptions.NoSync {
 		if _, err := guardUnsynced(cfg.DataDir, storePath, lg); err != nil {
-			w.Close()
+			closeLog()
 			return nil, err
 		}
 	}
@@ -100,7 +120,7 @@ func Open(cfg OpenConfig) (*Node, error) {
 		// file for inspection.
 		aside, merr := moveAside(storePath, "corrupt")
 		if merr != nil {
-			w.Close()
+			closeLog()
 			return nil, fmt.Errorf("node: move aside the corrupt state machine (%v): %w", err, merr)
 		}
 		lg.Error("the state machine file is corrupt; moved it aside, rebuilding it from the snapshot and the log",
@@ -108,12 +128,12 @@ func Open(cfg OpenConfig) (*Node, error) {
 		store, err = mvcc.Open(storePath, cfg.StoreOptions)
 	}
 	if err != nil {
-		w.Close()
+		closeLog()
 		return nil, fmt.Errorf("node: open state machine: %w", err)
 	}
 	fail := func(err error) (*Node, error) {
 		store.Close()
-		w.Close()
+		closeLog()
 		return nil, err
 	}
 	// The state machine may lag the snapshot (it syncs lazily; the WAL is the source of truth) or
@@ -145,6 +165,10 @@ func Open(cfg OpenConfig) (*Node, error) {
 		// Applied entries were committed; a HardState that lags them was not synced yet when the
 		// process died. Raft's commit index only moves forward, so trust the state machine.
 		ps.HardState.Commit = rc.Applied
+	}
+	if rs.HardState.IsEmpty() && len(rs.Entries) == 0 && rs.Snapshot == nil && store.AppliedIndex() > 0 {
+		// checkLogNotLost's case for a log directory holding segments without records.
+		return fail(lostLogError(logDir, storePath, store.AppliedIndex()))
 	}
 	fresh := rs.HardState.IsEmpty() && len(rs.Entries) == 0 && snapshot == nil
 	if fresh && cfg.NewCluster {
@@ -181,7 +205,7 @@ func Open(cfg OpenConfig) (*Node, error) {
 			return errors.Join(releaseUnsynced(cfg.DataDir, store), store.Close())
 		}
 	}
-	n.closers = append(n.closers, w.Close, closeStore)
+	n.closers = append(n.closers, closeLog, closeStore)
 	lg.Info("opened member state", "dir", cfg.DataDir, "term", ps.HardState.Term, "commit", ps.HardState.Commit,
 		"applied", rc.Applied, "snapshot", snapIndex, "entries", len(ents))
 	return n, nil
@@ -199,7 +223,54 @@ func (n *Node) SetTransport(t Transport, initial []Member) {
 	n.syncPeers()
 }
 
-func walDir(dataDir string) string  { return filepath.Join(dataDir, "wal") }
+func walDir(dataDir string) string { return filepath.Join(dataDir, "wal") }
+
+// checkLogNotLost refuses to start with no log beside a state machine that applied entries. A
+// member applies only what its log held first, and its log keeps its HardState (term, vote) for
+// good, so that means the log was lost or this is the wrong one (--wal-dir): starting would
+// forget the vote and could help elect two leaders in one term. It runs before the log is
+// created, so that a refused start leaves nothing behind. (A snapshot file alone is not
+// evidence: a new member that crashed while installing its first snapshot has one, and had voted
+// for nothing.)
+func checkLogNotLost(logDir, storePath string) error {
+	segs, err := filepath.Glob(filepath.Join(logDir, "*.wal"))
+	if err != nil || len(segs) > 0 {
+		return nil
+	}
+	applied, err := mvcc.ReadAppliedIndex(storePath)
+	if err != nil || applied == 0 {
+		return nil // no store, or one Open will deal with (a corrupt store is rebuilt)
+	}
+	return lostLogError(logDir, storePath, applied)
+}
+
+func lostLogError(logDir, storePath string, applied uint64) error {
+	return fmt.Errorf("node: the log in %s is empty, but the state machine %s has applied up to index %d: "+
+		"the member lost its log or was started with the wrong --wal-dir; restore the log, "+
+		"or remove the member from the cluster and add it back with an empty data directory",
+		logDir, storePath, applied)
+}
+
+// checkNoOwnLog refuses a separate log directory while the data directory still has a log of its
+// own: that is a member moved to --wal-dir without moving its log, which would start from the
+// other, probably empty, log.
+func checkNoOwnLog(dataDir, logDir string) error {
+	own := walDir(dataDir)
+	if filepath.Clean(logDir) == filepath.Clean(own) {
+		return nil
+	}
+	files, err := os.ReadDir(own)
+	files = slices.DeleteFunc(files, func(f os.DirEntry) bool { return f.Name() == lockFileName })
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("node: check for a log in %s: %w", own, err)
+	case len(files) > 0:
+		return fmt.Errorf("node: the log directory is %s (--wal-dir), but %s holds a log too: move its files to %s, or start without --wal-dir", logDir, own, logDir)
+	}
+	return nil
+}
 func snapDir(dataDir string) string { return filepath.Join(dataDir, "snap") }
 
 // sortedMembers orders members by id: bootstrap data must be identical on every initial member.
