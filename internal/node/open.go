@@ -131,6 +131,8 @@ func Open(cfg OpenConfig) (*Node, error) {
 		closeLog()
 		return nil, fmt.Errorf("node: open state machine: %w", err)
 	}
+	// What the store had applied by itself, before any restore from the snapshot below.
+	appliedAtOpen := store.AppliedIndex()
 	fail := func(err error) (*Node, error) {
 		store.Close()
 		closeLog()
@@ -166,9 +168,10 @@ func Open(cfg OpenConfig) (*Node, error) {
 		// process died. Raft's commit index only moves forward, so trust the state machine.
 		ps.HardState.Commit = rc.Applied
 	}
-	if rs.HardState.IsEmpty() && len(rs.Entries) == 0 && rs.Snapshot == nil && store.AppliedIndex() > 0 {
-		// checkLogNotLost's case for a log directory holding segments without records.
-		return fail(lostLogError(logDir, storePath, store.AppliedIndex()))
+	if rs.HardState.IsEmpty() && len(rs.Entries) == 0 && rs.Snapshot == nil && appliedAtOpen > 0 {
+		// checkLogNotLost's case for a log directory holding segments without records. Not
+		// after a restore from the snapshot file alone: see checkLogNotLost.
+		return fail(lostLogError(logDir, storePath, appliedAtOpen))
 	}
 	fresh := rs.HardState.IsEmpty() && len(rs.Entries) == 0 && snapshot == nil
 	if fresh && cfg.NewCluster {
