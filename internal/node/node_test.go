@@ -340,3 +340,37 @@ func TestLogDirLocked(t *testing.T) {
 	n.Stop()
 	<-n.Done()
 }
+
+// TestOpenIgnoresUnrecordedSnapshot: a snapshot file the log does not record was saved just
+// before the member stopped (a new member crashing while installing its first snapshot from the
+// leader has one, and an empty log). It must not be loaded: paired with a log that knows nothing
+// of it, Raft would refuse to start (HardState term 0 below the snapshot's term).
+func TestOpenIgnoresUnrecordedSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	n := startSingle(t, dir, 5)
+	putAll(t, n, 0, 12)
+	n.Stop()
+	<-n.Done()
+	if snaps, _ := os.ReadDir(snapDir(dir)); len(snaps) == 0 {
+		t.Fatal("no snapshot was taken")
+	}
+	// What the crashed installer leaves: snapshot files, an empty log, an empty state machine.
+	for _, p := range []string{walDir(dir), storeFile(dir)} {
+		if err := os.RemoveAll(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := singleConfig(dir, 5)
+	cfg.NewCluster = false
+	n, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("open with a snapshot file the log does not record: %v", err)
+	}
+	if got := n.Store().AppliedIndex(); got != 0 {
+		t.Fatalf("the unrecorded snapshot was loaded (applied index %d)", got)
+	}
+	n.SetTransport(nopTransport{}, nil)
+	n.Start()
+	n.Stop()
+	<-n.Done()
+}

@@ -97,7 +97,7 @@ func Open(cfg OpenConfig) (*Node, error) {
 	// data is read back in chunks when a follower needs it), and the state machine is restored
 	// from the file by streaming.
 	var snapshot *raft.Snapshot
-	snapRd, err := snaps.Open()
+	snapRd, err := openRecordedSnapshot(snaps, rs.Snapshot, lg)
 	switch {
 	case err == nil:
 		defer snapRd.Close()
@@ -227,6 +227,29 @@ func (n *Node) SetTransport(t Transport, initial []Member) {
 }
 
 func walDir(dataDir string) string { return filepath.Join(dataDir, "wal") }
+
+// openRecordedSnapshot opens the newest snapshot the log records. A snapshot file is saved first
+// and recorded in the log after, so a member stopped between the two (a crash while installing
+// a snapshot from the leader, or while taking one) has a file newer than the log's record. The
+// log is compacted only past a recorded snapshot, so it still holds what such a file covers:
+// the file is not needed, and loading it would pair it with a log and HardState that know
+// nothing of it (a new member would start with a term 0 below the snapshot's term). It is left
+// in place; the next recorded snapshot prunes it.
+func openRecordedSnapshot(snaps *snap.Store, recorded *raft.SnapshotMeta, lg *slog.Logger) (*snap.Reader, error) {
+	r, err := snaps.Open()
+	if err != nil || (recorded != nil && r.Meta.Index <= recorded.Index) {
+		return r, err
+	}
+	r.Close()
+	if recorded == nil {
+		lg.Warn("ignoring a snapshot file the log does not record (saved just before the member stopped)",
+			"index", r.Meta.Index, "term", r.Meta.Term)
+		return nil, snap.ErrNoSnapshot
+	}
+	lg.Warn("ignoring a snapshot file newer than the log's record (saved just before the member stopped)",
+		"index", r.Meta.Index, "term", r.Meta.Term, "recorded_index", recorded.Index, "recorded_term", recorded.Term)
+	return snaps.OpenAt(recorded.Index, recorded.Term)
+}
 
 // checkLogNotLost refuses to start with no log beside a state machine that applied entries. A
 // member applies only what its log held first, and its log keeps its HardState (term, vote) for
