@@ -69,8 +69,10 @@ func IsNotFound(err error) bool {
 }
 
 // IsResourceExhausted reports whether the cluster refused the request for lack of a bounded
-// resource, e.g. a write needing a new session while the session table is full of sessions used
-// too recently to be evicted. Nothing was applied; the request may succeed later.
+// resource: a write needing a new session while the session table is full of sessions used too
+// recently to be evicted, or a write that would grow a state machine already at its quota
+// ("database space exceeded": compact and defragment). Nothing was applied; the request may
+// succeed later.
 func IsResourceExhausted(err error) bool {
 	return connect.CodeOf(err) == connect.CodeResourceExhausted
 }

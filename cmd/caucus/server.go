@@ -38,6 +38,7 @@ func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile, logLevel, bug
 	fs.DurationVar(&cfg.ApplyCommitInterval, "apply-commit-interval", cfg.ApplyCommitInterval, "longest applied entries wait for their state-machine commit (serializable reads may lag by up to it; 0: 10ms)")
 	fs.DurationVar(&cfg.CommitBroadcastDelay, "commit-broadcast-delay", cfg.CommitBroadcastDelay, "longest the leader lets a new commit index wait for the next append to carry it to the followers (idle followers apply up to this much later; 0: 1ms; negative: at once)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "deadline for requests whose client set none")
+	fs.Int64Var(&cfg.QuotaBackendBytes, "quota-backend-bytes", cfg.QuotaBackendBytes, "largest the state machine file may grow before writes are refused (0: 2 GiB, as etcd; negative: no quota)")
 	fs.IntVar(&cfg.Limits.MaxRequestBytes, "max-request-bytes", cfg.Limits.MaxRequestBytes, "largest client request accepted")
 	fs.IntVar(&cfg.Limits.MaxValueBytes, "max-value-bytes", cfg.Limits.MaxValueBytes, "largest value accepted")
 	fs.IntVar(&cfg.Limits.MaxKeyBytes, "max-key-bytes", cfg.Limits.MaxKeyBytes, "largest key accepted")

@@ -51,6 +51,10 @@ func TestServerFlagPrecedence(t *testing.T) {
 	if err != nil || cfg.WALDir != "/disks/log/n1" {
 		t.Errorf("--wal-dir = %q (%v), want /disks/log/n1", cfg.WALDir, err)
 	}
+	cfg, _, err = parseServerFlags([]string{"--quota-backend-bytes", "8589934592"}, io.Discard, func(string) string { return "" })
+	if err != nil || cfg.QuotaBackendBytes != 8<<30 {
+		t.Errorf("--quota-backend-bytes = %d (%v), want 8 GiB", cfg.QuotaBackendBytes, err)
+	}
 	cfg, _, err = parseServerFlags(nil, io.Discard, func(k string) string { return map[string]string{"CAUCUS_WAL_DIR": "/disks/log"}[k] })
 	if err != nil || cfg.WALDir != "/disks/log" {
 		t.Errorf("CAUCUS_WAL_DIR = %q (%v), want /disks/log", cfg.WALDir, err)

@@ -67,6 +67,9 @@ type Config struct {
 	AutoCompaction node.AutoCompaction
 	RequestTimeout time.Duration
 	Limits         mvcc.Limits
+	// QuotaBackendBytes bounds the state machine's file (0: server.DefaultQuotaBackendBytes,
+	// negative: none); see server.ErrNoSpace.
+	QuotaBackendBytes int64
 	// NoSyncStateMachine skips fsync of the state machine's own commits (the WAL is synced and
 	// replayed after a crash). It is the default: see ARCHITECTURE.md.
 	NoSyncStateMachine bool
@@ -318,13 +321,14 @@ func Start(cfg Config) (*Member, error) {
 	tr.Start()
 	nd.Start()
 	srv := server.New(server.Config{
-		Node:           nd,
-		ClusterID:      cid,
-		Limits:         cfg.Limits,
-		RequestTimeout: cfg.RequestTimeout,
-		MemberID:       func(_ string, urls []string) uint64 { return MemberID(cfg.ClusterToken, urls) },
-		Bug:            cfg.Bug,
-		Logger:         lg,
+		Node:              nd,
+		ClusterID:         cid,
+		Limits:            cfg.Limits,
+		RequestTimeout:    cfg.RequestTimeout,
+		QuotaBackendBytes: cfg.QuotaBackendBytes,
+		MemberID:          func(_ string, urls []string) uint64 { return MemberID(cfg.ClusterToken, urls) },
+		Bug:               cfg.Bug,
+		Logger:            lg,
 	})
 	handler := srv.Handler()
 	if cfg.EnablePprof {

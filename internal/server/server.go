@@ -38,6 +38,16 @@ const DefaultRequestTimeout = 5 * time.Second
 // log, or is dropped, within a bounded time of being sent.
 const MaxRequestTimeout = 30 * time.Second
 
+// DefaultQuotaBackendBytes is the default QuotaBackendBytes: 2 GiB, etcd's default. bbolt maps
+// the whole file into memory and a snapshot copies it, so a member wants a bound well below its
+// RAM and disk.
+const DefaultQuotaBackendBytes = 2 << 30
+
+// ErrNoSpace refuses a write because the state machine's file has reached the quota. Reads,
+// deletes, compaction and lease revocation still work: compact old revisions, then defragment
+// (caucus defrag) to give the space back, and writes resume by themselves.
+var ErrNoSpace = errors.New("database space exceeded")
+
 // TestBug plants a deliberate consistency bug so that the checker (internal/check) can be shown
 // to catch it. Only the hidden --unsafe-test-bug flag sets it.
 type TestBug string
@@ -59,6 +69,9 @@ type Config struct {
 	ClusterID      uint64
 	Limits         mvcc.Limits
 	RequestTimeout time.Duration
+	// QuotaBackendBytes bounds the state machine's file: past it, writes that would grow it are
+	// refused (see ErrNoSpace). 0 means DefaultQuotaBackendBytes; negative, no quota.
+	QuotaBackendBytes int64
 	// MemberID derives a new member's id from its name and peer URLs.
 	MemberID func(name string, peerURLs []string) uint64
 	Bug      TestBug
@@ -78,6 +91,9 @@ func New(cfg Config) *Server {
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
 	cfg.RequestTimeout = min(cfg.RequestTimeout, MaxRequestTimeout)
+	if cfg.QuotaBackendBytes == 0 {
+		cfg.QuotaBackendBytes = DefaultQuotaBackendBytes
+	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.Default()
@@ -154,6 +170,9 @@ func (s *Server) propose(ctx context.Context, cmd *cmdpb.Command) (any, error) {
 	if err := s.cfg.Limits.Validate(cmd); err != nil {
 		return nil, toConnect(err)
 	}
+	if err := s.checkQuota(cmd); err != nil {
+		return nil, err
+	}
 	if _, put := cmd.GetOp().(*cmdpb.Command_Put); put && s.cfg.Bug == BugAckBeforeCommit {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
@@ -172,6 +191,38 @@ func (s *Server) propose(ctx context.Context, cmd *cmdpb.Command) (any, error) {
 		return nil, toConnect(res.Err)
 	}
 	return res.Resp, nil
+}
+
+// checkQuota refuses cmd if it could grow the state machine's file and the file has reached the
+// quota. As etcd's, the check is this member's, at the API: members' files grow alike, and one
+// that lags behind the quota only delays the refusal.
+func (s *Server) checkQuota(cmd *cmdpb.Command) error {
+	if s.cfg.QuotaBackendBytes < 0 || !growsStore(cmd) {
+		return nil
+	}
+	size := s.n.Store().Size()
+	if size < s.cfg.QuotaBackendBytes {
+		return nil
+	}
+	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%w: the state machine file is %d bytes, quota %d (--quota-backend-bytes): compact old revisions and defragment", ErrNoSpace, size, s.cfg.QuotaBackendBytes))
+}
+
+// growsStore reports whether cmd may add data: a put, a transaction with a put in either branch,
+// a new lease. Deletes, compaction and lease revocation free space and are never refused.
+func growsStore(cmd *cmdpb.Command) bool {
+	switch op := cmd.GetOp().(type) {
+	case *cmdpb.Command_Put, *cmdpb.Command_LeaseGrant:
+		return true
+	case *cmdpb.Command_Txn:
+		for _, ops := range [][]*caucusv1.RequestOp{op.Txn.GetSuccess(), op.Txn.GetFailure()} {
+			for _, o := range ops {
+				if o.GetRequestPut() != nil {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // linearize waits until a read on this member is linearizable.
