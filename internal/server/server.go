@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -83,6 +84,8 @@ type Server struct {
 	cfg Config
 	n   *node.Node
 	log *slog.Logger
+	// size and sizeAt (unix nanoseconds) cache the state machine file's size for the quota.
+	size, sizeAt atomic.Int64
 }
 
 // New returns a server for cfg.
@@ -200,11 +203,29 @@ func (s *Server) checkQuota(cmd *cmdpb.Command) error {
 	if s.cfg.QuotaBackendBytes < 0 || !growsStore(cmd) {
 		return nil
 	}
-	size := s.n.Store().Size()
+	size := s.storeSize()
 	if size < s.cfg.QuotaBackendBytes {
 		return nil
 	}
 	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%w: the state machine file is %d bytes, quota %d (--quota-backend-bytes): compact old revisions and defragment", ErrNoSpace, size, s.cfg.QuotaBackendBytes))
+}
+
+// quotaRecheck is how long a measured size of the state machine file is reused while it is
+// well below the quota: a stat per write would be a syscall on every put.
+const quotaRecheck = 100 * time.Millisecond
+
+// storeSize returns the state machine file's size. Far from the quota (below 90%) a measure is
+// reused for quotaRecheck; near it or past it every write measures, so that the refusal starts
+// at the quota and a defragment that shrank the file lets writes through at once.
+func (s *Server) storeSize() int64 {
+	now := time.Now().UnixNano()
+	if at, size := s.sizeAt.Load(), s.size.Load(); at != 0 && now-at < int64(quotaRecheck) && size < s.cfg.QuotaBackendBytes/10*9 {
+		return size
+	}
+	size := s.n.Store().Size()
+	s.size.Store(size)
+	s.sizeAt.Store(now)
+	return size
 }
 
 // growsStore reports whether cmd may add data: a put, a transaction with a put in either branch,
