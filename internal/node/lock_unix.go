@@ -10,9 +10,6 @@ import (
 	"syscall"
 )
 
-// lockFileName is the file, in the log directory, that a running member holds locked.
-const lockFileName = "LOCK"
-
 // lockLogDir takes an exclusive lock on dir for this process: two members writing one log (two
 // members given the same --wal-dir, or a member started twice) would destroy it. The lock is
 // the kernel's (flock), so it dies with the process and never needs cleaning up.

@@ -369,6 +369,13 @@ func TestOpenIgnoresUnrecordedSnapshot(t *testing.T) {
 	if got := n.Store().AppliedIndex(); got != 0 {
 		t.Fatalf("the unrecorded snapshot was loaded (applied index %d)", got)
 	}
+	// Set aside, not deleted, and out of the store's listing (so pruning cannot count them).
+	if aside, _ := filepath.Glob(filepath.Join(snapDir(dir), "*"+unrecordedSuffix)); len(aside) == 0 {
+		t.Fatal("the unrecorded snapshot files were not set aside")
+	}
+	if left, _ := filepath.Glob(filepath.Join(snapDir(dir), "*.snap")); len(left) != 0 {
+		t.Fatalf("snapshot files the log does not record are still in the store: %v", left)
+	}
 	n.SetTransport(nopTransport{}, nil)
 	n.Start()
 	n.Stop()

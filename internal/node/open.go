@@ -233,23 +233,34 @@ func walDir(dataDir string) string { return filepath.Join(dataDir, "wal") }
 // a snapshot from the leader, or while taking one) has a file newer than the log's record. The
 // log is compacted only past a recorded snapshot, so it still holds what such a file covers:
 // the file is not needed, and loading it would pair it with a log and HardState that know
-// nothing of it (a new member would start with a term 0 below the snapshot's term). It is left
-// in place; the next recorded snapshot prunes it.
+// nothing of it (a new member would start with a term 0 below the snapshot's term). It is set
+// aside as .unrecorded, so that pruning, which keeps the newest few files, never counts it in
+// place of the recorded one.
 func openRecordedSnapshot(snaps *snap.Store, recorded *raft.SnapshotMeta, lg *slog.Logger) (*snap.Reader, error) {
-	r, err := snaps.Open()
-	if err != nil || (recorded != nil && r.Meta.Index <= recorded.Index) {
-		return r, err
+	for {
+		r, err := snaps.Open()
+		if err != nil || (recorded != nil && r.Meta.Index <= recorded.Index) {
+			return r, err
+		}
+		r.Close()
+		var recordedIndex uint64
+		if recorded != nil {
+			recordedIndex = recorded.Index
+		}
+		lg.Warn("setting aside a snapshot file the log does not record (saved just before the member stopped)",
+			"index", r.Meta.Index, "term", r.Meta.Term, "recorded_index", recordedIndex)
+		if err := snaps.SetAside(r.Meta.Index, r.Meta.Term, unrecordedSuffix); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
 	}
-	r.Close()
-	if recorded == nil {
-		lg.Warn("ignoring a snapshot file the log does not record (saved just before the member stopped)",
-			"index", r.Meta.Index, "term", r.Meta.Term)
-		return nil, snap.ErrNoSnapshot
-	}
-	lg.Warn("ignoring a snapshot file newer than the log's record (saved just before the member stopped)",
-		"index", r.Meta.Index, "term", r.Meta.Term, "recorded_index", recorded.Index, "recorded_term", recorded.Term)
-	return snaps.OpenAt(recorded.Index, recorded.Term)
 }
+
+// lockFileName is the file, in the log directory, that a running member holds locked
+// (lockLogDir; not on platforms without flock).
+const lockFileName = "LOCK"
+
+// unrecordedSuffix marks a snapshot file set aside because the log does not record it.
+const unrecordedSuffix = ".unrecorded"
 
 // checkLogNotLost refuses to start with no log beside a state machine that applied entries. A
 // member applies only what its log held first, and its log keeps its HardState (term, vote) for

@@ -375,6 +375,18 @@ func (s *Store) Open() (*Reader, error) {
 	return nil, fmt.Errorf("snap: no valid snapshot in %s (%d damaged): %w", s.dir, len(es), errors.Join(errs...))
 }
 
+// SetAside renames the snapshot at index and term out of the store (to its name plus suffix,
+// kept for inspection): it is no longer listed, opened or counted by pruning.
+func (s *Store) SetAside(index, term uint64, suffix string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	path := filepath.Join(s.dir, fileName(index, term))
+	if err := s.fs.Rename(path, path+suffix); err != nil {
+		return fmt.Errorf("snap: set aside %s: %w", path, err)
+	}
+	return nil
+}
+
 // OpenAt opens and verifies the snapshot at index and term (for sending it to a follower). It
 // wraps ErrNoSnapshot if that snapshot is no longer (or not) in the store.
 func (s *Store) OpenAt(index, term uint64) (*Reader, error) {
