@@ -47,6 +47,15 @@
 //     them was persisted, then stepped like anyone else's. So a candidate wins and a leader commits
 //     only with its own state durable (dissertation 10.2.1: the leader's disk write runs in
 //     parallel with replication but still counts toward the quorum).
+//   - With DeferLeaderSync the leader does not wait for its own sync at all: a Ready holding
+//     only the leader's new entries of its term has MustSync false, the caller writes them and
+//     syncs when it chooses, and LeaderSynced(term, index) then steps the acknowledgement. Until
+//     then the entries commit only on a quorum of the other voters' durable copies, which is all
+//     the safety argument of 10.2.1 needs. Reports from an earlier term are ignored, because a
+//     log may change only through a term change, and a member that stops leading with unsynced
+//     writes gets MustSync on its next Ready, so it never acknowledges or votes on unsynced
+//     entries. CommitWaitsOnLeaderSync and QuorumNeedsLeader tell the caller when waiting longer
+//     would delay a commit.
 //   - Appends are sent when the caller takes a Ready, not on each Propose, so proposals made in
 //     between travel in one MsgApp per follower (bounded by MaxMsgBytes) — batching without a
 //     timer.

@@ -42,6 +42,9 @@ type raftLog struct {
 	// stable is the highest index the caller has persisted. Entries after it go out in
 	// Ready.Entries.
 	stable uint64
+	// durable is the highest index the caller has synced (durable <= stable). The two differ
+	// only under Config.DeferLeaderSync, between a leader's unsynced write and its sync.
+	durable uint64
 	// pendingSnap is a snapshot received from the leader that the caller has not yet persisted
 	// and installed (Ready.Snapshot).
 	pendingSnap *Snapshot
@@ -197,6 +200,7 @@ func (l *raftLog) truncateAndAppend(ents []Entry) {
 		// The replaced entries may have been persisted: the caller truncates its WAL at
 		// Ready.Entries[0].Index.
 		l.stable = min(l.stable, after-1)
+		l.durable = min(l.durable, after-1)
 	}
 }
 
@@ -252,6 +256,7 @@ func (l *raftLog) restore(s Snapshot) {
 	l.entries = nil
 	l.committed = s.Meta.Index
 	l.stable = s.Meta.Index
+	l.durable = min(l.durable, s.Meta.Index)
 	l.pendingSnap = &s
 }
 

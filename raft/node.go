@@ -54,6 +54,23 @@ func (n *Node) CommitUnannounced() bool { return n.r.commitUnannounced() }
 // Config.DeferCommitBroadcast). It is a no-op on a follower or when nothing is owed.
 func (n *Node) BroadcastCommit() { n.r.broadcastCommit() }
 
+// LeaderSynced reports that, under Config.DeferLeaderSync, the leader's log is durable up to
+// index: an fsync that began after the entries through index (appended in term) were written
+// has completed. Reports from an earlier term or leadership are ignored. Call it outside
+// Ready/Advance.
+func (n *Node) LeaderSynced(term, index uint64) { n.r.leaderSynced(term, index) }
+
+// CommitWaitsOnLeaderSync reports whether, under Config.DeferLeaderSync, an appended entry would
+// commit once the leader's own copy is synced (a quorum needs it). The driver should then sync
+// soon rather than wait for another follower.
+func (n *Node) CommitWaitsOnLeaderSync() bool { return n.r.commitWaitsOnLeaderSync() }
+
+// QuorumNeedsLeader reports whether the followers the leader is streaming entries to (those in
+// ProgressReplicate) cannot form a quorum without the leader's own vote: one or two voters, a
+// follower that is down or catching up, or a joint configuration with such a half. Under
+// Config.DeferLeaderSync the driver should then sync every write at once.
+func (n *Node) QuorumNeedsLeader() bool { return n.r.quorumNeedsLeader() }
+
 // HasReady reports whether Ready would return anything to do.
 func (n *Node) HasReady() bool { return n.r.hasReady() }
 

@@ -188,6 +188,7 @@ func (r *raft) restart(state PersistentState, applied uint64) error {
 	}
 	l.entries = slices.Clone(state.Entries)
 	l.stable = l.lastIndex()
+	l.durable = l.stable // what a restart reads back is what the caller persisted
 	hs := state.HardState
 	if hs.Term < l.lastTerm() {
 		return fmt.Errorf("raft: restart: HardState term %d below the last entry's term %d", hs.Term, l.lastTerm())
@@ -287,10 +288,11 @@ func (r *raft) becomeLeader() {
 	for _, id := range r.memberIDs {
 		r.prs[id].recentActive = true
 	}
-	// The leader's own match is what it has persisted; its own append acknowledgements (stepped
-	// in Advance) raise it, so the leader's disk counts like any follower's (dissertation §10.2.1).
+	// The leader's own match is what it has synced; its own append acknowledgements (stepped in
+	// Advance, or reported by LeaderSynced) raise it, so the leader's disk counts like any
+	// follower's (dissertation §10.2.1).
 	self := r.prs[r.id]
-	self.match = r.log.stable
+	self.match = r.log.durable
 	self.becomeReplicate()
 	self.next = r.log.lastIndex() + 1
 	// A no-op of the new term lets the leader commit the entries of earlier terms (paper §5.4.2)
@@ -1353,7 +1355,78 @@ func (r *raft) ready() Ready {
 	}
 	termOrVote := !rd.HardState.IsEmpty() && (rd.HardState.Term != r.prevHard.Term || rd.HardState.Vote != r.prevHard.Vote)
 	rd.MustSync = len(rd.Entries) > 0 || rd.Snapshot != nil || termOrVote
+	if r.cfg.DeferLeaderSync {
+		switch {
+		case r.state == StateLeader && len(rd.Entries) > 0 && rd.Entries[0].Term == r.term && rd.Snapshot == nil && !termOrVote:
+			// Only this term's own appends: the leader's copy is one vote, counted once
+			// LeaderSynced reports it.
+			rd.MustSync = false
+		case r.state != StateLeader && r.log.durable < r.log.stable:
+			// A former leader's unsynced writes must be durable before it acknowledges or
+			// votes on the strength of its log.
+			rd.MustSync = true
+		}
+	}
 	return rd
+}
+
+// deferredWrite reports whether rd is a leader's write whose sync the driver may defer.
+func deferredWrite(rd *Ready) bool { return !rd.MustSync && len(rd.Entries) > 0 }
+
+// leaderSynced counts the leader's own copy of its log up to index as durable.
+func (r *raft) leaderSynced(term, index uint64) {
+	if !r.cfg.DeferLeaderSync || r.state != StateLeader || term != r.term {
+		// A report from an earlier leadership: the log may have changed since the write it
+		// covers, and any later Ready that mattered synced it anyway.
+		return
+	}
+	index = min(index, r.log.stable)
+	if index <= r.log.durable {
+		return
+	}
+	r.log.durable = index
+	if err := r.step(Message{Type: MsgAppResp, From: r.id, To: r.id, Term: r.term, Index: index}); err != nil {
+		panic(fmt.Sprintf("raft: stepping own sync report: %v", err))
+	}
+}
+
+func (r *raft) quorumNeedsLeader() bool {
+	for _, voters := range [][]NodeID{r.conf.voters, r.conf.outgoing} {
+		if len(voters) == 0 {
+			continue
+		}
+		// Only followers the leader is streaming to count: one it probes (unreachable, or
+		// rejecting) or sends a snapshot will not acknowledge new entries soon.
+		others := 0
+		for _, id := range voters {
+			if pr := r.prs[id]; id != r.id && pr != nil && pr.state == ProgressReplicate {
+				others++
+			}
+		}
+		if others < len(voters)/2+1 {
+			return true
+		}
+	}
+	return false
+}
+
+// commitWaitsOnLeaderSync reports whether some appended entry would commit if the leader's own
+// copy were synced: the quorum counts the leader, and the leader has not synced it.
+func (r *raft) commitWaitsOnLeaderSync() bool {
+	if r.state != StateLeader || r.log.durable >= r.log.stable {
+		return false
+	}
+	last := r.log.stable
+	mci := jointCommitted(r.conf.voters, r.conf.outgoing, func(id NodeID) uint64 {
+		if id == r.id {
+			return last
+		}
+		if pr := r.prs[id]; pr != nil {
+			return pr.match
+		}
+		return 0
+	})
+	return mci != ^uint64(0) && mci > r.log.committed
 }
 
 func (r *raft) advance(rd Ready) {
@@ -1379,6 +1452,10 @@ func (r *raft) advance(rd Ready) {
 			r.log.stable = max(r.log.stable, last.Index)
 		}
 	}
+	deferred := deferredWrite(&rd)
+	if rd.MustSync {
+		r.log.durable = r.log.stable // a sync makes everything written before it durable
+	}
 	for i := range rd.CommittedEntries {
 		e := &rd.CommittedEntries[i]
 		if e.Index <= r.log.applied {
@@ -1396,6 +1473,9 @@ func (r *raft) advance(rd Ready) {
 		r.reduceUncommittedSize(rd.CommittedEntries)
 	}
 	for _, m := range self {
+		if deferred && m.Type == MsgAppResp {
+			continue // not synced yet: LeaderSynced steps it
+		}
 		if err := r.step(m); err != nil {
 			panic(fmt.Sprintf("raft: stepping own %v: %v", m.Type, err))
 		}

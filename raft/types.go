@@ -237,7 +237,8 @@ type ReadState struct {
 //     dissertation 10.2.1).
 //  2. Persist HardState (if not empty), Snapshot (if not empty) and Entries, atomically enough
 //     that a crash never leaves a HardState whose Vote or Term is not durable while a message
-//     from step 3 is out. If MustSync, fsync before step 3.
+//     from step 3 is out. If MustSync, fsync before step 3. (MustSync is false with non-empty
+//     Entries only under Config.DeferLeaderSync: write them now, sync them later.)
 //  3. Send MessagesAfterPersist. They acknowledge state from step 2 (votes, append acks).
 //  4. Install Snapshot into the state machine (if not empty), then apply CommittedEntries in order.
 //  5. Call Advance(rd) with this Ready.
@@ -336,6 +337,21 @@ type Config struct {
 	// clients, or ReadIndex (whose heartbeat round carries the commit index). Only how soon an
 	// idle follower applies changes.
 	DeferCommitBroadcast bool
+	// DeferLeaderSync lets the leader write the entries it appends without syncing them first.
+	// A Ready whose only durable content is entries the leader appended in its current term has
+	// MustSync false: the driver writes them in log order but may fsync later, and then calls
+	// Node.LeaderSynced with the term and the last index the fsync covered. Until then the leader
+	// does not count its own log towards committing them, so they commit on a quorum of the
+	// other voters' (synced) copies, which is all Raft's safety needs: the leader's copy is one
+	// vote like any follower's (dissertation 10.2.1). The driver must sync soon when the commit
+	// waits on the leader's copy (Node.CommitWaitsOnLeaderSync), and always in a single-voter
+	// cluster.
+	//
+	// What this buys: on a machine whose members share a disk, a commit waits for two fsyncs
+	// instead of the second-fastest of three. Every other Ready keeps MustSync as without the
+	// option, and a node that stops leading syncs its unsynced writes (MustSync) before it
+	// acknowledges anything again.
+	DeferLeaderSync bool
 	// DisableProposalForwarding makes a follower refuse proposals (*NotLeaderError) instead of
 	// forwarding them to the leader.
 	DisableProposalForwarding bool
