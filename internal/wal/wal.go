@@ -232,6 +232,11 @@ type WAL struct {
 	frames []frameSpan
 	err    error // sticky: set by any failed write or sync
 	closed bool
+
+	// bgFile is the segment a SyncWritten is syncing outside the lock; a roll or Close leaves
+	// closing it to SyncWritten (bgClose), so that the fdatasync never races a close.
+	bgFile  vfs.File
+	bgClose bool
 }
 
 type spare struct {
@@ -463,6 +468,59 @@ func (w *WAL) Save(hs raft.HardState, ents []raft.Entry, sync bool) error {
 		w.state.hs = hs
 	}
 	return nil
+}
+
+// SyncWritten makes everything written before the call durable, as Save with sync and nothing
+// to add would, but fdatasyncs without holding the WAL's lock: Saves from another goroutine go
+// on meanwhile (whether the sync covers them is unspecified). A leader syncs its own appends
+// this way under raft.Config.DeferLeaderSync, beside the loop that keeps writing. Only one
+// SyncWritten may run at a time. A failed sync is fatal, as in Save.
+func (w *WAL) SyncWritten() error {
+	w.mu.Lock()
+	if err := w.usable(); err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	if w.bgFile != nil {
+		w.mu.Unlock()
+		return errors.New("wal: SyncWritten called while another is running")
+	}
+	if w.synced == w.off {
+		w.mu.Unlock()
+		return nil
+	}
+	f, off := w.f, w.off
+	w.bgFile = f
+	w.mu.Unlock()
+
+	err := f.Sync()
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.bgFile = nil
+	if w.bgClose {
+		// A roll synced the rest of this segment and moved on, or Close ran.
+		w.bgClose = false
+		if cerr := f.Close(); cerr != nil && err == nil && !w.closed {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return w.fail(fmt.Errorf("wal: sync %s: %w", f.Name(), err))
+	}
+	if w.f == f {
+		w.synced = max(w.synced, off)
+	}
+	return nil
+}
+
+// closeSegment closes f, or leaves that to a SyncWritten that is syncing it.
+func (w *WAL) closeSegment(f vfs.File) error {
+	if f == w.bgFile {
+		w.bgClose = true
+		return nil
+	}
+	return f.Close()
 }
 
 // SaveSnapshot appends a snapshot marker for meta and fdatasyncs. Call it once the snapshot
@@ -706,7 +764,7 @@ func (w *WAL) roll(firstIndex, prevTerm uint64, hs raft.HardState) error {
 		return w.fail(fmt.Errorf("wal: sync directory %s: %w", w.dir, err))
 	}
 	if w.f != nil {
-		if err := w.f.Close(); err != nil {
+		if err := w.closeSegment(w.f); err != nil {
 			return w.fail(fmt.Errorf("wal: close %s: %w", w.f.Name(), err))
 		}
 	}
@@ -779,7 +837,7 @@ func (w *WAL) Close() error {
 func (w *WAL) closeFiles() error {
 	var errs []error
 	if w.f != nil {
-		if err := w.f.Close(); err != nil {
+		if err := w.closeSegment(w.f); err != nil {
 			errs = append(errs, fmt.Errorf("wal: close %s: %w", w.f.Name(), err))
 		}
 		w.f = nil
