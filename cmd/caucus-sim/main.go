@@ -5,6 +5,7 @@
 //	caucus-sim -seed 1234 -nodes 5 -v         # replay one seed, printing every step
 //	caucus-sim -seeds 500 -bug VoteNotPersisted -profile hostile   # demo a planted bug
 //	caucus-sim -seeds 200 -store wal          # nodes persist through internal/wal on a faulty simulated disk
+//	caucus-sim -seeds 500 -defer-leader-sync on -bug ReportUnsyncedLeaderWrites -profile hostile
 //
 // Seeds run on one goroutine per core; each seed is itself single-threaded and deterministic, so
 // the outcome of a seed never depends on the parallelism. On a violation the lowest failing seed
@@ -46,13 +47,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ackCheck := fs.Bool("ack-check", true, "check that acknowledgements follow persistence")
 	workers := fs.Int("workers", runtime.NumCPU(), "seeds run in parallel")
 	all := fs.Bool("all", false, "keep going after violations and list every failing seed")
+	deferSync := fs.String("defer-leader-sync", sim.SwitchRandom.String(), "raft.Config.DeferLeaderSync (leaders sync their own appends later): random (the seed decides, half of the seeds), on or off")
 	store := fs.String("store", "mem", "durable store of each node: mem, or wal (internal/wal on internal/vfs's simulated disk, which loses unsynced writes, tears writes and loses power inside saves)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	bugs, err := sim.ParseBugs(*bug)
+	bugs, driverBugs, err := sim.ParseBugs(*bug)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	deferLeaderSync, err := sim.ParseSwitch(*deferSync)
+	if err != nil {
+		fmt.Fprintf(stderr, "caucus-sim: -defer-leader-sync: %v\n", err)
 		return 2
 	}
 	if *nodes < 1 || *nodes > 9 {
@@ -63,7 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "caucus-sim: unknown profile %q\n", *profile)
 		return 2
 	}
-	base := sim.Options{Nodes: *nodes, Ticks: *ticks, Profile: sim.Profile(*profile), Bugs: bugs, NoAckCheck: !*ackCheck}
+	base := sim.Options{Nodes: *nodes, Ticks: *ticks, Profile: sim.Profile(*profile), Bugs: bugs, DriverBugs: driverBugs,
+		DeferLeaderSync: deferLeaderSync, NoAckCheck: !*ackCheck}
 	switch *store {
 	case "mem":
 	case "wal":

@@ -44,7 +44,7 @@ func TestPlantedBugExits1(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"-bug", "Nope"}, {"-nodes", "0"}, {"-profile", "x"}, {"-store", "x"}, {"-v"}} {
+	for _, args := range [][]string{{"-bug", "Nope"}, {"-nodes", "0"}, {"-profile", "x"}, {"-store", "x"}, {"-defer-leader-sync", "maybe"}, {"-v"}} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)

@@ -88,14 +88,15 @@ func (c *checker) leader(term uint64, id raft.NodeID, how string) string {
 	return ""
 }
 
-// persisted checks the entries node id just made durable against every other durable log: an
-// (index, term) pair must always name the same content and the same predecessor term, which by
-// induction makes logs that share an (index, term) identical up to it (Log Matching).
-func (c *checker) persisted(id raft.NodeID, st Storage, ents []raft.Entry) string {
+// persisted checks the entries node id just wrote (made durable, or written for a later sync)
+// against every log written so far: an (index, term) pair must always name the same content
+// and the same predecessor term, which by induction makes logs that share an (index, term)
+// identical up to it (Log Matching). termAt gives the terms of the node's log as written.
+func (c *checker) persisted(id raft.NodeID, termAt func(uint64) (uint64, bool), ents []raft.Entry) string {
 	for _, e := range ents {
 		prev := uint64(0)
 		if e.Index > 1 {
-			t, ok := st.Term(e.Index - 1)
+			t, ok := termAt(e.Index - 1)
 			if !ok {
 				return fmt.Sprintf("node %d persisted entry %d but holds no term for %d", id, e.Index, e.Index-1)
 			}

@@ -45,6 +45,10 @@ const (
 	spares = 2
 	// quiesceLatency bounds message latency once the faults stop.
 	quiesceLatency = 3
+	// maxLeaderSyncDelay bounds, in ticks, how long a leader's deferred sync may stay pending
+	// (raft.Config.DeferLeaderSync): a leader must sync eventually, or a commit that needs its
+	// copy would wait forever.
+	maxLeaderSyncDelay = 3 * electionTick
 	// minVoters is the smallest voter set membership changes shrink the cluster to.
 	minVoters = 3
 )
@@ -89,6 +93,16 @@ type swarm struct {
 	// owed commit index at a tick with probability 1/2 (the servers' short timer). It is derived
 	// from the seed, not drawn, so that the runs of seeds without it are what they always were.
 	deferCommit bool
+
+	// deferLeaderSync runs the cores with raft.Config.DeferLeaderSync: a leader writes its own
+	// appends without syncing them, and the simulator syncs them later (simulation.syncLeader).
+	// Derived from the seed like deferCommit, unless Options.DeferLeaderSync forces it.
+	deferLeaderSync bool
+	// syncRate is, under deferLeaderSync, the chance per tick that a leader's pending sync
+	// completes (more when a commit waits on it); right after each Ready the chance is half of
+	// it. It is drawn only for the seeds with deferLeaderSync, so that the others' draws, and
+	// with them their runs, are what they always were.
+	syncRate float64
 }
 
 func pick[T any](r *rand.Rand, xs ...T) T { return xs[r.IntN(len(xs))] }
@@ -161,21 +175,73 @@ func drawSwarm(r *rand.Rand, p Profile) swarm {
 func (w swarm) String() string {
 	return fmt.Sprintf("hb=%d prevote=%t checkquorum=%t msgbytes=%d inflight=%d chunk=%d drop=%.2f dup=%.2f lat=%d "+
 		"part=%.3f/%d kinds=%v crash=%.3f readycrash=%.3f down=%d propose=%.2f read=%.2f conf=%.3f transfer=%.3f "+
-		"campaign=%.3f compact=%d keys=%d defercommit=%t",
+		"campaign=%.3f compact=%d keys=%d defercommit=%t deferleadersync=%t syncrate=%.2f",
 		w.heartbeatTick, w.preVote, w.checkQuorum, w.maxMsgBytes, w.maxInflight, w.chunkBytes, w.drop, w.dup,
 		w.maxLatency, w.partitionRate, w.partitionLen, w.partKinds, w.crashRate, w.readyCrashRate, w.maxDown,
-		w.proposeRate, w.readRate, w.confRate, w.transferRate, w.campaignRate, w.compactEvery, w.keys, w.deferCommit)
+		w.proposeRate, w.readRate, w.confRate, w.transferRate, w.campaignRate, w.compactEvery, w.keys, w.deferCommit,
+		w.deferLeaderSync, w.syncRate)
 }
 
-// bugNames lists raft.Config.Bugs switches by the field name, in declaration order.
+// Switch forces an option of the swarm on or off, or leaves it to the seed.
+type Switch uint8
+
+const (
+	SwitchRandom Switch = iota // the seed decides
+	SwitchOn
+	SwitchOff
+)
+
+var switchNames = [...]string{"random", "on", "off"}
+
+func (w Switch) String() string {
+	if int(w) < len(switchNames) {
+		return switchNames[w]
+	}
+	return fmt.Sprintf("Switch(%d)", uint8(w))
+}
+
+// ParseSwitch is the inverse of Switch.String.
+func ParseSwitch(name string) (Switch, error) {
+	for k, n := range switchNames {
+		if n == name {
+			return Switch(k), nil
+		}
+	}
+	return 0, fmt.Errorf("sim: %q is not one of %s", name, strings.Join(switchNames[:], ", "))
+}
+
+// decide applies the switch to what the seed would choose.
+func (w Switch) decide(bySeed bool) bool {
+	switch w {
+	case SwitchOn:
+		return true
+	case SwitchOff:
+		return false
+	}
+	return bySeed
+}
+
+// DriverBugs plants bugs in the simulator's own driver, the caller's side of the core's
+// contract, so tests can prove the checkers catch a broken driver as well as a broken core.
+// Every field is false outside tests.
+type DriverBugs struct {
+	// ReportUnsyncedLeaderWrites calls raft.Node.LeaderSynced for a leader's deferred write as
+	// soon as it is written, without syncing it: the leader counts towards a commit a copy that
+	// a crash can lose. It only acts on runs with DeferLeaderSync.
+	ReportUnsyncedLeaderWrites bool
+}
+
+// bugNames lists raft.Config.Bugs switches, then DriverBugs switches, by the field name, in
+// declaration order.
 var bugNames = []string{
 	"VoteForShorterLog", "CommitOldTermByCounting", "VoteNotPersisted", "ApplyBeforeCommit", "ReadIndexWithoutQuorum",
+	"ReportUnsyncedLeaderWrites",
 }
 
 // BugNames returns the names ParseBugs accepts.
 func BugNames() []string { return slices.Clone(bugNames) }
 
-func bugField(b *raft.Bugs, name string) *bool {
+func bugField(b *raft.Bugs, d *DriverBugs, name string) *bool {
 	switch name {
 	case "VoteForShorterLog":
 		return &b.VoteForShorterLog
@@ -187,31 +253,34 @@ func bugField(b *raft.Bugs, name string) *bool {
 		return &b.ApplyBeforeCommit
 	case "ReadIndexWithoutQuorum":
 		return &b.ReadIndexWithoutQuorum
+	case "ReportUnsyncedLeaderWrites":
+		return &d.ReportUnsyncedLeaderWrites
 	}
 	return nil
 }
 
-// ParseBugs turns a comma-separated list of bug names into raft.Bugs.
-func ParseBugs(list string) (raft.Bugs, error) {
+// ParseBugs turns a comma-separated list of bug names into raft.Bugs and DriverBugs.
+func ParseBugs(list string) (raft.Bugs, DriverBugs, error) {
 	var b raft.Bugs
+	var d DriverBugs
 	if list == "" {
-		return b, nil
+		return b, d, nil
 	}
 	for _, name := range strings.Split(list, ",") {
-		f := bugField(&b, strings.TrimSpace(name))
+		f := bugField(&b, &d, strings.TrimSpace(name))
 		if f == nil {
-			return b, fmt.Errorf("sim: unknown bug %q (known: %s)", name, strings.Join(bugNames, ", "))
+			return b, d, fmt.Errorf("sim: unknown bug %q (known: %s)", name, strings.Join(bugNames, ", "))
 		}
 		*f = true
 	}
-	return b, nil
+	return b, d, nil
 }
 
 // FormatBugs is the inverse of ParseBugs.
-func FormatBugs(b raft.Bugs) string {
+func FormatBugs(b raft.Bugs, d DriverBugs) string {
 	var on []string
 	for _, name := range bugNames {
-		if *bugField(&b, name) {
+		if *bugField(&b, &d, name) {
 			on = append(on, name)
 		}
 	}

@@ -16,16 +16,29 @@
 //     bridge) and crashes, including crashes between the steps of Ready handling and, with a
 //     store that models a disk (SaveCrasher, SnapshotCrasher, such as package walstore), power
 //     losses inside a Save or a local snapshot save that leave part of it on the disk.
-//   - Quiesce: every fault is healed and every crashed member restarted. Within LivenessBound
-//     ticks plus LivenessTicksPerEntry per entry of replication backlog, a leader must exist and
-//     a probe write must be applied on every live member.
+//   - Quiesce: every fault is healed, every crashed member restarted, and a leader's deferred
+//     sync completes right after the Ready that wrote it. Within LivenessBound ticks plus
+//     LivenessTicksPerEntry per entry of replication backlog, a leader must exist and a probe
+//     write must be applied on every live member.
+//
+// On half of the seeds (Options.DeferLeaderSync forces it on or off) the cores run with
+// raft.Config.DeferLeaderSync, so a leader's Ready of its own appends comes without MustSync.
+// The simulator writes them unsynced (Storage.Save without sync) and syncs them later, at seeded
+// points: after a Ready or at a tick, more likely when a commit waits on the leader's copy
+// (raft.Node.CommitWaitsOnLeaderSync), and at the latest maxLeaderSyncDelay ticks after the
+// write; only then does it call raft.Node.LeaderSynced. Crashes strike between the write and the
+// sync (the store keeps a seeded prefix of the unsynced writes; over package walstore, what the
+// disk's write-back and tearing leave) and between the sync and its report. Pending reports die
+// with the process; a report owed when its leadership ends is still made, and the core must
+// ignore it.
 //
 // # Invariants checked (continuously, not at the end)
 //
 //   - Election safety: at most one leader per term over the whole run, crashes included; a node
 //     never durably votes for two candidates in one term.
 //   - Log matching: an (index, term) pair names one entry and one predecessor term across every
-//     node's durable log, so equal (index, term) implies equal prefixes.
+//     node's log as written (durable, or written by a leader for a later sync), so equal
+//     (index, term) implies equal prefixes.
 //   - Leader completeness / no lost commit: every entry applied anywhere, at a node whose term was
 //     U, is in the log (or snapshot) of every leader of a term greater than U.
 //   - State machine safety: every node applies the same entry at each index, and every state
@@ -34,11 +47,16 @@
 //   - Read linearizability: a ReadIndex read served after applying through its read index reflects
 //     every write acknowledged (applied on its proposer) before the read was requested.
 //   - Acknowledgement durability: a granted vote or an append acknowledgement is only sent once
-//     the state it acknowledges is durable (the contract's step 2 before step 3).
+//     the state it acknowledges is durable (the contract's step 2 before step 3), judged by the
+//     store's durable state only; and never by a node that still holds unsynced appends (a
+//     leader that has just stepped down must sync them first).
 //   - Liveness: after the faults stop, the cluster elects a leader and applies a new write on
 //     every member within a stated bound (see LivenessBound).
-//   - The core's own contract: entries applied once each, in order; persisted state consistent.
+//   - The core's own contract: entries applied once each, in order; persisted state consistent;
+//     a Ready without MustSync carries entries only under DeferLeaderSync, from a leader, of its
+//     own term, and never a snapshot or a new term or vote.
 //
 // Determinism rules for this package: no goroutines, no time.Now, no map iteration that decides
-// anything (maps are only used for lookups), randomness only from the run's PRNG.
+// anything (maps are only used for lookups), randomness only from the run's PRNG (and from a
+// store's own PRNG, seeded from the run's seed, for what a crash keeps of unsynced writes).
 package sim

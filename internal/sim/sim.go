@@ -24,6 +24,11 @@ type Options struct {
 	Ticks   int
 	Profile Profile // "" means ProfileSwarm
 	Bugs    raft.Bugs
+	// DriverBugs plants bugs in the simulator's driver of the cores (tests only).
+	DriverBugs DriverBugs
+	// DeferLeaderSync forces raft.Config.DeferLeaderSync on or off; by default the seed decides
+	// (half of the seeds).
+	DeferLeaderSync Switch
 	// NoAckCheck disables the AckDurability checker, so that a planted persistence bug can be
 	// shown to break a consequence (election safety) rather than the contract itself.
 	NoAckCheck bool
@@ -65,8 +70,11 @@ func ReplayCommand(o Options) string {
 	if o.Profile != ProfileSwarm {
 		fmt.Fprintf(&b, " -profile %s", o.Profile)
 	}
-	if bugs := FormatBugs(o.Bugs); bugs != "" {
+	if bugs := FormatBugs(o.Bugs, o.DriverBugs); bugs != "" {
 		fmt.Fprintf(&b, " -bug %s", bugs)
+	}
+	if o.DeferLeaderSync != SwitchRandom {
+		fmt.Fprintf(&b, " -defer-leader-sync %s", o.DeferLeaderSync)
 	}
 	if o.NoAckCheck {
 		b.WriteString(" -ack-check=false")
@@ -109,6 +117,44 @@ type simNode struct {
 	// leader-completeness cursor, valid while the node leads in lcTerm.
 	lcTerm   uint64
 	lcCursor int
+
+	// Under DeferLeaderSync: the entries this node has written but not synced (a leader's own
+	// appends, contiguous; Index and Term only), and the LeaderSynced report owed for them.
+	unsynced []raft.Entry
+	syncDue  leaderSync
+}
+
+// leaderSync is a report owed to a leader's core once its deferred writes are synced.
+type leaderSync struct {
+	owed        bool
+	term, index uint64 // what to report: the written entries' term and the last index
+	since       uint64 // the tick of the first write not yet synced
+}
+
+// termAt is the term of entry i in n's log as written, synced or not: the log the core has
+// replicated, which Log Matching is about.
+func (n *simNode) termAt(i uint64) (uint64, bool) {
+	if k := len(n.unsynced); k > 0 && i >= n.unsynced[0].Index && i <= n.unsynced[k-1].Index {
+		return n.unsynced[i-n.unsynced[0].Index].Term, true
+	}
+	return n.store.Term(i)
+}
+
+// wroteUnsynced records entries written without a sync after the ones already unsynced, which
+// they may overwrite.
+func (n *simNode) wroteUnsynced(ents []raft.Entry) {
+	if k := len(n.unsynced); k > 0 {
+		first := n.unsynced[0].Index
+		switch {
+		case ents[0].Index <= first:
+			n.unsynced = n.unsynced[:0]
+		case ents[0].Index <= n.unsynced[k-1].Index:
+			n.unsynced = n.unsynced[:ents[0].Index-first]
+		}
+	}
+	for _, e := range ents {
+		n.unsynced = append(n.unsynced, raft.Entry{Index: e.Index, Term: e.Term})
+	}
 }
 
 func (n *simNode) up() bool { return n.rn != nil }
@@ -203,11 +249,17 @@ func newSim(o Options) *simulation {
 	}
 	s.w = drawSwarm(s.rng, o.Profile)
 	s.w.deferCommit = mix64(o.Seed^0xdefe7c0)&1 == 1
+	s.w.deferLeaderSync = o.DeferLeaderSync.decide(mix64(o.Seed^0xdefe75c)&1 == 1)
+	if s.w.deferLeaderSync {
+		s.w.syncRate = pick(s.rng, 0.05, 0.2, 0.6)
+	}
 	maxID := o.Nodes + spares
 	s.net = newNetwork(maxID)
 	s.nodes = make([]*simNode, maxID+1)
 	for id := 1; id <= maxID; id++ {
-		var st Storage = newMemStore()
+		// The store's own seed decides what a crash keeps of its unsynced writes, so that the
+		// simulator's draws do not depend on it.
+		var st Storage = newMemStore(mix64(o.Seed ^ mix64(uint64(id)<<32|0x5707e)))
 		if o.NewStorage != nil {
 			st = o.NewStorage(raft.NodeID(id))
 		}
@@ -256,7 +308,7 @@ func (s *simulation) check(k Kind, msg string) {
 func (s *simulation) run() {
 	if s.o.Trace != nil {
 		s.tracef("seed %d nodes %d ticks %d profile %s bugs [%s] swarm: %s", s.o.Seed, s.o.Nodes, s.o.Ticks,
-			s.o.Profile, FormatBugs(s.o.Bugs), s.w)
+			s.o.Profile, FormatBugs(s.o.Bugs, s.o.DriverBugs), s.w)
 	}
 	for _, id := range s.initial {
 		n := s.nodes[id]
@@ -280,6 +332,9 @@ func (s *simulation) run() {
 		}
 		s.ev(0xa1, s.now)
 		for _, n := range s.nodes[1:] {
+			if n.up() && n.syncDue.owed && s.syncDueNow(n) {
+				s.syncLeader(n)
+			}
 			if n.up() {
 				if s.w.deferCommit && n.rn.CommitUnannounced() && s.rng.IntN(2) == 0 {
 					n.rn.BroadcastCommit()
@@ -313,6 +368,7 @@ func (s *simulation) nodeConfig(id raft.NodeID, inc uint64) raft.Config {
 	c.Logger = s.logger
 	c.Bugs = s.o.Bugs
 	c.DeferCommitBroadcast = s.w.deferCommit
+	c.DeferLeaderSync = s.w.deferLeaderSync
 	return c
 }
 
@@ -348,6 +404,7 @@ func (s *simulation) start(n *simNode) {
 	n.rn, n.started = rn, true
 	n.role, n.term = raft.StateFollower, ps.HardState.Term
 	n.reads, n.unreachable, n.lcTerm = nil, nil, 0
+	n.unsynced, n.syncDue = nil, leaderSync{}
 	s.ev(0xb1, uint64(n.id), n.inc)
 	if s.o.Trace != nil {
 		s.tracef("n%d start inc=%d hs=%+v snap=%d entries=%d", n.id, n.inc, ps.HardState, n.lastSnap, len(ps.Entries))
@@ -359,6 +416,10 @@ func (s *simulation) start(n *simNode) {
 func (s *simulation) crash(n *simNode, why string) {
 	n.rn, n.sm, n.reads, n.unreachable = nil, nil, nil, nil
 	n.role = raft.StateFollower
+	if len(n.unsynced) > 0 {
+		s.st.UnsyncedCrashes++
+	}
+	n.unsynced, n.syncDue = nil, leaderSync{} // pending reports die with the process
 	if err := n.store.Crash(); err != nil {
 		s.fail(StorageFault, "node %d: %v", n.id, fmt.Errorf("recovering its store after a crash: %w", err))
 	}
@@ -370,13 +431,69 @@ func (s *simulation) crash(n *simNode, why string) {
 	}
 }
 
-// drain handles Readys until the node has nothing left to do.
+// drain handles Readys until the node has nothing left to do. A leader's deferred sync may
+// complete between two Readys, as an fsync running beside the loop would; once the faults stop,
+// it always does, so that commits never wait on it.
 func (s *simulation) drain(n *simNode) {
 	for k := 0; n.up() && n.rn.HasReady(); k++ {
 		if k == 10000 {
 			s.fail(CoreContract, "node %d still HasReady after %d Readys", n.id, k)
 		}
 		s.handleReady(n)
+		if n.up() && n.syncDue.owed && (s.quiesced || s.rng.Float64() < s.w.syncRate/2) {
+			s.syncLeader(n)
+		}
+	}
+}
+
+// syncDueNow decides, once per tick, whether n's owed leader sync completes now: always once the
+// faults stop or after maxLeaderSyncDelay ticks, more likely when a commit waits on it.
+func (s *simulation) syncDueNow(n *simNode) bool {
+	if s.quiesced || s.now >= n.syncDue.since+maxLeaderSyncDelay {
+		return true
+	}
+	p := s.w.syncRate
+	if n.rn.CommitWaitsOnLeaderSync() {
+		p = (1 + p) / 2
+	}
+	return s.rng.Float64() < p
+}
+
+// syncLeader completes n's deferred leader sync: it syncs the store, then reports to the core
+// what the sync covered (outside Ready/Advance; the caller drains n). A crash may strike before
+// the sync, losing part of the unsynced appends, or after it and before the report, so that the
+// core never learns of a sync that happened. A report whose term the core no longer leads is
+// made all the same: the core must ignore it.
+func (s *simulation) syncLeader(n *simNode) {
+	due := n.syncDue
+	crashAt := 0
+	if !s.quiesced && s.w.readyCrashRate > 0 && s.rng.Float64() < s.w.readyCrashRate {
+		crashAt = 1 + s.rng.IntN(2)
+	}
+	if crashAt == 1 {
+		s.crash(n, "with a leader's appends written, before their sync")
+		return
+	}
+	if err := n.store.Sync(); err != nil {
+		s.fail(StorageFault, "node %d: %v", n.id, fmt.Errorf("syncing its log: %w", err))
+	}
+	n.unsynced = n.unsynced[:0]
+	if crashAt == 2 {
+		s.st.SyncCrashes++
+		s.crash(n, "after syncing a leader's appends, before LeaderSynced")
+		return
+	}
+	n.syncDue = leaderSync{}
+	s.reportSynced(n, due)
+}
+
+// reportSynced tells n's core that its log is durable through due.index.
+func (s *simulation) reportSynced(n *simNode, due leaderSync) {
+	n.rn.LeaderSynced(due.term, due.index)
+	s.st.LeaderSyncs++
+	s.ev(0xd2, uint64(n.id), due.term, due.index)
+	if s.o.Trace != nil {
+		s.tracef("n%d leader synced %d@%d", n.id, due.index, due.term)
 	}
 }
 
@@ -386,8 +503,8 @@ func (s *simulation) handleReady(n *simNode) {
 	s.ev(0xd1, uint64(n.id), uint64(len(rd.Messages)), uint64(len(rd.Entries)), uint64(len(rd.CommittedEntries)),
 		uint64(len(rd.MessagesAfterPersist)), rd.HardState.Term, uint64(rd.HardState.Vote), rd.HardState.Commit)
 	if s.o.Trace != nil {
-		s.tracef("n%d ready hs=%+v ents=%s committed=%s msgs=%d after=%d snap=%t reads=%d", n.id, rd.HardState,
-			spanOf(rd.Entries), spanOf(rd.CommittedEntries), len(rd.Messages), len(rd.MessagesAfterPersist),
+		s.tracef("n%d ready hs=%+v ents=%s sync=%t committed=%s msgs=%d after=%d snap=%t reads=%d", n.id, rd.HardState,
+			spanOf(rd.Entries), rd.MustSync, spanOf(rd.CommittedEntries), len(rd.Messages), len(rd.MessagesAfterPersist),
 			rd.Snapshot != nil, len(rd.ReadStates))
 	}
 	crashAt := 0
@@ -477,6 +594,12 @@ func (s *simulation) handleReady(n *simNode) {
 
 	// 5. Advance, then what may only happen outside Ready/Advance.
 	n.rn.Advance(rd)
+	if s.o.DriverBugs.ReportUnsyncedLeaderWrites && n.syncDue.owed {
+		// Planted bug: the write is reported durable without any sync.
+		due := n.syncDue
+		n.syncDue = leaderSync{}
+		s.reportSynced(n, due)
+	}
 	for _, id := range n.unreachable {
 		n.rn.ReportUnreachable(id)
 	}
@@ -514,17 +637,45 @@ func (s *simulation) persist(n *simNode, rd raft.Ready, armed bool) bool {
 		}
 		n.term = max(n.term, hs.Term)
 	}
-	if err := n.store.Save(rd.HardState, rd.Snapshot, rd.Entries); err != nil {
+	// Entries without MustSync: a leader's own appends under DeferLeaderSync, and nothing else.
+	deferred := !rd.MustSync && len(rd.Entries) > 0
+	if deferred {
+		switch {
+		case !s.w.deferLeaderSync:
+			s.fail(CoreContract, "node %d: a Ready of entries %s without MustSync, and DeferLeaderSync is off", n.id, spanOf(rd.Entries))
+		case n.role != raft.StateLeader:
+			s.fail(CoreContract, "node %d (%s) may defer the sync of entries %s: only a leader may, for its own appends",
+				n.id, n.role, spanOf(rd.Entries))
+		case rd.Entries[0].Term != n.term || rd.Entries[len(rd.Entries)-1].Term != n.term:
+			s.fail(CoreContract, "node %d, leader in term %d, may defer the sync of entries %s: only of its own term's",
+				n.id, n.term, spanOf(rd.Entries))
+		}
+	}
+	if err := n.store.Save(rd.HardState, rd.Snapshot, rd.Entries, rd.MustSync); err != nil {
 		if armed && errors.Is(err, ErrPowerLoss) {
 			s.ev(0xc2, uint64(n.id))
 			return false
 		}
 		s.fail(CoreContract, "node %d: %v", n.id, fmt.Errorf("persisting a Ready: %w", err))
 	}
+	if rd.MustSync {
+		// The sync covered every earlier write too. An owed report stays owed: reporting it
+		// later is harmless, and exercises the core's handling of late or stale reports.
+		n.unsynced = n.unsynced[:0]
+	}
+	if deferred {
+		n.wroteUnsynced(rd.Entries)
+		s.st.LeaderWrites++
+		last := rd.Entries[len(rd.Entries)-1]
+		if !n.syncDue.owed || n.syncDue.term != last.Term {
+			n.syncDue = leaderSync{owed: true, since: s.now}
+		}
+		n.syncDue.term, n.syncDue.index = last.Term, last.Index
+	}
 	if hs := n.store.HardState(); hs.Commit > n.store.LastIndex() {
 		s.fail(CoreContract, "node %d: durable commit %d beyond its durable log (last index %d)", n.id, hs.Commit, n.store.LastIndex())
 	}
-	s.check(LogMatching, s.chk.persisted(n.id, n.store, rd.Entries))
+	s.check(LogMatching, s.chk.persisted(n.id, n.termAt, rd.Entries))
 	return true
 }
 
@@ -539,10 +690,23 @@ func (s *simulation) send(n *simNode, m raft.Message) {
 			s.fail(AckDurability, "node %d grants its vote to %d in term %d but its durable state is term %d vote %d",
 				n.id, m.To, m.Term, hs.Term, hs.Vote)
 		}
+		// A former leader syncs its unsynced appends before it votes or acknowledges again
+		// (raft.Config.DeferLeaderSync).
+		if k := len(n.unsynced); !m.Reject && !s.o.NoAckCheck && k > 0 {
+			s.fail(AckDurability, "node %d grants its vote to %d in term %d with its writes of entries %d..%d not synced",
+				n.id, m.To, m.Term, n.unsynced[0].Index, n.unsynced[k-1].Index)
+		}
 	case raft.MsgAppResp:
+		// The store's accessors describe the durable log only, so an acknowledgement of entries
+		// a leader wrote without syncing fails here too.
 		if !m.Reject && !s.o.NoAckCheck && m.Index > n.store.LastIndex() {
 			s.fail(AckDurability, "node %d acknowledges entries through %d but its durable log ends at %d",
 				n.id, m.Index, n.store.LastIndex())
+		}
+		// Index 0 is a stale leader being told the term, and acknowledges nothing.
+		if k := len(n.unsynced); !m.Reject && m.Index > 0 && !s.o.NoAckCheck && k > 0 {
+			s.fail(AckDurability, "node %d acknowledges entries through %d with its writes of entries %d..%d not synced",
+				n.id, m.Index, n.unsynced[0].Index, n.unsynced[k-1].Index)
 		}
 	case raft.MsgApp, raft.MsgHeartbeat, raft.MsgSnap:
 		// Only a leader replicates: a sender of these in term T leads T.
@@ -686,6 +850,7 @@ func (s *simulation) maybeCompact(n *simNode) {
 		}
 		s.fail(CoreContract, "node %d: %v", n.id, fmt.Errorf("saving a local snapshot: %w", err))
 	}
+	n.unsynced = n.unsynced[:0] // SaveSnapshot synced every earlier write
 	if err := n.rn.Compact(snap); err != nil && !errors.Is(err, raft.ErrSnapshotOutOfDate) && !errors.Is(err, raft.ErrCompacted) {
 		s.fail(CoreContract, "node %d: Compact at %d: %v", n.id, snap.Meta.Index, err)
 	}
@@ -736,6 +901,7 @@ func (s *simulation) onConfig(cs raft.ConfState) {
 			n.removed = true
 			if n.up() {
 				n.rn, n.sm, n.reads = nil, nil, nil
+				n.unsynced, n.syncDue = nil, leaderSync{}
 			}
 			s.ev(0xb2, uint64(n.id))
 			if s.o.Trace != nil {

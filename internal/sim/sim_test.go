@@ -2,6 +2,8 @@ package sim
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -39,12 +41,47 @@ func TestSeeds(t *testing.T) {
 					}
 				}
 			}
-			// A sweep that injected nothing or checked nothing proves nothing.
+			// A sweep that injected nothing or checked nothing proves nothing. Half of the seeds
+			// run with DeferLeaderSync: their leaders' unsynced writes must have met crashes,
+			// before the sync and between the sync and its report.
 			if total.Faults[FaultCrash] == 0 || total.Faults[FaultPartitionSplit] == 0 || total.ReadsChecked == 0 ||
-				total.Committed == 0 || total.SnapshotsInstalled == 0 || total.Faults[FaultConfChange] == 0 {
+				total.Committed == 0 || total.SnapshotsInstalled == 0 || total.Faults[FaultConfChange] == 0 ||
+				total.LeaderWrites == 0 || total.LeaderSyncs == 0 || total.UnsyncedCrashes == 0 || total.SyncCrashes == 0 {
 				t.Errorf("sweep exercised too little:\n%s", total)
 			}
 			t.Logf("%d seeds, %d nodes:\n%s", n, c.nodes, total)
+		})
+	}
+}
+
+// TestSeedsDeferLeaderSync sweeps the hostile profile (frequent crashes, also between a
+// leader's unsynced write, its sync and the report of the sync) with DeferLeaderSync on in
+// every seed. SIM_DEFER_SEEDS=n runs n seeds per cluster size instead.
+func TestSeedsDeferLeaderSync(t *testing.T) {
+	seeds, short := 1000, 100
+	if v, err := strconv.Atoi(os.Getenv("SIM_DEFER_SEEDS")); err == nil {
+		seeds, short = v, v
+	}
+	for _, nodes := range []int{3, 5} {
+		t.Run(fmt.Sprintf("nodes=%d", nodes), func(t *testing.T) {
+			t.Parallel()
+			n := seeds
+			if testing.Short() {
+				n = short
+			}
+			var total Stats
+			for seed := uint64(1); seed <= uint64(n); seed++ {
+				res := Run(Options{Seed: seed, Nodes: nodes, Profile: ProfileHostile, DeferLeaderSync: SwitchOn})
+				total.Add(res.Stats)
+				if v := res.Violation; v != nil {
+					t.Fatalf("seed %d: %v", seed, v)
+				}
+			}
+			if total.LeaderWrites == 0 || total.LeaderSyncs == 0 || total.UnsyncedCrashes == 0 || total.SyncCrashes == 0 ||
+				total.Committed == 0 {
+				t.Errorf("sweep exercised too little:\n%s", total)
+			}
+			t.Logf("%d seeds, %d nodes:\n%s", n, nodes, total)
 		})
 	}
 }
@@ -58,6 +95,8 @@ func TestDeterminism(t *testing.T) {
 		{Seed: 1, Nodes: 3}, {Seed: 2, Nodes: 5}, {Seed: 3, Nodes: 7},
 		{Seed: 4, Nodes: 3, Profile: ProfileHostile},
 		{Seed: 5, Nodes: 3, Bugs: raft.Bugs{VoteForShorterLog: true}},
+		{Seed: 6, Nodes: 3, Profile: ProfileHostile, DeferLeaderSync: SwitchOn},
+		{Seed: 7, Nodes: 3, DeferLeaderSync: SwitchOn, DriverBugs: DriverBugs{ReportUnsyncedLeaderWrites: true}},
 	} {
 		a, b := Run(o), Run(o)
 		if a.TraceHash != b.TraceHash || a.Stats != b.Stats {
@@ -97,12 +136,25 @@ func TestReplayCommand(t *testing.T) {
 	if got != want {
 		t.Fatalf("ReplayCommand:\n got %s\nwant %s", got, want)
 	}
-	b, err := ParseBugs("VoteNotPersisted,ReadIndexWithoutQuorum")
-	if err != nil || b != (raft.Bugs{VoteNotPersisted: true, ReadIndexWithoutQuorum: true}) {
-		t.Fatalf("ParseBugs: %+v, %v", b, err)
+	got = ReplayCommand(Options{Seed: 7, Nodes: 3, DriverBugs: DriverBugs{ReportUnsyncedLeaderWrites: true}, DeferLeaderSync: SwitchOn})
+	want = "go run ./cmd/caucus-sim -seed 7 -nodes 3 -bug ReportUnsyncedLeaderWrites -defer-leader-sync on -v"
+	if got != want {
+		t.Fatalf("ReplayCommand:\n got %s\nwant %s", got, want)
 	}
-	if _, err := ParseBugs("NoSuchBug"); err == nil {
+	b, d, err := ParseBugs("VoteNotPersisted,ReadIndexWithoutQuorum,ReportUnsyncedLeaderWrites")
+	if err != nil || b != (raft.Bugs{VoteNotPersisted: true, ReadIndexWithoutQuorum: true}) || d != (DriverBugs{ReportUnsyncedLeaderWrites: true}) {
+		t.Fatalf("ParseBugs: %+v, %+v, %v", b, d, err)
+	}
+	if _, _, err := ParseBugs("NoSuchBug"); err == nil {
 		t.Fatal("ParseBugs accepted an unknown bug")
+	}
+	for _, w := range []Switch{SwitchRandom, SwitchOn, SwitchOff} {
+		if got, err := ParseSwitch(w.String()); err != nil || got != w {
+			t.Fatalf("ParseSwitch(%q) = %v, %v", w, got, err)
+		}
+	}
+	if _, err := ParseSwitch("maybe"); err == nil {
+		t.Fatal("ParseSwitch accepted an unknown value")
 	}
 }
 

@@ -42,7 +42,13 @@ type Stats struct {
 	SaveCrashes int64
 	// SnapshotCrashes counts power losses inside a local SaveSnapshot (see SnapshotCrasher),
 	// counted under "crash" too.
-	SnapshotCrashes    int64
+	SnapshotCrashes int64
+	// Under raft.Config.DeferLeaderSync: LeaderWrites counts a leader's Saves left unsynced,
+	// LeaderSyncs the syncs reported to its core (raft.Node.LeaderSynced), UnsyncedCrashes the
+	// crashes of a node holding unsynced writes, and SyncCrashes those that struck between a
+	// sync and its report.
+	LeaderWrites, LeaderSyncs, UnsyncedCrashes, SyncCrashes int64
+
 	Sent               int64
 	Delivered          int64
 	Dropped            int64
@@ -67,6 +73,10 @@ func (s *Stats) Add(o Stats) {
 	s.ReadyCrashes += o.ReadyCrashes
 	s.SaveCrashes += o.SaveCrashes
 	s.SnapshotCrashes += o.SnapshotCrashes
+	s.LeaderWrites += o.LeaderWrites
+	s.LeaderSyncs += o.LeaderSyncs
+	s.UnsyncedCrashes += o.UnsyncedCrashes
+	s.SyncCrashes += o.SyncCrashes
 	s.Sent += o.Sent
 	s.Delivered += o.Delivered
 	s.Dropped += o.Dropped
@@ -90,6 +100,8 @@ func (s Stats) String() string {
 		fmt.Fprintf(&b, " %s=%d", faultNames[k], n)
 	}
 	fmt.Fprintf(&b, " ready-step-crash=%d (inside-save=%d) inside-snapshot-save=%d\n", s.ReadyCrashes, s.SaveCrashes, s.SnapshotCrashes)
+	fmt.Fprintf(&b, "deferred syncs:     leader-writes=%d syncs-reported=%d crashes-with-unsynced-writes=%d (between-sync-and-report=%d)\n",
+		s.LeaderWrites, s.LeaderSyncs, s.UnsyncedCrashes, s.SyncCrashes)
 	fmt.Fprintf(&b, "messages:           sent=%d delivered=%d dropped=%d duplicated=%d step-errors=%d\n",
 		s.Sent, s.Delivered, s.Dropped, s.Duplicated, s.StepErrors)
 	fmt.Fprintf(&b, "proposals:          accepted=%d committed+acknowledged=%d\n", s.Proposed, s.Committed)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 
 	"github.com/caucus/caucus/raft"
@@ -11,27 +12,42 @@ import (
 
 // Storage is one simulated node's durable state: exactly what survives a crash. It is the seam
 // where a different durability implementation (for example internal/wal over internal/vfs's
-// simulated disk) plugs into the simulator: the simulator only ever persists through Save and
-// SaveSnapshot, restarts from Load, tells the store about crashes with Crash, and its checkers
-// read the durable log through the accessors.
+// simulated disk) plugs into the simulator: the simulator only ever persists through Save, Sync
+// and SaveSnapshot, restarts from Load, tells the store about crashes with Crash, and its
+// checkers read the durable log through the accessors.
 //
-// Once Save returns nil, everything it was given must survive any later Crash (the contract's
-// step 2): the simulator sends the acknowledgements of MessagesAfterPersist only then. A crash
-// before that point may keep none, all or a prefix of the Save, as a real disk would; a store
-// that exposes such crashes implements SaveCrasher. The accessors (HardState, LastIndex, Term,
-// Entry) describe only what is durable, because the checkers judge acknowledgements by them.
+// Writes are ordered: each Save comes after every earlier one, as records appended to a log.
+// A Save with sync is durable once it returns nil, together with every write before it (the
+// contract's step 2, an fsync of the whole log): the simulator sends the acknowledgements of
+// MessagesAfterPersist only then. A Save without sync (raft.Ready.MustSync false: a HardState
+// that only moves the commit index, or, under raft.Config.DeferLeaderSync, a leader's own
+// appends) is written but need not be durable until a later Sync, synced Save or SaveSnapshot
+// returns. It never carries a snapshot or a new term or vote (those always need MustSync).
+//
+// A crash keeps every durable write and, of the writes that were not yet, some prefix in write
+// order (none, part or all, as a power loss leaves a disk that wrote some dirty pages back); a
+// store that also exposes crashes in the middle of a Save implements SaveCrasher. The accessors
+// (HardState, LastIndex, Term, Entry) describe only what is durable, because the checkers judge
+// acknowledgements by them, and Load, called at a node's first start and after Crash, returns
+// only durable state.
 type Storage interface {
-	// Save persists one Ready's HardState (unless empty), Snapshot (unless nil; it replaces the
-	// whole log) and Entries (truncating the log at Entries[0].Index first).
-	Save(hs raft.HardState, snap *raft.Snapshot, ents []raft.Entry) error
+	// Save writes one Ready's HardState (unless empty), Snapshot (unless nil; it replaces the
+	// whole log) and Entries (truncating the log at Entries[0].Index first). With sync, it and
+	// every earlier write are durable once it returns nil; without, see Sync.
+	Save(hs raft.HardState, snap *raft.Snapshot, ents []raft.Entry, sync bool) error
+	// Sync makes every write made before it durable (an fsync of the log). It is how a driver
+	// completes the deferred sync of a leader's appends (raft.Node.LeaderSynced).
+	Sync() error
 	// SaveSnapshot persists a snapshot the local state machine captured and drops the log
-	// entries it covers, keeping the ones after it.
+	// entries it covers, keeping the ones after it. Like a synced Save it makes every earlier
+	// write durable too: the snapshot may cover entries a leader wrote without syncing, because
+	// a leader applies what its followers' copies committed.
 	SaveSnapshot(snap raft.Snapshot) error
-	// Load returns what a restarting node hands to raft.New.
+	// Load returns what a restarting node hands to raft.New: the durable state.
 	Load() raft.PersistentState
-	// Crash discards anything not yet durable and recovers what is, as a restarting process
-	// would. An error means the store could not recover its durable state; the simulator
-	// reports it as a StorageFault violation.
+	// Crash discards what is not durable (but for the prefix of unsynced writes a power loss
+	// may keep) and recovers what is, as a restarting process would. An error means the store
+	// could not recover its durable state; the simulator reports it as a StorageFault violation.
 	Crash() error
 
 	HardState() raft.HardState
@@ -70,23 +86,116 @@ type SnapshotCrasher interface {
 	CrashInNextSnapshot() bool
 }
 
-// memStore is the in-memory Storage: every Save is durable at once, as if fsynced.
+// memStore is the in-memory Storage. A synced Save is durable at once. An unsynced one that
+// carries entries, or follows an unsynced write, waits in unsynced until a sync; a crash keeps a
+// prefix of those writes, of a length drawn from the store's own seed (so that the simulator's
+// draws do not depend on it), at the granularity of one entry or one HardState, in the order a
+// log on disk holds them: each write's entries, then its HardState.
+//
+// An unsynced Save that only moves the commit index and follows no unsynced write is durable
+// at once, as a disk writing it back immediately would be: that keeps the runs of cores that
+// never defer a sync exactly what they were with an always-durable store. (Package walstore
+// models the loss of such writes on a real log.)
 type memStore struct {
 	hs   raft.HardState
 	snap raft.Snapshot
 	ents []raft.Entry // ents[k].Index == snap.Meta.Index+1+k
+
+	unsynced []memWrite     // written after everything durable, in write order
+	whs      raft.HardState // the last HardState written, durable or not
+	wlast    uint64         // the last index written, durable or not
+	rng      *rand.Rand     // how much of unsynced a crash keeps
+}
+
+// memWrite is one unsynced Save (never with a snapshot).
+type memWrite struct {
+	hs   raft.HardState
+	ents []raft.Entry
 }
 
 var errStore = errors.New("sim: store")
 
-func newMemStore() *memStore { return &memStore{} }
+func newMemStore(seed uint64) *memStore {
+	return &memStore{rng: rand.New(rand.NewPCG(seed, 0x3e3e_5707e))}
+}
 
-// NewMemStorage returns the simulator's default Storage: in memory, every Save durable at once.
-// Other Storage implementations can use it as the reference to compare their recovered state
-// against.
-func NewMemStorage() Storage { return newMemStore() }
+// NewMemStorage returns the simulator's default Storage: in memory, a synced Save durable at
+// once, unsynced ones lost (but for a prefix chosen by a fixed seed) at a crash. Other Storage
+// implementations can use it as the reference to compare their recovered state against.
+func NewMemStorage() Storage { return newMemStore(0) }
 
-func (m *memStore) Save(hs raft.HardState, snap *raft.Snapshot, ents []raft.Entry) error {
+func (m *memStore) Save(hs raft.HardState, snap *raft.Snapshot, ents []raft.Entry, sync bool) error {
+	if sync {
+		if err := m.flush(); err != nil {
+			return err
+		}
+		if err := m.apply(hs, snap, ents); err != nil {
+			return err
+		}
+		m.whs, m.wlast = m.hs, m.LastIndex()
+		return nil
+	}
+	if snap != nil && !snap.IsEmpty() {
+		return fmt.Errorf("%w: an unsynced save carries snapshot %d (a snapshot needs MustSync)", errStore, snap.Meta.Index)
+	}
+	if !hs.IsEmpty() && (hs.Term != m.whs.Term || hs.Vote != m.whs.Vote) {
+		return fmt.Errorf("%w: an unsynced save moves term %d vote %d to term %d vote %d (a new term or vote needs MustSync)",
+			errStore, m.whs.Term, m.whs.Vote, hs.Term, hs.Vote)
+	}
+	if len(ents) == 0 && len(m.unsynced) == 0 {
+		if err := m.apply(hs, nil, nil); err != nil {
+			return err
+		}
+		m.whs = m.hs
+		return nil
+	}
+	if len(ents) == 0 && hs.IsEmpty() {
+		return nil
+	}
+	if len(ents) > 0 {
+		// Checked here against the written log, as apply checks a synced Save against the
+		// durable one: a flush or a crash that keeps this write must not fail.
+		first := ents[0].Index
+		if first <= m.snap.Meta.Index {
+			return fmt.Errorf("%w: entries from %d overwrite the snapshot at %d", errStore, first, m.snap.Meta.Index)
+		}
+		if first > m.wlast+1 {
+			return fmt.Errorf("%w: entries from %d leave a gap after the last written index %d", errStore, first, m.wlast)
+		}
+		for k, e := range ents {
+			if e.Index != first+uint64(k) {
+				return fmt.Errorf("%w: entries not contiguous: %d at position %d after %d", errStore, e.Index, k, first)
+			}
+		}
+		m.wlast = ents[len(ents)-1].Index
+	}
+	w := memWrite{hs: hs, ents: make([]raft.Entry, len(ents))}
+	for k, e := range ents {
+		e.Data = bytes.Clone(e.Data)
+		w.ents[k] = e
+	}
+	m.unsynced = append(m.unsynced, w)
+	if !hs.IsEmpty() {
+		m.whs = hs
+	}
+	return nil
+}
+
+func (m *memStore) Sync() error { return m.flush() }
+
+// flush makes every unsynced write durable, in order.
+func (m *memStore) flush() error {
+	for _, w := range m.unsynced {
+		if err := m.apply(w.hs, nil, w.ents); err != nil {
+			return fmt.Errorf("syncing an earlier write: %w", err)
+		}
+	}
+	m.unsynced = m.unsynced[:0]
+	return nil
+}
+
+// apply makes one write durable.
+func (m *memStore) apply(hs raft.HardState, snap *raft.Snapshot, ents []raft.Entry) error {
 	if snap != nil && !snap.IsEmpty() {
 		if snap.Meta.Index < m.snap.Meta.Index {
 			return fmt.Errorf("%w: snapshot at %d is older than the durable one at %d", errStore, snap.Meta.Index, m.snap.Meta.Index)
@@ -130,6 +239,10 @@ func (m *memStore) Save(hs raft.HardState, snap *raft.Snapshot, ents []raft.Entr
 }
 
 func (m *memStore) SaveSnapshot(snap raft.Snapshot) error {
+	if err := m.flush(); err != nil {
+		return err
+	}
+	m.whs, m.wlast = m.hs, m.LastIndex()
 	idx := snap.Meta.Index
 	if idx <= m.snap.Meta.Index {
 		return nil // an older or equal image adds nothing
@@ -159,7 +272,37 @@ func (m *memStore) Load() raft.PersistentState {
 	return ps
 }
 
-func (m *memStore) Crash() error { return nil }
+// Crash keeps a seeded prefix of the unsynced writes, one entry or HardState at a time, and
+// drops the rest.
+func (m *memStore) Crash() error {
+	if len(m.unsynced) > 0 {
+		steps := 0
+		for _, w := range m.unsynced {
+			steps += len(w.ents)
+			if !w.hs.IsEmpty() {
+				steps++
+			}
+		}
+		keep := m.rng.IntN(steps + 1)
+		for _, w := range m.unsynced {
+			if keep == 0 {
+				break
+			}
+			n := min(keep, len(w.ents))
+			keep -= n
+			hs := raft.HardState{}
+			if keep > 0 && !w.hs.IsEmpty() {
+				hs, keep = w.hs, keep-1
+			}
+			if err := m.apply(hs, nil, w.ents[:n]); err != nil {
+				return fmt.Errorf("keeping part of the unsynced writes: %w", err)
+			}
+		}
+		m.unsynced = m.unsynced[:0]
+	}
+	m.whs, m.wlast = m.hs, m.LastIndex()
+	return nil
+}
 
 func (m *memStore) HardState() raft.HardState       { return m.hs }
 func (m *memStore) SnapshotMeta() raft.SnapshotMeta { return m.snap.Meta }

@@ -5,9 +5,11 @@
 //
 // # Faults
 //
-//   - Lost unsynced writes. A Save fsyncs only when Raft requires it (new entries, a snapshot,
-//     or a new term or vote, as raft.Ready.MustSync); a Save that only advances the commit index
-//     is written and left unsynced, as internal/node does. A crash keeps what was fsynced, plus a
+//   - Lost unsynced writes. A Save fsyncs only when the simulator asks, which is when Raft
+//     requires it (raft.Ready.MustSync: new entries, a snapshot, or a new term or vote). A Save
+//     that only advances the commit index is written and left unsynced, as internal/node does,
+//     and so, under raft.Config.DeferLeaderSync, are a leader's own appends, until Sync (or a
+//     later synced Save or snapshot) fsyncs the log. A crash keeps what was fsynced, plus a
 //     seeded random prefix of the unsynced writes, the last one possibly torn mid-record
 //     (vfs.Sim.SetTornWrites); on half of the disks (by seed) any subset of their pages
 //     instead, as a kernel writing dirty pages back in its own order leaves them
@@ -71,7 +73,9 @@ const (
 // Options configures a Store. The zero value injects every fault.
 type Options struct {
 	// NoFaults makes every Save synced and never crashes inside one. The store then persists
-	// exactly what the in-memory store does, so a run follows the very same trace.
+	// exactly what the in-memory store does for cores that never defer a sync, so a run without
+	// raft.Config.DeferLeaderSync follows the very same trace. (With it, the in-memory store
+	// loses part of a leader's unsynced appends at a crash, and a fault-free disk none.)
 	NoFaults bool
 
 	bug bug // test-only: a planted durability bug
@@ -97,6 +101,8 @@ const (
 // Stats counts the faults a Store went through, so tests can show they happened.
 type Stats struct {
 	UnsyncedSaves   int // Saves written without an fsync
+	DeferredSaves   int // of which carried entries (a leader's appends under DeferLeaderSync)
+	Syncs           int // Syncs that found unsynced Saves to make durable
 	SaveCrashes     int // power losses that struck inside a Save
 	SnapshotCrashes int // power losses that struck inside a local SaveSnapshot
 	Recoveries      int // crashes recovered from
@@ -116,7 +122,7 @@ type pendingSave struct {
 type Store struct {
 	sim.Storage // the reference: what is guaranteed durable; see the package documentation
 	pending     []pendingSave
-	written     raft.HardState // the last HardState written, durable or not: decides MustSync
+	written     raft.HardState // the last HardState written, durable or not
 	fs          *vfs.Sim
 	w           *wal.WAL
 	walOpts     wal.Options
@@ -232,21 +238,24 @@ func (s *Store) removeSnapshotsExcept(keep string) error {
 	return nil
 }
 
-// mustSync mirrors raft.Ready.MustSync: entries, a snapshot, or a new term or vote must be
-// durable before they are acknowledged; a commit index alone need not be.
-func (s *Store) mustSync(hs raft.HardState, snap *raft.Snapshot, ents []raft.Entry) bool {
-	if s.opts.NoFaults || len(ents) > 0 || (snap != nil && !snap.IsEmpty()) {
-		return true
-	}
-	return !hs.IsEmpty() && (hs.Term != s.written.Term || hs.Vote != s.written.Vote)
+// Save persists a Ready: snapshot file and marker first, then entries and HardState in one WAL
+// write, fsynced if sync (always with Options.NoFaults). An armed power loss that strikes makes
+// it return an error wrapping sim.ErrPowerLoss.
+func (s *Store) Save(hs raft.HardState, snap *raft.Snapshot, ents []raft.Entry, sync bool) error {
+	err := s.save(hs, snap, ents, sync || s.opts.NoFaults) // arms the crash point inside, if armed
+	return s.settle(err, &s.stats.SaveCrashes, "save")
 }
 
-// Save persists a Ready: snapshot file and marker first, then entries and HardState in one WAL
-// write, fsynced if Raft requires it. An armed power loss that strikes makes it return an error
-// wrapping sim.ErrPowerLoss.
-func (s *Store) Save(hs raft.HardState, snap *raft.Snapshot, ents []raft.Entry) error {
-	err := s.save(hs, snap, ents) // arms the crash point inside, if armed
-	return s.settle(err, &s.stats.SaveCrashes, "save")
+// Sync fsyncs the log (wal.Save with nothing to add and sync, which covers every earlier write:
+// the WAL fsyncs a segment before it starts the next), making every pending Save durable.
+func (s *Store) Sync() error {
+	if err := s.w.Save(raft.HardState{}, nil, true); err != nil {
+		return fmt.Errorf("walstore: sync: %w", err)
+	}
+	if len(s.pending) > 0 {
+		s.stats.Syncs++
+	}
+	return s.flushPending()
 }
 
 // settle ends an operation a power loss may have been armed in: if it struck, the error wraps
@@ -264,8 +273,17 @@ func (s *Store) settle(err error, counter *int, op string) error {
 	return err
 }
 
-func (s *Store) save(hs raft.HardState, snap *raft.Snapshot, ents []raft.Entry) error {
-	sync := s.mustSync(hs, snap, ents)
+func (s *Store) save(hs raft.HardState, snap *raft.Snapshot, ents []raft.Entry, sync bool) error {
+	if !sync {
+		// What the contract never leaves unsynced (sim.Storage): a caller that does is broken.
+		if snap != nil && !snap.IsEmpty() {
+			return fmt.Errorf("walstore: an unsynced save carries snapshot %d", snap.Meta.Index)
+		}
+		if !hs.IsEmpty() && (hs.Term != s.written.Term || hs.Vote != s.written.Vote) {
+			return fmt.Errorf("walstore: an unsynced save moves term %d vote %d to term %d vote %d",
+				s.written.Term, s.written.Vote, hs.Term, hs.Vote)
+		}
+	}
 	p := pendingSave{hs: hs, ents: cloneEntries(ents)}
 	if snap != nil && !snap.IsEmpty() {
 		c := *snap
@@ -302,6 +320,9 @@ func (s *Store) save(hs raft.HardState, snap *raft.Snapshot, ents []raft.Entry) 
 		return s.flushPending()
 	}
 	s.stats.UnsyncedSaves++
+	if len(ents) > 0 {
+		s.stats.DeferredSaves++
+	}
 	return nil
 }
 
@@ -310,7 +331,7 @@ func (s *Store) save(hs raft.HardState, snap *raft.Snapshot, ents []raft.Entry) 
 // before it).
 func (s *Store) flushPending() error {
 	for _, p := range s.pending {
-		if err := s.Storage.Save(p.hs, p.snap, p.ents); err != nil {
+		if err := s.Storage.Save(p.hs, p.snap, p.ents, true); err != nil {
 			return fmt.Errorf("walstore: reference: %w", err)
 		}
 	}
@@ -401,7 +422,7 @@ func (s *Store) Crash() error {
 		}
 	}
 	ref := sim.NewMemStorage()
-	if err := ref.Save(rec.HardState, rec.Snapshot, rec.Entries); err != nil {
+	if err := ref.Save(rec.HardState, rec.Snapshot, rec.Entries, true); err != nil {
 		return fmt.Errorf("walstore: rebuild reference from the recovered state: %w", err)
 	}
 	s.Storage, s.pending, s.written = ref, s.pending[:0], rec.HardState
@@ -413,7 +434,7 @@ func (s *Store) Crash() error {
 func (s *Store) checkRecovered(rec raft.PersistentState) error {
 	cand := sim.NewMemStorage()
 	ref := s.Storage.Load()
-	if err := cand.Save(ref.HardState, ref.Snapshot, ref.Entries); err != nil {
+	if err := cand.Save(ref.HardState, ref.Snapshot, ref.Entries, true); err != nil {
 		return fmt.Errorf("walstore: copy reference: %w", err)
 	}
 	hsOK := func(h raft.HardState) bool { return h.Term == rec.HardState.Term && h.Vote == rec.HardState.Vote }
@@ -437,13 +458,13 @@ func (s *Store) checkRecovered(rec raft.PersistentState) error {
 		if p.snap != nil {
 			// The WAL raises the HardState's term, with no vote, to a newer marker's.
 			termVote = termVote || hsOK(raft.HardState{Term: p.snap.Meta.Term})
-			if err := cand.Save(raft.HardState{}, p.snap, nil); err != nil {
+			if err := cand.Save(raft.HardState{}, p.snap, nil, true); err != nil {
 				return fmt.Errorf("walstore: replay pending snapshot %d on the reference: %w", p.snap.Meta.Index, err)
 			}
 			try()
 		}
 		for k := range p.ents {
-			if err := cand.Save(raft.HardState{}, nil, p.ents[k:k+1]); err != nil {
+			if err := cand.Save(raft.HardState{}, nil, p.ents[k:k+1], true); err != nil {
 				return fmt.Errorf("walstore: replay pending entry %d on the reference: %w", p.ents[k].Index, err)
 			}
 			try()
