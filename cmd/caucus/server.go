@@ -37,6 +37,7 @@ func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile, logLevel, bug
 	fs.Uint64Var(&cfg.SnapshotEntries, "snapshot-count", cfg.SnapshotEntries, "applied entries between snapshots")
 	fs.DurationVar(&cfg.ApplyCommitInterval, "apply-commit-interval", cfg.ApplyCommitInterval, "longest applied entries wait for their state-machine commit (serializable reads may lag by up to it; 0: 10ms)")
 	fs.DurationVar(&cfg.CommitBroadcastDelay, "commit-broadcast-delay", cfg.CommitBroadcastDelay, "longest the leader lets a new commit index wait for the next append to carry it to the followers (idle followers apply up to this much later; 0: 1ms; negative: at once)")
+	fs.DurationVar(&cfg.LeaderSyncDelay, "leader-sync-delay", cfg.LeaderSyncDelay, "let the leader sync its own log after its followers, waiting at most this long for a second follower's acknowledgement before it syncs (0: off, the leader syncs every write before counting itself, as etcd; try 1ms when the members' logs share one disk)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "deadline for requests whose client set none")
 	fs.Int64Var(&cfg.QuotaBackendBytes, "quota-backend-bytes", cfg.QuotaBackendBytes, "largest the state machine file may grow before writes are refused (0: 2 GiB, as etcd; negative: no quota)")
 	fs.IntVar(&cfg.Limits.MaxRequestBytes, "max-request-bytes", cfg.Limits.MaxRequestBytes, "largest client request accepted")

@@ -46,6 +46,17 @@ func TestServerFlagPrecedence(t *testing.T) {
 	if err != nil || cfg.CommitBroadcastDelay != -time.Nanosecond {
 		t.Errorf("commit broadcast delay from the environment = %v (%v), want -1ns (announce at once)", cfg.CommitBroadcastDelay, err)
 	}
+	// Deferred leader sync is off unless asked for, by flag or environment.
+	cfg, _, err = parseServerFlags(nil, io.Discard, func(string) string { return "" })
+	if err != nil || cfg.LeaderSyncDelay != 0 {
+		t.Errorf("default leader sync delay = %v (%v), want 0 (the leader syncs first)", cfg.LeaderSyncDelay, err)
+	}
+	cfg, _, err = parseServerFlags(nil, io.Discard, func(k string) string {
+		return map[string]string{"CAUCUS_LEADER_SYNC_DELAY": "2ms"}[k]
+	})
+	if err != nil || cfg.LeaderSyncDelay != 2*time.Millisecond {
+		t.Errorf("CAUCUS_LEADER_SYNC_DELAY = %v (%v), want 2ms", cfg.LeaderSyncDelay, err)
+	}
 	// So does the log directory (etcd's --wal-dir), which defaults to the data directory's.
 	cfg, _, err = parseServerFlags([]string{"--wal-dir", "/disks/log/n1"}, io.Discard, func(string) string { return "" })
 	if err != nil || cfg.WALDir != "/disks/log/n1" {

@@ -63,6 +63,10 @@ type Config struct {
 	// commit index to the followers before sending it alone (0: node.DefaultCommitBroadcastDelay;
 	// negative: at once, as etcd). An idle follower's state lags the leader's by up to it.
 	CommitBroadcastDelay time.Duration
+	// LeaderSyncDelay, if positive, lets the leader sync its own log after its followers,
+	// waiting at most this long for a second follower before it syncs (node.Config). Zero: the
+	// leader syncs every write before counting itself, as etcd does.
+	LeaderSyncDelay time.Duration
 	// AutoCompaction compacts old revisions automatically (as etcd's --auto-compaction-*).
 	AutoCompaction node.AutoCompaction
 	RequestTimeout time.Duration
@@ -288,6 +292,7 @@ func Start(cfg Config) (*Member, error) {
 			SnapshotEntries:      cfg.SnapshotEntries,
 			ApplyCommitInterval:  cfg.ApplyCommitInterval,
 			CommitBroadcastDelay: cfg.CommitBroadcastDelay,
+			LeaderSyncDelay:      cfg.LeaderSyncDelay,
 			AutoCompaction:       cfg.AutoCompaction,
 			PeerAddr:             peerAddr,
 			ClientURLs:           []string{advClient},

@@ -21,6 +21,12 @@
 // (raft.Config.DeferCommitBroadcast): the next append or heartbeat carries it, and if none has
 // within CommitBroadcastDelay (1 ms) a timer of the loop sends it.
 //
+// With Config.LeaderSyncDelay set, a leader does not fsync its own appends in the loop either
+// (raft.Config.DeferLeaderSync): they commit on the followers' durable copies, and a background
+// goroutine syncs the leader's log when a commit would wait on it, or at the latest
+// maxLeaderSyncLag after the write. It pays only when the members' logs share one disk
+// (leadersync.go has the policy and the measurements); by default the leader syncs inline.
+//
 // Applied entries are committed to the state machine in groups (see DefaultApplyCommitInterval),
 // and snapshots are serialized and saved by a background goroutine from a read view opened in the
 // loop at the applied index; the loop only records the finished snapshot in the WAL and compacts.

@@ -78,6 +78,9 @@ const (
 // which ReleaseTo may drop log data at or below it. Implemented by internal/wal.
 type LogStore interface {
 	Save(hs raft.HardState, ents []raft.Entry, sync bool) error
+	// SyncWritten makes everything saved before the call durable without blocking Saves
+	// from other goroutines (the leader's background sync).
+	SyncWritten() error
 	SaveSnapshot(meta raft.SnapshotMeta) error
 	ReleaseTo(index uint64) error
 	Close() error
@@ -113,6 +116,12 @@ type Config struct {
 	// CommitBroadcastDelay is the longest a leader defers announcing a commit index to the
 	// followers (0 means DefaultCommitBroadcastDelay; negative: announce at once, as etcd does).
 	CommitBroadcastDelay time.Duration
+	// LeaderSyncDelay, if positive, lets the leader sync its own log after the followers
+	// (raft.Config.DeferLeaderSync): it is how long entries that would commit on the leader's
+	// own copy wait for another follower before the leader syncs. Zero or negative: the leader
+	// syncs every write before it counts itself, as etcd does. See leadersync.go for when
+	// each is faster.
+	LeaderSyncDelay time.Duration
 	// AutoCompaction compacts old revisions automatically (autocompact.go); zero: off.
 	AutoCompaction AutoCompaction
 	// Clock returns the time stamped on proposals (lease and session expiry). Nil means time.Now.
@@ -162,8 +171,10 @@ type Node struct {
 	commitTimer *time.Timer
 	// bcastTimer fires CommitBroadcastDelay after the leader first owed a follower its commit
 	// index; bcastArmed says it is running.
-	bcastTimer  *time.Timer
-	bcastArmed  bool
+	bcastTimer *time.Timer
+	bcastArmed bool
+	// lsync tracks the leader's unsynced writes and its background sync (leadersync.go).
+	lsync       *leaderSync
 	applied     uint64
 	appliedTerm uint64
 	statusDirty bool
@@ -244,6 +255,7 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store
 	n.commitTimer.Stop()
 	n.bcastTimer = time.NewTimer(time.Hour)
 	n.bcastTimer.Stop()
+	n.lsync = newLeaderSync(cfg.Raft.DeferLeaderSync, cfg.LeaderSyncDelay)
 	// Proposal ids must not repeat across restarts while old entries may still be applied: seed
 	// them from the clock.
 	n.nextID.Store(uint64(now().UnixNano()))
@@ -416,6 +428,10 @@ func (n *Node) run() {
 		}
 	}()
 	defer n.discardReceive()
+	defer n.stopSyncer()
+	if n.lsync.enabled {
+		go n.runSyncer()
+	}
 	defer n.closeSnapshotReader()
 	defer n.snapWG.Wait()
 	defer n.flushHardState()
@@ -449,6 +465,13 @@ func (n *Node) run() {
 		case <-n.bcastTimer.C:
 			n.bcastArmed = false
 			n.rn.BroadcastCommit()
+		case <-n.lsync.timer.C:
+			n.lsync.armed = false
+		case err := <-n.lsync.res:
+			if err := n.finishLeaderSync(err); err != nil {
+				n.fail(err)
+				return
+			}
 		case r := <-n.snapDone:
 			n.snapInFlight = false
 			if err := n.finishSnapshot(r); err != nil {
@@ -469,6 +492,9 @@ func (n *Node) run() {
 			}
 		}
 		n.armCommitBroadcast()
+		if n.lsync.enabled {
+			n.scheduleLeaderSync()
+		}
 		if n.batch != nil && (n.batchLen >= MaxUncommittedApplied || n.reads.waitsFor(n.store.AppliedIndex(), n.applied)) {
 			if err := n.commitApplied(); err != nil {
 				n.fail(err)
@@ -695,6 +721,11 @@ func (n *Node) persist(rd raft.Ready) error {
 		return fmt.Errorf("node: persist raft log: %w", err)
 	}
 	n.pendingHS = raft.HardState{}
+	if rd.MustSync {
+		n.lsync.synced()
+	} else if len(rd.Entries) > 0 {
+		n.lsync.wroteDeferred(rd.Entries, time.Now())
+	}
 	return nil
 }
 

@@ -195,6 +195,7 @@ func Open(cfg OpenConfig) (*Node, error) {
 		cfg.CommitBroadcastDelay = DefaultCommitBroadcastDelay
 	}
 	rc.DeferCommitBroadcast = cfg.CommitBroadcastDelay > 0
+	rc.DeferLeaderSync = cfg.LeaderSyncDelay > 0
 	cfg.Raft = rc
 	rn, err := raft.New(rc, ps)
 	if err != nil {
