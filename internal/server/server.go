@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
 	"github.com/caucus/caucus/api/caucus/v1/caucusv1connect"
@@ -84,8 +85,9 @@ type Server struct {
 	cfg Config
 	n   *node.Node
 	log *slog.Logger
-	// size and sizeAt (unix nanoseconds) cache the state machine file's size for the quota.
-	size, sizeAt atomic.Int64
+	// size and sizeAt (unix nanoseconds) cache the state machine file's size for the quota;
+	// since counts the bytes of the writes accepted on that measure.
+	size, sizeAt, since atomic.Int64
 }
 
 // New returns a server for cfg.
@@ -203,7 +205,7 @@ func (s *Server) checkQuota(cmd *cmdpb.Command) error {
 	if s.cfg.QuotaBackendBytes < 0 || !growsStore(cmd) {
 		return nil
 	}
-	size := s.storeSize()
+	size := s.storeSize(int64(proto.Size(cmd)))
 	if size < s.cfg.QuotaBackendBytes {
 		return nil
 	}
@@ -214,18 +216,29 @@ func (s *Server) checkQuota(cmd *cmdpb.Command) error {
 // well below the quota: a stat per write would be a syscall on every put.
 const quotaRecheck = 100 * time.Millisecond
 
-// storeSize returns the state machine file's size. Far from the quota (below 90%) a measure is
-// reused for quotaRecheck; near it or past it every write measures, so that the refusal starts
-// at the quota and a defragment that shrank the file lets writes through at once.
-func (s *Server) storeSize() int64 {
+// storeSize returns the state machine file's size, for a write of n bytes. Far from the quota a
+// measure is reused for quotaRecheck, as long as it plus the bytes of the writes accepted on it
+// stays below 90% of the quota: a burst of large writes measures again as soon as it could
+// near the quota, however fast it comes. Near the quota or past it every write measures, so
+// that the refusal starts at the quota (behind it by at most the writes applied but not yet
+// committed to the file, node.DefaultApplyCommitInterval) and a defragment that shrank the file
+// lets writes through at once.
+func (s *Server) storeSize(n int64) int64 {
 	now := time.Now().UnixNano()
-	if at, size := s.sizeAt.Load(), s.size.Load(); at != 0 && now-at < int64(quotaRecheck) && size < s.cfg.QuotaBackendBytes/10*9 {
+	if size := s.size.Load(); measureStillGood(now, s.sizeAt.Load(), size, s.since.Add(n), s.cfg.QuotaBackendBytes) {
 		return size
 	}
 	size := s.n.Store().Size()
 	s.size.Store(size)
+	s.since.Store(0)
 	s.sizeAt.Store(now)
 	return size
+}
+
+// measureStillGood reports whether a size measured at at (0: never) may stand for the file at
+// now, after writes of since bytes were accepted on it, under quota (see storeSize).
+func measureStillGood(now, at, size, since, quota int64) bool {
+	return at != 0 && now-at < int64(quotaRecheck) && size+since < quota/10*9
 }
 
 // growsStore reports whether cmd may add data: a put, a transaction with a put in either branch,
