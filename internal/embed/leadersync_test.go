@@ -9,13 +9,22 @@ import (
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
 )
 
-// TestLeaderSyncAfterFollowers runs a cluster whose leader syncs its own log after the followers
-// (LeaderSyncDelay, raft.Config.DeferLeaderSync): writes commit with every member up, with a
-// follower down (the leader's copy is then needed, and the leader must sync it rather than wait
-// for a follower that will not answer), after the follower returns, and across a restart of
-// the whole cluster, which must keep every acknowledged write.
-func TestLeaderSyncAfterFollowers(t *testing.T) {
-	tc := newTestClusterWith(t, 3, func(cfg *Config) { cfg.LeaderSyncDelay = time.Millisecond })
+// TestLeaderSyncModes runs a cluster in each way a leader may sync its own log (LeaderSyncDelay):
+// in its loop before counting itself, and after its followers. Writes commit with every member
+// up, with a follower down (the leader's copy is then needed, and a leader that syncs after its
+// followers must sync rather than wait for one that will not answer), after the follower
+// returns, and across a restart of the whole cluster, which must keep every acknowledged write.
+func TestLeaderSyncModes(t *testing.T) {
+	for _, mode := range []struct {
+		name  string
+		delay time.Duration
+	}{{"in-loop", 0}, {"after-followers", time.Millisecond}} {
+		t.Run(mode.name, func(t *testing.T) { runLeaderSyncMode(t, mode.delay) })
+	}
+}
+
+func runLeaderSyncMode(t *testing.T, delay time.Duration) {
+	tc := newTestClusterWith(t, 3, func(cfg *Config) { cfg.LeaderSyncDelay = delay })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	lead := tc.waitLeader()
