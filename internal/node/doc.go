@@ -17,6 +17,9 @@
 //     waiting on them; release reads whose read index is now committed to the state machine;
 //  5. Advance.
 //
+// Step 4 moves before step 2 when every committed entry was persisted by an earlier Ready (a
+// loaded leader's usual case; see applyBeforePersist): the answers leave while the disk works.
+//
 // A leader does not send an append just to announce a new commit index
 // (raft.Config.DeferCommitBroadcast): the next append or heartbeat carries it, and if none has
 // within CommitBroadcastDelay (1 ms) a timer of the loop sends it.

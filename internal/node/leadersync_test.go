@@ -88,3 +88,29 @@ func TestSingleMemberSyncsAtOnce(t *testing.T) {
 			cl.deferredSaves.Load(), cl.bgSyncs.Load())
 	}
 }
+
+func TestApplyBeforePersist(t *testing.T) {
+	ents := func(from, to uint64) []raft.Entry {
+		var es []raft.Entry
+		for i := from; i <= to; i++ {
+			es = append(es, raft.Entry{Index: i, Term: 1})
+		}
+		return es
+	}
+	cases := []struct {
+		name string
+		rd   raft.Ready
+		want bool
+	}{
+		{"a leader's Ready: earlier entries commit, new ones append", raft.Ready{CommittedEntries: ents(5, 7), Entries: ents(9, 12)}, true},
+		{"a follower's Ready that commits what it appends", raft.Ready{CommittedEntries: ents(5, 9), Entries: ents(9, 12)}, false},
+		{"nothing appended: the order does not matter", raft.Ready{CommittedEntries: ents(5, 7)}, false},
+		{"nothing committed", raft.Ready{Entries: ents(9, 12)}, false},
+		{"with a snapshot", raft.Ready{CommittedEntries: ents(5, 7), Entries: ents(9, 12), Snapshot: &raft.Snapshot{}}, false},
+	}
+	for _, c := range cases {
+		if got := applyBeforePersist(&c.rd); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
