@@ -302,7 +302,7 @@ func Start(cfg Config) (*Member, error) {
 		WALDir:         cfg.WALDir,
 		NewCluster:     cfg.InitialClusterState == "new",
 		InitialMembers: members,
-		StoreOptions:   mvcc.Options{NoSync: cfg.NoSyncStateMachine, Limits: cfg.Limits, Logger: lg},
+		StoreOptions:   mvcc.Options{NoSync: cfg.NoSyncStateMachine, Limits: cfg.Limits, Logger: lg, InitialMmapSize: initialMmapSize(cfg.QuotaBackendBytes)},
 	})
 	if err != nil {
 		peerLn.Close()
@@ -404,4 +404,18 @@ func (a transportAdapter) AddPeer(id raft.NodeID, addr string) {
 		return
 	}
 	a.t.AddPeer(id, addr)
+}
+
+// initialMmapSize maps the state machine's file once, as large as the quota lets it grow, so
+// that bbolt never remaps it while it grows: a remap waits for every open read transaction
+// and unmaps under the loop (etcd maps 10 GiB up front for the same reason). It is address
+// space, not memory. Without a quota, 2 GiB; past it bbolt remaps as it would anyway.
+func initialMmapSize(quota int64) int {
+	switch {
+	case quota == 0:
+		quota = server.DefaultQuotaBackendBytes
+	case quota < 0:
+		quota = 2 << 30
+	}
+	return int(quota)
 }
