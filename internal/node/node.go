@@ -173,6 +173,8 @@ type Node struct {
 	// index; bcastArmed says it is running.
 	bcastTimer *time.Timer
 	bcastArmed bool
+	// leading: this member is the leader, as of the last Ready's SoftState.
+	leading bool
 	// lsync tracks the leader's unsynced writes and its background sync (leadersync.go).
 	lsync       *leaderSync
 	applied     uint64
@@ -644,6 +646,7 @@ func (n *Node) handleReady() error {
 		if rd.SoftState.State != raft.StateLeader {
 			n.reads.failAll(fmt.Errorf("%w: leadership changed during read", ErrUnavailable))
 		}
+		n.leading = rd.SoftState.State == raft.StateLeader
 	}
 	// Yield to the transport only when a sync follows: otherwise (e.g. the leader's Ready that
 	// commits and broadcasts the new commit index) applying and answering comes first.
@@ -653,7 +656,7 @@ func (n *Node) handleReady() error {
 			return err
 		}
 	}
-	early := applyBeforePersist(&rd)
+	early := n.leading && applyBeforePersist(&rd)
 	if early {
 		if err := n.applyReady(&rd); err != nil {
 			return err
@@ -674,11 +677,12 @@ func (n *Node) handleReady() error {
 
 // applyBeforePersist reports whether rd's committed entries may be applied before its log
 // write. They may when this member persisted them in an earlier Ready: a committed entry is
-// durable on a quorum, and nothing in it waits for the entries this Ready appends. Applying
-// first lets their answers leave while the disk works, instead of after the fsync of the next
-// batch; under load that fsync is most of the leader's loop (etcd applies on another goroutine
-// for the same reason). A follower's Ready often commits the very entries it appends, and a
-// snapshot replaces the log: those keep the contract's order.
+// durable on a quorum, and nothing in it waits for the entries this Ready appends. On the
+// leader, applying first lets their answers leave while the disk works, instead of after the
+// fsync of the next batch; under load that fsync is most of the leader's loop (etcd applies on
+// another goroutine for the same reason). A follower keeps the contract's order (handleReady):
+// its acknowledgement of the new entries is on every commit's path, and its applying is not. A
+// Ready that commits what it appends, or holds a snapshot, keeps it too.
 func applyBeforePersist(rd *raft.Ready) bool {
 	c := rd.CommittedEntries
 	return len(c) > 0 && len(rd.Entries) > 0 && rd.Snapshot == nil && c[len(c)-1].Index < rd.Entries[0].Index
