@@ -1169,6 +1169,12 @@ func (r *raft) setConf(n membership, index uint64) {
 		// Dissertation §4.2.2: a leader not part of the new configuration steps down once the
 		// configuration is committed (here: applied, which implies committed).
 		r.logger.Info("raft: stepping down: removed from the configuration", "term", r.term)
+		// Announce the commit index first, with a heartbeat (never paused, unlike an append;
+		// DeferCommitBroadcast may have held the index back): until the members learn that
+		// this configuration is committed they may still need this member's vote (the
+		// outgoing half of a joint configuration), and a removed member's process may soon
+		// exit.
+		r.bcastHeartbeat(nil)
 		r.becomeFollower(r.term, None)
 		return
 	}
