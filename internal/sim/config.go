@@ -49,6 +49,18 @@ const (
 	// (raft.Config.DeferLeaderSync): a leader must sync eventually, or a commit that needs its
 	// copy would wait forever.
 	maxLeaderSyncDelay = 3 * electionTick
+	// removalGrace is how long, in ticks, a member removed from the configuration keeps running
+	// at least before it exits (etcd's servers linger about a second), and it also waits until
+	// every remaining member has applied the change: until then the outgoing half of a joint
+	// configuration may need its vote. A member that exited at once could leave a joint
+	// configuration whose outgoing half can never form a quorum (seeds 33, 173, 599 and 2857
+	// with -nodes 1 did).
+	removalGrace = electionTick
+	// maxLinger bounds how long after removalGrace a removed member waits for the others: a
+	// lagging removed member that has not learned of its removal campaigns again and again, and
+	// without PreVote or CheckQuorum (dissertation 4.2.3) it can keep a lagging voter from ever
+	// catching up and learning of the removal. An operator stops it in the end.
+	maxLinger = 20 * electionTick
 	// minVoters is the smallest voter set membership changes shrink the cluster to.
 	minVoters = 3
 )

@@ -16,6 +16,9 @@
 //     bridge) and crashes, including crashes between the steps of Ready handling and, with a
 //     store that models a disk (SaveCrasher, SnapshotCrasher, such as package walstore), power
 //     losses inside a Save or a local snapshot save that leave part of it on the disk.
+//     A member removed from the configuration runs on, as a server does after applying its
+//     own removal, until every voter of the new configuration has applied it (or, at the
+//     latest, maxLinger ticks on), and then exits for good.
 //   - Quiesce: every fault is healed, every crashed member restarted, and a leader's deferred
 //     sync completes right after the Ready that wrote it. Within LivenessBound ticks plus
 //     LivenessTicksPerEntry per entry of replication backlog, a leader must exist and a probe

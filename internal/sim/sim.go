@@ -104,7 +104,10 @@ type simNode struct {
 	started bool   // has ever run
 	member  bool   // has ever been in a committed configuration
 	removed bool   // removed from the configuration: shut down for good
-	downTil uint64
+	// removeAt is the earliest tick at which a member removed from the configuration exits (0:
+	// not removed); it runs on until then and until the others know (othersKnowRemoved).
+	removeAt uint64
+	downTil  uint64
 
 	role raft.StateType
 	term uint64 // highest term seen in this incarnation's HardStates
@@ -189,7 +192,8 @@ type simulation struct {
 	viol  *Violation
 
 	initial   []raft.NodeID
-	confIndex uint64 // highest conf-change index whose configuration the sim has acted on
+	confIndex uint64         // highest conf-change index whose configuration the sim has acted on
+	conf      raft.ConfState // that configuration
 	pending   map[string]pendingWrite
 	writes    uint64
 	readSeq   uint64
@@ -332,6 +336,9 @@ func (s *simulation) run() {
 		}
 		s.ev(0xa1, s.now)
 		for _, n := range s.nodes[1:] {
+			if n.removeAt != 0 && s.now >= n.removeAt && (s.othersKnowRemoved(n) || s.now >= n.removeAt+maxLinger) {
+				s.exitRemoved(n)
+			}
 			if n.up() && n.syncDue.owed && s.syncDueNow(n) {
 				s.syncLeader(n)
 			}
@@ -607,9 +614,6 @@ func (s *simulation) handleReady(n *simNode) {
 	if n.confApplied > s.confIndex {
 		s.confIndex = n.confApplied
 		s.onConfig(n.rn.Status().ConfState)
-		if !n.up() {
-			return // n removed itself
-		}
 	}
 	s.maybeCompact(n)
 	if n.role == raft.StateLeader {
@@ -888,6 +892,7 @@ func inConf(cs raft.ConfState, id raft.NodeID) bool {
 // onConfig acts on a newly applied configuration: new members are started (empty, to be caught
 // up by the leader), and removed members are shut down for good, as a server would exit.
 func (s *simulation) onConfig(cs raft.ConfState) {
+	s.conf = cs
 	if s.o.Trace != nil {
 		s.tracef("config %d: voters=%v outgoing=%v learners=%v next=%v", s.confIndex, cs.Voters, cs.VotersOutgoing, cs.Learners, cs.LearnersNext)
 	}
@@ -897,17 +902,43 @@ func (s *simulation) onConfig(cs raft.ConfState) {
 		case in && !n.member && !n.removed:
 			n.member = true
 			s.start(n)
-		case !in && n.member && !n.removed:
-			n.removed = true
-			if n.up() {
-				n.rn, n.sm, n.reads = nil, nil, nil
-				n.unsynced, n.syncDue = nil, leaderSync{}
-			}
-			s.ev(0xb2, uint64(n.id))
+		case in && n.removeAt != 0:
+			n.removeAt = 0 // added back before it exited
+		case !in && n.member && !n.removed && n.removeAt == 0:
+			n.removeAt = s.now + removalGrace
 			if s.o.Trace != nil {
-				s.tracef("n%d removed from the cluster: shut down", n.id)
+				s.tracef("n%d removed from the cluster: exits at tick %d", n.id, n.removeAt)
 			}
 		}
+	}
+}
+
+// othersKnowRemoved reports whether every voter of the newest configuration is up and has
+// applied a configuration without n: only then can n exit without the risk that they still need
+// its vote (the outgoing half of a joint configuration) and can never get it. Learners never
+// need a vote. A careful operator waits for the same before stopping a removed server.
+func (s *simulation) othersKnowRemoved(n *simNode) bool {
+	for _, m := range s.nodes[1:] {
+		if m == n || m.removed || !(slices.Contains(s.conf.Voters, m.id) || slices.Contains(s.conf.VotersOutgoing, m.id)) {
+			continue
+		}
+		if !m.up() || inConf(m.rn.Status().ConfState, n.id) {
+			return false
+		}
+	}
+	return true
+}
+
+// exitRemoved shuts down, for good, a removed member whose grace is over.
+func (s *simulation) exitRemoved(n *simNode) {
+	n.removed, n.removeAt = true, 0
+	if n.up() {
+		n.rn, n.sm, n.reads = nil, nil, nil
+		n.unsynced, n.syncDue = nil, leaderSync{}
+	}
+	s.ev(0xb2, uint64(n.id))
+	if s.o.Trace != nil {
+		s.tracef("n%d removed from the cluster: shut down", n.id)
 	}
 }
 
