@@ -30,6 +30,20 @@ func (n *Node) Step(m Message) error { return n.r.step(m) }
 // Ready.CommittedEntries. Empty data is refused: an empty EntryNormal is the leader's no-op.
 func (n *Node) Propose(data []byte) error { return n.r.propose(data) }
 
+// ProposeAt is Propose that also says where the entry went: on the leader, the index and term
+// it was appended at. The entry commits there or nowhere: once another entry commits at that
+// index, the proposal can never be applied. It returns 0, 0 when the proposal was forwarded to
+// the leader.
+func (n *Node) ProposeAt(data []byte) (index, term uint64, err error) {
+	if err := n.r.propose(data); err != nil {
+		return 0, 0, err
+	}
+	if n.r.state != StateLeader {
+		return 0, 0, nil
+	}
+	return n.r.log.lastIndex(), n.r.term, nil
+}
+
 // ProposeConfChange proposes a membership change (see ConfChange).
 func (n *Node) ProposeConfChange(cc ConfChange) error { return n.r.proposeConfChange(cc) }
 

@@ -660,3 +660,24 @@ func TestDeferCommitBroadcast(t *testing.T) {
 		nw.checkApplied()
 	})
 }
+
+func TestProposeAt(t *testing.T) {
+	nw := newNetwork(t, 3)
+	nw.stabilize()
+	nw.campaign(1)
+	st := nw.status(1)
+	idx, term, err := nw.node(1).ProposeAt([]byte("a"))
+	if err != nil || idx != st.LastIndex+1 || term != st.HardState.Term {
+		t.Fatalf("leader: ProposeAt = %d, %d, %v; want %d, %d", idx, term, err, st.LastIndex+1, st.HardState.Term)
+	}
+	if e := nw.node(1).r.log.entry(idx); string(e.Data) != "a" || e.Term != term {
+		t.Fatalf("entry at %d is %+v", idx, e)
+	}
+	if idx, term, err := nw.node(2).ProposeAt([]byte("b")); err != nil || idx != 0 || term != 0 {
+		t.Fatalf("follower (forwarding): ProposeAt = %d, %d, %v; want 0, 0, nil", idx, term, err)
+	}
+	nw.stabilize()
+	if got := nw.appliedData(3); len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Fatalf("applied %q, want [a b]", got)
+	}
+}
