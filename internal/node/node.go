@@ -28,6 +28,9 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrStopped: the member is shutting down or has stopped after a fatal error.
 	ErrStopped = errors.New("node: stopped")
+	// errProposalLost says a write is certainly not applied: another entry committed where it
+	// was appended. It is wrapped with ErrUnavailable, so clients retry it.
+	errProposalLost = errors.New("the write was overwritten in the log after a leadership change and was not applied")
 )
 
 // Limits on the loop's queues, named so that saturation is visible and bounded.
@@ -175,6 +178,9 @@ type Node struct {
 	bcastArmed bool
 	// leading: this member is the leader, as of the last Ready's SoftState.
 	leading bool
+	// appendedAt holds the proposals this member appended as leader and has not yet seen an
+	// entry commit for at their index (see lostProposals).
+	appendedAt map[uint64]appendedProposal
 	// lsync tracks the leader's unsynced writes and its background sync (leadersync.go).
 	lsync       *leaderSync
 	applied     uint64
@@ -226,26 +232,27 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store
 		now = time.Now
 	}
 	n := &Node{
-		cfg:       cfg,
-		id:        cfg.Raft.ID,
-		log:       lg.With("component", "node", "member", fmt.Sprintf("%x", uint64(cfg.Raft.ID))),
-		rn:        rn,
-		wal:       wal,
-		snaps:     snaps,
-		store:     store,
-		trans:     trans,
-		nowFn:     now,
-		recvc:     make(chan raft.Message, MaxQueuedPeerMessages),
-		propc:     make(chan *proposal, MaxQueuedProposals),
-		readc:     make(chan *readWaiter, MaxQueuedProposals),
-		ctrlc:     make(chan func(), 64),
-		unreac:    make(chan raft.NodeID, 256),
-		stopc:     make(chan struct{}),
-		donec:     make(chan struct{}),
-		waiters:   make(map[uint64]*proposal),
-		snapDone:  make(chan snapResult, 1),
-		applied:   applied,
-		snapIndex: snapIndex,
+		cfg:        cfg,
+		id:         cfg.Raft.ID,
+		log:        lg.With("component", "node", "member", fmt.Sprintf("%x", uint64(cfg.Raft.ID))),
+		rn:         rn,
+		wal:        wal,
+		snaps:      snaps,
+		store:      store,
+		trans:      trans,
+		nowFn:      now,
+		recvc:      make(chan raft.Message, MaxQueuedPeerMessages),
+		propc:      make(chan *proposal, MaxQueuedProposals),
+		readc:      make(chan *readWaiter, MaxQueuedProposals),
+		ctrlc:      make(chan func(), 64),
+		unreac:     make(chan raft.NodeID, 256),
+		stopc:      make(chan struct{}),
+		donec:      make(chan struct{}),
+		waiters:    make(map[uint64]*proposal),
+		appendedAt: make(map[uint64]appendedProposal),
+		snapDone:   make(chan snapResult, 1),
+		applied:    applied,
+		snapIndex:  snapIndex,
 	}
 	if n.cfg.ApplyCommitInterval <= 0 {
 		n.cfg.ApplyCommitInterval = DefaultApplyCommitInterval
@@ -553,10 +560,59 @@ func (n *Node) handleProposal(p *proposal) {
 	if p.cc != nil {
 		err = n.rn.ProposeConfChange(*p.cc)
 	} else {
-		err = n.rn.Propose(p.data)
+		var index, term uint64
+		index, term, err = n.rn.ProposeAt(p.data)
+		if err == nil && index > 0 {
+			n.appendedAt[index] = appendedProposal{id: p.id, term: term}
+		}
 	}
 	if err != nil {
 		p.done <- proposalResult{err: mapRaftErr(err)}
+	}
+}
+
+// appendedProposal is a proposal this member appended to its log as leader, at the index that
+// keys it in Node.appendedAt, in term term.
+type appendedProposal struct {
+	id   uint64
+	term uint64
+}
+
+// lostProposals returns the proposals that ents prove lost: this member appended them as
+// leader at an index where ents now commit an entry of another term. Log Matching makes their
+// own entry impossible to commit, so they were not applied and never will be: their callers
+// learn it now instead of at their deadline (a leader that lost its leadership with writes in
+// flight, whose successor overwrote them).
+func (n *Node) lostProposals(ents []raft.Entry) []appendedProposal {
+	if len(n.appendedAt) == 0 {
+		return nil
+	}
+	var lost []appendedProposal
+	for i := range ents {
+		e := &ents[i]
+		a, ok := n.appendedAt[e.Index]
+		if !ok {
+			continue
+		}
+		delete(n.appendedAt, e.Index)
+		if a.term != e.Term {
+			lost = append(lost, a)
+		}
+	}
+	return lost
+}
+
+// failLost answers proposals proven lost (lostProposals).
+func (n *Node) failLost(lost []appendedProposal) {
+	if len(lost) == 0 {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, a := range lost {
+		if p, ok := n.waiters[a.id]; ok {
+			p.done <- proposalResult{err: fmt.Errorf("%w: %w", ErrUnavailable, errProposalLost)}
+		}
 	}
 }
 
@@ -774,6 +830,13 @@ func (n *Node) flushHardState() {
 }
 
 func (n *Node) installSnapshot(s *raft.Snapshot) error {
+	// Entries the snapshot covers are never applied one by one: their proposals' outcome is
+	// unknown here, so they wait for their deadline as before.
+	for idx := range n.appendedAt {
+		if idx <= s.Meta.Index {
+			delete(n.appendedAt, idx)
+		}
+	}
 	if err := n.commitApplied(); err != nil {
 		return err
 	}
@@ -829,6 +892,7 @@ type applied struct {
 // needed) and answers the proposals this member made. The transaction is committed later, by
 // commitApplied (see the group-commit notes at DefaultApplyCommitInterval).
 func (n *Node) apply(ents []raft.Entry) error {
+	n.failLost(n.lostProposals(ents))
 	var done []applied
 	for i := range ents {
 		e := &ents[i]
