@@ -6,7 +6,8 @@ import "slices"
 // at most MaxSnapshotChunkBytes at a time and waits for the follower's MsgSnapResp, which reports
 // how many bytes it holds. A lost chunk or acknowledgement is resent after two heartbeat intervals
 // without progress; after an election timeout without progress the transfer is abandoned and the
-// follower probed again, which restarts it (possibly with a newer snapshot). The follower
+// follower probed again, which restarts it (possibly with a newer snapshot). A restart of the same
+// snapshot by the same leader in the same term resumes where the follower is. The follower
 // buffers up to MaxSnapshotBytes and restores on the last chunk; its acknowledgement of the whole
 // snapshot is an MsgAppResp sent after the snapshot is persisted.
 
@@ -124,6 +125,15 @@ func (r *raft) handleSnapshot(m Message) {
 		r.send(Message{To: m.From, Type: MsgSnapResp, Index: meta.Index, Reject: reject, Chunk: &SnapshotChunk{Offset: offset, Total: ch.Total}})
 	}
 	if ch.Offset == 0 {
+		if rc := r.snapRecv; rc != nil && rc.received > 0 && rc.from == m.From && rc.term == r.term &&
+			rc.meta.Index == meta.Index && rc.meta.Term == meta.Term && rc.total == ch.Total {
+			// The same leader starts the same snapshot over (it abandoned a transfer that
+			// stalled, or this is a late duplicate of its first chunk): say how much we hold, so
+			// that it resumes there. A slow link then still makes progress from one attempt to
+			// the next instead of starting from nothing every election timeout.
+			resp(rc.received, false)
+			return
+		}
 		r.snapRecv = nil
 		if meta.Index <= r.log.committed {
 			// We already have everything it covers (a stale or duplicate transfer).

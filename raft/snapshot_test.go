@@ -399,3 +399,63 @@ func TestSnapshotReceivedOutsideTheCore(t *testing.T) {
 		t.Fatalf("node 3 commit %d after catching up, leader %d", got, want)
 	}
 }
+
+// A transfer that stalls for an election timeout is abandoned and started over; the follower
+// answers the new first chunk with what it already holds, and the leader resumes there.
+func TestSnapshotRestartResumes(t *testing.T) {
+	nw := newNetwork(t, 3, func(c *Config) { c.MaxSnapshotChunkBytes = 10 })
+	nw.stabilize()
+	nw.campaign(1)
+	nw.down[3] = true
+	proposeN(nw, 1, 5)
+	snap := nw.compact(1, 100)
+	nw.down[3] = false
+	// Let half of the snapshot through, then lose every chunk for longer than an election
+	// timeout, then heal.
+	stall := false
+	var sent []SnapshotChunk
+	nw.drop = func(m Message) bool {
+		if m.Type != MsgSnap {
+			return false
+		}
+		if m.Chunk.Offset >= 50 && !stall && len(sent) < 100 {
+			stall = true
+		}
+		if stall {
+			return true
+		}
+		sent = append(sent, *m.Chunk)
+		return false
+	}
+	nw.tick(2 * nw.cfgs[1].ElectionTick)
+	if !stall {
+		t.Fatal("the transfer never reached offset 50")
+	}
+	stall = false
+	nw.drop = func(m Message) bool {
+		if m.Type == MsgSnap {
+			sent = append(sent, *m.Chunk)
+		}
+		return false
+	}
+	nw.tick(2 * nw.cfgs[1].ElectionTick)
+	if st := nw.storage[3].snap; st == nil || st.Meta.Index != snap.Meta.Index || !bytes.Equal(st.Data, snap.Data) {
+		t.Fatalf("snapshot not restored after the stall: %+v", nw.status(3))
+	}
+	var bytesSent uint64
+	restarts := 0
+	for _, c := range sent {
+		bytesSent += uint64(len(c.Data))
+		if c.Offset == 0 {
+			restarts++
+		}
+	}
+	if restarts < 2 {
+		t.Fatalf("the transfer was never started over (%d first chunks delivered)", restarts)
+	}
+	// Resumed: what was delivered before the stall is not sent again, apart from the first
+	// chunk of each restart.
+	if limit := uint64(100 + 10*restarts); bytesSent > limit {
+		t.Fatalf("%d snapshot bytes delivered for a 100-byte snapshot over %d starts; a resumed transfer needs at most %d", bytesSent, restarts, limit)
+	}
+}
