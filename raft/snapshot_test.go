@@ -110,15 +110,23 @@ func TestSnapshotChunkedCatchUp(t *testing.T) {
 	nw.checkApplied()
 }
 
-// A lost chunk is resent after heartbeats without progress; the transfer completes.
-func TestSnapshotLostChunkResent(t *testing.T) {
-	nw := newNetwork(t, 3, func(c *Config) { c.MaxSnapshotChunkBytes = 30 })
+// laggingFollower builds a three-member cluster whose member 3 missed five entries that the
+// leader (1) then compacted into a 100-byte snapshot, sent in chunks of chunk bytes.
+func laggingFollower(t *testing.T, chunk uint64) (*network, Snapshot) {
+	t.Helper()
+	nw := newNetwork(t, 3, func(c *Config) { c.MaxSnapshotChunkBytes = chunk })
 	nw.stabilize()
 	nw.campaign(1)
 	nw.down[3] = true
 	proposeN(nw, 1, 5)
 	snap := nw.compact(1, 100)
 	nw.down[3] = false
+	return nw, snap
+}
+
+// A lost chunk is resent after heartbeats without progress; the transfer completes.
+func TestSnapshotLostChunkResent(t *testing.T) {
+	nw, snap := laggingFollower(t, 30)
 	dropped := false
 	nw.drop = func(m Message) bool {
 		if m.Type == MsgSnap && m.Chunk.Offset == 60 && !dropped {
@@ -403,13 +411,7 @@ func TestSnapshotReceivedOutsideTheCore(t *testing.T) {
 // A transfer that stalls for an election timeout is abandoned and started over; the follower
 // answers the new first chunk with what it already holds, and the leader resumes there.
 func TestSnapshotRestartResumes(t *testing.T) {
-	nw := newNetwork(t, 3, func(c *Config) { c.MaxSnapshotChunkBytes = 10 })
-	nw.stabilize()
-	nw.campaign(1)
-	nw.down[3] = true
-	proposeN(nw, 1, 5)
-	snap := nw.compact(1, 100)
-	nw.down[3] = false
+	nw, snap := laggingFollower(t, 10)
 	// Let half of the snapshot through, then lose every chunk for longer than an election
 	// timeout, then heal.
 	stall := false
