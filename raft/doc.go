@@ -36,7 +36,7 @@
 //     an entry of its own term has committed (the dissertation 4.1.1 fix).
 //   - Snapshots travel in chunks of MaxSnapshotChunkBytes, each acknowledged by the follower
 //     (MsgSnapResp) before the next is sent. A chunk without an acknowledgement for two heartbeat
-//     intervals is resent; a transfer without progress for an election timeout starts over, and
+//     intervals is resent, then after four, eight...; a transfer without progress for an election timeout starts over, and
 //     the follower's answer to its first chunk says how much of the same snapshot it already
 //     holds (same leader and term), so it resumes there; one interrupted by a leader change
 //     starts over from the first byte. The follower buffers at most

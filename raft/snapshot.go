@@ -5,7 +5,7 @@ import "slices"
 // Snapshot transfer. Paper §7 sends InstallSnapshot in chunks; here the leader sends one chunk of
 // at most MaxSnapshotChunkBytes at a time and waits for the follower's MsgSnapResp, which reports
 // how many bytes it holds. A lost chunk or acknowledgement is resent after two heartbeat intervals
-// without progress; after an election timeout without progress the transfer is abandoned and the
+// without progress, then after four, eight...; after an election timeout without progress the transfer is abandoned and the
 // follower probed again, which restarts it (possibly with a newer snapshot). A restart of the same
 // snapshot by the same leader in the same term resumes where the follower is. The follower
 // buffers up to MaxSnapshotBytes and restores on the last chunk; its acknowledgement of the whole
@@ -108,7 +108,9 @@ func (r *raft) tickSnapshots() {
 			r.logger.Warn("raft: snapshot transfer stalled for an election timeout; restarting it", "to", id, "index", pr.pendingSnapshot)
 			pr.resetState(ProgressProbe)
 			pr.next = pr.match + 1
-		case pr.snapStalls >= snapshotRetransmitStalls:
+		case pr.snapStalls >= snapshotRetransmitStalls && pr.snapStalls&(pr.snapStalls-1) == 0:
+			// Resent after 2, 4, 8... heartbeat intervals without progress: on a link slower
+			// than a chunk per heartbeat, every copy would otherwise queue behind the last.
 			r.sendSnapshotChunk(id, pr)
 		}
 	}

@@ -461,3 +461,36 @@ func TestSnapshotRestartResumes(t *testing.T) {
 		t.Fatalf("%d snapshot bytes delivered for a 100-byte snapshot over %d starts; a resumed transfer needs at most %d", bytesSent, restarts, limit)
 	}
 }
+
+// A chunk that gets no answer is resent with backoff (after 2, 4, 8 heartbeats), not on every
+// heartbeat: on a slow link each copy would queue behind the previous one.
+func TestSnapshotResendBacksOff(t *testing.T) {
+	nw, _ := laggingFollower(t, 10)
+	var firstChunks int
+	nw.drop = func(m Message) bool {
+		if m.Type == MsgSnap && m.Chunk.Offset == 0 {
+			firstChunks++
+			return true // the follower never answers: lost every time
+		}
+		return false
+	}
+	// Long enough for the transfer to start and be abandoned once.
+	for range nw.cfgs[1].ElectionTick {
+		nw.tick(1)
+		if firstChunks > 0 {
+			break
+		}
+	}
+	if firstChunks == 0 {
+		t.Fatal("no snapshot transfer started")
+	}
+	start := firstChunks
+	nw.tick(nw.cfgs[1].ElectionTick - 1)
+	// Within one election timeout of stalling: resends after 2, 4 and 8 heartbeats only.
+	if resent := firstChunks - start; resent > 3 {
+		t.Fatalf("the first chunk was resent %d times within an election timeout; want at most 3 (backoff)", resent)
+	}
+	if firstChunks-start < 1 {
+		t.Fatal("the lost chunk was never resent")
+	}
+}
