@@ -34,12 +34,14 @@ import (
 // another of four).
 //
 // When the leader syncs:
-//   - at once when no quorum can form without it (one or two voters);
+//   - at once when the followers it streams to cannot form a quorum without it (one or two
+//     voters, a follower down or catching up: raft.Node.QuorumNeedsLeader);
 //   - LeaderSyncDelay after an entry started waiting for the leader's copy alone (one follower
 //     acknowledged, the other has not yet): a slow or dead follower costs at most that;
 //   - maxLeaderSyncLag after its oldest unsynced write otherwise, so the leader's log is never
 //     far from durable;
-//   - whenever a Ready must sync anyway (a term change), which covers everything written.
+//   - whenever a Ready must sync anyway (a term change), which covers everything written;
+//   - at a clean stop (flushHardState), before the state machine is synced and trusted.
 //
 // Safety needs nothing from the policy: the core never counts an unsynced copy, and a member
 // that stops leading syncs before it acknowledges anything again.

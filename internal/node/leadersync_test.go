@@ -114,3 +114,33 @@ func TestApplyBeforePersist(t *testing.T) {
 		}
 	}
 }
+
+// fakeLog records Saves; nothing is stored.
+type fakeLog struct {
+	LogStore
+	syncs int
+}
+
+func (f *fakeLog) Save(hs raft.HardState, ents []raft.Entry, sync bool) error {
+	if sync {
+		f.syncs++
+	}
+	return nil
+}
+
+// TestStopSyncsDeferredWrites: a clean stop syncs the state machine and trusts it after a
+// reboot, so a leader's deferred (unsynced) log writes must be synced at stop too, even when no
+// commit index is waiting to be written.
+func TestStopSyncsDeferredWrites(t *testing.T) {
+	log := &fakeLog{}
+	n := &Node{wal: log, lsync: newLeaderSync(true, time.Millisecond)}
+	n.lsync.wroteDeferred([]raft.Entry{{Index: 7, Term: 2}}, time.Now())
+	n.flushHardState()
+	if log.syncs != 1 || n.lsync.pending {
+		t.Fatalf("stop with a deferred write: %d synced saves, still pending %v; want 1 and false", log.syncs, n.lsync.pending)
+	}
+	n.flushHardState()
+	if log.syncs != 1 {
+		t.Fatalf("a second stop synced again (%d): nothing was pending", log.syncs)
+	}
+}

@@ -819,14 +819,19 @@ func (n *Node) persist(rd raft.Ready) error {
 
 // flushHardState writes a deferred commit-only HardState, so that a clean restart replays as
 // little as possible.
+//
+// It also syncs a leader's deferred writes (leadersync.go): a clean stop syncs the state
+// machine and trusts it after a reboot, so the log must hold, durably, every entry it applied.
 func (n *Node) flushHardState() {
-	if n.pendingHS.IsEmpty() || n.Err() != nil {
+	if (n.pendingHS.IsEmpty() && !n.lsync.pending) || n.Err() != nil {
 		return
 	}
 	if err := n.wal.Save(n.pendingHS, nil, true); err != nil {
-		n.log.Warn("saving the commit index at stop", "err", err)
+		n.log.Warn("saving the commit index and syncing the log at stop", "err", err)
+		return
 	}
 	n.pendingHS = raft.HardState{}
+	n.lsync.synced()
 }
 
 func (n *Node) installSnapshot(s *raft.Snapshot) error {
