@@ -119,6 +119,7 @@ func TestLostProposalFailsFast(t *testing.T) {
 	old := waitLeader(t, nodes, raft.None)
 	putAll(t, old, 0, 3)
 	nw.isolate(old.ID(), true)
+	before := old.Status().LastIndex
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res := make(chan error, 1)
@@ -126,6 +127,13 @@ func TestLostProposalFailsFast(t *testing.T) {
 		_, err := old.Propose(ctx, putCmd("lost", "v"))
 		res <- err
 	}()
+	// The cut-off leader appends it (its status is refreshed on its ticks: poll).
+	for deadline := time.Now().Add(10 * time.Second); old.Status().LastIndex <= before; {
+		if time.Now().After(deadline) {
+			t.Fatal("the cut-off leader did not append the write within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	// The others elect a leader of a newer term and commit a write of their own.
 	lead := waitLeader(t, nodes, old.ID())
 	putAll(t, lead, 3, 4)
