@@ -344,8 +344,9 @@ type Config struct {
 	// does not count its own log towards committing them, so they commit on a quorum of the
 	// other voters' (synced) copies, which is all Raft's safety needs: the leader's copy is one
 	// vote like any follower's (dissertation 10.2.1). The driver must sync soon when the commit
-	// waits on the leader's copy (Node.CommitWaitsOnLeaderSync), and always in a single-voter
-	// cluster.
+	// waits on the leader's copy (Node.CommitWaitsOnLeaderSync), and at once when the followers
+	// cannot form a quorum without it (Node.QuorumNeedsLeader: one or two voters, a follower
+	// down).
 	//
 	// What this buys: on a machine whose members share a disk, a commit waits for two fsyncs
 	// instead of the second-fastest of three. Every other Ready keeps MustSync as without the

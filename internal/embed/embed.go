@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -417,5 +418,5 @@ func initialMmapSize(quota int64) int {
 	case quota < 0:
 		quota = 2 << 30
 	}
-	return int(quota)
+	return int(min(quota, math.MaxInt)) // a 32-bit build cannot map more
 }

@@ -17,8 +17,9 @@
 //     waiting on them; release reads whose read index is now committed to the state machine;
 //  5. Advance.
 //
-// Step 4 moves before step 2 when every committed entry was persisted by an earlier Ready (a
-// loaded leader's usual case; see applyBeforePersist): the answers leave while the disk works.
+// On the leader, step 4 moves before step 2 when every committed entry was persisted by an
+// earlier Ready (its usual case under load; see applyBeforePersist): the answers leave while the
+// disk works. A follower keeps the order, because its acknowledgement is on the commit's path.
 //
 // A leader does not send an append just to announce a new commit index
 // (raft.Config.DeferCommitBroadcast): the next append or heartbeat carries it, and if none has
