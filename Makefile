@@ -15,13 +15,13 @@ generate:
 	@command -v protoc >/dev/null || { echo "make generate needs protoc: apt-get install protobuf-compiler (3.21 generated the committed code)"; exit 1; }
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.10
 	$(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@v1.19.1
-	PATH="$(GOBIN):$$PATH" protoc -I api -I internal/cmdpb \
+	PATH="$(GOBIN):$$PATH" protoc -I api \
 		--go_out=. --go_opt=module=github.com/caucus/caucus \
 		--connect-go_out=. --connect-go_opt=module=github.com/caucus/caucus \
 		api/caucus/v1/caucus.proto
-	PATH="$(GOBIN):$$PATH" protoc -I api -I internal/cmdpb \
+	PATH="$(GOBIN):$$PATH" protoc -I internal/logpb \
 		--go_out=. --go_opt=module=github.com/caucus/caucus \
-		internal/cmdpb/command.proto
+		internal/logpb/log.proto
 
 verify:
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))"

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/caucus/caucus/internal/embed"
-	"github.com/caucus/caucus/internal/node"
+	"github.com/caucus/caucus/internal/fsm"
 	"github.com/caucus/caucus/internal/server"
 )
 
@@ -164,13 +164,13 @@ func parseRetention(cfg *embed.Config, v string) error {
 		return nil
 	}
 	switch ac.Mode {
-	case node.AutoCompactionPeriodic:
+	case fsm.AutoCompactionPeriodic:
 		if h, err := strconv.ParseFloat(v, 64); err == nil {
 			ac.Period = time.Duration(h * float64(time.Hour))
 		} else if ac.Period, err = time.ParseDuration(v); err != nil {
 			return fmt.Errorf("server: --auto-compaction-retention %q: want a duration such as 30m, or hours: %w", v, err)
 		}
-	case node.AutoCompactionRevision:
+	case fsm.AutoCompactionRevision:
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			return fmt.Errorf("server: --auto-compaction-retention %q: want a number of revisions: %w", v, err)

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caucus/caucus/internal/node"
+	"github.com/caucus/caucus/internal/fsm"
 )
 
 // TestAutoCompactionRevisionMode: with --auto-compaction-mode=revision the leader proposes
@@ -15,7 +15,7 @@ import (
 func TestAutoCompactionRevisionMode(t *testing.T) {
 	const retention = 10
 	tc := newTestClusterWith(t, 3, func(cfg *Config) {
-		cfg.AutoCompaction = node.AutoCompaction{Mode: node.AutoCompactionRevision, Retention: retention, Interval: 20 * time.Millisecond}
+		cfg.AutoCompaction = fsm.AutoCompaction{Mode: fsm.AutoCompactionRevision, Retention: retention, Interval: 20 * time.Millisecond}
 	})
 	l := tc.waitLeader()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -25,12 +25,12 @@ func TestAutoCompactionRevisionMode(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rev := tc.members[l].Node.Store().Rev()
+	rev := tc.members[l].FSM.Store().Rev()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		done := true
 		for _, m := range tc.members {
-			if got := m.Node.Store().CompactRev(); got < rev-retention {
+			if got := m.FSM.Store().CompactRev(); got < rev-retention {
 				done = false
 			}
 		}
@@ -39,15 +39,15 @@ func TestAutoCompactionRevisionMode(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			for _, m := range tc.members {
-				t.Logf("%s: revision %d, compacted at %d", m.ClientURL, m.Node.Store().Rev(), m.Node.Store().CompactRev())
+				t.Logf("%s: revision %d, compacted at %d", m.ClientURL, m.FSM.Store().Rev(), m.FSM.Store().CompactRev())
 			}
 			t.Fatalf("members not auto-compacted to revision %d within 10s", rev-retention)
 		}
 		time.Sleep(10 * time.Millisecond) // polling members on wall-clock ticks
 	}
 	for _, m := range tc.members {
-		if got := m.Node.Store().CompactRev(); got > m.Node.Store().Rev()-retention {
-			t.Errorf("%s compacted at %d, beyond the retention of %d revisions from %d", m.ClientURL, got, retention, m.Node.Store().Rev())
+		if got := m.FSM.Store().CompactRev(); got > m.FSM.Store().Rev()-retention {
+			t.Errorf("%s compacted at %d, beyond the retention of %d revisions from %d", m.ClientURL, got, retention, m.FSM.Store().Rev())
 		}
 	}
 }

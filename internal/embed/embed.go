@@ -1,5 +1,6 @@
 // Package embed assembles a complete caucus member from its parts: the data directory and node
-// (internal/node), the peer transport (internal/transport) and the API server (internal/server).
+// (internal/node), the replicated application (internal/fsm), the peer transport
+// (internal/transport) and the API server (internal/server).
 // `caucus server` runs one member with it; `caucus dev` and the integration tests run several in
 // one process.
 //
@@ -25,7 +26,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/fsm"
 	"github.com/caucus/caucus/internal/mvcc"
 	"github.com/caucus/caucus/internal/nativeapi"
 	"github.com/caucus/caucus/internal/node"
@@ -69,9 +70,13 @@ type Config struct {
 	// leader syncs every write before counting itself, as etcd does.
 	LeaderSyncDelay time.Duration
 	// AutoCompaction compacts old revisions automatically (as etcd's --auto-compaction-*).
-	AutoCompaction node.AutoCompaction
+	AutoCompaction fsm.AutoCompaction
 	RequestTimeout time.Duration
-	Limits         mvcc.Limits
+	// Limits are this member's values for the replicated cluster settings: the first leader of a
+	// new cluster proposes them as the initial settings, and afterwards every member applies the
+	// replicated values (`caucus cluster settings`). MaxRequestBytes also bounds what this
+	// member reads from a client connection.
+	Limits mvcc.Limits
 	// QuotaBackendBytes bounds the state machine's file (0: server.DefaultQuotaBackendBytes,
 	// negative: none); see server.ErrNoSpace.
 	QuotaBackendBytes int64
@@ -113,11 +118,16 @@ type Member struct {
 	ID        raft.NodeID
 	ClusterID uint64
 	Node      *node.Node
+	// FSM is the member's state machine; Proposer proposes through Node.
+	FSM      *fsm.FSM
+	Proposer *fsm.Proposer
 	// ClientURL is the URL clients use (the advertised one, with the real port if :0 was asked).
 	ClientURL string
 	PeerURL   string
 
 	trans    *transport.Transport
+	chores   chan struct{} // closed to stop the chores
+	choresWG sync.WaitGroup
 	http     *http.Server
 	native   *nativeapi.Server
 	clientLn *nativeapi.Listener // the HTTP side of the client port; native conns go to native
@@ -193,8 +203,8 @@ func hostPort(raw string) (string, error) {
 	return u.Host, nil
 }
 
-func peerAddr(m *cmdpb.MemberContext) string {
-	for _, u := range m.PeerUrls {
+func peerAddr(peerURLs []string) string {
+	for _, u := range peerURLs {
 		if hp, err := hostPort(u); err == nil {
 			return hp
 		}
@@ -215,6 +225,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("embed: election timeout %s must be at least 5x the heartbeat interval %s", c.ElectionTimeout, c.HeartbeatInterval)
 	case c.InitialClusterState != "new" && c.InitialClusterState != "existing":
 		return fmt.Errorf("embed: initial cluster state %q must be new or existing", c.InitialClusterState)
+	}
+	if err := c.AutoCompaction.Validate(); err != nil {
+		return fmt.Errorf("embed: %w", err)
+	}
+	if err := mvcc.DefaultLimits().Merge(c.Limits.Settings()).Check(); err != nil {
+		return fmt.Errorf("embed: %w", err)
 	}
 	return nil
 }
@@ -286,6 +302,13 @@ func Start(cfg Config) (*Member, error) {
 	rc.ElectionTick = int(cfg.ElectionTimeout / tick)
 	rc.Seed = uint64(id) ^ uint64(time.Now().UnixNano())
 	rc.Logger = lg
+	bctx, err := fsm.BootstrapContext(members)
+	if err != nil {
+		peerLn.Close()
+		clientLn.Close()
+		return nil, err
+	}
+	var app *fsm.FSM
 	nd, err := node.Open(node.OpenConfig{
 		Config: node.Config{
 			Raft:                 rc,
@@ -294,16 +317,25 @@ func Start(cfg Config) (*Member, error) {
 			ApplyCommitInterval:  cfg.ApplyCommitInterval,
 			CommitBroadcastDelay: cfg.CommitBroadcastDelay,
 			LeaderSyncDelay:      cfg.LeaderSyncDelay,
-			AutoCompaction:       cfg.AutoCompaction,
 			PeerAddr:             peerAddr,
-			ClientURLs:           []string{advClient},
 			Logger:               lg,
 		},
-		DataDir:        cfg.DataDir,
-		WALDir:         cfg.WALDir,
-		NewCluster:     cfg.InitialClusterState == "new",
-		InitialMembers: members,
-		StoreOptions:   mvcc.Options{NoSync: cfg.NoSyncStateMachine, Limits: cfg.Limits, Logger: lg, InitialMmapSize: initialMmapSize(cfg.QuotaBackendBytes)},
+		DataDir:          cfg.DataDir,
+		WALDir:           cfg.WALDir,
+		NewCluster:       cfg.InitialClusterState == "new",
+		InitialMembers:   members,
+		BootstrapContext: bctx,
+		PersistedApplied: func() (uint64, error) { return fsm.PersistedAppliedIndex(cfg.DataDir) },
+		OpenStateMachine: func() (node.StateMachine, error) {
+			// Until the log sets replicated settings, every member applies with the release's
+			// defaults, the same everywhere; cfg.Limits become the initial settings (chores).
+			f, err := fsm.Open(fsm.Options{ID: id, DataDir: cfg.DataDir, Logger: lg, Store: mvcc.Options{
+				NoSync: cfg.NoSyncStateMachine, Limits: mvcc.DefaultLimits(), Logger: lg,
+				InitialMmapSize: initialMmapSize(cfg.QuotaBackendBytes),
+			}})
+			app = f
+			return f, err
+		},
 	})
 	if err != nil {
 		peerLn.Close()
@@ -326,8 +358,17 @@ func Start(cfg Config) (*Member, error) {
 	nd.SetTransport(transportAdapter{tr, lg}, members)
 	tr.Start()
 	nd.Start()
+	prop := fsm.NewProposer(nd, nil)
+	chores := fsm.NewChores(prop, app.Store(), fsm.ChoreConfig{
+		ClientURLs:      []string{advClient},
+		AutoCompaction:  cfg.AutoCompaction,
+		InitialSettings: cfg.Limits.Settings(),
+		Logger:          lg,
+	})
 	srv := server.New(server.Config{
 		Node:              nd,
+		Proposer:          prop,
+		Store:             app.Store(),
 		ClusterID:         cid,
 		Limits:            cfg.Limits,
 		RequestTimeout:    cfg.RequestTimeout,
@@ -352,13 +393,19 @@ func Start(cfg Config) (*Member, error) {
 	native := nativeapi.NewServer(srv.NativeConfig())
 	httpLn := nativeapi.Split(clientLn, native, nativeapi.SplitConfig{Logger: lg})
 	m := &Member{
-		ID: id, ClusterID: cid, Node: nd, ClientURL: advClient, PeerURL: advPeer,
+		ID: id, ClusterID: cid, Node: nd, FSM: app, Proposer: prop, ClientURL: advClient, PeerURL: advPeer,
 		trans: tr, native: native, clientLn: httpLn, log: lg, serveErr: make(chan error, 1),
+		chores: make(chan struct{}),
 		// No overall read or write timeout: a snapshot download streams for as long as it
 		// takes. Idle keep-alive connections are closed so that they cannot pile up.
 		http: &http.Server{Handler: handler, Protocols: server.Protocols(), ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout: 2 * time.Minute},
 	}
+	m.choresWG.Add(1)
+	go func() {
+		defer m.choresWG.Done()
+		chores.Run(m.chores, cfg.RequestTimeout)
+	}()
 	go func() {
 		err := m.http.Serve(httpLn)
 		if errors.Is(err, http.ErrServerClosed) {
@@ -381,7 +428,9 @@ func (m *Member) Stop() {
 		_ = m.clientLn.Close()   // idempotent; waits for connections still being sniffed
 		// Cancels native calls in flight and waits for them, before the node they wait on stops.
 		_ = m.native.Close()
-		m.Node.Stop()
+		close(m.chores)
+		m.Node.Stop() // ends a chore's proposal in flight
+		m.choresWG.Wait()
 		m.trans.Close()
 		m.log.Info("member stopped")
 	})

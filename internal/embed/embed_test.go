@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,6 +32,9 @@ type testCluster struct {
 }
 
 func quietLogger() *slog.Logger {
+	if os.Getenv("CAUCUS_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
@@ -374,7 +378,7 @@ func TestTxnLeaseAndLimits(t *testing.T) {
 	if got := get(ctx, t, m, "leased", caucusv1.Consistency_CONSISTENCY_LINEARIZABLE_UNSPECIFIED); got != "" {
 		t.Fatalf("key of a revoked lease still has value %q", got)
 	}
-	big := strings.Repeat("x", int(m.Node.Store().Limits().MaxValueBytes)+1)
+	big := strings.Repeat("x", int(m.FSM.Store().Limits().MaxValueBytes)+1)
 	err = put(ctx, m, "big", big)
 	var ce *connect.Error
 	if !errors.As(err, &ce) || (ce.Code() != connect.CodeInvalidArgument && ce.Code() != connect.CodeResourceExhausted) {

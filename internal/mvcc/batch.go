@@ -5,17 +5,16 @@ import (
 	"errors"
 	"fmt"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
-	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/logpb"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 )
 
 // Result is the outcome of applying one command.
 type Result struct {
-	// Resp is the response: *caucusv1.PutResponse, *caucusv1.DeleteRangeResponse,
-	// *caucusv1.TxnResponse, *caucusv1.CompactionResponse, *caucusv1.LeaseGrantResponse,
-	// *caucusv1.LeaseRevokeResponse (for revoke and expire) or *caucusv1.LeaseKeepAliveResponse.
+	// Resp is the response: *logpb.PutResponse, *logpb.DeleteRangeResponse,
+	// *logpb.TxnResponse, *logpb.CompactionResponse, *logpb.LeaseGrantResponse,
+	// *logpb.LeaseRevokeResponse (for revoke and expire) or *logpb.LeaseKeepAliveResponse.
 	// Its header carries the store revision after the command.
 	Resp proto.Message
 	// Err is a deterministic application error (an *Error), or, if the batch failed, the batch's
@@ -38,6 +37,11 @@ type Batch struct {
 
 	st state
 	rd reader
+
+	// limits apply to this batch; a Settings command changes them (settingsChanged), and Commit
+	// publishes them to the store.
+	limits          Limits
+	settingsChanged bool
 
 	kv, rev, lease, leaseExp, leaseKey, sess, sessLRU, member *bolt.Bucket
 
@@ -76,6 +80,7 @@ func (s *Store) Begin() *Batch {
 	b.member = tx.Bucket(bucketMember)
 	b.rd = reader{kv: b.kv}
 	b.st = loadState(tx)
+	b.limits = *s.limits.Load()
 	return b
 }
 
@@ -104,7 +109,7 @@ func (b *Batch) Noop(index uint64) { b.advance(index) }
 // MemberChange is one membership change of a configuration-change entry.
 type MemberChange struct {
 	// Member names the member; for a promotion or removal only its id needs to be set.
-	Member  *cmdpb.MemberContext
+	Member  *logpb.MemberContext
 	Learner bool
 	Remove  bool
 }
@@ -112,13 +117,13 @@ type MemberChange struct {
 // ApplyMember records a member added or updated (e.g. promoted) by the configuration change at
 // index. A context without a name and peer URLs (a promotion carrying only the id) keeps the
 // recorded name and URLs and updates only the learner flag.
-func (b *Batch) ApplyMember(index uint64, m *cmdpb.MemberContext, learner bool) {
+func (b *Batch) ApplyMember(index uint64, m *logpb.MemberContext, learner bool) {
 	b.ApplyMembership(index, []MemberChange{{Member: m, Learner: learner}})
 }
 
 // ApplyMembers records several members added by one entry: the bootstrap configuration change
-// (cmdpb.BootstrapMembers) names every initial member at index 1.
-func (b *Batch) ApplyMembers(index uint64, ms []*cmdpb.MemberContext, learner bool) {
+// (logpb.BootstrapMembers) names every initial member at index 1.
+func (b *Batch) ApplyMembers(index uint64, ms []*logpb.MemberContext, learner bool) {
 	chs := make([]MemberChange, 0, len(ms))
 	for _, m := range ms {
 		chs = append(chs, MemberChange{Member: m, Learner: learner})
@@ -128,7 +133,7 @@ func (b *Batch) ApplyMembers(index uint64, ms []*cmdpb.MemberContext, learner bo
 
 // RemoveMember records a member removed by the configuration change at index.
 func (b *Batch) RemoveMember(index uint64, id uint64) {
-	b.ApplyMembership(index, []MemberChange{{Member: &cmdpb.MemberContext{Id: id}, Remove: true}})
+	b.ApplyMembership(index, []MemberChange{{Member: &logpb.MemberContext{Id: id}, Remove: true}})
 }
 
 // ApplyMembership records every change of the configuration-change entry at index. One entry may
@@ -147,14 +152,14 @@ func (b *Batch) ApplyMembership(index uint64, chs []MemberChange) {
 			}
 			continue
 		}
-		rec := &caucusv1.Member{Id: m.GetId(), Name: m.GetName(), PeerUrls: m.GetPeerUrls(), ClientUrls: m.GetClientUrls(), IsLearner: ch.Learner}
+		rec := &logpb.Member{Id: m.GetId(), Name: m.GetName(), PeerUrls: m.GetPeerUrls(), ClientUrls: m.GetClientUrls(), IsLearner: ch.Learner}
 		if old := b.member.Get(putU64(m.GetId())); old != nil && m.GetName() == "" && len(m.GetPeerUrls()) == 0 {
-			prev := &caucusv1.Member{}
+			prev := &logpb.Member{}
 			if err := proto.Unmarshal(old, prev); err != nil {
 				b.fail(fmt.Errorf("decode member %d: %w", m.GetId(), err))
 				return
 			}
-			rec.Name, rec.PeerUrls, rec.ClientUrls = prev.Name, prev.PeerUrls, prev.ClientUrls
+			rec.Name, rec.PeerUrls, rec.ClientUrls, rec.LogVersion = prev.Name, prev.PeerUrls, prev.ClientUrls, prev.LogVersion
 		}
 		v, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
 		if err != nil {
@@ -170,17 +175,18 @@ func (b *Batch) ApplyMembership(index uint64, chs []MemberChange) {
 
 // memberAttributes records a member's published client URLs. It does not take a revision: the
 // membership table is not part of the key-value history.
-func (b *Batch) memberAttributes(a *cmdpb.MemberAttributes) {
+func (b *Batch) memberAttributes(a *logpb.MemberAttributes) {
 	old := b.member.Get(putU64(a.GetId()))
 	if old == nil {
 		return
 	}
-	rec := &caucusv1.Member{}
+	rec := &logpb.Member{}
 	if err := proto.Unmarshal(old, rec); err != nil {
 		b.fail(fmt.Errorf("decode member %d: %w", a.GetId(), err))
 		return
 	}
 	rec.ClientUrls = a.GetClientUrls()
+	rec.LogVersion = a.GetLogVersion()
 	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
 	if err != nil {
 		b.fail(fmt.Errorf("encode member %d: %w", a.GetId(), err))
@@ -195,7 +201,7 @@ func (b *Batch) memberAttributes(a *cmdpb.MemberAttributes) {
 // same state give the same results and state on every member. Results become visible to readers
 // only when Commit succeeds, so deliver them to clients after Commit, which keeps a client's
 // read after its write consistent.
-func (b *Batch) Apply(index uint64, cmd *cmdpb.Command) Result {
+func (b *Batch) Apply(index uint64, cmd *logpb.Command) Result {
 	if b.err != nil {
 		return Result{Err: b.err}
 	}
@@ -240,33 +246,39 @@ func (b *Batch) Apply(index uint64, cmd *cmdpb.Command) Result {
 
 // exec validates and applies one command. Every check that can reject the command runs before
 // its first write.
-func (b *Batch) exec(cmd *cmdpb.Command) Result {
-	if err := b.s.limits.Validate(cmd); err != nil {
+func (b *Batch) exec(cmd *logpb.Command) Result {
+	if err := b.limits.Validate(cmd); err != nil {
 		return Result{Err: err}
 	}
 	b.pendRev, b.sub, b.wrote = b.st.rev+1, 0, false
 	var resp proto.Message
 	var err error
 	switch op := cmd.GetOp().(type) {
-	case *cmdpb.Command_Put:
+	case *logpb.Command_Put:
 		resp, err = b.put(op.Put)
-	case *cmdpb.Command_DeleteRange:
+	case *logpb.Command_DeleteRange:
 		resp = b.deleteRange(op.DeleteRange)
-	case *cmdpb.Command_Txn:
+	case *logpb.Command_Txn:
 		resp, err = b.txn(op.Txn)
-	case *cmdpb.Command_Compaction:
+	case *logpb.Command_Compaction:
 		resp, err = b.compact(op.Compaction.GetRevision())
-	case *cmdpb.Command_LeaseGrant:
+	case *logpb.Command_LeaseGrant:
 		resp, err = b.leaseGrant(op.LeaseGrant)
-	case *cmdpb.Command_LeaseRevoke:
+	case *logpb.Command_LeaseRevoke:
 		resp, err = b.leaseRevoke(op.LeaseRevoke.GetId())
-	case *cmdpb.Command_LeaseKeepAlive:
+	case *logpb.Command_LeaseKeepAlive:
 		resp, err = b.leaseKeepAlive(op.LeaseKeepAlive.GetId())
-	case *cmdpb.Command_LeaseExpire:
+	case *logpb.Command_LeaseExpire:
 		resp = b.leaseExpire(op.LeaseExpire.GetIds())
-	case *cmdpb.Command_MemberAttributes:
+	case *logpb.Command_MemberAttributes:
 		b.memberAttributes(op.MemberAttributes)
 		return Result{}
+	case *logpb.Command_Settings:
+		s, err := b.applySettings(op.Settings)
+		if err != nil || b.err != nil {
+			return Result{Err: err}
+		}
+		return Result{Resp: s}
 	}
 	if b.wrote {
 		b.st.rev = b.pendRev
@@ -280,33 +292,33 @@ func (b *Batch) exec(cmd *cmdpb.Command) Result {
 
 // setRevision fills the header revision of a response and of a transaction's nested responses.
 func setRevision(m proto.Message, rev int64) {
-	h := &caucusv1.ResponseHeader{Revision: rev}
+	h := &logpb.ResponseHeader{Revision: rev}
 	switch r := m.(type) {
-	case *caucusv1.PutResponse:
+	case *logpb.PutResponse:
 		r.Header = h
-	case *caucusv1.DeleteRangeResponse:
+	case *logpb.DeleteRangeResponse:
 		r.Header = h
-	case *caucusv1.RangeResponse:
+	case *logpb.RangeResponse:
 		r.Header = h
-	case *caucusv1.TxnResponse:
+	case *logpb.TxnResponse:
 		r.Header = h
 		for _, op := range r.Responses {
 			switch n := op.GetResponse().(type) {
-			case *caucusv1.ResponseOp_ResponseRange:
+			case *logpb.ResponseOp_ResponseRange:
 				setRevision(n.ResponseRange, rev)
-			case *caucusv1.ResponseOp_ResponsePut:
+			case *logpb.ResponseOp_ResponsePut:
 				setRevision(n.ResponsePut, rev)
-			case *caucusv1.ResponseOp_ResponseDeleteRange:
+			case *logpb.ResponseOp_ResponseDeleteRange:
 				setRevision(n.ResponseDeleteRange, rev)
 			}
 		}
-	case *caucusv1.CompactionResponse:
+	case *logpb.CompactionResponse:
 		r.Header = h
-	case *caucusv1.LeaseGrantResponse:
+	case *logpb.LeaseGrantResponse:
 		r.Header = h
-	case *caucusv1.LeaseRevokeResponse:
+	case *logpb.LeaseRevokeResponse:
 		r.Header = h
-	case *caucusv1.LeaseKeepAliveResponse:
+	case *logpb.LeaseKeepAliveResponse:
 		r.Header = h
 	}
 }
@@ -331,23 +343,23 @@ func (b *Batch) writeVersion(key []byte, rec *record) {
 }
 
 // put checks a put; doPut applies it.
-func (b *Batch) put(p *caucusv1.PutRequest) (*caucusv1.PutResponse, error) {
+func (b *Batch) put(p *logpb.PutRequest) (*logpb.PutResponse, error) {
 	if err := b.checkPut(p); err != nil {
 		return nil, err
 	}
 	return b.doPut(p), nil
 }
 
-func (b *Batch) checkPut(p *caucusv1.PutRequest) error {
+func (b *Batch) checkPut(p *logpb.PutRequest) error {
 	if id := p.GetLease(); id != 0 && b.lease.Get(putU64(uint64(id))) == nil {
 		return errorf(ErrLeaseNotFound, "lease %d for key %q", id, p.GetKey())
 	}
 	return nil
 }
 
-func (b *Batch) doPut(p *caucusv1.PutRequest) *caucusv1.PutResponse {
+func (b *Batch) doPut(p *logpb.PutRequest) *logpb.PutResponse {
 	key := bytes.Clone(p.GetKey())
-	resp := &caucusv1.PutResponse{}
+	resp := &logpb.PutResponse{}
 	prev, prevRev, prevSub, ok, err := b.rd.latest(key)
 	if err != nil {
 		b.fail(err)
@@ -380,10 +392,10 @@ type liveKey struct {
 	key   []byte
 	rev   int64
 	lease int64
-	prev  *caucusv1.KeyValue
+	prev  *logpb.KeyValue
 }
 
-func (b *Batch) deleteRange(d *caucusv1.DeleteRangeRequest) *caucusv1.DeleteRangeResponse {
+func (b *Batch) deleteRange(d *logpb.DeleteRangeRequest) *logpb.DeleteRangeResponse {
 	var keys []liveKey
 	err := b.rd.scan(d.GetKey(), d.GetRangeEnd(), 0, func(k keyRef, rev, sub int64, rec *record) (bool, error) {
 		lk := liveKey{key: k.clone(), rev: rev, lease: rec.lease}
@@ -400,7 +412,7 @@ func (b *Batch) deleteRange(d *caucusv1.DeleteRangeRequest) *caucusv1.DeleteRang
 		b.fail(err)
 		return nil
 	}
-	resp := &caucusv1.DeleteRangeResponse{Deleted: int64(len(keys))}
+	resp := &logpb.DeleteRangeResponse{Deleted: int64(len(keys))}
 	for _, k := range keys {
 		b.deleteKey(k.key, k.lease)
 		if k.prev != nil {
@@ -418,7 +430,7 @@ func (b *Batch) deleteKey(key []byte, lease int64) {
 	b.writeVersion(key, &record{tombstone: true})
 }
 
-func (b *Batch) txn(t *caucusv1.TxnRequest) (*caucusv1.TxnResponse, error) {
+func (b *Batch) txn(t *logpb.TxnRequest) (*logpb.TxnResponse, error) {
 	ok := true
 	for _, c := range t.GetCompare() {
 		holds, err := b.compare(c)
@@ -439,32 +451,32 @@ func (b *Batch) txn(t *caucusv1.TxnRequest) (*caucusv1.TxnResponse, error) {
 	// not at all.
 	for _, op := range ops {
 		switch r := op.GetRequest().(type) {
-		case *caucusv1.RequestOp_RequestRange:
+		case *logpb.RequestOp_RequestRange:
 			if err := b.checkRangeRev(r.RequestRange.GetRevision()); err != nil {
 				return nil, err
 			}
-		case *caucusv1.RequestOp_RequestPut:
+		case *logpb.RequestOp_RequestPut:
 			if err := b.checkPut(r.RequestPut); err != nil {
 				return nil, err
 			}
 		}
 	}
-	resp := &caucusv1.TxnResponse{Succeeded: ok, Responses: make([]*caucusv1.ResponseOp, 0, len(ops))}
+	resp := &logpb.TxnResponse{Succeeded: ok, Responses: make([]*logpb.ResponseOp, 0, len(ops))}
 	for _, op := range ops {
-		var out *caucusv1.ResponseOp
+		var out *logpb.ResponseOp
 		switch r := op.GetRequest().(type) {
-		case *caucusv1.RequestOp_RequestRange:
-			rr, err := b.rd.rangeAt(r.RequestRange, b.st.rev, b.st.compactRev, b.s.limits.MaxRangeResults, b.wrote)
+		case *logpb.RequestOp_RequestRange:
+			rr, err := b.rd.rangeAt(r.RequestRange, b.st.rev, b.st.compactRev, b.limits.MaxRangeResults, b.wrote)
 			if err != nil {
 				// Only corruption can fail here: the request and its revision were checked.
 				b.fail(err)
 				return nil, nil
 			}
-			out = &caucusv1.ResponseOp{Response: &caucusv1.ResponseOp_ResponseRange{ResponseRange: rr}}
-		case *caucusv1.RequestOp_RequestPut:
-			out = &caucusv1.ResponseOp{Response: &caucusv1.ResponseOp_ResponsePut{ResponsePut: b.doPut(r.RequestPut)}}
-		case *caucusv1.RequestOp_RequestDeleteRange:
-			out = &caucusv1.ResponseOp{Response: &caucusv1.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: b.deleteRange(r.RequestDeleteRange)}}
+			out = &logpb.ResponseOp{Response: &logpb.ResponseOp_ResponseRange{ResponseRange: rr}}
+		case *logpb.RequestOp_RequestPut:
+			out = &logpb.ResponseOp{Response: &logpb.ResponseOp_ResponsePut{ResponsePut: b.doPut(r.RequestPut)}}
+		case *logpb.RequestOp_RequestDeleteRange:
+			out = &logpb.ResponseOp{Response: &logpb.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: b.deleteRange(r.RequestDeleteRange)}}
 		}
 		if b.err != nil {
 			return nil, nil
@@ -487,11 +499,11 @@ func (b *Batch) checkRangeRev(rev int64) error {
 // compare evaluates one compare against the newest versions. With a range, every key in it must
 // satisfy the compare; an absent key (or empty range) has version, revisions and lease 0, and
 // fails every value compare, as in etcd.
-func (b *Batch) compare(c *caucusv1.Compare) (bool, error) {
+func (b *Batch) compare(c *logpb.Compare) (bool, error) {
 	n, holds := 0, true
 	err := b.rd.scan(c.GetKey(), c.GetRangeEnd(), 0, func(k keyRef, rev, sub int64, rec *record) (bool, error) {
 		n++
-		if c.GetTarget() == caucusv1.Compare_VALUE {
+		if c.GetTarget() == logpb.Compare_VALUE {
 			if err := b.rd.loadValue(k, rev, sub, rec); err != nil {
 				return false, err
 			}
@@ -503,7 +515,7 @@ func (b *Batch) compare(c *caucusv1.Compare) (bool, error) {
 		return false, err
 	}
 	if n == 0 {
-		if c.GetTarget() == caucusv1.Compare_VALUE {
+		if c.GetTarget() == logpb.Compare_VALUE {
 			return false, nil
 		}
 		return compareOne(c, 0, &record{}), nil
@@ -511,7 +523,7 @@ func (b *Batch) compare(c *caucusv1.Compare) (bool, error) {
 	return holds, nil
 }
 
-func compareOne(c *caucusv1.Compare, modRev int64, rec *record) bool {
+func compareOne(c *logpb.Compare, modRev int64, rec *record) bool {
 	var r int
 	cmp := func(a, b int64) int {
 		switch {
@@ -523,25 +535,25 @@ func compareOne(c *caucusv1.Compare, modRev int64, rec *record) bool {
 		return 0
 	}
 	switch c.GetTarget() {
-	case caucusv1.Compare_VERSION:
+	case logpb.Compare_VERSION:
 		r = cmp(rec.version, c.GetVersion())
-	case caucusv1.Compare_CREATE:
+	case logpb.Compare_CREATE:
 		r = cmp(rec.create, c.GetCreateRevision())
-	case caucusv1.Compare_MOD:
+	case logpb.Compare_MOD:
 		r = cmp(modRev, c.GetModRevision())
-	case caucusv1.Compare_LEASE:
+	case logpb.Compare_LEASE:
 		r = cmp(rec.lease, c.GetLease())
-	case caucusv1.Compare_VALUE:
+	case logpb.Compare_VALUE:
 		r = bytes.Compare(rec.value, c.GetValue())
 	}
 	switch c.GetResult() {
-	case caucusv1.Compare_EQUAL:
+	case logpb.Compare_EQUAL:
 		return r == 0
-	case caucusv1.Compare_GREATER:
+	case logpb.Compare_GREATER:
 		return r > 0
-	case caucusv1.Compare_LESS:
+	case logpb.Compare_LESS:
 		return r < 0
-	case caucusv1.Compare_NOT_EQUAL:
+	case logpb.Compare_NOT_EQUAL:
 		return r != 0
 	}
 	return false
@@ -584,6 +596,11 @@ func (b *Batch) Commit() error {
 	b.s.rev.Store(b.st.rev)
 	b.s.compactRev.Store(b.st.compactRev)
 	b.s.applied.Store(b.st.applied)
+	if b.settingsChanged {
+		l := b.limits
+		b.s.limits.Store(&l)
+		b.s.hasSettings.Store(true)
+	}
 	return nil
 }
 

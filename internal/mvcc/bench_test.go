@@ -4,8 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
-	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/logpb"
 )
 
 // BenchmarkApplyPut applies puts in batches of 1 and 64 (one bbolt transaction each), as the
@@ -30,13 +29,13 @@ func BenchmarkApplyPut(b *testing.B) {
 				b.Cleanup(func() { s.Close() })
 			}
 			val := make([]byte, 128)
-			cmds := make([]*cmdpb.Command, batch)
+			cmds := make([]*logpb.Command, batch)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i += batch {
 				n := min(batch, b.N-i)
 				for j := range n {
-					cmds[j] = cmdOf(&caucusv1.PutRequest{Key: fmt.Appendf(nil, "key/%05d", (i+j)%10000), Value: val})
+					cmds[j] = cmdOf(&logpb.PutRequest{Key: fmt.Appendf(nil, "key/%05d", (i+j)%10000), Value: val})
 					cmds[j].TimeUnixNano = baseTime.UnixNano()
 				}
 				applyAll(b, h, cmds[:n])
@@ -59,7 +58,7 @@ func BenchmarkRange(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
 				start := fmt.Sprintf("key/%05d", (i*100)%9900)
-				r, err := h.s.Range(&caucusv1.RangeRequest{Key: []byte(start), RangeEnd: []byte("key0"), Limit: 100, Revision: c.rev})
+				r, err := h.s.Range(&logpb.RangeRequest{Key: []byte(start), RangeEnd: []byte("key0"), Limit: 100, Revision: c.rev})
 				if err != nil || len(r.Kvs) != 100 {
 					b.Fatalf("range: %v, %d kvs", err, len(r.Kvs))
 				}
@@ -75,7 +74,7 @@ func BenchmarkGet(b *testing.B) {
 	putVersions(h, 3)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		r, err := h.s.Range(&caucusv1.RangeRequest{Key: fmt.Appendf(nil, "key/%05d", (i*7919)%10000)})
+		r, err := h.s.Range(&logpb.RangeRequest{Key: fmt.Appendf(nil, "key/%05d", (i*7919)%10000)})
 		if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "value-2" {
 			b.Fatalf("get: %v, %v", err, r)
 		}
@@ -87,7 +86,7 @@ func BenchmarkGet(b *testing.B) {
 func putVersions(h *harness, versions int) {
 	for v := range versions {
 		for i := 0; i < 10000; i += 100 {
-			var cmds []*cmdpb.Command
+			var cmds []*logpb.Command
 			for j := i; j < i+100; j++ {
 				cmds = append(cmds, putCmd(fmt.Sprintf("key/%05d", j), fmt.Sprintf("value-%d", v)))
 			}
@@ -109,7 +108,7 @@ func BenchmarkApplyPutLargeKeyspace(b *testing.B) {
 		bt := h.s.Begin()
 		for j := i; j < i+1000; j++ {
 			h.index++
-			c := cmdOf(&caucusv1.PutRequest{Key: fmt.Appendf(nil, "%08d", j), Value: val})
+			c := cmdOf(&logpb.PutRequest{Key: fmt.Appendf(nil, "%08d", j), Value: val})
 			c.TimeUnixNano = baseTime.UnixNano()
 			if r := bt.Apply(h.index, c); r.Err != nil {
 				b.Fatal(r.Err)
@@ -119,7 +118,7 @@ func BenchmarkApplyPutLargeKeyspace(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	cmds := make([]*cmdpb.Command, batch)
+	cmds := make([]*logpb.Command, batch)
 	x := uint64(12345) // a fixed LCG: the same keys on every run
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -127,7 +126,7 @@ func BenchmarkApplyPutLargeKeyspace(b *testing.B) {
 		n := min(batch, b.N-i)
 		for j := range n {
 			x = x*6364136223846793005 + 1442695040888963407
-			cmds[j] = cmdOf(&caucusv1.PutRequest{Key: fmt.Appendf(nil, "%08d", (x>>33)%keys), Value: val})
+			cmds[j] = cmdOf(&logpb.PutRequest{Key: fmt.Appendf(nil, "%08d", (x>>33)%keys), Value: val})
 			cmds[j].TimeUnixNano = baseTime.UnixNano()
 		}
 		applyAll(b, h, cmds[:n])
@@ -136,7 +135,7 @@ func BenchmarkApplyPutLargeKeyspace(b *testing.B) {
 
 // applyAll applies cmds in one batch (one bbolt transaction), as the node does with the
 // committed entries of one Ready.
-func applyAll(b *testing.B, h *harness, cmds []*cmdpb.Command) {
+func applyAll(b *testing.B, h *harness, cmds []*logpb.Command) {
 	bt := h.s.Begin()
 	for _, c := range cmds {
 		h.index++

@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/internal/logpb"
 )
 
 // Compaction is logical first, physical later. Applying a compaction command only raises the
@@ -25,7 +25,7 @@ const defaultCompactBudget = 4096
 // compact applies a compaction command: versions that no read at or above rev can see become
 // garbage: for each key, the versions older than its newest version at or below rev, and that
 // version itself if it is a tombstone.
-func (b *Batch) compact(rev int64) (*caucusv1.CompactionResponse, error) {
+func (b *Batch) compact(rev int64) (*logpb.CompactionResponse, error) {
 	switch {
 	case rev <= b.st.compactRev:
 		return nil, errorf(ErrCompacted, "revision %d, already compacted at %d", rev, b.st.compactRev)
@@ -34,7 +34,7 @@ func (b *Batch) compact(rev int64) (*caucusv1.CompactionResponse, error) {
 	}
 	b.s.log.Info("compaction", "revision", rev, "previous", b.st.compactRev, "index", b.index)
 	b.st.compactRev = rev
-	return &caucusv1.CompactionResponse{}, nil
+	return &logpb.CompactionResponse{}, nil
 }
 
 // compactStep discards up to budget revision entries' worth of garbage. It walks the revision log

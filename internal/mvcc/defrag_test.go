@@ -9,8 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
-	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/logpb"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -92,23 +91,23 @@ func fillAndCompact(h *harness, n, valueBytes, keepEvery int) {
 	val := string(bytes.Repeat([]byte("x"), valueBytes))
 	const perBatch = 500
 	for i := 0; i < n; i += perBatch {
-		var cmds []*cmdpb.Command
+		var cmds []*logpb.Command
 		for j := i; j < min(i+perBatch, n); j++ {
 			cmds = append(cmds, putCmd(fmt.Sprintf("k/%06d", j), val))
 		}
 		h.batch(cmds...)
 	}
-	var dels []*cmdpb.Command
+	var dels []*logpb.Command
 	for i := 0; i < n; i++ {
 		if i%keepEvery != 0 {
-			dels = append(dels, cmdOf(&caucusv1.DeleteRangeRequest{Key: []byte(fmt.Sprintf("k/%06d", i))}))
+			dels = append(dels, cmdOf(&logpb.DeleteRangeRequest{Key: []byte(fmt.Sprintf("k/%06d", i))}))
 		}
 		if len(dels) == perBatch || i == n-1 {
 			h.batch(dels...)
 			dels = nil
 		}
 	}
-	h.ok(cmdOf(&caucusv1.CompactionRequest{Revision: h.s.Rev()}))
+	h.ok(cmdOf(&logpb.CompactionRequest{Revision: h.s.Rev()}))
 	// Each batch compacts a bounded share; empty batches finish the work.
 	for range 1000 {
 		var st state
@@ -152,7 +151,7 @@ func TestDefragmentShrinksFile(t *testing.T) {
 	if got := dump(t, h.s); got != want {
 		t.Fatal("reads differ after defragment")
 	}
-	r := h.rng(&caucusv1.RangeRequest{Key: []byte("k/"), RangeEnd: []byte("k0"), CountOnly: true})
+	r := h.rng(&logpb.RangeRequest{Key: []byte("k/"), RangeEnd: []byte("k0"), CountOnly: true})
 	if r.Count != 160 {
 		t.Fatalf("%d keys after defragment, want 160", r.Count)
 	}
@@ -283,7 +282,7 @@ func TestDefragmentUnderReads(t *testing.T) {
 				default:
 				}
 				k := fmt.Sprintf("k/%06d", (g*7919+i*10)%2000/10*10) // a kept key
-				r, err := h.s.Range(&caucusv1.RangeRequest{Key: []byte(k)})
+				r, err := h.s.Range(&logpb.RangeRequest{Key: []byte(k)})
 				if err != nil {
 					if !errors.Is(err, ErrClosed) {
 						t.Errorf("range %s during defragment: %v", k, err)

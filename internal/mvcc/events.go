@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/internal/logpb"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -21,10 +21,10 @@ type Event struct {
 	Type EventType
 	// Kv is the version written; for a delete, only Key and ModRevision (the deletion's
 	// revision) are set.
-	Kv *caucusv1.KeyValue
+	Kv *logpb.KeyValue
 	// PrevKv is the version the change replaced, if requested and still stored (compaction may
 	// have discarded it).
-	PrevKv *caucusv1.KeyValue
+	PrevKv *logpb.KeyValue
 }
 
 // Events returns the changes at revisions >= fromRev in revision order, for watchers. It returns
@@ -66,7 +66,7 @@ func (s *Store) Events(fromRev int64, max int, prevKV bool) ([]Event, int64, err
 			}
 			ev := Event{Type: EventPut, Kv: toKV(key, rev, &rec, false)}
 			if rec.tombstone {
-				ev = Event{Type: EventDelete, Kv: &caucusv1.KeyValue{Key: key, ModRevision: rev}}
+				ev = Event{Type: EventDelete, Kv: &logpb.KeyValue{Key: key, ModRevision: rev}}
 			}
 			if prevKV {
 				// The previous version is the next entry of the same key (versions are newest

@@ -4,15 +4,15 @@ import (
 	"fmt"
 	"testing"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/internal/logpb"
 )
 
 func TestEvents(t *testing.T) {
 	h := newHarness(t, Options{})
-	h.put("a", "1")                                                                                    // 2
-	h.put("a", "2")                                                                                    // 3
-	h.ok(cmdOf(&caucusv1.TxnRequest{Success: []*caucusv1.RequestOp{opPut("b", "1"), opDel("a", "")}})) // 4
-	h.put("c", "1")                                                                                    // 5
+	h.put("a", "1")                                                                              // 2
+	h.put("a", "2")                                                                              // 3
+	h.ok(cmdOf(&logpb.TxnRequest{Success: []*logpb.RequestOp{opPut("b", "1"), opDel("a", "")}})) // 4
+	h.put("c", "1")                                                                              // 5
 	desc := func(evs []Event) string {
 		s := ""
 		for _, e := range evs {
@@ -36,7 +36,7 @@ func TestEvents(t *testing.T) {
 	if got := desc(evs); got != "0:c@5=1 " {
 		t.Fatalf("events from 5 = %q", got)
 	}
-	h.ok(cmdOf(&caucusv1.CompactionRequest{Revision: 4}))
+	h.ok(cmdOf(&logpb.CompactionRequest{Revision: 4}))
 	_, _, err = h.s.Events(4, 10, false)
 	wantErr(t, err, ErrCompacted)
 	if evs, _, err := h.s.Events(5, 10, true); err != nil || len(evs) != 1 {

@@ -7,8 +7,7 @@ import (
 	"testing"
 	"time"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
-	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/logpb"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 )
@@ -39,12 +38,12 @@ func newHarness(t testing.TB, opts Options) *harness {
 	return &harness{t: t, s: s, now: baseTime}
 }
 
-func (h *harness) cmd(c *cmdpb.Command) Result {
+func (h *harness) cmd(c *logpb.Command) Result {
 	h.t.Helper()
 	return h.batch(c)[0]
 }
 
-func (h *harness) batch(cmds ...*cmdpb.Command) []Result {
+func (h *harness) batch(cmds ...*logpb.Command) []Result {
 	h.t.Helper()
 	b := h.s.Begin()
 	var out []Result
@@ -62,7 +61,7 @@ func (h *harness) batch(cmds ...*cmdpb.Command) []Result {
 }
 
 // ok applies c and fails the test on an application error.
-func (h *harness) ok(c *cmdpb.Command) proto.Message {
+func (h *harness) ok(c *logpb.Command) proto.Message {
 	h.t.Helper()
 	r := h.cmd(c)
 	if r.Err != nil {
@@ -71,12 +70,12 @@ func (h *harness) ok(c *cmdpb.Command) proto.Message {
 	return r.Resp
 }
 
-func (h *harness) put(key, val string) *caucusv1.PutResponse {
+func (h *harness) put(key, val string) *logpb.PutResponse {
 	h.t.Helper()
-	return h.ok(putCmd(key, val)).(*caucusv1.PutResponse)
+	return h.ok(putCmd(key, val)).(*logpb.PutResponse)
 }
 
-func (h *harness) rng(req *caucusv1.RangeRequest) *caucusv1.RangeResponse {
+func (h *harness) rng(req *logpb.RangeRequest) *logpb.RangeResponse {
 	h.t.Helper()
 	r, err := h.s.Range(req)
 	if err != nil {
@@ -86,60 +85,60 @@ func (h *harness) rng(req *caucusv1.RangeRequest) *caucusv1.RangeResponse {
 }
 
 // get returns the key's value at rev (0 = latest) and whether it exists.
-func (h *harness) get(key string, rev int64) (*caucusv1.KeyValue, bool) {
+func (h *harness) get(key string, rev int64) (*logpb.KeyValue, bool) {
 	h.t.Helper()
-	r := h.rng(&caucusv1.RangeRequest{Key: []byte(key), Revision: rev})
+	r := h.rng(&logpb.RangeRequest{Key: []byte(key), Revision: rev})
 	if len(r.Kvs) == 0 {
 		return nil, false
 	}
 	return r.Kvs[0], true
 }
 
-func putCmd(key, val string) *cmdpb.Command {
-	return &cmdpb.Command{Op: &cmdpb.Command_Put{Put: &caucusv1.PutRequest{Key: []byte(key), Value: []byte(val)}}}
+func putCmd(key, val string) *logpb.Command {
+	return &logpb.Command{Op: &logpb.Command_Put{Put: &logpb.PutRequest{Key: []byte(key), Value: []byte(val)}}}
 }
 
-func putReq(key, val string) *caucusv1.PutRequest {
-	return &caucusv1.PutRequest{Key: []byte(key), Value: []byte(val)}
+func putReq(key, val string) *logpb.PutRequest {
+	return &logpb.PutRequest{Key: []byte(key), Value: []byte(val)}
 }
 
-func cmdOf(op any) *cmdpb.Command {
-	c := &cmdpb.Command{}
+func cmdOf(op any) *logpb.Command {
+	c := &logpb.Command{}
 	switch o := op.(type) {
-	case *caucusv1.PutRequest:
-		c.Op = &cmdpb.Command_Put{Put: o}
-	case *caucusv1.DeleteRangeRequest:
-		c.Op = &cmdpb.Command_DeleteRange{DeleteRange: o}
-	case *caucusv1.TxnRequest:
-		c.Op = &cmdpb.Command_Txn{Txn: o}
-	case *caucusv1.CompactionRequest:
-		c.Op = &cmdpb.Command_Compaction{Compaction: o}
-	case *caucusv1.LeaseGrantRequest:
-		c.Op = &cmdpb.Command_LeaseGrant{LeaseGrant: o}
-	case *caucusv1.LeaseRevokeRequest:
-		c.Op = &cmdpb.Command_LeaseRevoke{LeaseRevoke: o}
-	case *caucusv1.LeaseKeepAliveRequest:
-		c.Op = &cmdpb.Command_LeaseKeepAlive{LeaseKeepAlive: o}
-	case *cmdpb.LeaseExpire:
-		c.Op = &cmdpb.Command_LeaseExpire{LeaseExpire: o}
+	case *logpb.PutRequest:
+		c.Op = &logpb.Command_Put{Put: o}
+	case *logpb.DeleteRangeRequest:
+		c.Op = &logpb.Command_DeleteRange{DeleteRange: o}
+	case *logpb.TxnRequest:
+		c.Op = &logpb.Command_Txn{Txn: o}
+	case *logpb.CompactionRequest:
+		c.Op = &logpb.Command_Compaction{Compaction: o}
+	case *logpb.LeaseGrantRequest:
+		c.Op = &logpb.Command_LeaseGrant{LeaseGrant: o}
+	case *logpb.LeaseRevokeRequest:
+		c.Op = &logpb.Command_LeaseRevoke{LeaseRevoke: o}
+	case *logpb.LeaseKeepAliveRequest:
+		c.Op = &logpb.Command_LeaseKeepAlive{LeaseKeepAlive: o}
+	case *logpb.LeaseExpire:
+		c.Op = &logpb.Command_LeaseExpire{LeaseExpire: o}
 	default:
 		panic("unknown op")
 	}
 	return c
 }
 
-func opPut(key, val string) *caucusv1.RequestOp {
-	return &caucusv1.RequestOp{Request: &caucusv1.RequestOp_RequestPut{RequestPut: putReq(key, val)}}
+func opPut(key, val string) *logpb.RequestOp {
+	return &logpb.RequestOp{Request: &logpb.RequestOp_RequestPut{RequestPut: putReq(key, val)}}
 }
 
-func opDel(key, end string) *caucusv1.RequestOp {
-	return &caucusv1.RequestOp{Request: &caucusv1.RequestOp_RequestDeleteRange{
-		RequestDeleteRange: &caucusv1.DeleteRangeRequest{Key: []byte(key), RangeEnd: []byte(end)}}}
+func opDel(key, end string) *logpb.RequestOp {
+	return &logpb.RequestOp{Request: &logpb.RequestOp_RequestDeleteRange{
+		RequestDeleteRange: &logpb.DeleteRangeRequest{Key: []byte(key), RangeEnd: []byte(end)}}}
 }
 
-func opRange(key, end string, rev int64) *caucusv1.RequestOp {
-	return &caucusv1.RequestOp{Request: &caucusv1.RequestOp_RequestRange{
-		RequestRange: &caucusv1.RangeRequest{Key: []byte(key), RangeEnd: []byte(end), Revision: rev}}}
+func opRange(key, end string, rev int64) *logpb.RequestOp {
+	return &logpb.RequestOp{Request: &logpb.RequestOp_RequestRange{
+		RequestRange: &logpb.RangeRequest{Key: []byte(key), RangeEnd: []byte(end), Revision: rev}}}
 }
 
 func wantErr(t testing.TB, err, target error) {
@@ -149,7 +148,7 @@ func wantErr(t testing.TB, err, target error) {
 	}
 }
 
-func keysOf(kvs []*caucusv1.KeyValue) []string {
+func keysOf(kvs []*logpb.KeyValue) []string {
 	var out []string
 	for _, kv := range kvs {
 		out = append(out, string(kv.Key))

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/internal/logpb"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -23,19 +23,19 @@ func TestRevisionsAndVersions(t *testing.T) {
 	if !ok || string(kv.Value) != "2" || kv.CreateRevision != 2 || kv.ModRevision != 3 || kv.Version != 2 {
 		t.Fatalf("a = %v, want value 2 create 2 mod 3 version 2", kv)
 	}
-	del := h.ok(cmdOf(&caucusv1.DeleteRangeRequest{Key: []byte("a"), PrevKv: true})).(*caucusv1.DeleteRangeResponse)
+	del := h.ok(cmdOf(&logpb.DeleteRangeRequest{Key: []byte("a"), PrevKv: true})).(*logpb.DeleteRangeResponse)
 	if del.Deleted != 1 || del.Header.Revision != 5 || len(del.PrevKvs) != 1 || string(del.PrevKvs[0].Value) != "2" {
 		t.Fatalf("delete = %v", del)
 	}
 	// Deleting nothing changes nothing: no new revision.
-	if r := h.ok(cmdOf(&caucusv1.DeleteRangeRequest{Key: []byte("a")})).(*caucusv1.DeleteRangeResponse); r.Deleted != 0 || r.Header.Revision != 5 {
+	if r := h.ok(cmdOf(&logpb.DeleteRangeRequest{Key: []byte("a")})).(*logpb.DeleteRangeResponse); r.Deleted != 0 || r.Header.Revision != 5 {
 		t.Fatalf("empty delete = %v, want 0 deleted at revision 5", r)
 	}
 	if _, ok := h.get("a", 0); ok {
 		t.Fatal("a visible after delete")
 	}
 	// Recreated: a new generation, version restarts at 1.
-	r := h.ok(cmdOf(&caucusv1.PutRequest{Key: []byte("a"), Value: []byte("3"), PrevKv: true})).(*caucusv1.PutResponse)
+	r := h.ok(cmdOf(&logpb.PutRequest{Key: []byte("a"), Value: []byte("3"), PrevKv: true})).(*logpb.PutResponse)
 	if r.PrevKv != nil {
 		t.Fatalf("put after delete returned prev_kv %v", r.PrevKv)
 	}
@@ -56,14 +56,14 @@ func TestRevisionsAndVersions(t *testing.T) {
 			t.Errorf("a at %d = %v, want %q", c.rev, kv, c.value)
 		}
 	}
-	pr := h.ok(cmdOf(&caucusv1.PutRequest{Key: []byte("b"), Value: []byte("y"), PrevKv: true})).(*caucusv1.PutResponse)
+	pr := h.ok(cmdOf(&logpb.PutRequest{Key: []byte("b"), Value: []byte("y"), PrevKv: true})).(*logpb.PutResponse)
 	if pr.PrevKv == nil || string(pr.PrevKv.Value) != "x" || pr.PrevKv.ModRevision != 4 {
 		t.Fatalf("prev_kv = %v, want x at 4", pr.PrevKv)
 	}
 	if h.s.Rev() != 7 {
 		t.Fatalf("Rev = %d, want 7", h.s.Rev())
 	}
-	_, err := h.s.Range(&caucusv1.RangeRequest{Key: []byte("a"), Revision: 8})
+	_, err := h.s.Range(&logpb.RangeRequest{Key: []byte("a"), Revision: 8})
 	wantErr(t, err, ErrFutureRev)
 }
 
@@ -83,7 +83,7 @@ func TestRangePaging(t *testing.T) {
 		if pages > 5 {
 			t.Fatal("paging does not end")
 		}
-		r := h.rng(&caucusv1.RangeRequest{Key: key, RangeEnd: []byte("l"), Limit: 10})
+		r := h.rng(&logpb.RangeRequest{Key: key, RangeEnd: []byte("l"), Limit: 10})
 		if r.Count != int64(25-len(got)) {
 			t.Fatalf("count = %d, want %d", r.Count, 25-len(got))
 		}
@@ -100,23 +100,23 @@ func TestRangePaging(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("paged keys = %v, want %v", got, want)
 	}
-	r := h.rng(&caucusv1.RangeRequest{Key: []byte("k20"), RangeEnd: []byte{0}, Limit: 100})
+	r := h.rng(&logpb.RangeRequest{Key: []byte("k20"), RangeEnd: []byte{0}, Limit: 100})
 	if !slices.Equal(keysOf(r.Kvs), []string{"k20", "k21", "k22", "k23", "k24", "other"}) || r.More {
 		t.Fatalf("from-key range = %v more=%v", keysOf(r.Kvs), r.More)
 	}
-	r = h.rng(&caucusv1.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), CountOnly: true})
+	r = h.rng(&logpb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), CountOnly: true})
 	if r.Count != 25 || len(r.Kvs) != 0 || r.More {
 		t.Fatalf("count_only = %v", r)
 	}
-	r = h.rng(&caucusv1.RangeRequest{Key: []byte("k03"), RangeEnd: []byte("k05"), KeysOnly: true})
+	r = h.rng(&logpb.RangeRequest{Key: []byte("k03"), RangeEnd: []byte("k05"), KeysOnly: true})
 	if !slices.Equal(keysOf(r.Kvs), []string{"k03", "k04"}) || r.Kvs[0].Value != nil || r.Kvs[0].Version != 1 {
 		t.Fatalf("keys_only = %v", r.Kvs)
 	}
 	// range_end <= key selects nothing.
-	if r := h.rng(&caucusv1.RangeRequest{Key: []byte("k05"), RangeEnd: []byte("k03")}); r.Count != 0 {
+	if r := h.rng(&logpb.RangeRequest{Key: []byte("k05"), RangeEnd: []byte("k03")}); r.Count != 0 {
 		t.Fatalf("inverted range count = %d", r.Count)
 	}
-	_, err := h.s.Range(&caucusv1.RangeRequest{})
+	_, err := h.s.Range(&logpb.RangeRequest{})
 	wantErr(t, err, ErrEmptyKey)
 }
 
@@ -131,12 +131,12 @@ func TestBinaryKeysOrder(t *testing.T) {
 	want := slices.Clone(keys)
 	slices.Sort(want)
 	for _, rev := range []int64{0, h.s.Rev() - 1} {
-		r := h.rng(&caucusv1.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: rev})
+		r := h.rng(&logpb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: rev})
 		if !slices.Equal(keysOf(r.Kvs), want) {
 			t.Fatalf("rev %d keys = %q, want %q", rev, keysOf(r.Kvs), want)
 		}
 	}
-	r := h.rng(&caucusv1.RangeRequest{Key: []byte("a\x00"), RangeEnd: []byte("a\x01")})
+	r := h.rng(&logpb.RangeRequest{Key: []byte("a\x00"), RangeEnd: []byte("a\x01")})
 	if !slices.Equal(keysOf(r.Kvs), []string{"a\x00", "a\x00\x00", "a\x00b"}) {
 		t.Fatalf("prefix a\\x00 = %q", keysOf(r.Kvs))
 	}
@@ -147,13 +147,13 @@ func TestBinaryKeysOrder(t *testing.T) {
 
 func TestPastRevisionRange(t *testing.T) {
 	h := newHarness(t, Options{})
-	h.put("a", "a1")                                            // 2
-	h.put("b", "b1")                                            // 3
-	h.put("a", "a2")                                            // 4
-	h.ok(cmdOf(&caucusv1.DeleteRangeRequest{Key: []byte("b")})) // 5
-	h.put("c", "c1")                                            // 6
+	h.put("a", "a1")                                         // 2
+	h.put("b", "b1")                                         // 3
+	h.put("a", "a2")                                         // 4
+	h.ok(cmdOf(&logpb.DeleteRangeRequest{Key: []byte("b")})) // 5
+	h.put("c", "c1")                                         // 6
 	all := func(rev int64) []string {
-		r := h.rng(&caucusv1.RangeRequest{Key: []byte("a"), RangeEnd: []byte{0}, Revision: rev})
+		r := h.rng(&logpb.RangeRequest{Key: []byte("a"), RangeEnd: []byte{0}, Revision: rev})
 		var out []string
 		for _, kv := range r.Kvs {
 			out = append(out, string(kv.Key)+"="+string(kv.Value))
@@ -177,37 +177,37 @@ func TestCompaction(t *testing.T) {
 	for i := range 5 {
 		h.put("a", fmt.Sprint(i)) // 2..6
 	}
-	h.put("gone", "x")                                             // 7
-	h.ok(cmdOf(&caucusv1.DeleteRangeRequest{Key: []byte("gone")})) // 8
-	h.put("a", "5")                                                // 9
-	h.put("late", "l")                                             // 10
-	before := h.rng(&caucusv1.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: 8})
+	h.put("gone", "x")                                          // 7
+	h.ok(cmdOf(&logpb.DeleteRangeRequest{Key: []byte("gone")})) // 8
+	h.put("a", "5")                                             // 9
+	h.put("late", "l")                                          // 10
+	before := h.rng(&logpb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: 8})
 
-	h.ok(cmdOf(&caucusv1.CompactionRequest{Revision: 8}))
+	h.ok(cmdOf(&logpb.CompactionRequest{Revision: 8}))
 	if h.s.CompactRev() != 8 || h.s.Rev() != 10 {
 		t.Fatalf("compact rev %d rev %d, want 8 and 10", h.s.CompactRev(), h.s.Rev())
 	}
-	after := h.rng(&caucusv1.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: 8})
+	after := h.rng(&logpb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: 8})
 	if fmt.Sprint(before.Kvs) != fmt.Sprint(after.Kvs) {
 		t.Fatalf("read at the compaction revision changed:\n%v\n%v", before.Kvs, after.Kvs)
 	}
-	_, err := h.s.Range(&caucusv1.RangeRequest{Key: []byte("a"), Revision: 7})
+	_, err := h.s.Range(&logpb.RangeRequest{Key: []byte("a"), Revision: 7})
 	wantErr(t, err, ErrCompacted)
 	// Physically: a keeps its version at 6 (latest <= 8) and 9; gone is entirely removed.
 	if got := h.versions(); !slices.Equal(got, []string{"a@9", "a@6", "late@10"}) {
 		t.Fatalf("stored versions = %v", got)
 	}
-	wantErr(t, h.cmd(cmdOf(&caucusv1.CompactionRequest{Revision: 8})).Err, ErrCompacted)
-	wantErr(t, h.cmd(cmdOf(&caucusv1.CompactionRequest{Revision: 11})).Err, ErrFutureRev)
+	wantErr(t, h.cmd(cmdOf(&logpb.CompactionRequest{Revision: 8})).Err, ErrCompacted)
+	wantErr(t, h.cmd(cmdOf(&logpb.CompactionRequest{Revision: 11})).Err, ErrFutureRev)
 	// A second compaction removes the version kept by the first once it is superseded.
-	h.ok(cmdOf(&caucusv1.CompactionRequest{Revision: 10}))
+	h.ok(cmdOf(&logpb.CompactionRequest{Revision: 10}))
 	if got := h.versions(); !slices.Equal(got, []string{"a@9", "late@10"}) {
 		t.Fatalf("stored versions after second compaction = %v", got)
 	}
 	if kv, _ := h.get("a", 0); kv.Version != 6 || kv.CreateRevision != 2 {
 		t.Fatalf("a after compaction = %v: version and create revision must survive", kv)
 	}
-	wantErr(t, h.cmd(cmdOf(&caucusv1.TxnRequest{Success: []*caucusv1.RequestOp{opRange("a", "", 9)}})).Err, ErrCompacted)
+	wantErr(t, h.cmd(cmdOf(&logpb.TxnRequest{Success: []*logpb.RequestOp{opRange("a", "", 9)}})).Err, ErrCompacted)
 	checkInvariants(t, h.s)
 }
 
@@ -243,15 +243,15 @@ func TestIncrementalCompaction(t *testing.T) {
 	for i := range 30 {
 		h.put(fmt.Sprintf("k%d", i%4), fmt.Sprint(i)) // revisions 2..31
 	}
-	h.ok(cmdOf(&caucusv1.DeleteRangeRequest{Key: []byte("k3")})) // 32
-	h.put("k0", "late")                                          // 33
+	h.ok(cmdOf(&logpb.DeleteRangeRequest{Key: []byte("k3")})) // 32
+	h.put("k0", "late")                                       // 33
 	want := func() string {
-		r := h.rng(&caucusv1.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), Revision: 32})
+		r := h.rng(&logpb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), Revision: 32})
 		return fmt.Sprint(r.Kvs)
 	}
 	atCompact := want()
-	latest := fmt.Sprint(h.rng(&caucusv1.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")}).Kvs)
-	h.ok(cmdOf(&caucusv1.CompactionRequest{Revision: 32}))
+	latest := fmt.Sprint(h.rng(&logpb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")}).Kvs)
+	h.ok(cmdOf(&logpb.CompactionRequest{Revision: 32}))
 	prev := len(h.versions())
 	steps := 0
 	for ; len(h.versions()) > 4; steps++ {
@@ -294,7 +294,7 @@ func TestIncrementalCompaction(t *testing.T) {
 	if got := fmt.Sprint(h.versions()); got != "[k0@33 k0@30 k1@31 k2@28]" {
 		t.Fatalf("versions = %s", got)
 	}
-	if got := fmt.Sprint(h.rng(&caucusv1.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")}).Kvs); got != latest {
+	if got := fmt.Sprint(h.rng(&logpb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")}).Kvs); got != latest {
 		t.Fatalf("latest read changed by compaction:\n%s\n%s", got, latest)
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"math"
 	"time"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/internal/logpb"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -84,15 +84,15 @@ func (b *Batch) detach(id int64, key []byte) {
 	}
 }
 
-func (b *Batch) leaseGrant(g *caucusv1.LeaseGrantRequest) (*caucusv1.LeaseGrantResponse, error) {
+func (b *Batch) leaseGrant(g *logpb.LeaseGrantRequest) (*logpb.LeaseGrantResponse, error) {
 	id := g.GetId()
 	if id != 0 {
 		if _, taken := b.getLease(id); taken {
 			return nil, errorf(ErrLeaseExists, "lease %d", id)
 		}
 	}
-	if b.st.leases >= int64(b.s.limits.MaxLeases) {
-		return nil, errorf(ErrTooManyLeases, "%d leases, limit %d", b.st.leases, b.s.limits.MaxLeases)
+	if b.st.leases >= int64(b.limits.MaxLeases) {
+		return nil, errorf(ErrTooManyLeases, "%d leases, limit %d", b.st.leases, b.limits.MaxLeases)
 	}
 	if id == 0 {
 		// Choose from the applying index: unique per entry and identical on every member. Walk
@@ -114,31 +114,31 @@ func (b *Batch) leaseGrant(g *caucusv1.LeaseGrantRequest) (*caucusv1.LeaseGrantR
 	l := leaseVal{ttl: g.GetTtl(), deadline: addSat(b.now, g.GetTtl()*int64(time.Second))}
 	b.setLease(id, nil, l)
 	b.st.leases++
-	return &caucusv1.LeaseGrantResponse{Id: id, Ttl: l.ttl}, nil
+	return &logpb.LeaseGrantResponse{Id: id, Ttl: l.ttl}, nil
 }
 
-func (b *Batch) leaseKeepAlive(id int64) (*caucusv1.LeaseKeepAliveResponse, error) {
+func (b *Batch) leaseKeepAlive(id int64) (*logpb.LeaseKeepAliveResponse, error) {
 	old, ok := b.getLease(id)
 	if !ok {
 		return nil, errorf(ErrLeaseNotFound, "lease %d", id)
 	}
 	l := leaseVal{ttl: old.ttl, deadline: addSat(b.now, old.ttl*int64(time.Second))}
 	b.setLease(id, &old, l)
-	return &caucusv1.LeaseKeepAliveResponse{Id: id, Ttl: l.ttl}, nil
+	return &logpb.LeaseKeepAliveResponse{Id: id, Ttl: l.ttl}, nil
 }
 
-func (b *Batch) leaseRevoke(id int64) (*caucusv1.LeaseRevokeResponse, error) {
+func (b *Batch) leaseRevoke(id int64) (*logpb.LeaseRevokeResponse, error) {
 	l, ok := b.getLease(id)
 	if !ok {
 		return nil, errorf(ErrLeaseNotFound, "lease %d", id)
 	}
 	b.revoke(id, l)
-	return &caucusv1.LeaseRevokeResponse{}, nil
+	return &logpb.LeaseRevokeResponse{}, nil
 }
 
 // leaseExpire revokes the listed leases whose deadline is at or before the command's time; a
 // lease renewed (or revoked) after the leader decided to propose this command survives.
-func (b *Batch) leaseExpire(ids []int64) *caucusv1.LeaseRevokeResponse {
+func (b *Batch) leaseExpire(ids []int64) *logpb.LeaseRevokeResponse {
 	for _, id := range ids {
 		if id <= 0 {
 			continue
@@ -149,7 +149,7 @@ func (b *Batch) leaseExpire(ids []int64) *caucusv1.LeaseRevokeResponse {
 			b.s.log.Debug("lease expired", "lease", id, "deadline_unix_nano", l.deadline, "index", b.index)
 		}
 	}
-	return &caucusv1.LeaseRevokeResponse{}
+	return &logpb.LeaseRevokeResponse{}
 }
 
 // revoke deletes the lease and its keys; the deletions share the command's revision.
@@ -209,13 +209,25 @@ func (s *Store) ExpiredLeases(now time.Time, max int) []int64 {
 	return ids
 }
 
+// LeaseInfo describes one lease as of a revision (LeaseTimeToLive).
+type LeaseInfo struct {
+	ID int64
+	// TTL is the remaining time to live in whole seconds, rounded up; -1 if the lease does not
+	// exist.
+	TTL        int64
+	GrantedTTL int64
+	Keys       [][]byte
+	// Rev is the store revision the answer reflects.
+	Rev int64
+}
+
 // LeaseTimeToLive reports a lease's remaining TTL in whole seconds (rounded up) at now, and
 // optionally its keys. A missing lease has TTL -1, as the API documents. A lease past its
 // deadline but not yet expired by a LeaseExpire command reports 0.
-func (s *Store) LeaseTimeToLive(id int64, keys bool, now time.Time) (*caucusv1.LeaseTimeToLiveResponse, error) {
-	resp := &caucusv1.LeaseTimeToLiveResponse{Id: id, Ttl: -1}
+func (s *Store) LeaseTimeToLive(id int64, keys bool, now time.Time) (*LeaseInfo, error) {
+	resp := &LeaseInfo{ID: id, TTL: -1}
 	err := s.view(func(tx *bolt.Tx) error {
-		resp.Header = &caucusv1.ResponseHeader{Revision: loadState(tx).rev}
+		resp.Rev = loadState(tx).rev
 		v := tx.Bucket(bucketLease).Get(putU64(uint64(id)))
 		if v == nil || id <= 0 {
 			return nil
@@ -224,12 +236,12 @@ func (s *Store) LeaseTimeToLive(id int64, keys bool, now time.Time) (*caucusv1.L
 		if err != nil {
 			return err
 		}
-		resp.GrantedTtl = l.ttl
+		resp.GrantedTTL = l.ttl
 		remaining := l.deadline - now.UnixNano()
 		if remaining < 0 {
 			remaining = 0
 		}
-		resp.Ttl = (remaining + int64(time.Second) - 1) / int64(time.Second)
+		resp.TTL = (remaining + int64(time.Second) - 1) / int64(time.Second)
 		if keys {
 			prefix := putU64(uint64(id))
 			c := tx.Bucket(bucketLeaseKey).Cursor()
@@ -245,18 +257,17 @@ func (s *Store) LeaseTimeToLive(id int64, keys bool, now time.Time) (*caucusv1.L
 	return resp, nil
 }
 
-// Leases lists the lease ids in increasing order.
-func (s *Store) Leases() (*caucusv1.LeaseLeasesResponse, error) {
-	resp := &caucusv1.LeaseLeasesResponse{}
-	err := s.view(func(tx *bolt.Tx) error {
-		resp.Header = &caucusv1.ResponseHeader{Revision: loadState(tx).rev}
+// Leases lists the lease ids in increasing order, and the revision the list reflects.
+func (s *Store) Leases() (ids []int64, rev int64, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		rev = loadState(tx).rev
 		return tx.Bucket(bucketLease).ForEach(func(k, _ []byte) error {
-			resp.Ids = append(resp.Ids, int64(binary.BigEndian.Uint64(k)))
+			ids = append(ids, int64(binary.BigEndian.Uint64(k)))
 			return nil
 		})
 	})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return resp, nil
+	return ids, rev, nil
 }

@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
-	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/logpb"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -157,7 +156,7 @@ func (l Limits) check() error {
 // maxMemberURLs bounds the client URLs one member may publish.
 const maxMemberURLs = 16
 
-func (l Limits) Validate(cmd *cmdpb.Command) error {
+func (l Limits) Validate(cmd *logpb.Command) error {
 	l = l.withDefaults()
 	if cmd.GetKeyspace() != "" {
 		return errorf(ErrUnknownKeyspace, "%q (only the default keyspace \"\" exists)", cmd.GetKeyspace())
@@ -169,17 +168,17 @@ func (l Limits) Validate(cmd *cmdpb.Command) error {
 		return errorf(ErrInvalidArgument, "client %d: session sequence 0 (sequences start at 1)", s.GetClientId())
 	}
 	switch op := cmd.GetOp().(type) {
-	case *cmdpb.Command_Put:
+	case *logpb.Command_Put:
 		return l.validatePut(op.Put)
-	case *cmdpb.Command_DeleteRange:
+	case *logpb.Command_DeleteRange:
 		return l.validateDelete(op.DeleteRange)
-	case *cmdpb.Command_Txn:
+	case *logpb.Command_Txn:
 		return l.validateTxn(op.Txn)
-	case *cmdpb.Command_Compaction:
+	case *logpb.Command_Compaction:
 		if op.Compaction.GetRevision() < 0 {
 			return errorf(ErrInvalidArgument, "negative compaction revision %d", op.Compaction.GetRevision())
 		}
-	case *cmdpb.Command_LeaseGrant:
+	case *logpb.Command_LeaseGrant:
 		g := op.LeaseGrant
 		if g.GetId() < 0 {
 			return errorf(ErrInvalidArgument, "negative lease id %d", g.GetId())
@@ -187,16 +186,20 @@ func (l Limits) Validate(cmd *cmdpb.Command) error {
 		if g.GetTtl() < 1 || g.GetTtl() > l.MaxLeaseTTL {
 			return errorf(ErrInvalidArgument, "lease ttl %d outside [1, %d] seconds", g.GetTtl(), l.MaxLeaseTTL)
 		}
-	case *cmdpb.Command_LeaseRevoke:
+	case *logpb.Command_LeaseRevoke:
 		if op.LeaseRevoke.GetId() <= 0 {
 			return errorf(ErrLeaseNotFound, "lease id %d", op.LeaseRevoke.GetId())
 		}
-	case *cmdpb.Command_LeaseKeepAlive:
+	case *logpb.Command_LeaseKeepAlive:
 		if op.LeaseKeepAlive.GetId() <= 0 {
 			return errorf(ErrLeaseNotFound, "lease id %d", op.LeaseKeepAlive.GetId())
 		}
-	case *cmdpb.Command_LeaseExpire:
-	case *cmdpb.Command_MemberAttributes:
+	case *logpb.Command_LeaseExpire:
+	case *logpb.Command_Settings:
+		if op.Settings.GetSet() == nil {
+			return errorf(ErrInvalidArgument, "settings update sets nothing")
+		}
+	case *logpb.Command_MemberAttributes:
 		if len(op.MemberAttributes.GetClientUrls()) > maxMemberURLs {
 			return errorf(ErrInvalidArgument, "%d client URLs, limit %d", len(op.MemberAttributes.GetClientUrls()), maxMemberURLs)
 		}
@@ -209,7 +212,7 @@ func (l Limits) Validate(cmd *cmdpb.Command) error {
 }
 
 // ValidateRange checks a read request.
-func (l Limits) ValidateRange(r *caucusv1.RangeRequest) error {
+func (l Limits) ValidateRange(r *logpb.RangeRequest) error {
 	l = l.withDefaults()
 	if err := l.checkKey(r.GetKey()); err != nil {
 		return err
@@ -236,7 +239,7 @@ func (l Limits) checkKey(key []byte) error {
 	return nil
 }
 
-func (l Limits) validatePut(p *caucusv1.PutRequest) error {
+func (l Limits) validatePut(p *logpb.PutRequest) error {
 	if err := l.checkKey(p.GetKey()); err != nil {
 		return err
 	}
@@ -249,7 +252,7 @@ func (l Limits) validatePut(p *caucusv1.PutRequest) error {
 	return nil
 }
 
-func (l Limits) validateDelete(d *caucusv1.DeleteRangeRequest) error {
+func (l Limits) validateDelete(d *logpb.DeleteRangeRequest) error {
 	if err := l.checkKey(d.GetKey()); err != nil {
 		return err
 	}
@@ -259,7 +262,7 @@ func (l Limits) validateDelete(d *caucusv1.DeleteRangeRequest) error {
 	return nil
 }
 
-func (l Limits) validateTxn(t *caucusv1.TxnRequest) error {
+func (l Limits) validateTxn(t *logpb.TxnRequest) error {
 	if n := len(t.GetCompare()); n > l.MaxTxnOps {
 		return errorf(ErrTooManyOps, "%d compares, limit %d", n, l.MaxTxnOps)
 	}
@@ -276,22 +279,22 @@ func (l Limits) validateTxn(t *caucusv1.TxnRequest) error {
 		if len(c.GetRangeEnd()) > l.MaxKeyBytes {
 			return errorf(ErrKeyTooLarge, "compare range end is %d bytes, limit %d", len(c.GetRangeEnd()), l.MaxKeyBytes)
 		}
-		if c.GetTarget() < caucusv1.Compare_VERSION || c.GetTarget() > caucusv1.Compare_LEASE {
+		if c.GetTarget() < logpb.Compare_VERSION || c.GetTarget() > logpb.Compare_LEASE {
 			return errorf(ErrInvalidArgument, "unknown compare target %d", c.GetTarget())
 		}
-		if c.GetResult() < caucusv1.Compare_EQUAL || c.GetResult() > caucusv1.Compare_NOT_EQUAL {
+		if c.GetResult() < logpb.Compare_EQUAL || c.GetResult() > logpb.Compare_NOT_EQUAL {
 			return errorf(ErrInvalidArgument, "unknown compare result %d", c.GetResult())
 		}
 	}
-	for _, ops := range [][]*caucusv1.RequestOp{t.GetSuccess(), t.GetFailure()} {
+	for _, ops := range [][]*logpb.RequestOp{t.GetSuccess(), t.GetFailure()} {
 		for _, op := range ops {
 			var err error
 			switch r := op.GetRequest().(type) {
-			case *caucusv1.RequestOp_RequestRange:
+			case *logpb.RequestOp_RequestRange:
 				err = l.ValidateRange(r.RequestRange)
-			case *caucusv1.RequestOp_RequestPut:
+			case *logpb.RequestOp_RequestPut:
 				err = l.validatePut(r.RequestPut)
-			case *caucusv1.RequestOp_RequestDeleteRange:
+			case *logpb.RequestOp_RequestDeleteRange:
 				err = l.validateDelete(r.RequestDeleteRange)
 			default:
 				err = errorf(ErrInvalidArgument, "txn op without a request")
@@ -310,21 +313,21 @@ func (l Limits) validateTxn(t *caucusv1.TxnRequest) error {
 // checkDuplicates enforces etcd's rule that a transaction branch writes each key at most once: no
 // two puts of one key, and no put of a key that a delete of the same branch covers. Thanks to it
 // every write of a transaction sees the pre-transaction state as the key's previous version.
-func checkDuplicates(ops []*caucusv1.RequestOp) error {
+func checkDuplicates(ops []*logpb.RequestOp) error {
 	// putKeys keeps op order so that the reported key, like everything at apply, is deterministic.
 	puts := make(map[string]struct{})
 	var putKeys [][]byte
-	var dels []*caucusv1.DeleteRangeRequest
+	var dels []*logpb.DeleteRangeRequest
 	for _, op := range ops {
 		switch r := op.GetRequest().(type) {
-		case *caucusv1.RequestOp_RequestPut:
+		case *logpb.RequestOp_RequestPut:
 			k := string(r.RequestPut.GetKey())
 			if _, dup := puts[k]; dup {
 				return errorf(ErrDuplicateKey, "key %q is put twice", k)
 			}
 			puts[k] = struct{}{}
 			putKeys = append(putKeys, r.RequestPut.GetKey())
-		case *caucusv1.RequestOp_RequestDeleteRange:
+		case *logpb.RequestOp_RequestDeleteRange:
 			dels = append(dels, r.RequestDeleteRange)
 		}
 	}

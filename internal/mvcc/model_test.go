@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/internal/logpb"
 )
 
 // TestRangeMatchesModel checks every read path (newest versions, past revisions with short and
@@ -30,7 +30,7 @@ func TestRangeMatchesModel(t *testing.T) {
 			k = "a"
 		}
 		if rng.IntN(5) == 0 {
-			r := h.ok(cmdOf(&caucusv1.DeleteRangeRequest{Key: []byte(k)})).(*caucusv1.DeleteRangeResponse)
+			r := h.ok(cmdOf(&logpb.DeleteRangeRequest{Key: []byte(k)})).(*logpb.DeleteRangeResponse)
 			if _, ok := cur[k]; ok != (r.Deleted == 1) {
 				t.Fatalf("delete %q deleted %d, model has it: %v", k, r.Deleted, ok)
 			}
@@ -56,7 +56,7 @@ func TestRangeMatchesModel(t *testing.T) {
 	}
 	check := func(rev int64, key, end string, limit int64) {
 		t.Helper()
-		r := h.rng(&caucusv1.RangeRequest{Key: []byte(key), RangeEnd: []byte(end), Revision: rev, Limit: limit})
+		r := h.rng(&logpb.RangeRequest{Key: []byte(key), RangeEnd: []byte(end), Revision: rev, Limit: limit})
 		m := model(rev)
 		if rev == 0 {
 			m = cur

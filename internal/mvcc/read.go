@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"fmt"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/internal/logpb"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -217,8 +217,8 @@ func (r *reader) scanAt(key, end []byte, all bool, atRev int64, fn visit) error 
 
 // toKV builds an API KeyValue from a key owned by the caller, copying the value out of bbolt
 // memory.
-func toKV(key []byte, rev int64, rec *record, keysOnly bool) *caucusv1.KeyValue {
-	kv := &caucusv1.KeyValue{
+func toKV(key []byte, rev int64, rec *record, keysOnly bool) *logpb.KeyValue {
+	kv := &logpb.KeyValue{
 		Key:            key,
 		CreateRevision: rec.create,
 		ModRevision:    rev,
@@ -237,7 +237,7 @@ func toKV(key []byte, rev int64, rec *record, keysOnly bool) *caucusv1.KeyValue 
 // rangeAt serves a range request against a store at revision cur, compacted at compactRev.
 // dirty says that the transaction holds writes above cur (a transaction's range after its own
 // writes), so a read at exactly cur must seek instead of taking the newest versions.
-func (r *reader) rangeAt(req *caucusv1.RangeRequest, cur, compactRev, maxResults int64, dirty bool) (*caucusv1.RangeResponse, error) {
+func (r *reader) rangeAt(req *logpb.RangeRequest, cur, compactRev, maxResults int64, dirty bool) (*logpb.RangeResponse, error) {
 	atRev := req.GetRevision()
 	switch {
 	case atRev < 0:
@@ -259,7 +259,7 @@ func (r *reader) rangeAt(req *caucusv1.RangeRequest, cur, compactRev, maxResults
 	if limit == 0 || limit > maxResults {
 		limit = maxResults
 	}
-	resp := &caucusv1.RangeResponse{Header: &caucusv1.ResponseHeader{Revision: cur}}
+	resp := &logpb.RangeResponse{Header: &logpb.ResponseHeader{Revision: cur}}
 	err := r.scan(req.GetKey(), req.GetRangeEnd(), atRev, func(k keyRef, rev, sub int64, rec *record) (bool, error) {
 		resp.Count++
 		if req.GetCountOnly() {

@@ -6,8 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
-	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/logpb"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -75,13 +74,13 @@ const (
 	resultTxn
 )
 
-func sessionOf(cmd *cmdpb.Command) *caucusv1.Session {
+func sessionOf(cmd *logpb.Command) *logpb.Session {
 	switch op := cmd.GetOp().(type) {
-	case *cmdpb.Command_Put:
+	case *logpb.Command_Put:
 		return op.Put.GetSession()
-	case *cmdpb.Command_DeleteRange:
+	case *logpb.Command_DeleteRange:
 		return op.DeleteRange.GetSession()
-	case *cmdpb.Command_Txn:
+	case *logpb.Command_Txn:
 		return op.Txn.GetSession()
 	}
 	return nil
@@ -97,7 +96,7 @@ func sessLRULastUse(k []byte) int64 { return int64(binary.BigEndian.Uint64(k) ^ 
 
 // checkSession decides a sessioned write before it is applied: done is set if res is the answer
 // (a retry's stored result, or a refusal).
-func (b *Batch) checkSession(s *caucusv1.Session) (res Result, done bool, err error) {
+func (b *Batch) checkSession(s *logpb.Session) (res Result, done bool, err error) {
 	client, seq := s.GetClientId(), s.GetSequence()
 	if seq == 0 {
 		return Result{Err: errorf(ErrInvalidArgument, "client %d: session sequence 0 (sequences start at 1)", client)}, true, nil
@@ -134,7 +133,7 @@ func (b *Batch) checkNewSession(client, seq uint64) (res Result, done bool, err 
 	if seq > 1 {
 		return Result{Err: errorf(ErrSessionExpired, "client %d sequence %d (a session starts at sequence 1)", client, seq)}, true, nil
 	}
-	if b.st.sessions < int64(b.s.limits.MaxSessions) {
+	if b.st.sessions < int64(b.limits.MaxSessions) {
 		return Result{}, false, nil
 	}
 	lastUse, ok := b.oldestSession()
@@ -145,7 +144,7 @@ func (b *Batch) checkNewSession(client, seq uint64) (res Result, done bool, err 
 		return Result{}, false, nil
 	}
 	return Result{Err: errorf(ErrTooManySessions, "client %d: %d sessions (limit %d), the least recently used idle for %v, less than the retry window %v",
-		client, b.st.sessions, b.s.limits.MaxSessions, time.Duration(b.st.clock-lastUse), b.s.limits.SessionRetryWindow)}, true, nil
+		client, b.st.sessions, b.limits.MaxSessions, time.Duration(b.st.clock-lastUse), b.limits.SessionRetryWindow)}, true, nil
 }
 
 // oldestSession returns the last use of the least recently used session.
@@ -159,7 +158,7 @@ func (b *Batch) oldestSession() (lastUse int64, ok bool) {
 
 // evictable reports whether a session last used at lastUse is outside the retry window.
 func (b *Batch) evictable(lastUse int64) bool {
-	return lastUse <= addSat(b.st.clock, -int64(b.s.limits.SessionRetryWindow))
+	return lastUse <= addSat(b.st.clock, -int64(b.limits.SessionRetryWindow))
 }
 
 // touchSession moves a session to the current clock in the LRU order.
@@ -178,7 +177,7 @@ func (b *Batch) touchSession(client uint64, lastUse int64, v []byte) error {
 }
 
 // rememberSession stores the result of a newly applied sessioned write.
-func (b *Batch) rememberSession(s *caucusv1.Session, res Result) error {
+func (b *Batch) rememberSession(s *logpb.Session, res Result) error {
 	enc, err := encodeResult(res)
 	if err != nil {
 		return fmt.Errorf("session %d: %w", s.GetClientId(), err)
@@ -205,7 +204,7 @@ func (b *Batch) rememberSession(s *caucusv1.Session, res Result) error {
 	}
 	// Evict the least recently used sessions beyond the bound, never one inside the retry
 	// window: checkNewSession refused the new session if that would have been needed.
-	for b.st.sessions > int64(b.s.limits.MaxSessions) {
+	for b.st.sessions > int64(b.limits.MaxSessions) {
 		k, _ := b.sessLRU.Cursor().First()
 		if len(k) != 16 {
 			return errorCorrupt("session count exceeds the LRU index")
@@ -222,7 +221,7 @@ func (b *Batch) rememberSession(s *caucusv1.Session, res Result) error {
 
 // expireSessions forgets the sessions unused for SessionTTL at the current clock.
 func (b *Batch) expireSessions() error {
-	cutoff := addSat(b.st.clock, -int64(b.s.limits.SessionTTL))
+	cutoff := addSat(b.st.clock, -int64(b.limits.SessionTTL))
 	for {
 		k, _ := b.sessLRU.Cursor().First()
 		if k == nil {
@@ -265,11 +264,11 @@ func encodeResult(res Result) ([]byte, error) {
 	}
 	var kind byte
 	switch res.Resp.(type) {
-	case *caucusv1.PutResponse:
+	case *logpb.PutResponse:
 		kind = resultPut
-	case *caucusv1.DeleteRangeResponse:
+	case *logpb.DeleteRangeResponse:
 		kind = resultDelete
-	case *caucusv1.TxnResponse:
+	case *logpb.TxnResponse:
 		kind = resultTxn
 	default:
 		return nil, fmt.Errorf("cannot store response %T", res.Resp)
@@ -295,11 +294,11 @@ func decodeResult(v []byte) (Result, error) {
 		code := string(v[1+k : 1+k+int(n)])
 		return Result{Err: &Error{Code: code, Message: string(v[1+k+int(n):])}}, nil
 	case resultPut:
-		m = &caucusv1.PutResponse{}
+		m = &logpb.PutResponse{}
 	case resultDelete:
-		m = &caucusv1.DeleteRangeResponse{}
+		m = &logpb.DeleteRangeResponse{}
 	case resultTxn:
-		m = &caucusv1.TxnResponse{}
+		m = &logpb.TxnResponse{}
 	default:
 		return Result{}, errorCorrupt(fmt.Sprintf("stored result kind %d", v[0]))
 	}

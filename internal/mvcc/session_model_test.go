@@ -9,8 +9,7 @@ import (
 	"testing"
 	"time"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
-	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/logpb"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -103,13 +102,13 @@ func (m *sessionModel) decide(now int64, client, seq uint64) any {
 // package (next write, retries of the last one, moving to a fresh client id) plus misbehaving
 // ones (stale and arbitrary sequences), with command times that mostly advance slowly, sometimes stall, sometimes jump
 // past the window or TTL, and sometimes go back (a leader with a slower clock).
-func sessionWorkload(seed uint64, n int) []*cmdpb.Command {
+func sessionWorkload(seed uint64, n int) []*logpb.Command {
 	rng := rand.New(rand.NewPCG(seed, seed^0x5e55))
 	last := map[uint64]uint64{}
 	clients := []uint64{1, 2, 3, 4, 5, 6}
 	next := uint64(7)
 	now := baseTime.UnixNano()
-	var out []*cmdpb.Command
+	var out []*logpb.Command
 	for i := range n {
 		switch p := rng.IntN(100); {
 		case p < 70:
@@ -178,7 +177,7 @@ func TestSessionMatchesModel(t *testing.T) {
 							t.Fatalf("%s: %v, model applies it", where, r.Err)
 						}
 						rev++
-						if got := r.Resp.(*caucusv1.PutResponse).GetHeader().GetRevision(); got != rev {
+						if got := r.Resp.(*logpb.PutResponse).GetHeader().GetRevision(); got != rev {
 							t.Fatalf("%s: applied at revision %d, want %d", where, got, rev)
 						}
 						m.sessions[s.GetClientId()].resp = r.Resp

@@ -9,15 +9,14 @@ import (
 	"testing"
 	"time"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
-	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/logpb"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 )
 
-func sessPut(client, seq uint64, key, val string) *cmdpb.Command {
-	return cmdOf(&caucusv1.PutRequest{Key: []byte(key), Value: []byte(val), PrevKv: true,
-		Session: &caucusv1.Session{ClientId: client, Sequence: seq}})
+func sessPut(client, seq uint64, key, val string) *logpb.Command {
+	return cmdOf(&logpb.PutRequest{Key: []byte(key), Value: []byte(val), PrevKv: true,
+		Session: &logpb.Session{ClientId: client, Sequence: seq}})
 }
 
 func TestSessionRetryAppliesOnce(t *testing.T) {
@@ -43,10 +42,10 @@ func TestSessionRetryAppliesOnce(t *testing.T) {
 	}
 	wantErr(t, h.cmd(sessPut(7, 1, "k", "stale")).Err, ErrStaleSequence)
 	// Errors are results too: a retry of a failed write returns the same error.
-	bad := cmdOf(&caucusv1.PutRequest{Key: []byte("k"), Lease: 5, Session: &caucusv1.Session{ClientId: 7, Sequence: 3}})
+	bad := cmdOf(&logpb.PutRequest{Key: []byte("k"), Lease: 5, Session: &logpb.Session{ClientId: 7, Sequence: 3}})
 	e1 := h.cmd(bad).Err
 	wantErr(t, e1, ErrLeaseNotFound)
-	h.ok(cmdOf(&caucusv1.LeaseGrantRequest{Id: 5, Ttl: 10}))
+	h.ok(cmdOf(&logpb.LeaseGrantRequest{Id: 5, Ttl: 10}))
 	e2 := h.cmd(bad).Err
 	wantErr(t, e2, ErrLeaseNotFound)
 	if e1.Error() != e2.Error() {
@@ -55,14 +54,14 @@ func TestSessionRetryAppliesOnce(t *testing.T) {
 	// Client 0 disables deduplication.
 	rev = h.s.Rev()
 	for range 2 {
-		h.ok(cmdOf(&caucusv1.PutRequest{Key: []byte("z"), Session: &caucusv1.Session{ClientId: 0, Sequence: 1}}))
+		h.ok(cmdOf(&logpb.PutRequest{Key: []byte("z"), Session: &logpb.Session{ClientId: 0, Sequence: 1}}))
 	}
 	if h.s.Rev() != rev+2 {
 		t.Fatalf("client 0 was deduplicated")
 	}
 	// Txn and delete are deduplicated as well.
-	txn := cmdOf(&caucusv1.TxnRequest{Success: []*caucusv1.RequestOp{opPut("t", "1")}, Session: &caucusv1.Session{ClientId: 9, Sequence: 1}})
-	del := cmdOf(&caucusv1.DeleteRangeRequest{Key: []byte("t"), Session: &caucusv1.Session{ClientId: 9, Sequence: 2}})
+	txn := cmdOf(&logpb.TxnRequest{Success: []*logpb.RequestOp{opPut("t", "1")}, Session: &logpb.Session{ClientId: 9, Sequence: 1}})
+	del := cmdOf(&logpb.DeleteRangeRequest{Key: []byte("t"), Session: &logpb.Session{ClientId: 9, Sequence: 2}})
 	rev = h.s.Rev()
 	h.batch(txn, txn, del, del)
 	if h.s.Rev() != rev+2 {
@@ -99,7 +98,7 @@ func sessionCount(t testing.TB, s *Store) int64 {
 }
 
 // applied reports whether applying c took a new revision (sessPut always writes when applied).
-func (h *harness) applied(c *cmdpb.Command) (bool, Result) {
+func (h *harness) applied(c *logpb.Command) (bool, Result) {
 	h.t.Helper()
 	rev := h.s.Rev()
 	r := h.cmd(c)

@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/internal/logpb"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/protobuf/proto"
@@ -43,15 +43,21 @@ type Member struct {
 	PeerURLs   []string
 	ClientURLs []string
 	IsLearner  bool
+	// LogVersion is the newest log format version the member published that it applies (0: it
+	// published none).
+	LogVersion uint32
 }
 
 // Store is the multi-version key-value state machine. Its methods are safe for concurrent use;
 // at most one Batch may be open at a time.
 type Store struct {
-	path   string
-	opts   Options
-	limits Limits
-	log    *slog.Logger
+	path string
+	opts Options
+	log  *slog.Logger
+	// limits are the limits of the committed state (settings.go); hasSettings says whether
+	// they are replicated settings rather than Options.Limits.
+	limits      atomic.Pointer[Limits]
+	hasSettings atomic.Bool
 
 	// mu guards db against replacement: readers and a Batch hold it shared; Restore, Defragment
 	// and Close exclusively.
@@ -87,7 +93,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Store{path: path, opts: opts, limits: opts.Limits, log: opts.Logger.With("component", "mvcc"),
+	s := &Store{path: path, opts: opts, log: opts.Logger.With("component", "mvcc"),
 		compactBudget: defaultCompactBudget}
 	db, err := s.openDB()
 	if err != nil {
@@ -208,7 +214,7 @@ func (s *Store) openDB() (*bolt.DB, error) {
 		s.rev.Store(st.rev)
 		s.compactRev.Store(st.compactRev)
 		s.applied.Store(st.applied)
-		return nil
+		return s.publishLimits(tx)
 	})
 	if err != nil {
 		db.Close()
@@ -319,7 +325,7 @@ func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 }
 
 // Limits returns the store's effective limits.
-func (s *Store) Limits() Limits { return s.limits }
+func (s *Store) Limits() Limits { return *s.limits.Load() }
 
 // Rev returns the current (committed) revision.
 func (s *Store) Rev() int64 { return s.rev.Load() }
@@ -332,16 +338,16 @@ func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
 
 // Range serves a read from the committed state. The header carries the revision of the state
 // read, which is consistent with the result.
-func (s *Store) Range(req *caucusv1.RangeRequest) (*caucusv1.RangeResponse, error) {
-	if err := s.limits.ValidateRange(req); err != nil {
+func (s *Store) Range(req *logpb.RangeRequest) (*logpb.RangeResponse, error) {
+	if err := s.Limits().ValidateRange(req); err != nil {
 		return nil, err
 	}
-	var resp *caucusv1.RangeResponse
+	var resp *logpb.RangeResponse
 	err := s.view(func(tx *bolt.Tx) error {
 		st := loadState(tx)
 		r := reader{kv: tx.Bucket(bucketKV)}
 		var err error
-		resp, err = r.rangeAt(req, st.rev, st.compactRev, s.limits.MaxRangeResults, false)
+		resp, err = r.rangeAt(req, st.rev, st.compactRev, s.Limits().MaxRangeResults, false)
 		return err
 	})
 	return resp, err
@@ -377,11 +383,11 @@ func (s *Store) Members() []Member {
 	var out []Member
 	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMember).ForEach(func(_, v []byte) error {
-			var m caucusv1.Member
+			var m logpb.Member
 			if err := proto.Unmarshal(v, &m); err != nil {
 				return fmt.Errorf("mvcc: decode member: %w", err)
 			}
-			out = append(out, Member{ID: m.Id, Name: m.Name, PeerURLs: m.PeerUrls, ClientURLs: m.ClientUrls, IsLearner: m.IsLearner})
+			out = append(out, Member{ID: m.Id, Name: m.Name, PeerURLs: m.PeerUrls, ClientURLs: m.ClientUrls, IsLearner: m.IsLearner, LogVersion: m.LogVersion})
 			return nil
 		})
 	})

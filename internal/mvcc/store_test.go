@@ -14,8 +14,7 @@ import (
 	"testing"
 	"time"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
-	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/logpb"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 )
@@ -58,7 +57,7 @@ func TestIdempotentReapply(t *testing.T) {
 	if err := b.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	r, _ := s.Range(&caucusv1.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+	r, _ := s.Range(&logpb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
 	for _, kv := range r.Kvs {
 		want := "v"
 		if kv.Key[1] > '5' {
@@ -74,7 +73,7 @@ func TestIdempotentReapply(t *testing.T) {
 	// A batch of only old entries does not write.
 	b = s.Begin()
 	b.Noop(2)
-	b.ApplyMember(3, &cmdpb.MemberContext{Id: 1}, false)
+	b.ApplyMember(3, &logpb.MemberContext{Id: 1}, false)
 	if err := b.Commit(); err != nil || len(s.Members()) != 0 {
 		t.Fatalf("old member change applied: %v %v", err, s.Members())
 	}
@@ -82,17 +81,17 @@ func TestIdempotentReapply(t *testing.T) {
 
 // buildState applies a varied history to h.
 func buildState(h *harness) {
-	h.ok(cmdOf(&caucusv1.LeaseGrantRequest{Ttl: 30, Id: 11}))
+	h.ok(cmdOf(&logpb.LeaseGrantRequest{Ttl: 30, Id: 11}))
 	for i := range 20 {
 		h.put(fmt.Sprintf("key/%02d", i%7), fmt.Sprint(i))
 	}
-	h.ok(cmdOf(&caucusv1.PutRequest{Key: []byte("leased"), Value: []byte("l"), Lease: 11}))
-	h.ok(cmdOf(&caucusv1.DeleteRangeRequest{Key: []byte("key/03"), RangeEnd: []byte("key/05")}))
+	h.ok(cmdOf(&logpb.PutRequest{Key: []byte("leased"), Value: []byte("l"), Lease: 11}))
+	h.ok(cmdOf(&logpb.DeleteRangeRequest{Key: []byte("key/03"), RangeEnd: []byte("key/05")}))
 	h.ok(sessPut(5, 1, "sess", "s"))
-	h.ok(cmdOf(&caucusv1.CompactionRequest{Revision: 10}))
+	h.ok(cmdOf(&logpb.CompactionRequest{Revision: 10}))
 	b := h.s.Begin()
 	h.index++
-	b.ApplyMember(h.index, &cmdpb.MemberContext{Id: 2, Name: "n2", PeerUrls: []string{"http://p2"}, ClientUrls: []string{"http://c2"}}, true)
+	b.ApplyMember(h.index, &logpb.MemberContext{Id: 2, Name: "n2", PeerUrls: []string{"http://p2"}, ClientUrls: []string{"http://c2"}}, true)
 	if err := b.Commit(); err != nil {
 		h.t.Fatal(err)
 	}
@@ -104,17 +103,17 @@ func dump(t testing.TB, s *Store) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "rev=%d compact=%d applied=%d\n", s.Rev(), s.CompactRev(), s.AppliedIndex())
 	for rev := s.CompactRev(); rev <= s.Rev(); rev++ {
-		r, err := s.Range(&caucusv1.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: rev})
+		r, err := s.Range(&logpb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: rev})
 		if err != nil {
 			t.Fatalf("range at %d: %v", rev, err)
 		}
 		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(r)
 		fmt.Fprintf(&sb, "%d:%x\n", rev, b)
 	}
-	ls, _ := s.Leases()
-	for _, id := range ls.Ids {
+	ls, _, _ := s.Leases()
+	for _, id := range ls {
 		ttl, _ := s.LeaseTimeToLive(id, true, baseTime)
-		fmt.Fprintf(&sb, "lease %d ttl=%d keys=%q\n", id, ttl.Ttl, ttl.Keys)
+		fmt.Fprintf(&sb, "lease %d ttl=%d keys=%q\n", id, ttl.TTL, ttl.Keys)
 	}
 	fmt.Fprintf(&sb, "members=%+v\n", s.Members())
 	return sb.String()
@@ -169,18 +168,18 @@ func TestLimits(t *testing.T) {
 	h := newHarness(t, Options{Limits: l})
 	big := strings.Repeat("x", 300)
 	cases := []struct {
-		cmd  *cmdpb.Command
+		cmd  *logpb.Command
 		want error
 	}{
 		{putCmd("123456789", "v"), ErrKeyTooLarge},
 		{putCmd("", "v"), ErrEmptyKey},
 		{putCmd("k", strings.Repeat("v", 17)), ErrValueTooLarge},
 		{putCmd("k", big), ErrRequestTooLarge},
-		{cmdOf(&caucusv1.TxnRequest{Success: []*caucusv1.RequestOp{opPut("a", ""), opPut("b", ""), opPut("c", "")}}), ErrTooManyOps},
-		{cmdOf(&caucusv1.TxnRequest{Success: []*caucusv1.RequestOp{opPut("123456789", "")}}), ErrKeyTooLarge},
-		{&cmdpb.Command{Keyspace: "events", Op: putCmd("k", "v").Op}, ErrUnknownKeyspace},
-		{&cmdpb.Command{}, ErrInvalidArgument},
-		{cmdOf(&caucusv1.LeaseGrantRequest{Ttl: DefaultMaxLeaseTTL + 1}), ErrInvalidArgument},
+		{cmdOf(&logpb.TxnRequest{Success: []*logpb.RequestOp{opPut("a", ""), opPut("b", ""), opPut("c", "")}}), ErrTooManyOps},
+		{cmdOf(&logpb.TxnRequest{Success: []*logpb.RequestOp{opPut("123456789", "")}}), ErrKeyTooLarge},
+		{&logpb.Command{Keyspace: "events", Op: putCmd("k", "v").Op}, ErrUnknownKeyspace},
+		{&logpb.Command{}, ErrInvalidArgument},
+		{cmdOf(&logpb.LeaseGrantRequest{Ttl: DefaultMaxLeaseTTL + 1}), ErrInvalidArgument},
 	}
 	for i, c := range cases {
 		wantErr(t, l.Validate(c.cmd), c.want)
@@ -191,48 +190,48 @@ func TestLimits(t *testing.T) {
 	if h.s.Rev() != 1 {
 		t.Fatalf("rejected commands wrote: rev %d", h.s.Rev())
 	}
-	wantErr(t, l.ValidateRange(&caucusv1.RangeRequest{Key: []byte("k"), Limit: -1}), ErrInvalidArgument)
-	wantErr(t, l.ValidateRange(&caucusv1.RangeRequest{Key: []byte("k"), RangeEnd: []byte("123456789")}), ErrKeyTooLarge)
+	wantErr(t, l.ValidateRange(&logpb.RangeRequest{Key: []byte("k"), Limit: -1}), ErrInvalidArgument)
+	wantErr(t, l.ValidateRange(&logpb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("123456789")}), ErrKeyTooLarge)
 	if _, err := Open(filepath.Join(t.TempDir(), "x.db"), Options{Limits: Limits{MaxKeyBytes: 1 << 20}}); err == nil {
 		t.Fatal("Open accepted a key limit beyond bbolt's")
 	}
 }
 
 // randomCommands generates a reproducible mixed workload.
-func randomCommands(seed uint64, n int) []*cmdpb.Command {
+func randomCommands(seed uint64, n int) []*logpb.Command {
 	rng := rand.New(rand.NewPCG(seed, seed))
 	key := func() string { return fmt.Sprintf("k%02d", rng.IntN(30)) }
-	var out []*cmdpb.Command
+	var out []*logpb.Command
 	t := baseTime.UnixNano()
 	for i := range n {
 		t += int64(rng.IntN(2000)) * 1e6
-		var c *cmdpb.Command
+		var c *logpb.Command
 		switch p := rng.IntN(100); {
 		case p < 50:
 			var lease int64
 			if rng.IntN(4) == 0 {
 				lease = int64(1 + rng.IntN(3))
 			}
-			c = cmdOf(&caucusv1.PutRequest{Key: []byte(key()), Value: []byte(fmt.Sprint(i)), Lease: lease, PrevKv: true})
+			c = cmdOf(&logpb.PutRequest{Key: []byte(key()), Value: []byte(fmt.Sprint(i)), Lease: lease, PrevKv: true})
 		case p < 60:
 			a, b := key(), key()
-			c = cmdOf(&caucusv1.DeleteRangeRequest{Key: []byte(min(a, b)), RangeEnd: []byte(max(a, b)), PrevKv: true})
+			c = cmdOf(&logpb.DeleteRangeRequest{Key: []byte(min(a, b)), RangeEnd: []byte(max(a, b)), PrevKv: true})
 		case p < 75:
-			c = cmdOf(&caucusv1.TxnRequest{
-				Compare: []*caucusv1.Compare{{Result: caucusv1.Compare_Result(rng.IntN(4)), Target: caucusv1.Compare_VERSION, Key: []byte(key()), TargetUnion: &caucusv1.Compare_Version{Version: int64(rng.IntN(3))}}},
-				Success: []*caucusv1.RequestOp{opPut(key(), "s"), opRange("k", "l", 0)},
-				Failure: []*caucusv1.RequestOp{opDel(key(), "")},
+			c = cmdOf(&logpb.TxnRequest{
+				Compare: []*logpb.Compare{{Result: logpb.Compare_Result(rng.IntN(4)), Target: logpb.Compare_VERSION, Key: []byte(key()), TargetUnion: &logpb.Compare_Version{Version: int64(rng.IntN(3))}}},
+				Success: []*logpb.RequestOp{opPut(key(), "s"), opRange("k", "l", 0)},
+				Failure: []*logpb.RequestOp{opDel(key(), "")},
 			})
 		case p < 80:
-			c = cmdOf(&caucusv1.LeaseGrantRequest{Id: int64(rng.IntN(4)), Ttl: int64(1 + rng.IntN(5))})
+			c = cmdOf(&logpb.LeaseGrantRequest{Id: int64(rng.IntN(4)), Ttl: int64(1 + rng.IntN(5))})
 		case p < 84:
-			c = cmdOf(&caucusv1.LeaseKeepAliveRequest{Id: int64(1 + rng.IntN(3))})
+			c = cmdOf(&logpb.LeaseKeepAliveRequest{Id: int64(1 + rng.IntN(3))})
 		case p < 88:
-			c = cmdOf(&cmdpb.LeaseExpire{Ids: []int64{1, 2, 3}})
+			c = cmdOf(&logpb.LeaseExpire{Ids: []int64{1, 2, 3}})
 		case p < 92:
-			c = cmdOf(&caucusv1.LeaseRevokeRequest{Id: int64(1 + rng.IntN(3))})
+			c = cmdOf(&logpb.LeaseRevokeRequest{Id: int64(1 + rng.IntN(3))})
 		case p < 95:
-			c = cmdOf(&caucusv1.CompactionRequest{Revision: int64(i / 4)})
+			c = cmdOf(&logpb.CompactionRequest{Revision: int64(i / 4)})
 		default:
 			c = sessPut(uint64(1+rng.IntN(3)), uint64(rng.IntN(4)), key(), "sess")
 		}
@@ -275,10 +274,10 @@ func TestDeterminism(t *testing.T) {
 	}
 }
 
-func cloneCmds(cmds []*cmdpb.Command) []*cmdpb.Command {
-	out := make([]*cmdpb.Command, len(cmds))
+func cloneCmds(cmds []*logpb.Command) []*logpb.Command {
+	out := make([]*logpb.Command, len(cmds))
 	for i, c := range cmds {
-		out[i] = proto.Clone(c).(*cmdpb.Command)
+		out[i] = proto.Clone(c).(*logpb.Command)
 	}
 	return out
 }
@@ -299,7 +298,7 @@ func TestConcurrentReads(t *testing.T) {
 					return
 				default:
 				}
-				r, err := h.s.Range(&caucusv1.RangeRequest{Key: []byte("a"), RangeEnd: []byte("c")})
+				r, err := h.s.Range(&logpb.RangeRequest{Key: []byte("a"), RangeEnd: []byte("c")})
 				if err != nil {
 					t.Error(err)
 					return
@@ -334,8 +333,8 @@ func TestDeterminismWorkloadCoverage(t *testing.T) {
 			t.Fatalf("non-deterministic error %v", r.Err)
 		}
 	}
-	for _, want := range []string{"*caucusv1.PutResponse", "*caucusv1.TxnResponse", "*caucusv1.DeleteRangeResponse",
-		"*caucusv1.LeaseRevokeResponse", "lease_not_found", "stale_sequence", "compacted"} {
+	for _, want := range []string{"*logpb.PutResponse", "*logpb.TxnResponse", "*logpb.DeleteRangeResponse",
+		"*logpb.LeaseRevokeResponse", "lease_not_found", "stale_sequence", "compacted"} {
 		if codes[want] == 0 {
 			t.Errorf("workload never produced %s: %v", want, codes)
 		}
@@ -345,11 +344,11 @@ func TestDeterminismWorkloadCoverage(t *testing.T) {
 func TestMembers(t *testing.T) {
 	h := newHarness(t, Options{})
 	b := h.s.Begin()
-	b.ApplyMembers(1, []*cmdpb.MemberContext{
+	b.ApplyMembers(1, []*logpb.MemberContext{
 		{Id: 2, Name: "b", PeerUrls: []string{"http://b:1"}, ClientUrls: []string{"http://b:2"}},
 		{Id: 1, Name: "a", PeerUrls: []string{"http://a:1"}},
 	}, false)
-	b.ApplyMember(2, &cmdpb.MemberContext{Id: 3, Name: "c", PeerUrls: []string{"http://c:1"}}, true)
+	b.ApplyMember(2, &logpb.MemberContext{Id: 3, Name: "c", PeerUrls: []string{"http://c:1"}}, true)
 	if err := b.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +362,7 @@ func TestMembers(t *testing.T) {
 	}
 	// Promotion with an id-only context keeps the name and URLs; removal forgets the member.
 	b = h.s.Begin()
-	b.ApplyMember(3, &cmdpb.MemberContext{Id: 3}, false)
+	b.ApplyMember(3, &logpb.MemberContext{Id: 3}, false)
 	b.RemoveMember(4, 2)
 	if err := b.Commit(); err != nil {
 		t.Fatal(err)
@@ -399,7 +398,7 @@ func TestRestoreUnderReads(t *testing.T) {
 				return
 			default:
 			}
-			r, err := h.s.Range(&caucusv1.RangeRequest{Key: []byte("k")})
+			r, err := h.s.Range(&logpb.RangeRequest{Key: []byte("k")})
 			if err != nil || len(r.Kvs) != 1 {
 				t.Errorf("range during restore: %v %v", r, err)
 				return
@@ -429,7 +428,7 @@ func TestOpenReportsCorruptFile(t *testing.T) {
 		}
 		b := s.Begin()
 		for i := range 500 {
-			c := cmdOf(&caucusv1.PutRequest{Key: fmt.Appendf(nil, "key-%04d", i), Value: make([]byte, 100)})
+			c := cmdOf(&logpb.PutRequest{Key: fmt.Appendf(nil, "key-%04d", i), Value: make([]byte, 100)})
 			c.TimeUnixNano = baseTime.UnixNano()
 			if r := b.Apply(uint64(i+1), c); r.Err != nil {
 				t.Fatal(r.Err)
@@ -482,7 +481,7 @@ func TestOpenMigratesSchema2(t *testing.T) {
 	for i := range 30000 { // more markers than one migration batch
 		h.cmd(putCmd(fmt.Sprintf("k%05d", i%20000), fmt.Sprintf("v%d", i)))
 	}
-	h.cmd(cmdOf(&caucusv1.DeleteRangeRequest{Key: []byte("k00007")}))
+	h.cmd(cmdOf(&logpb.DeleteRangeRequest{Key: []byte("k00007")}))
 	// Turn the file back into schema 2: a marker for each live key, and the old version number.
 	err := h.s.db.Update(func(tx *bolt.Tx) error {
 		kv := tx.Bucket(bucketKV)
@@ -555,7 +554,7 @@ func TestUnsyncedGrowthSurvivesProcessCrash(t *testing.T) {
 	const batches, perBatch = 40, 200
 	val := strings.Repeat("v", 700)
 	for b := range batches {
-		cmds := make([]*cmdpb.Command, perBatch)
+		cmds := make([]*logpb.Command, perBatch)
 		for i := range cmds {
 			cmds[i] = putCmd(fmt.Sprintf("key-%06d", (b*perBatch+i)*7919%(batches*perBatch)), val)
 		}
@@ -584,7 +583,7 @@ func TestUnsyncedGrowthSurvivesProcessCrash(t *testing.T) {
 	if got, want := s.AppliedIndex(), h.s.AppliedIndex(); got != want {
 		t.Fatalf("applied index after the crash %d, want %d", got, want)
 	}
-	r, err := s.Range(&caucusv1.RangeRequest{Key: []byte("key-"), RangeEnd: []byte("key."), CountOnly: true})
+	r, err := s.Range(&logpb.RangeRequest{Key: []byte("key-"), RangeEnd: []byte("key."), CountOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

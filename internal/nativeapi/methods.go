@@ -29,10 +29,12 @@ const (
 	MethodLeaseTimeToLive Method = 19
 	MethodLeaseLeases     Method = 20
 
-	MethodClusterMemberList    Method = 32
-	MethodClusterMemberAdd     Method = 33
-	MethodClusterMemberRemove  Method = 34
-	MethodClusterMemberPromote Method = 35
+	MethodClusterMemberList     Method = 32
+	MethodClusterMemberAdd      Method = 33
+	MethodClusterMemberRemove   Method = 34
+	MethodClusterMemberPromote  Method = 35
+	MethodClusterSettings       Method = 36
+	MethodClusterUpdateSettings Method = 37
 
 	MethodMaintenanceStatus     Method = 48
 	MethodMaintenanceMoveLeader Method = 49
@@ -179,6 +181,18 @@ var methods = func() []methodSpec {
 				return nil
 			}
 			return h.Cluster.MemberPromote
+		}),
+		MethodClusterSettings: unary(caucusv1connect.ClusterSettingsProcedure, func(h *Handlers) func(context.Context, *connect.Request[caucusv1.SettingsRequest]) (*connect.Response[caucusv1.SettingsResponse], error) {
+			if h.Cluster == nil {
+				return nil
+			}
+			return h.Cluster.Settings
+		}),
+		MethodClusterUpdateSettings: unary(caucusv1connect.ClusterUpdateSettingsProcedure, func(h *Handlers) func(context.Context, *connect.Request[caucusv1.UpdateSettingsRequest]) (*connect.Response[caucusv1.UpdateSettingsResponse], error) {
+			if h.Cluster == nil {
+				return nil
+			}
+			return h.Cluster.UpdateSettings
 		}),
 		MethodMaintenanceStatus: unary(caucusv1connect.MaintenanceStatusProcedure, func(h *Handlers) func(context.Context, *connect.Request[caucusv1.StatusRequest]) (*connect.Response[caucusv1.StatusResponse], error) {
 			if h.Maintenance == nil {

@@ -97,6 +97,14 @@ func (x ClusterClient) MemberPromote(ctx context.Context, req *connect.Request[c
 	return invoke[caucusv1.MemberPromoteResponse](ctx, x.C, MethodClusterMemberPromote, req.Msg)
 }
 
+func (x ClusterClient) Settings(ctx context.Context, req *connect.Request[caucusv1.SettingsRequest]) (*connect.Response[caucusv1.SettingsResponse], error) {
+	return invoke[caucusv1.SettingsResponse](ctx, x.C, MethodClusterSettings, req.Msg)
+}
+
+func (x ClusterClient) UpdateSettings(ctx context.Context, req *connect.Request[caucusv1.UpdateSettingsRequest]) (*connect.Response[caucusv1.UpdateSettingsResponse], error) {
+	return invoke[caucusv1.UpdateSettingsResponse](ctx, x.C, MethodClusterUpdateSettings, req.Msg)
+}
+
 // MaintenanceClient implements caucusv1connect.MaintenanceClient over the native protocol. Snapshot, which is
 // server-streaming, goes to Stream (a connect client for the same member).
 type MaintenanceClient struct {

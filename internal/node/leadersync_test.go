@@ -60,7 +60,8 @@ func TestSingleMemberSyncsAtOnce(t *testing.T) {
 	old := maxLeaderSyncLag
 	maxLeaderSyncLag = time.Hour
 	t.Cleanup(func() { maxLeaderSyncLag = old })
-	cfg := singleConfig(t.TempDir(), 0)
+	sm := newMemSM(t, 1)
+	cfg := singleConfig(t, t.TempDir(), 0, sm)
 	cfg.LeaderSyncDelay = time.Hour // on, and no waiting for a follower that does not exist
 	n, err := Open(cfg)
 	if err != nil {
@@ -82,7 +83,7 @@ func TestSingleMemberSyncsAtOnce(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	putAll(t, n, 0, 50)
-	checkAll(t, n, 50)
+	checkAll(t, n, sm, 50)
 	if cl.deferredSaves.Load() < 50 || cl.bgSyncs.Load() == 0 {
 		t.Fatalf("%d deferred saves and %d background syncs for 50 puts; want every put deferred and synced in the background",
 			cl.deferredSaves.Load(), cl.bgSyncs.Load())

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
-	"github.com/caucus/caucus/internal/mvcc"
 	"github.com/caucus/caucus/raft"
 )
 
@@ -50,8 +48,8 @@ func (nw *memNet) isolate(id raft.NodeID, on bool) {
 	}
 }
 
-// startThree starts a three-member cluster connected by a memNet.
-func startThree(t *testing.T) (*memNet, []*Node) {
+// startThree starts a three-member cluster connected by a memNet, each with a memSM.
+func startThree(t *testing.T) (*memNet, []*Node, map[raft.NodeID]*memSM) {
 	t.Helper()
 	members := []Member{{ID: 1, Name: "n1"}, {ID: 2, Name: "n2"}, {ID: 3, Name: "n3"}}
 	for i := range members {
@@ -59,7 +57,14 @@ func startThree(t *testing.T) (*memNet, []*Node) {
 	}
 	nw := &memNet{nodes: map[raft.NodeID]*Node{}, cut: map[[2]raft.NodeID]bool{}}
 	var nodes []*Node
+	sms := map[raft.NodeID]*memSM{}
 	for _, m := range members {
+		sm := newMemSM(t, m.ID)
+		sm.peers = map[raft.NodeID][]string{}
+		for _, o := range members {
+			sm.peers[o.ID] = o.PeerURLs
+		}
+		sms[m.ID] = sm
 		rc := raft.DefaultConfig(m.ID)
 		rc.HeartbeatTick, rc.ElectionTick = 1, 5
 		rc.CheckQuorum = false // a cut-off leader keeps leading (and appending) until it hears of a newer term
@@ -72,10 +77,10 @@ func startThree(t *testing.T) (*memNet, []*Node) {
 				PeerAddr:     peerAddr,
 				Logger:       quiet(),
 			},
-			DataDir:        t.TempDir(),
-			NewCluster:     true,
-			InitialMembers: members,
-			StoreOptions:   mvcc.Options{NoSync: true},
+			DataDir:          t.TempDir(),
+			NewCluster:       true,
+			InitialMembers:   members,
+			OpenStateMachine: func() (StateMachine, error) { return sm, nil },
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -90,7 +95,7 @@ func startThree(t *testing.T) (*memNet, []*Node) {
 		n.Start()
 		t.Cleanup(n.Stop)
 	}
-	return nw, nodes
+	return nw, nodes, sms
 }
 
 // waitLeader polls (the members run on wall-clock ticks) until a member other than not leads,
@@ -115,7 +120,7 @@ func waitLeader(t *testing.T, nodes []*Node, not raft.NodeID) *Node {
 // leader hears of it, its write is provably not applied and must fail at once as unavailable
 // (so that the client retries), not at its deadline.
 func TestLostProposalFailsFast(t *testing.T) {
-	nw, nodes := startThree(t)
+	nw, nodes, sms := startThree(t)
 	old := waitLeader(t, nodes, raft.None)
 	putAll(t, old, 0, 3)
 	nw.isolate(old.ID(), true)
@@ -124,7 +129,8 @@ func TestLostProposalFailsFast(t *testing.T) {
 	defer cancel()
 	res := make(chan error, 1)
 	go func() {
-		_, err := old.Propose(ctx, putCmd("lost", "v"))
+		id := old.NextProposalID()
+		_, err := old.Propose(ctx, id, encodeEntry(id, old.ID(), "lost", "v"))
 		res <- err
 	}()
 	// The cut-off leader appends it (its status is refreshed on its ticks: poll).
@@ -144,7 +150,7 @@ func TestLostProposalFailsFast(t *testing.T) {
 		t.Fatalf("the overwritten write returned %v after %s; want unavailable, not applied", err, time.Since(start))
 	}
 	// And it was indeed not applied anywhere.
-	checkAll(t, lead, 4)
+	checkAll(t, lead, sms[lead.ID()], 4)
 	for _, n := range nodes {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := n.LinearizableRead(ctx)
@@ -152,9 +158,8 @@ func TestLostProposalFailsFast(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := n.Store().Range(&caucusv1.RangeRequest{Key: []byte("lost")})
-		if err != nil || len(r.Kvs) != 0 {
-			t.Fatalf("member %d: the lost write reads back as %v (%v)", n.ID(), r.GetKvs(), err)
+		if v, ok := sms[n.ID()].get("lost"); ok {
+			t.Fatalf("member %d: the lost write reads back as %q", n.ID(), v)
 		}
 	}
 }

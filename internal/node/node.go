@@ -6,16 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
-	"github.com/caucus/caucus/internal/cmdpb"
-	"github.com/caucus/caucus/internal/mvcc"
 	"github.com/caucus/caucus/internal/snap"
 	"github.com/caucus/caucus/raft"
 )
@@ -44,14 +41,12 @@ const (
 	// MaxDrainPerIteration bounds the inputs taken in one loop iteration, so that one Ready (one
 	// append, one fsync) never grows without bound.
 	MaxDrainPerIteration = 1024
-	// leaseCheckInterval is how often the leader looks for expired leases.
-	leaseCheckInterval = 500 * time.Millisecond
 )
 
-// Group commit of the state machine. Applying an entry writes into an open bbolt transaction;
-// committing that transaction costs a dozen page writes whatever it holds (measured in
-// internal/mvcc's BenchmarkApplyPut: ~55 µs for one put, ~6 µs per put in a batch of 64), so
-// the node commits applied entries in groups rather than once per Ready.
+// Group commit of the state machine. Applying an entry writes into pending state
+// (StateMachine.Apply); committing it costs a dozen page writes whatever it holds in caucus's
+// store (measured in internal/mvcc's BenchmarkApplyPut: ~55 µs for one put, ~6 µs per put in a
+// batch of 64), so the node commits applied entries in groups rather than once per Ready.
 //
 // Acknowledging a write before its group is committed is safe: the entry is committed in the
 // Raft log (durable on a quorum), its result is deterministic, and a crash only loses the bbolt
@@ -125,28 +120,23 @@ type Config struct {
 	// syncs every write before it counts itself, as etcd does. See leadersync.go for when
 	// each is faster.
 	LeaderSyncDelay time.Duration
-	// AutoCompaction compacts old revisions automatically (autocompact.go); zero: off.
-	AutoCompaction AutoCompaction
-	// Clock returns the time stamped on proposals (lease and session expiry). Nil means time.Now.
-	Clock func() time.Time
 	// PeerAddr extracts the transport address from a member's peer URLs.
-	PeerAddr func(m *cmdpb.MemberContext) string
-	// ClientURLs are published to the membership table once the member has joined.
-	ClientURLs []string
-	Logger     *slog.Logger
+	PeerAddr func(peerURLs []string) string
+	Logger   *slog.Logger
 }
 
 // Node is one running member.
 type Node struct {
-	cfg    Config
-	id     raft.NodeID
-	log    *slog.Logger
-	rn     *raft.Node
-	wal    LogStore
-	snaps  SnapshotStore
-	store  *mvcc.Store
-	trans  Transport
-	nowFn  func() time.Time
+	cfg   Config
+	id    raft.NodeID
+	log   *slog.Logger
+	rn    *raft.Node
+	wal   LogStore
+	snaps SnapshotStore
+	sm    StateMachine
+	trans Transport
+	// peers is the transport's peer set, as last synced from the state machine (syncPeers).
+	peers  map[raft.NodeID]string
 	recvc  chan raft.Message
 	propc  chan *proposal
 	readc  chan *readWaiter
@@ -166,11 +156,9 @@ type Node struct {
 
 	// Owned by the loop goroutine.
 	reads readQueue
-	// batch is the open state-machine transaction holding applied, uncommitted entries (nil
-	// when everything applied is committed); batchLen counts its entries and commitTimer fires
-	// ApplyCommitInterval after it was opened.
-	batch       *mvcc.Batch
-	batchLen    int
+	// pending counts the entries applied to the state machine and not yet committed;
+	// commitTimer fires ApplyCommitInterval after the first of them was applied.
+	pending     int
 	commitTimer *time.Timer
 	// bcastTimer fires CommitBroadcastDelay after the leader first owed a follower its commit
 	// index; bcastArmed says it is running.
@@ -190,8 +178,6 @@ type Node struct {
 	// snapInFlight is set while a snapshot is written in the background; its result arrives on
 	// snapDone (buffered, so the writer never waits for the loop) and snapWG lets the loop's exit
 	// wait for it before the storage closes.
-	// autoCompact is nil unless automatic compaction is configured.
-	autoCompact *autoCompactor
 	// stepErr is a persistence error met while stepping a peer message (storing a snapshot
 	// chunk); the loop stops on it.
 	stepErr error
@@ -202,11 +188,10 @@ type Node struct {
 	snapDir string
 	recv    *snapReceive
 	// snapRd is the open snapshot file the leader reads chunks from (see fillSnapshotChunks).
-	snapRd       *snap.Reader
-	snapDone     chan snapResult
-	snapWG       sync.WaitGroup
-	lastLeaseChk time.Time
-	stopOnce     sync.Once
+	snapRd   *snap.Reader
+	snapDone chan snapResult
+	snapWG   sync.WaitGroup
+	stopOnce sync.Once
 }
 
 type proposal struct {
@@ -217,19 +202,15 @@ type proposal struct {
 }
 
 type proposalResult struct {
-	res mvcc.Result
+	res any
 	err error
 }
 
 // newNode wires a node from opened storage; Start runs it.
-func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store *mvcc.Store, trans Transport, applied, snapIndex uint64) *Node {
+func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, sm StateMachine, trans Transport, applied, snapIndex uint64) *Node {
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.Default()
-	}
-	now := cfg.Clock
-	if now == nil {
-		now = time.Now
 	}
 	n := &Node{
 		cfg:        cfg,
@@ -238,9 +219,9 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store
 		rn:         rn,
 		wal:        wal,
 		snaps:      snaps,
-		store:      store,
+		sm:         sm,
 		trans:      trans,
-		nowFn:      now,
+		peers:      map[raft.NodeID]string{},
 		recvc:      make(chan raft.Message, MaxQueuedPeerMessages),
 		propc:      make(chan *proposal, MaxQueuedProposals),
 		readc:      make(chan *readWaiter, MaxQueuedProposals),
@@ -257,9 +238,6 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store
 	if n.cfg.ApplyCommitInterval <= 0 {
 		n.cfg.ApplyCommitInterval = DefaultApplyCommitInterval
 	}
-	if cfg.AutoCompaction.Mode != "" {
-		n.autoCompact = &autoCompactor{cfg: cfg.AutoCompaction}
-	}
 	n.commitTimer = time.NewTimer(time.Hour)
 	n.commitTimer.Stop()
 	n.bcastTimer = time.NewTimer(time.Hour)
@@ -267,7 +245,7 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store
 	n.lsync = newLeaderSync(cfg.Raft.DeferLeaderSync, cfg.LeaderSyncDelay)
 	// Proposal ids must not repeat across restarts while old entries may still be applied: seed
 	// them from the clock.
-	n.nextID.Store(uint64(now().UnixNano()))
+	n.nextID.Store(uint64(time.Now().UnixNano()))
 	n.status = rn.Status()
 	return n
 }
@@ -275,8 +253,11 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store
 // ID returns this member's id.
 func (n *Node) ID() raft.NodeID { return n.id }
 
-// Store returns the state machine, for reads.
-func (n *Node) Store() *mvcc.Store { return n.store }
+// NextProposalID returns a proposal id unique on this member: the application puts it in the
+// entry it proposes, and returns it with the entry's result from StateMachine.Apply. Ids are
+// seeded from the clock at start, so that they do not repeat across restarts while old entries
+// may still be applied.
+func (n *Node) NextProposalID() uint64 { return n.nextID.Add(1) }
 
 // Step hands a message received from a peer to the loop. It never blocks: when the queue is
 // full the message is dropped and Raft's retransmission recovers.
@@ -324,34 +305,21 @@ func (n *Node) Status() raft.Status {
 // Leader returns the current leader as this member knows it (None if unknown).
 func (n *Node) Leader() raft.NodeID { return n.Status().SoftState.Lead }
 
-// Propose replicates cmd and returns its result once applied on this member. The context's
-// deadline bounds the wait; on expiry the outcome is unknown and ErrUnavailable is returned.
-func (n *Node) Propose(ctx context.Context, cmd *cmdpb.Command) (mvcc.Result, error) {
-	cmd.Id = n.nextID.Add(1)
-	cmd.Proposer = uint64(n.id)
-	if cmd.TimeUnixNano == 0 {
-		cmd.TimeUnixNano = n.nowFn().UnixNano()
-	}
-	data, err := proto.Marshal(cmd)
-	if err != nil {
-		return mvcc.Result{}, fmt.Errorf("node: encode command: %w", err)
-	}
-	p := &proposal{id: cmd.Id, data: data, done: make(chan proposalResult, 1)}
+// Propose replicates data, an entry of the application's format carrying proposal id id
+// (NextProposalID), and returns the result StateMachine.Apply gave for id once applied on this
+// member. The context's deadline bounds the wait; on expiry the outcome is unknown and the
+// error wraps ErrUnavailable.
+func (n *Node) Propose(ctx context.Context, id uint64, data []byte) (any, error) {
+	p := &proposal{id: id, data: data, done: make(chan proposalResult, 1)}
 	r, err := n.submit(ctx, p)
 	return r.res, err
 }
 
-// ProposeConfChange proposes a membership change about member and waits until it is applied
-// here.
-func (n *Node) ProposeConfChange(ctx context.Context, cc raft.ConfChange, member *cmdpb.MemberContext) error {
-	id := n.nextID.Add(1)
-	c, err := proto.Marshal(&cmdpb.ConfChangeContext{ProposalId: id, Proposer: uint64(n.id), Member: member})
-	if err != nil {
-		return fmt.Errorf("node: encode conf change context: %w", err)
-	}
-	cc.Context = c
+// ProposeConfChange proposes a membership change whose Context (the application's) carries
+// proposal id id, and waits until it is applied here.
+func (n *Node) ProposeConfChange(ctx context.Context, id uint64, cc raft.ConfChange) error {
 	p := &proposal{id: id, cc: &cc, done: make(chan proposalResult, 1)}
-	_, err = n.submit(ctx, p)
+	_, err := n.submit(ctx, p)
 	return err
 }
 
@@ -445,7 +413,7 @@ func (n *Node) run() {
 	defer n.snapWG.Wait()
 	defer n.flushHardState()
 	defer n.failAllWaiters()
-	defer n.finishBatch()
+	defer n.finishApplied()
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	for {
@@ -504,7 +472,7 @@ func (n *Node) run() {
 		if n.lsync.enabled {
 			n.scheduleLeaderSync()
 		}
-		if n.batch != nil && (n.batchLen >= MaxUncommittedApplied || n.reads.waitsFor(n.store.AppliedIndex(), n.applied)) {
+		if n.pending > 0 && (n.pending >= MaxUncommittedApplied || n.reads.waitsFor(n.sm.AppliedIndex(), n.applied)) {
 			if err := n.commitApplied(); err != nil {
 				n.fail(err)
 				return
@@ -632,64 +600,6 @@ func mapRaftErr(err error) error {
 
 func (n *Node) onTick() {
 	n.expireReceive(time.Now())
-	now := n.nowFn()
-	if now.Sub(n.lastLeaseChk) < leaseCheckInterval {
-		return
-	}
-	n.lastLeaseChk = now
-	st := n.rn.Status()
-	if st.SoftState.Lead != raft.None {
-		n.maybePublishAttributes(now)
-	}
-	if st.SoftState.State != raft.StateLeader {
-		return
-	}
-	n.maybeAutoCompact(now)
-	ids := n.store.ExpiredLeases(now, 1000)
-	if len(ids) == 0 {
-		return
-	}
-	cmd := &cmdpb.Command{
-		Id:           n.nextID.Add(1),
-		Proposer:     uint64(n.id),
-		TimeUnixNano: now.UnixNano(),
-		Op:           &cmdpb.Command_LeaseExpire{LeaseExpire: &cmdpb.LeaseExpire{Ids: ids}},
-	}
-	data, err := proto.Marshal(cmd)
-	if err == nil {
-		err = n.rn.Propose(data)
-	}
-	if err != nil {
-		n.log.Debug("lease expiry proposal dropped", "err", err)
-	}
-}
-
-// maybePublishAttributes proposes this member's client URLs until the membership table shows
-// them (as etcd publishes its attributes): clients and `member list` learn where to reach it.
-func (n *Node) maybePublishAttributes(now time.Time) {
-	if len(n.cfg.ClientURLs) == 0 {
-		return
-	}
-	for _, m := range n.store.Members() {
-		if raft.NodeID(m.ID) != n.id {
-			continue
-		}
-		if slices.Equal(m.ClientURLs, n.cfg.ClientURLs) {
-			return
-		}
-		cmd := &cmdpb.Command{
-			Id:           n.nextID.Add(1),
-			Proposer:     uint64(n.id),
-			TimeUnixNano: now.UnixNano(),
-			Op:           &cmdpb.Command_MemberAttributes{MemberAttributes: &cmdpb.MemberAttributes{Id: uint64(n.id), ClientUrls: n.cfg.ClientURLs}},
-		}
-		if data, err := proto.Marshal(cmd); err == nil {
-			if err := n.rn.Propose(data); err != nil {
-				n.log.Debug("publishing client URLs deferred", "err", err)
-			}
-		}
-		return
-	}
 }
 
 func (n *Node) handleReady() error {
@@ -752,7 +662,7 @@ func (n *Node) applyReady(rd *raft.Ready) error {
 	for _, rs := range rd.ReadStates {
 		n.reads.confirmed(rs)
 	}
-	n.reads.release(n.store.AppliedIndex())
+	n.reads.release(n.sm.AppliedIndex())
 	return nil
 }
 
@@ -868,95 +778,84 @@ func (n *Node) installSnapshot(s *raft.Snapshot) error {
 	if err := n.wal.SaveSnapshot(s.Meta); err != nil {
 		return fmt.Errorf("node: record snapshot at index %d in the log: %w", s.Meta.Index, err)
 	}
-	if err := n.store.Restore(io.NewSectionReader(data, 0, size)); err != nil {
+	if err := n.sm.Restore(s.Meta, size, io.NewSectionReader(data, 0, size)); err != nil {
 		return fmt.Errorf("node: install snapshot at index %d: %w", s.Meta.Index, err)
 	}
-	n.applied = s.Meta.Index
+	n.applied, n.appliedTerm = s.Meta.Index, s.Meta.Term
 	n.snapIndex = s.Meta.Index
 	n.syncPeers()
 	n.log.Info("installed snapshot", "index", s.Meta.Index, "term", s.Meta.Term, "bytes", size)
 	return nil
 }
 
-// syncPeers makes the transport's peer set match the members in the state machine.
+// syncPeers makes the transport's peer set match the members of the state machine's committed
+// state: peers it gained (or whose address changed) are added, peers it lost are removed. It
+// runs after a configuration change is applied and after a snapshot is installed. A state
+// machine that knows no members yet (a member joining with an empty data directory) leaves the
+// initial members (SetTransport) in place: they are how it reaches the leader.
 func (n *Node) syncPeers() {
-	for _, m := range n.store.Members() {
-		if raft.NodeID(m.ID) == n.id {
+	peers := n.sm.Peers()
+	if len(peers) == 0 {
+		return
+	}
+	want := map[raft.NodeID]string{}
+	for id, urls := range peers {
+		if id == n.id || len(urls) == 0 {
 			continue
 		}
-		n.trans.AddPeer(raft.NodeID(m.ID), n.cfg.PeerAddr(&cmdpb.MemberContext{Id: m.ID, Name: m.Name, PeerUrls: m.PeerURLs}))
+		want[id] = n.cfg.PeerAddr(urls)
 	}
+	for id, addr := range want {
+		if old, ok := n.peers[id]; !ok || old != addr {
+			n.trans.AddPeer(id, addr)
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(n.peers)) {
+		if _, ok := want[id]; !ok {
+			n.trans.RemovePeer(id)
+		}
+	}
+	n.peers = want
 }
 
-type applied struct {
-	id  uint64
-	res mvcc.Result
-}
-
-// apply applies committed entries into the open state-machine transaction (opening one if
-// needed) and answers the proposals this member made. The transaction is committed later, by
-// commitApplied (see the group-commit notes at DefaultApplyCommitInterval).
+// apply hands committed entries to the state machine (see StateMachine) and answers the
+// proposals this member made. The state machine commits them later, in groups (commitApplied;
+// see the group-commit notes at DefaultApplyCommitInterval).
 func (n *Node) apply(ents []raft.Entry) error {
 	n.failLost(n.lostProposals(ents))
-	var done []applied
+	for len(ents) > 0 && ents[0].Index <= n.applied {
+		ents = ents[1:]
+	}
+	if len(ents) == 0 {
+		return nil
+	}
+	// The state machine must see every index once, in order: a gap means entries were lost
+	// between the log and the state machine (a snapshot installed at the wrong index, say).
+	if ents[0].Index != n.applied+1 {
+		return fmt.Errorf("node: committed entries resume at index %d, but the state machine applied up to %d", ents[0].Index, n.applied)
+	}
+	if n.pending == 0 {
+		n.commitTimer.Reset(n.cfg.ApplyCommitInterval)
+	}
+	done, err := n.sm.Apply(ents)
+	if err != nil {
+		n.abortApplied()
+		return fmt.Errorf("node: apply committed entries %d-%d: %w", ents[0].Index, ents[len(ents)-1].Index, err)
+	}
+	last := ents[len(ents)-1]
+	n.pending += len(ents)
+	n.applied, n.appliedTerm = last.Index, last.Term
 	for i := range ents {
-		e := &ents[i]
-		if e.Index <= n.applied {
-			continue
+		if ents[i].Type == raft.EntryConfChange {
+			n.syncPeers()
+			break
 		}
-		switch e.Type {
-		case raft.EntryNormal:
-			b := n.openBatch()
-			if len(e.Data) == 0 {
-				b.Noop(e.Index)
-				break
-			}
-			var cmd cmdpb.Command
-			if err := proto.Unmarshal(e.Data, &cmd); err != nil {
-				n.abortBatch()
-				return fmt.Errorf("node: decode committed entry %d (term %d): %w", e.Index, e.Term, err)
-			}
-			res := b.Apply(e.Index, &cmd)
-			if raft.NodeID(cmd.Proposer) == n.id {
-				done = append(done, applied{id: cmd.Id, res: res})
-			}
-		case raft.EntryConfChange:
-			cc, err := raft.DecodeConfChange(e.Data)
-			if err != nil {
-				n.abortBatch()
-				return fmt.Errorf("node: decode committed conf change %d: %w", e.Index, err)
-			}
-			// Membership is read back from the committed store (Members), so a conf change is
-			// committed on its own, after everything before it.
-			if err := n.commitApplied(); err != nil {
-				return err
-			}
-			pid, proposer, err := n.applyConfChange(n.openBatch(), e.Index, cc)
-			if err != nil {
-				n.abortBatch()
-				return err
-			}
-			n.applied, n.appliedTerm = e.Index, e.Term
-			if err := n.commitApplied(); err != nil {
-				return err
-			}
-			if proposer == n.id && pid != 0 {
-				done = append(done, applied{id: pid})
-			}
-			continue
-		default:
-			n.abortBatch()
-			return fmt.Errorf("node: committed entry %d has unknown type %d", e.Index, e.Type)
-		}
-		n.batchLen++
-		n.applied = e.Index
-		n.appliedTerm = e.Term
 	}
 	if len(done) > 0 {
 		n.mu.Lock()
 		for _, a := range done {
-			if p, ok := n.waiters[a.id]; ok {
-				p.done <- proposalResult{res: a.res}
+			if p, ok := n.waiters[a.ID]; ok {
+				p.done <- proposalResult{res: a.Result}
 			}
 		}
 		n.mu.Unlock()
@@ -966,110 +865,38 @@ func (n *Node) apply(ents []raft.Entry) error {
 	return nil
 }
 
-// openBatch returns the open state-machine transaction, beginning one (and arming the commit
-// timer) if there is none.
-func (n *Node) openBatch() *mvcc.Batch {
-	if n.batch == nil {
-		n.batch = n.store.Begin()
-		n.batchLen = 0
-		n.commitTimer.Reset(n.cfg.ApplyCommitInterval)
-	}
-	return n.batch
-}
-
-// commitApplied commits the open state-machine transaction, if any, and releases the
+// commitApplied commits what the state machine applied, if anything, and releases the
 // linearizable reads it satisfies.
 func (n *Node) commitApplied() error {
-	if n.batch == nil {
+	if n.pending == 0 {
 		return nil
 	}
-	b := n.batch
-	n.batch, n.batchLen = nil, 0
+	n.pending = 0
 	n.commitTimer.Stop()
-	if err := b.Commit(); err != nil {
+	if err := n.sm.Commit(); err != nil {
 		return fmt.Errorf("node: commit applied entries up to %d to the state machine: %w", n.applied, err)
 	}
-	n.reads.release(n.store.AppliedIndex())
+	n.reads.release(n.sm.AppliedIndex())
 	return nil
 }
 
-// abortBatch discards the open transaction after a fatal apply error.
-func (n *Node) abortBatch() {
-	if n.batch != nil {
-		n.batch.Rollback()
-		n.batch, n.batchLen = nil, 0
-		n.commitTimer.Stop()
-	}
+// abortApplied discards what the state machine applied and did not commit, after a fatal error.
+func (n *Node) abortApplied() {
+	n.sm.Abort()
+	n.pending = 0
+	n.commitTimer.Stop()
 }
 
-// finishBatch runs when the loop exits: a clean stop commits what was applied (saving a replay
-// on the next start); after a fatal error the transaction is discarded and the log replays it.
-func (n *Node) finishBatch() {
+// finishApplied runs when the loop exits: a clean stop commits what was applied (saving a replay
+// on the next start); after a fatal error it is discarded and the log replays it.
+func (n *Node) finishApplied() {
 	if n.Err() != nil {
-		n.abortBatch()
+		n.abortApplied()
 		return
 	}
 	if err := n.commitApplied(); err != nil {
 		n.log.Warn("committing applied entries at stop; the log will replay them", "err", err)
 	}
-}
-
-// applyConfChange records membership in the state machine and updates the transport. The Raft
-// core itself switches its configuration when Advance acknowledges the entry.
-// It returns the proposal id and proposer recorded in the change's context.
-func (n *Node) applyConfChange(b *mvcc.Batch, index uint64, cc raft.ConfChange) (uint64, raft.NodeID, error) {
-	members := map[uint64]*cmdpb.MemberContext{}
-	var pid uint64
-	var proposer raft.NodeID
-	if index == 1 && len(cc.Context) > 0 {
-		var bm cmdpb.BootstrapMembers
-		if err := proto.Unmarshal(cc.Context, &bm); err != nil {
-			return 0, 0, fmt.Errorf("node: decode bootstrap members in entry 1: %w", err)
-		}
-		for _, m := range bm.Members {
-			members[m.Id] = m
-		}
-	} else if len(cc.Context) > 0 {
-		var c cmdpb.ConfChangeContext
-		if err := proto.Unmarshal(cc.Context, &c); err != nil {
-			return 0, 0, fmt.Errorf("node: decode conf change context in entry %d: %w", index, err)
-		}
-		pid, proposer = c.ProposalId, raft.NodeID(c.Proposer)
-		if c.Member != nil && c.Member.Id != 0 && len(c.Member.PeerUrls) > 0 {
-			members[c.Member.Id] = c.Member
-		}
-	}
-	existing := map[uint64]mvcc.Member{}
-	for _, m := range n.store.Members() {
-		existing[m.ID] = m
-	}
-	chs := make([]mvcc.MemberChange, 0, len(cc.Changes))
-	for _, ch := range cc.Changes {
-		id := uint64(ch.NodeID)
-		mc := members[id]
-		if mc == nil {
-			if old, ok := existing[id]; ok {
-				mc = &cmdpb.MemberContext{Id: id, Name: old.Name, PeerUrls: old.PeerURLs, ClientUrls: old.ClientURLs}
-			} else {
-				mc = &cmdpb.MemberContext{Id: id}
-			}
-		}
-		switch ch.Type {
-		case raft.ConfChangeAddVoter, raft.ConfChangeAddLearner:
-			chs = append(chs, mvcc.MemberChange{Member: mc, Learner: ch.Type == raft.ConfChangeAddLearner})
-			if ch.NodeID != n.id && len(mc.PeerUrls) > 0 {
-				n.trans.AddPeer(ch.NodeID, n.cfg.PeerAddr(mc))
-			}
-		case raft.ConfChangeRemoveNode:
-			chs = append(chs, mvcc.MemberChange{Member: mc, Remove: true})
-			if ch.NodeID != n.id {
-				n.trans.RemovePeer(ch.NodeID)
-			}
-		}
-	}
-	b.ApplyMembership(index, chs)
-	n.log.Info("applied membership change", "index", index, "changes", len(cc.Changes))
-	return pid, proposer, nil
 }
 
 // maybeSnapshot starts a snapshot of the state machine every SnapshotEntries applied entries.
@@ -1088,13 +915,13 @@ func (n *Node) maybeSnapshot() error {
 	if err := n.commitApplied(); err != nil {
 		return err
 	}
-	view, err := n.store.BeginSnapshot()
+	view, err := n.sm.Snapshot()
 	if err != nil {
 		return fmt.Errorf("node: open snapshot view: %w", err)
 	}
-	if view.AppliedIndex() != n.applied {
+	if view.Index() != n.applied {
 		view.Close()
-		return fmt.Errorf("node: snapshot view at applied index %d, loop applied %d", view.AppliedIndex(), n.applied)
+		return fmt.Errorf("node: snapshot view at applied index %d, loop applied %d", view.Index(), n.applied)
 	}
 	meta := raft.SnapshotMeta{Index: n.applied, Term: n.appliedTerm, ConfState: n.rn.Status().ConfState}
 	n.snapInFlight = true
@@ -1115,11 +942,11 @@ type snapResult struct {
 // writeSnapshot runs off the loop: it serializes the view straight into the snapshot store
 // (never whole in memory) and returns the snapshot as the Raft core keeps it: metadata and size,
 // the data staying on disk (raft.Snapshot's held-outside form).
-func (n *Node) writeSnapshot(view *mvcc.Snapshot, meta raft.SnapshotMeta) (raft.Snapshot, error) {
+func (n *Node) writeSnapshot(view SnapshotView, meta raft.SnapshotMeta) (raft.Snapshot, error) {
 	defer view.Close()
 	// The WAL is released only up to the previous snapshot, but a synced state machine also
 	// saves a long replay after a crash.
-	if err := n.store.Sync(); err != nil {
+	if err := n.sm.Sync(); err != nil {
 		return raft.Snapshot{}, fmt.Errorf("node: sync state machine before snapshot: %w", err)
 	}
 	size := uint64(view.Size())

@@ -10,10 +10,6 @@ import (
 	"slices"
 	"sort"
 
-	"google.golang.org/protobuf/proto"
-
-	"github.com/caucus/caucus/internal/cmdpb"
-	"github.com/caucus/caucus/internal/mvcc"
 	"github.com/caucus/caucus/internal/snap"
 	"github.com/caucus/caucus/internal/vfs"
 	"github.com/caucus/caucus/internal/wal"
@@ -37,8 +33,17 @@ type OpenConfig struct {
 	// Otherwise the member waits to be sent the log (or a snapshot) by the leader.
 	NewCluster     bool
 	InitialMembers []Member
-	StoreOptions   mvcc.Options
-	WALOptions     wal.Options
+	// BootstrapContext is the Context of the bootstrap configuration change (log entry 1) of a
+	// new cluster, in the application's format: every initial member must give identical bytes.
+	BootstrapContext []byte
+	// PersistedApplied reads the index the state machine has applied on disk without creating
+	// or changing anything (0 if it has no state), so that a lost log is refused before
+	// anything is written. Nil: 0.
+	PersistedApplied func() (uint64, error)
+	// OpenStateMachine opens the state machine once the log directory is locked. The node owns
+	// it from then on and closes it after its loop exits (or if Open fails).
+	OpenStateMachine func() (StateMachine, error)
+	WALOptions       wal.Options
 }
 
 // Open opens (or creates) a member's data directory and restores its state: the newest valid
@@ -46,8 +51,8 @@ type OpenConfig struct {
 // the transport (which needs the node to deliver messages to), attaches it with SetTransport, and
 // then calls Start.
 func Open(cfg OpenConfig) (*Node, error) {
-	if err := cfg.AutoCompaction.Validate(); err != nil {
-		return nil, err
+	if cfg.OpenStateMachine == nil {
+		return nil, errors.New("node: OpenConfig.OpenStateMachine is nil")
 	}
 	lg := cfg.Logger
 	if lg == nil {
@@ -69,8 +74,7 @@ func Open(cfg OpenConfig) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	storePath := filepath.Join(cfg.DataDir, "kv.db")
-	if err := checkLogNotLost(logDir, storePath); err != nil {
+	if err := checkLogNotLost(logDir, cfg.PersistedApplied); err != nil {
 		unlock()
 		return nil, err
 	}
@@ -107,41 +111,23 @@ func Open(cfg OpenConfig) (*Node, error) {
 		closeLog()
 		return nil, fmt.Errorf("node: load snapshot: %w", err)
 	}
-	if cfg.StoreOptions.NoSync {
-		if _, err := guardUnsynced(cfg.DataDir, storePath, lg); err != nil {
-			closeLog()
-			return nil, err
-		}
-	}
-	store, err := mvcc.Open(storePath, cfg.StoreOptions)
-	if errors.Is(err, mvcc.ErrCorrupt) {
-		// The state machine is derived from the snapshot and the log, which are checksummed
-		// and synced: rebuild it from them rather than refuse to start, and keep the damaged
-		// file for inspection.
-		aside, merr := moveAside(storePath, "corrupt")
-		if merr != nil {
-			closeLog()
-			return nil, fmt.Errorf("node: move aside the corrupt state machine (%v): %w", err, merr)
-		}
-		lg.Error("the state machine file is corrupt; moved it aside, rebuilding it from the snapshot and the log",
-			"moved_aside", aside, "err", err)
-		store, err = mvcc.Open(storePath, cfg.StoreOptions)
-	}
+	sm, err := cfg.OpenStateMachine()
 	if err != nil {
 		closeLog()
-		return nil, fmt.Errorf("node: open state machine: %w", err)
+		return nil, fmt.Errorf("node: %w", err)
 	}
-	// What the store had applied by itself, before any restore from the snapshot below.
-	appliedAtOpen := store.AppliedIndex()
+	// What the state machine had applied by itself, before any restore from the snapshot below.
+	appliedAtOpen := sm.AppliedIndex()
 	fail := func(err error) (*Node, error) {
-		store.Close()
+		sm.Close()
 		closeLog()
 		return nil, err
 	}
 	// The state machine may lag the snapshot (it syncs lazily; the WAL is the source of truth) or
 	// have been wiped: bring it to the snapshot first, then replay the log after it.
-	if snapshot != nil && store.AppliedIndex() < snapshot.Meta.Index {
-		if err := store.Restore(io.NewSectionReader(snapRd, 0, int64(snapRd.Size))); err != nil {
+	if snapshot != nil && sm.AppliedIndex() < snapshot.Meta.Index {
+		size := int64(snapRd.Size)
+		if err := sm.Restore(snapshot.Meta, size, io.NewSectionReader(snapRd, 0, size)); err != nil {
 			return fail(fmt.Errorf("node: restore state machine from snapshot %d: %w", snapshot.Meta.Index, err))
 		}
 	}
@@ -159,7 +145,7 @@ func Open(cfg OpenConfig) (*Node, error) {
 	ps := raft.PersistentState{HardState: rs.HardState, Snapshot: snapshot, Entries: ents}
 	rc := cfg.Raft
 	rc.SnapshotReceiveOutside = true // see snaprecv.go
-	rc.Applied = store.AppliedIndex()
+	rc.Applied = sm.AppliedIndex()
 	if rc.Applied < snapIndex {
 		rc.Applied = snapIndex
 	}
@@ -171,22 +157,16 @@ func Open(cfg OpenConfig) (*Node, error) {
 	if rs.HardState.IsEmpty() && len(rs.Entries) == 0 && rs.Snapshot == nil && appliedAtOpen > 0 {
 		// checkLogNotLost's case for a log directory holding segments without records. Not
 		// after a restore from the snapshot file alone: see checkLogNotLost.
-		return fail(lostLogError(logDir, storePath, appliedAtOpen))
+		return fail(lostLogError(logDir, appliedAtOpen))
 	}
 	fresh := rs.HardState.IsEmpty() && len(rs.Entries) == 0 && snapshot == nil
 	if fresh && cfg.NewCluster {
 		ids := make([]raft.NodeID, 0, len(cfg.InitialMembers))
-		bm := &cmdpb.BootstrapMembers{}
 		for _, m := range sortedMembers(cfg.InitialMembers) {
 			ids = append(ids, m.ID)
-			bm.Members = append(bm.Members, &cmdpb.MemberContext{Id: uint64(m.ID), Name: m.Name, PeerUrls: m.PeerURLs})
-		}
-		ctx, err := proto.MarshalOptions{Deterministic: true}.Marshal(bm)
-		if err != nil {
-			return fail(fmt.Errorf("node: encode bootstrap members: %w", err))
 		}
 		rc.InitialVoters = ids
-		rc.InitialContext = ctx
+		rc.InitialContext = cfg.BootstrapContext
 		lg.Info("bootstrapping a new cluster", "members", len(ids))
 	} else {
 		rc.InitialVoters = nil
@@ -201,15 +181,9 @@ func Open(cfg OpenConfig) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("node: start raft: %w", err))
 	}
-	n := newNode(cfg.Config, rn, w, snaps, store, nil, rc.Applied, snapIndex)
+	n := newNode(cfg.Config, rn, w, snaps, sm, nil, rc.Applied, snapIndex)
 	n.snapDir = snapDir(cfg.DataDir)
-	closeStore := store.Close
-	if cfg.StoreOptions.NoSync {
-		closeStore = func() error {
-			return errors.Join(releaseUnsynced(cfg.DataDir, store), store.Close())
-		}
-	}
-	n.closers = append(n.closers, closeLog, closeStore)
+	n.closers = append(n.closers, closeLog, sm.Close)
 	lg.Info("opened member state", "dir", cfg.DataDir, "term", ps.HardState.Term, "commit", ps.HardState.Commit,
 		"applied", rc.Applied, "snapshot", snapIndex, "entries", len(ents))
 	return n, nil
@@ -221,7 +195,9 @@ func (n *Node) SetTransport(t Transport, initial []Member) {
 	n.trans = t
 	for _, m := range initial {
 		if m.ID != n.id {
-			t.AddPeer(m.ID, n.cfg.PeerAddr(&cmdpb.MemberContext{Id: uint64(m.ID), Name: m.Name, PeerUrls: m.PeerURLs}))
+			addr := n.cfg.PeerAddr(m.PeerURLs)
+			t.AddPeer(m.ID, addr)
+			n.peers[m.ID] = addr
 		}
 	}
 	n.syncPeers()
@@ -270,23 +246,23 @@ const unrecordedSuffix = ".unrecorded"
 // created, so that a refused start leaves nothing behind. (A snapshot file alone is not
 // evidence: a new member that crashed while installing its first snapshot has one, and had voted
 // for nothing.)
-func checkLogNotLost(logDir, storePath string) error {
+func checkLogNotLost(logDir string, persistedApplied func() (uint64, error)) error {
 	segs, err := filepath.Glob(filepath.Join(logDir, "*.wal"))
-	if err != nil || len(segs) > 0 {
+	if err != nil || len(segs) > 0 || persistedApplied == nil {
 		return nil
 	}
-	applied, err := mvcc.ReadAppliedIndex(storePath)
+	applied, err := persistedApplied()
 	if err != nil || applied == 0 {
-		return nil // no store, or one Open will deal with (a corrupt store is rebuilt)
+		return nil // no state, or a state machine its Open will deal with (a corrupt one is rebuilt)
 	}
-	return lostLogError(logDir, storePath, applied)
+	return lostLogError(logDir, applied)
 }
 
-func lostLogError(logDir, storePath string, applied uint64) error {
-	return fmt.Errorf("node: the log in %s is empty, but the state machine %s has applied up to index %d: "+
+func lostLogError(logDir string, applied uint64) error {
+	return fmt.Errorf("node: the log in %s is empty, but the state machine has applied up to index %d: "+
 		"the member lost its log or was started with the wrong --wal-dir; restore the log, "+
 		"or remove the member from the cluster and add it back with an empty data directory",
-		logDir, storePath, applied)
+		logDir, applied)
 }
 
 // checkNoOwnLog refuses a separate log directory while the data directory still has a log of its

@@ -9,7 +9,7 @@ import (
 	"connectrpc.com/connect"
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
-	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/logpb"
 	"github.com/caucus/caucus/internal/mvcc"
 	"github.com/caucus/caucus/raft"
 )
@@ -21,7 +21,7 @@ const learnerReadyFraction = 0.9
 type clusterService struct{ s *Server }
 
 func (c *clusterService) members() []*caucusv1.Member {
-	ms := c.s.n.Store().Members()
+	ms := c.s.store.Members()
 	out := make([]*caucusv1.Member, 0, len(ms))
 	for _, m := range ms {
 		out = append(out, memberProto(m))
@@ -34,7 +34,7 @@ func memberProto(m mvcc.Member) *caucusv1.Member {
 }
 
 func (c *clusterService) find(id uint64) (mvcc.Member, bool) {
-	for _, m := range c.s.n.Store().Members() {
+	for _, m := range c.s.store.Members() {
 		if m.ID == id {
 			return m, true
 		}
@@ -55,7 +55,7 @@ func (c *clusterService) MemberAdd(ctx context.Context, req *connect.Request[cau
 	if len(req.Msg.PeerUrls) == 0 {
 		return nil, toConnect(fmt.Errorf("%w: member add needs at least one peer URL", errMember))
 	}
-	for _, m := range c.s.n.Store().Members() {
+	for _, m := range c.s.store.Members() {
 		for _, u := range req.Msg.PeerUrls {
 			if slices.Contains(m.PeerURLs, u) {
 				return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("server: peer URL %s is already used by member %x (%s)", u, m.ID, m.Name))
@@ -67,7 +67,7 @@ func (c *clusterService) MemberAdd(ctx context.Context, req *connect.Request[cau
 	if req.Msg.IsLearner {
 		typ = raft.ConfChangeAddLearner
 	}
-	mc := &cmdpb.MemberContext{Id: id, Name: req.Msg.Name, PeerUrls: req.Msg.PeerUrls}
+	mc := &logpb.MemberContext{Id: id, Name: req.Msg.Name, PeerUrls: req.Msg.PeerUrls}
 	if err := c.change(ctx, raft.ConfChangeSingle{Type: typ, NodeID: raft.NodeID(id)}, mc); err != nil {
 		return nil, err
 	}
@@ -79,7 +79,7 @@ func (c *clusterService) MemberRemove(ctx context.Context, req *connect.Request[
 	if _, ok := c.find(req.Msg.Id); !ok {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("server: member %x not found", req.Msg.Id))
 	}
-	if err := c.change(ctx, raft.ConfChangeSingle{Type: raft.ConfChangeRemoveNode, NodeID: raft.NodeID(req.Msg.Id)}, &cmdpb.MemberContext{Id: req.Msg.Id}); err != nil {
+	if err := c.change(ctx, raft.ConfChangeSingle{Type: raft.ConfChangeRemoveNode, NodeID: raft.NodeID(req.Msg.Id)}, &logpb.MemberContext{Id: req.Msg.Id}); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&caucusv1.MemberRemoveResponse{Header: c.s.header(0), Members: c.members()}), nil
@@ -100,17 +100,17 @@ func (c *clusterService) MemberPromote(ctx context.Context, req *connect.Request
 			return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("server: learner %x is not in sync with the leader yet (match %d of %d); retry later", req.Msg.Id, pr.Match, st.LastIndex))
 		}
 	}
-	mc := &cmdpb.MemberContext{Id: m.ID, Name: m.Name, PeerUrls: m.PeerURLs, ClientUrls: m.ClientURLs}
+	mc := &logpb.MemberContext{Id: m.ID, Name: m.Name, PeerUrls: m.PeerURLs, ClientUrls: m.ClientURLs}
 	if err := c.change(ctx, raft.ConfChangeSingle{Type: raft.ConfChangeAddVoter, NodeID: raft.NodeID(m.ID)}, mc); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&caucusv1.MemberPromoteResponse{Header: c.s.header(0), Members: c.members()}), nil
 }
 
-func (c *clusterService) change(ctx context.Context, ch raft.ConfChangeSingle, mc *cmdpb.MemberContext) error {
+func (c *clusterService) change(ctx context.Context, ch raft.ConfChangeSingle, mc *logpb.MemberContext) error {
 	ctx, cancel := c.s.withDeadline(ctx)
 	defer cancel()
-	if err := c.s.n.ProposeConfChange(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{ch}}, mc); err != nil {
+	if err := c.s.prop.ProposeConfChange(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{ch}}, mc); err != nil {
 		return toConnect(err)
 	}
 	return nil
@@ -124,11 +124,11 @@ func (m *maintenanceService) Status(ctx context.Context, req *connect.Request[ca
 	resp := &caucusv1.StatusResponse{
 		Header:           s.header(0),
 		Version:          Version,
-		DbSize:           s.n.Store().Size(),
+		DbSize:           s.store.Size(),
 		Leader:           uint64(st.SoftState.Lead),
 		RaftIndex:        st.LastIndex,
 		RaftTerm:         st.HardState.Term,
-		RaftAppliedIndex: s.n.Store().AppliedIndex(),
+		RaftAppliedIndex: s.store.AppliedIndex(),
 		IsLearner:        slices.Contains(st.ConfState.Learners, s.n.ID()),
 	}
 	if err := s.n.Err(); err != nil {
@@ -146,7 +146,7 @@ const snapshotChunkBytes = 256 << 10
 func (m *maintenanceService) Snapshot(ctx context.Context, req *connect.Request[caucusv1.SnapshotRequest], stream *connect.ServerStream[caucusv1.SnapshotResponse]) error {
 	pr, pw := io.Pipe()
 	go func() {
-		_, err := m.s.n.Store().WriteSnapshot(pw)
+		_, err := m.s.store.WriteSnapshot(pw)
 		pw.CloseWithError(err)
 	}()
 	defer pr.Close()

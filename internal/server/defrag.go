@@ -7,6 +7,7 @@ import (
 	"connectrpc.com/connect"
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/internal/fsm"
 )
 
 // DefragmentWaitLimit bounds how long a Defragment request waits when the client set no
@@ -16,7 +17,7 @@ import (
 const DefragmentWaitLimit = 30 * time.Minute
 
 // Defragment compacts this member's database file. The member serves nothing else meanwhile
-// (see node.Node.Defragment), so operators run it on one member at a time.
+// (see fsm.Defragment), so operators run it on one member at a time.
 func (m *maintenanceService) Defragment(ctx context.Context, req *connect.Request[caucusv1.DefragmentRequest]) (*connect.Response[caucusv1.DefragmentResponse], error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -24,7 +25,7 @@ func (m *maintenanceService) Defragment(ctx context.Context, req *connect.Reques
 		defer cancel()
 	}
 	start := time.Now()
-	before, after, err := m.s.n.Defragment(ctx)
+	before, after, err := fsm.Defragment(ctx, m.s.n, m.s.store)
 	if err != nil {
 		m.s.log.Warn("defragment failed", "err", err, "took", time.Since(start))
 		return nil, toConnect(err)

@@ -6,17 +6,17 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
-	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/logpb"
 )
 
 type kvService struct{ s *Server }
 
 func (k *kvService) Range(ctx context.Context, req *connect.Request[caucusv1.RangeRequest]) (*connect.Response[caucusv1.RangeResponse], error) {
 	s := k.s
-	if err := s.cfg.Limits.ValidateRange(req.Msg); err != nil {
+	r := rangeToLog(req.Msg)
+	if err := s.store.Limits().ValidateRange(r); err != nil {
 		return nil, toConnect(err)
 	}
 	if req.Msg.Consistency != caucusv1.Consistency_CONSISTENCY_SERIALIZABLE {
@@ -24,60 +24,44 @@ func (k *kvService) Range(ctx context.Context, req *connect.Request[caucusv1.Ran
 			return nil, err
 		}
 	}
-	resp, err := s.n.Store().Range(req.Msg)
+	resp, err := s.store.Range(r)
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	resp.Header = s.header(resp.GetHeader().GetRevision())
-	return connect.NewResponse(resp), nil
+	return connect.NewResponse(rangeFromLog(resp, s.header(resp.GetHeader().GetRevision()))), nil
 }
 
 func (k *kvService) Put(ctx context.Context, req *connect.Request[caucusv1.PutRequest]) (*connect.Response[caucusv1.PutResponse], error) {
-	return write[caucusv1.PutResponse](ctx, k.s, &cmdpb.Command{Op: &cmdpb.Command_Put{Put: req.Msg}})
+	return write(ctx, k.s, &logpb.Command{Op: &logpb.Command_Put{Put: putToLog(req.Msg)}}, putFromLog)
 }
 
 func (k *kvService) DeleteRange(ctx context.Context, req *connect.Request[caucusv1.DeleteRangeRequest]) (*connect.Response[caucusv1.DeleteRangeResponse], error) {
-	return write[caucusv1.DeleteRangeResponse](ctx, k.s, &cmdpb.Command{Op: &cmdpb.Command_DeleteRange{DeleteRange: req.Msg}})
+	return write(ctx, k.s, &logpb.Command{Op: &logpb.Command_DeleteRange{DeleteRange: deleteToLog(req.Msg)}}, deleteFromLog)
 }
 
 func (k *kvService) Txn(ctx context.Context, req *connect.Request[caucusv1.TxnRequest]) (*connect.Response[caucusv1.TxnResponse], error) {
 	// Every transaction goes through the log, even a read-only one: it is then trivially
 	// linearizable and atomic with respect to concurrent writes.
-	return write[caucusv1.TxnResponse](ctx, k.s, &cmdpb.Command{Op: &cmdpb.Command_Txn{Txn: req.Msg}})
+	return write(ctx, k.s, &logpb.Command{Op: &logpb.Command_Txn{Txn: txnToLog(req.Msg)}}, txnFromLog)
 }
 
 func (k *kvService) Compact(ctx context.Context, req *connect.Request[caucusv1.CompactionRequest]) (*connect.Response[caucusv1.CompactionResponse], error) {
-	return write[caucusv1.CompactionResponse](ctx, k.s, &cmdpb.Command{Op: &cmdpb.Command_Compaction{Compaction: req.Msg}})
+	return write(ctx, k.s, &logpb.Command{Op: &logpb.Command_Compaction{Compaction: compactionToLog(req.Msg)}}, compactionFromLog)
 }
 
-// write replicates cmd and returns the state machine's response of type M with the header set.
-func write[M any, PM interface {
-	*M
+// write replicates cmd and translates the state machine's response (of log type L) to the API
+// with conv, giving it this member's header at the revision the state machine reported.
+func write[L interface {
 	proto.Message
-}](ctx context.Context, s *Server, cmd *cmdpb.Command) (*connect.Response[M], error) {
+	GetHeader() *logpb.ResponseHeader
+}, A any](ctx context.Context, s *Server, cmd *logpb.Command, conv func(L, *caucusv1.ResponseHeader) *A) (*connect.Response[A], error) {
 	r, err := s.propose(ctx, cmd)
 	if err != nil {
 		return nil, err
 	}
-	resp, ok := r.(PM)
+	resp, ok := r.(L)
 	if !ok {
-		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("server: state machine returned %T, want %T", r, resp))
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("server: state machine returned %T for %T", r, cmd.GetOp()))
 	}
-	s.setHeader(resp)
-	return connect.NewResponse((*M)(resp)), nil
-}
-
-// setHeader fills the "header" field every response message has, keeping the revision the state
-// machine put there.
-func (s *Server) setHeader(m proto.Message) {
-	rm := m.ProtoReflect()
-	fd := rm.Descriptor().Fields().ByName("header")
-	if fd == nil {
-		return
-	}
-	var rev int64
-	if h, ok := rm.Get(fd).Message().Interface().(*caucusv1.ResponseHeader); ok && h != nil {
-		rev = h.GetRevision()
-	}
-	rm.Set(fd, protoreflect.ValueOfMessage(s.header(rev).ProtoReflect()))
+	return connect.NewResponse(conv(resp, s.header(resp.GetHeader().GetRevision()))), nil
 }

@@ -23,7 +23,8 @@ import (
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
 	"github.com/caucus/caucus/api/caucus/v1/caucusv1connect"
-	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/fsm"
+	"github.com/caucus/caucus/internal/logpb"
 	"github.com/caucus/caucus/internal/mvcc"
 	"github.com/caucus/caucus/internal/node"
 )
@@ -67,8 +68,14 @@ const (
 
 // Config configures a Server.
 type Config struct {
-	Node           *node.Node
-	ClusterID      uint64
+	Node *node.Node
+	// Proposer proposes this member's writes; Store serves its reads.
+	Proposer  *fsm.Proposer
+	Store     *mvcc.Store
+	ClusterID uint64
+	// Limits are the local transport limits (MaxRequestBytes bounds a request read from a
+	// connection). What a request may contain is checked against the replicated settings
+	// (Store.Limits).
 	Limits         mvcc.Limits
 	RequestTimeout time.Duration
 	// QuotaBackendBytes bounds the state machine's file: past it, writes that would grow it are
@@ -82,9 +89,11 @@ type Config struct {
 
 // Server implements the four API services.
 type Server struct {
-	cfg Config
-	n   *node.Node
-	log *slog.Logger
+	cfg   Config
+	n     *node.Node
+	prop  *fsm.Proposer
+	store *mvcc.Store
+	log   *slog.Logger
 	// size and sizeAt (unix nanoseconds) cache the state machine file's size for the quota;
 	// since counts the bytes of the writes accepted on that measure.
 	size, sizeAt, since atomic.Int64
@@ -103,7 +112,7 @@ func New(cfg Config) *Server {
 	if lg == nil {
 		lg = slog.Default()
 	}
-	return &Server{cfg: cfg, n: cfg.Node, log: lg.With("component", "server")}
+	return &Server{cfg: cfg, n: cfg.Node, prop: cfg.Proposer, store: cfg.Store, log: lg.With("component", "server")}
 }
 
 // Handler returns the HTTP handler serving every service. Serve it with Protocols() so that gRPC
@@ -159,36 +168,36 @@ func (s *Server) withDeadline(ctx context.Context) (context.Context, context.Can
 func (s *Server) header(rev int64) *caucusv1.ResponseHeader {
 	st := s.n.Status()
 	if rev == 0 {
-		rev = s.n.Store().Rev()
+		rev = s.store.Rev()
 	}
 	return &caucusv1.ResponseHeader{
 		ClusterId:        s.cfg.ClusterID,
 		MemberId:         uint64(s.n.ID()),
 		Revision:         rev,
 		RaftTerm:         st.HardState.Term,
-		RaftAppliedIndex: s.n.Store().AppliedIndex(),
+		RaftAppliedIndex: s.store.AppliedIndex(),
 	}
 }
 
 // propose validates and replicates cmd, returning the state machine's response.
-func (s *Server) propose(ctx context.Context, cmd *cmdpb.Command) (any, error) {
-	if err := s.cfg.Limits.Validate(cmd); err != nil {
+func (s *Server) propose(ctx context.Context, cmd *logpb.Command) (any, error) {
+	if err := s.store.Limits().Validate(cmd); err != nil {
 		return nil, toConnect(err)
 	}
 	if err := s.checkQuota(cmd); err != nil {
 		return nil, err
 	}
-	if _, put := cmd.GetOp().(*cmdpb.Command_Put); put && s.cfg.Bug == BugAckBeforeCommit {
+	if _, put := cmd.GetOp().(*logpb.Command_Put); put && s.cfg.Bug == BugAckBeforeCommit {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 			defer cancel()
-			_, _ = s.n.Propose(ctx, cmd)
+			_, _ = s.prop.Propose(ctx, cmd)
 		}()
-		return &caucusv1.PutResponse{}, nil
+		return &logpb.PutResponse{}, nil
 	}
 	ctx, cancel := s.withDeadline(ctx)
 	defer cancel()
-	res, err := s.n.Propose(ctx, cmd)
+	res, err := s.prop.Propose(ctx, cmd)
 	if err != nil {
 		return nil, toConnect(err)
 	}
@@ -201,7 +210,7 @@ func (s *Server) propose(ctx context.Context, cmd *cmdpb.Command) (any, error) {
 // checkQuota refuses cmd if it could grow the state machine's file and the file has reached the
 // quota. As etcd's, the check is this member's, at the API: members' files grow alike, and one
 // that lags behind the quota only delays the refusal.
-func (s *Server) checkQuota(cmd *cmdpb.Command) error {
+func (s *Server) checkQuota(cmd *logpb.Command) error {
 	if s.cfg.QuotaBackendBytes < 0 || !growsStore(cmd) {
 		return nil
 	}
@@ -228,7 +237,7 @@ func (s *Server) storeSize(n int64) int64 {
 	if size := s.size.Load(); measureStillGood(now, s.sizeAt.Load(), size, s.since.Add(n), s.cfg.QuotaBackendBytes) {
 		return size
 	}
-	size := s.n.Store().Size()
+	size := s.store.Size()
 	s.size.Store(size)
 	s.since.Store(0)
 	s.sizeAt.Store(now)
@@ -243,12 +252,12 @@ func measureStillGood(now, at, size, since, quota int64) bool {
 
 // growsStore reports whether cmd may add data: a put, a transaction with a put in either branch,
 // a new lease. Deletes, compaction and lease revocation free space and are never refused.
-func growsStore(cmd *cmdpb.Command) bool {
+func growsStore(cmd *logpb.Command) bool {
 	switch op := cmd.GetOp().(type) {
-	case *cmdpb.Command_Put, *cmdpb.Command_LeaseGrant:
+	case *logpb.Command_Put, *logpb.Command_LeaseGrant:
 		return true
-	case *cmdpb.Command_Txn:
-		for _, ops := range [][]*caucusv1.RequestOp{op.Txn.GetSuccess(), op.Txn.GetFailure()} {
+	case *logpb.Command_Txn:
+		for _, ops := range [][]*logpb.RequestOp{op.Txn.GetSuccess(), op.Txn.GetFailure()} {
 			for _, o := range ops {
 				if o.GetRequestPut() != nil {
 					return true

@@ -2414,6 +2414,338 @@ func (x *MemberPromoteResponse) GetMembers() []*Member {
 	return nil
 }
 
+// ClusterSettings are the limits every member must apply identically, because they decide
+// outcomes (a value one byte over max_value_bytes is refused). They are replicated through the
+// log: a new cluster takes its first leader's flags as the initial values, and only
+// UpdateSettings changes them afterwards. In an update, a zero field keeps its current value.
+type ClusterSettings struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MaxKeyBytes   int64                  `protobuf:"varint,1,opt,name=max_key_bytes,json=maxKeyBytes,proto3" json:"max_key_bytes,omitempty"`
+	MaxValueBytes int64                  `protobuf:"varint,2,opt,name=max_value_bytes,json=maxValueBytes,proto3" json:"max_value_bytes,omitempty"`
+	// max_request_bytes bounds an encoded write as it enters the log.
+	MaxRequestBytes int64 `protobuf:"varint,3,opt,name=max_request_bytes,json=maxRequestBytes,proto3" json:"max_request_bytes,omitempty"`
+	// max_txn_ops bounds each of a transaction's compare, success and failure lists.
+	MaxTxnOps int64 `protobuf:"varint,4,opt,name=max_txn_ops,json=maxTxnOps,proto3" json:"max_txn_ops,omitempty"`
+	// max_range_results bounds the keys one range returns (then more is set).
+	MaxRangeResults    int64 `protobuf:"varint,5,opt,name=max_range_results,json=maxRangeResults,proto3" json:"max_range_results,omitempty"`
+	MaxLeaseTtlSeconds int64 `protobuf:"varint,6,opt,name=max_lease_ttl_seconds,json=maxLeaseTtlSeconds,proto3" json:"max_lease_ttl_seconds,omitempty"`
+	MaxLeases          int64 `protobuf:"varint,7,opt,name=max_leases,json=maxLeases,proto3" json:"max_leases,omitempty"`
+	// max_sessions bounds the exactly-once sessions remembered.
+	MaxSessions int64 `protobuf:"varint,8,opt,name=max_sessions,json=maxSessions,proto3" json:"max_sessions,omitempty"`
+	// session_ttl_ms is how long a session is remembered after its last use.
+	SessionTtlMs int64 `protobuf:"varint,9,opt,name=session_ttl_ms,json=sessionTtlMs,proto3" json:"session_ttl_ms,omitempty"`
+	// session_retry_window_ms protects a recently used session from eviction.
+	SessionRetryWindowMs int64 `protobuf:"varint,10,opt,name=session_retry_window_ms,json=sessionRetryWindowMs,proto3" json:"session_retry_window_ms,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *ClusterSettings) Reset() {
+	*x = ClusterSettings{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterSettings) ProtoMessage() {}
+
+func (x *ClusterSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterSettings.ProtoReflect.Descriptor instead.
+func (*ClusterSettings) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ClusterSettings) GetMaxKeyBytes() int64 {
+	if x != nil {
+		return x.MaxKeyBytes
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetMaxValueBytes() int64 {
+	if x != nil {
+		return x.MaxValueBytes
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetMaxRequestBytes() int64 {
+	if x != nil {
+		return x.MaxRequestBytes
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetMaxTxnOps() int64 {
+	if x != nil {
+		return x.MaxTxnOps
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetMaxRangeResults() int64 {
+	if x != nil {
+		return x.MaxRangeResults
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetMaxLeaseTtlSeconds() int64 {
+	if x != nil {
+		return x.MaxLeaseTtlSeconds
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetMaxLeases() int64 {
+	if x != nil {
+		return x.MaxLeases
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetMaxSessions() int64 {
+	if x != nil {
+		return x.MaxSessions
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetSessionTtlMs() int64 {
+	if x != nil {
+		return x.SessionTtlMs
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetSessionRetryWindowMs() int64 {
+	if x != nil {
+		return x.SessionRetryWindowMs
+	}
+	return 0
+}
+
+type SettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// linearizable reads the settings through ReadIndex.
+	Linearizable  bool `protobuf:"varint,1,opt,name=linearizable,proto3" json:"linearizable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettingsRequest) Reset() {
+	*x = SettingsRequest{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettingsRequest) ProtoMessage() {}
+
+func (x *SettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettingsRequest.ProtoReflect.Descriptor instead.
+func (*SettingsRequest) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SettingsRequest) GetLinearizable() bool {
+	if x != nil {
+		return x.Linearizable
+	}
+	return false
+}
+
+type SettingsResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Header   *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Settings *ClusterSettings       `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	// replicated is false while the cluster's log has set no settings yet (a new cluster before
+	// its first leader proposed them, or one whose members run releases without replicated
+	// settings): the values are then this member's release defaults.
+	Replicated    bool `protobuf:"varint,3,opt,name=replicated,proto3" json:"replicated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettingsResponse) Reset() {
+	*x = SettingsResponse{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettingsResponse) ProtoMessage() {}
+
+func (x *SettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettingsResponse.ProtoReflect.Descriptor instead.
+func (*SettingsResponse) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *SettingsResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *SettingsResponse) GetSettings() *ClusterSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *SettingsResponse) GetReplicated() bool {
+	if x != nil {
+		return x.Replicated
+	}
+	return false
+}
+
+type UpdateSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// set holds the values to change; zero fields keep their value.
+	Set           *ClusterSettings `protobuf:"bytes,1,opt,name=set,proto3" json:"set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSettingsRequest) Reset() {
+	*x = UpdateSettingsRequest{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSettingsRequest) ProtoMessage() {}
+
+func (x *UpdateSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSettingsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *UpdateSettingsRequest) GetSet() *ClusterSettings {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+type UpdateSettingsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// settings are the values in force after the update.
+	Settings      *ClusterSettings `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSettingsResponse) Reset() {
+	*x = UpdateSettingsResponse{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSettingsResponse) ProtoMessage() {}
+
+func (x *UpdateSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSettingsResponse.ProtoReflect.Descriptor instead.
+func (*UpdateSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *UpdateSettingsResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *UpdateSettingsResponse) GetSettings() *ClusterSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2422,7 +2754,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_caucus_v1_caucus_proto_msgTypes[35]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2766,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_caucus_v1_caucus_proto_msgTypes[35]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2779,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{35}
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{40}
 }
 
 type StatusResponse struct {
@@ -2467,7 +2799,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_caucus_v1_caucus_proto_msgTypes[36]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2479,7 +2811,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_caucus_v1_caucus_proto_msgTypes[36]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2492,7 +2824,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{36}
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *StatusResponse) GetHeader() *ResponseHeader {
@@ -2566,7 +2898,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_caucus_v1_caucus_proto_msgTypes[37]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2578,7 +2910,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_caucus_v1_caucus_proto_msgTypes[37]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2591,7 +2923,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{37}
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{42}
 }
 
 type SnapshotResponse struct {
@@ -2605,7 +2937,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_caucus_v1_caucus_proto_msgTypes[38]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2617,7 +2949,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_caucus_v1_caucus_proto_msgTypes[38]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2630,7 +2962,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{38}
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SnapshotResponse) GetHeader() *ResponseHeader {
@@ -2663,7 +2995,7 @@ type MoveLeaderRequest struct {
 
 func (x *MoveLeaderRequest) Reset() {
 	*x = MoveLeaderRequest{}
-	mi := &file_caucus_v1_caucus_proto_msgTypes[39]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2675,7 +3007,7 @@ func (x *MoveLeaderRequest) String() string {
 func (*MoveLeaderRequest) ProtoMessage() {}
 
 func (x *MoveLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_caucus_v1_caucus_proto_msgTypes[39]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2688,7 +3020,7 @@ func (x *MoveLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveLeaderRequest.ProtoReflect.Descriptor instead.
 func (*MoveLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{39}
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *MoveLeaderRequest) GetTargetId() uint64 {
@@ -2707,7 +3039,7 @@ type MoveLeaderResponse struct {
 
 func (x *MoveLeaderResponse) Reset() {
 	*x = MoveLeaderResponse{}
-	mi := &file_caucus_v1_caucus_proto_msgTypes[40]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2719,7 +3051,7 @@ func (x *MoveLeaderResponse) String() string {
 func (*MoveLeaderResponse) ProtoMessage() {}
 
 func (x *MoveLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_caucus_v1_caucus_proto_msgTypes[40]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2732,7 +3064,7 @@ func (x *MoveLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveLeaderResponse.ProtoReflect.Descriptor instead.
 func (*MoveLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{40}
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *MoveLeaderResponse) GetHeader() *ResponseHeader {
@@ -2750,7 +3082,7 @@ type DefragmentRequest struct {
 
 func (x *DefragmentRequest) Reset() {
 	*x = DefragmentRequest{}
-	mi := &file_caucus_v1_caucus_proto_msgTypes[41]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2762,7 +3094,7 @@ func (x *DefragmentRequest) String() string {
 func (*DefragmentRequest) ProtoMessage() {}
 
 func (x *DefragmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_caucus_v1_caucus_proto_msgTypes[41]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2775,7 +3107,7 @@ func (x *DefragmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefragmentRequest.ProtoReflect.Descriptor instead.
 func (*DefragmentRequest) Descriptor() ([]byte, []int) {
-	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{41}
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{46}
 }
 
 type DefragmentResponse struct {
@@ -2790,7 +3122,7 @@ type DefragmentResponse struct {
 
 func (x *DefragmentResponse) Reset() {
 	*x = DefragmentResponse{}
-	mi := &file_caucus_v1_caucus_proto_msgTypes[42]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2802,7 +3134,7 @@ func (x *DefragmentResponse) String() string {
 func (*DefragmentResponse) ProtoMessage() {}
 
 func (x *DefragmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_caucus_v1_caucus_proto_msgTypes[42]
+	mi := &file_caucus_v1_caucus_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2815,7 +3147,7 @@ func (x *DefragmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefragmentResponse.ProtoReflect.Descriptor instead.
 func (*DefragmentResponse) Descriptor() ([]byte, []int) {
-	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{42}
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DefragmentResponse) GetHeader() *ResponseHeader {
@@ -3006,7 +3338,33 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\"w\n" +
 	"\x15MemberPromoteResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x12+\n" +
-	"\amembers\x18\x02 \x03(\v2\x11.caucus.v1.MemberR\amembers\"\x0f\n" +
+	"\amembers\x18\x02 \x03(\v2\x11.caucus.v1.MemberR\amembers\"\xa7\x03\n" +
+	"\x0fClusterSettings\x12\"\n" +
+	"\rmax_key_bytes\x18\x01 \x01(\x03R\vmaxKeyBytes\x12&\n" +
+	"\x0fmax_value_bytes\x18\x02 \x01(\x03R\rmaxValueBytes\x12*\n" +
+	"\x11max_request_bytes\x18\x03 \x01(\x03R\x0fmaxRequestBytes\x12\x1e\n" +
+	"\vmax_txn_ops\x18\x04 \x01(\x03R\tmaxTxnOps\x12*\n" +
+	"\x11max_range_results\x18\x05 \x01(\x03R\x0fmaxRangeResults\x121\n" +
+	"\x15max_lease_ttl_seconds\x18\x06 \x01(\x03R\x12maxLeaseTtlSeconds\x12\x1d\n" +
+	"\n" +
+	"max_leases\x18\a \x01(\x03R\tmaxLeases\x12!\n" +
+	"\fmax_sessions\x18\b \x01(\x03R\vmaxSessions\x12$\n" +
+	"\x0esession_ttl_ms\x18\t \x01(\x03R\fsessionTtlMs\x125\n" +
+	"\x17session_retry_window_ms\x18\n" +
+	" \x01(\x03R\x14sessionRetryWindowMs\"5\n" +
+	"\x0fSettingsRequest\x12\"\n" +
+	"\flinearizable\x18\x01 \x01(\bR\flinearizable\"\x9d\x01\n" +
+	"\x10SettingsResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x126\n" +
+	"\bsettings\x18\x02 \x01(\v2\x1a.caucus.v1.ClusterSettingsR\bsettings\x12\x1e\n" +
+	"\n" +
+	"replicated\x18\x03 \x01(\bR\n" +
+	"replicated\"E\n" +
+	"\x15UpdateSettingsRequest\x12,\n" +
+	"\x03set\x18\x01 \x01(\v2\x1a.caucus.v1.ClusterSettingsR\x03set\"\x83\x01\n" +
+	"\x16UpdateSettingsResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x126\n" +
+	"\bsettings\x18\x02 \x01(\v2\x1a.caucus.v1.ClusterSettingsR\bsettings\"\x0f\n" +
 	"\rStatusRequest\"\xaf\x02\n" +
 	"\x0eStatusResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x12\x18\n" +
@@ -3049,13 +3407,15 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\vLeaseRevoke\x12\x1d.caucus.v1.LeaseRevokeRequest\x1a\x1e.caucus.v1.LeaseRevokeResponse\x12U\n" +
 	"\x0eLeaseKeepAlive\x12 .caucus.v1.LeaseKeepAliveRequest\x1a!.caucus.v1.LeaseKeepAliveResponse\x12X\n" +
 	"\x0fLeaseTimeToLive\x12!.caucus.v1.LeaseTimeToLiveRequest\x1a\".caucus.v1.LeaseTimeToLiveResponse\x12L\n" +
-	"\vLeaseLeases\x12\x1d.caucus.v1.LeaseLeasesRequest\x1a\x1e.caucus.v1.LeaseLeasesResponse2\xc1\x02\n" +
+	"\vLeaseLeases\x12\x1d.caucus.v1.LeaseLeasesRequest\x1a\x1e.caucus.v1.LeaseLeasesResponse2\xdd\x03\n" +
 	"\aCluster\x12I\n" +
 	"\n" +
 	"MemberList\x12\x1c.caucus.v1.MemberListRequest\x1a\x1d.caucus.v1.MemberListResponse\x12F\n" +
 	"\tMemberAdd\x12\x1b.caucus.v1.MemberAddRequest\x1a\x1c.caucus.v1.MemberAddResponse\x12O\n" +
 	"\fMemberRemove\x12\x1e.caucus.v1.MemberRemoveRequest\x1a\x1f.caucus.v1.MemberRemoveResponse\x12R\n" +
-	"\rMemberPromote\x12\x1f.caucus.v1.MemberPromoteRequest\x1a .caucus.v1.MemberPromoteResponse2\xa9\x02\n" +
+	"\rMemberPromote\x12\x1f.caucus.v1.MemberPromoteRequest\x1a .caucus.v1.MemberPromoteResponse\x12C\n" +
+	"\bSettings\x12\x1a.caucus.v1.SettingsRequest\x1a\x1b.caucus.v1.SettingsResponse\x12U\n" +
+	"\x0eUpdateSettings\x12 .caucus.v1.UpdateSettingsRequest\x1a!.caucus.v1.UpdateSettingsResponse2\xa9\x02\n" +
 	"\vMaintenance\x12=\n" +
 	"\x06Status\x12\x18.caucus.v1.StatusRequest\x1a\x19.caucus.v1.StatusResponse\x12E\n" +
 	"\bSnapshot\x12\x1a.caucus.v1.SnapshotRequest\x1a\x1b.caucus.v1.SnapshotResponse0\x01\x12I\n" +
@@ -3077,7 +3437,7 @@ func file_caucus_v1_caucus_proto_rawDescGZIP() []byte {
 }
 
 var file_caucus_v1_caucus_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_caucus_v1_caucus_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_caucus_v1_caucus_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_caucus_v1_caucus_proto_goTypes = []any{
 	(Consistency)(0),                // 0: caucus.v1.Consistency
 	(Compare_Result)(0),             // 1: caucus.v1.Compare.Result
@@ -3117,14 +3477,19 @@ var file_caucus_v1_caucus_proto_goTypes = []any{
 	(*MemberRemoveResponse)(nil),    // 35: caucus.v1.MemberRemoveResponse
 	(*MemberPromoteRequest)(nil),    // 36: caucus.v1.MemberPromoteRequest
 	(*MemberPromoteResponse)(nil),   // 37: caucus.v1.MemberPromoteResponse
-	(*StatusRequest)(nil),           // 38: caucus.v1.StatusRequest
-	(*StatusResponse)(nil),          // 39: caucus.v1.StatusResponse
-	(*SnapshotRequest)(nil),         // 40: caucus.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),        // 41: caucus.v1.SnapshotResponse
-	(*MoveLeaderRequest)(nil),       // 42: caucus.v1.MoveLeaderRequest
-	(*MoveLeaderResponse)(nil),      // 43: caucus.v1.MoveLeaderResponse
-	(*DefragmentRequest)(nil),       // 44: caucus.v1.DefragmentRequest
-	(*DefragmentResponse)(nil),      // 45: caucus.v1.DefragmentResponse
+	(*ClusterSettings)(nil),         // 38: caucus.v1.ClusterSettings
+	(*SettingsRequest)(nil),         // 39: caucus.v1.SettingsRequest
+	(*SettingsResponse)(nil),        // 40: caucus.v1.SettingsResponse
+	(*UpdateSettingsRequest)(nil),   // 41: caucus.v1.UpdateSettingsRequest
+	(*UpdateSettingsResponse)(nil),  // 42: caucus.v1.UpdateSettingsResponse
+	(*StatusRequest)(nil),           // 43: caucus.v1.StatusRequest
+	(*StatusResponse)(nil),          // 44: caucus.v1.StatusResponse
+	(*SnapshotRequest)(nil),         // 45: caucus.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),        // 46: caucus.v1.SnapshotResponse
+	(*MoveLeaderRequest)(nil),       // 47: caucus.v1.MoveLeaderRequest
+	(*MoveLeaderResponse)(nil),      // 48: caucus.v1.MoveLeaderResponse
+	(*DefragmentRequest)(nil),       // 49: caucus.v1.DefragmentRequest
+	(*DefragmentResponse)(nil),      // 50: caucus.v1.DefragmentResponse
 }
 var file_caucus_v1_caucus_proto_depIdxs = []int32{
 	0,  // 0: caucus.v1.RangeRequest.consistency:type_name -> caucus.v1.Consistency
@@ -3165,51 +3530,60 @@ var file_caucus_v1_caucus_proto_depIdxs = []int32{
 	29, // 35: caucus.v1.MemberRemoveResponse.members:type_name -> caucus.v1.Member
 	3,  // 36: caucus.v1.MemberPromoteResponse.header:type_name -> caucus.v1.ResponseHeader
 	29, // 37: caucus.v1.MemberPromoteResponse.members:type_name -> caucus.v1.Member
-	3,  // 38: caucus.v1.StatusResponse.header:type_name -> caucus.v1.ResponseHeader
-	3,  // 39: caucus.v1.SnapshotResponse.header:type_name -> caucus.v1.ResponseHeader
-	3,  // 40: caucus.v1.MoveLeaderResponse.header:type_name -> caucus.v1.ResponseHeader
-	3,  // 41: caucus.v1.DefragmentResponse.header:type_name -> caucus.v1.ResponseHeader
-	6,  // 42: caucus.v1.KV.Range:input_type -> caucus.v1.RangeRequest
-	8,  // 43: caucus.v1.KV.Put:input_type -> caucus.v1.PutRequest
-	10, // 44: caucus.v1.KV.DeleteRange:input_type -> caucus.v1.DeleteRangeRequest
-	15, // 45: caucus.v1.KV.Txn:input_type -> caucus.v1.TxnRequest
-	17, // 46: caucus.v1.KV.Compact:input_type -> caucus.v1.CompactionRequest
-	19, // 47: caucus.v1.Lease.LeaseGrant:input_type -> caucus.v1.LeaseGrantRequest
-	21, // 48: caucus.v1.Lease.LeaseRevoke:input_type -> caucus.v1.LeaseRevokeRequest
-	23, // 49: caucus.v1.Lease.LeaseKeepAlive:input_type -> caucus.v1.LeaseKeepAliveRequest
-	25, // 50: caucus.v1.Lease.LeaseTimeToLive:input_type -> caucus.v1.LeaseTimeToLiveRequest
-	27, // 51: caucus.v1.Lease.LeaseLeases:input_type -> caucus.v1.LeaseLeasesRequest
-	30, // 52: caucus.v1.Cluster.MemberList:input_type -> caucus.v1.MemberListRequest
-	32, // 53: caucus.v1.Cluster.MemberAdd:input_type -> caucus.v1.MemberAddRequest
-	34, // 54: caucus.v1.Cluster.MemberRemove:input_type -> caucus.v1.MemberRemoveRequest
-	36, // 55: caucus.v1.Cluster.MemberPromote:input_type -> caucus.v1.MemberPromoteRequest
-	38, // 56: caucus.v1.Maintenance.Status:input_type -> caucus.v1.StatusRequest
-	40, // 57: caucus.v1.Maintenance.Snapshot:input_type -> caucus.v1.SnapshotRequest
-	42, // 58: caucus.v1.Maintenance.MoveLeader:input_type -> caucus.v1.MoveLeaderRequest
-	44, // 59: caucus.v1.Maintenance.Defragment:input_type -> caucus.v1.DefragmentRequest
-	7,  // 60: caucus.v1.KV.Range:output_type -> caucus.v1.RangeResponse
-	9,  // 61: caucus.v1.KV.Put:output_type -> caucus.v1.PutResponse
-	11, // 62: caucus.v1.KV.DeleteRange:output_type -> caucus.v1.DeleteRangeResponse
-	16, // 63: caucus.v1.KV.Txn:output_type -> caucus.v1.TxnResponse
-	18, // 64: caucus.v1.KV.Compact:output_type -> caucus.v1.CompactionResponse
-	20, // 65: caucus.v1.Lease.LeaseGrant:output_type -> caucus.v1.LeaseGrantResponse
-	22, // 66: caucus.v1.Lease.LeaseRevoke:output_type -> caucus.v1.LeaseRevokeResponse
-	24, // 67: caucus.v1.Lease.LeaseKeepAlive:output_type -> caucus.v1.LeaseKeepAliveResponse
-	26, // 68: caucus.v1.Lease.LeaseTimeToLive:output_type -> caucus.v1.LeaseTimeToLiveResponse
-	28, // 69: caucus.v1.Lease.LeaseLeases:output_type -> caucus.v1.LeaseLeasesResponse
-	31, // 70: caucus.v1.Cluster.MemberList:output_type -> caucus.v1.MemberListResponse
-	33, // 71: caucus.v1.Cluster.MemberAdd:output_type -> caucus.v1.MemberAddResponse
-	35, // 72: caucus.v1.Cluster.MemberRemove:output_type -> caucus.v1.MemberRemoveResponse
-	37, // 73: caucus.v1.Cluster.MemberPromote:output_type -> caucus.v1.MemberPromoteResponse
-	39, // 74: caucus.v1.Maintenance.Status:output_type -> caucus.v1.StatusResponse
-	41, // 75: caucus.v1.Maintenance.Snapshot:output_type -> caucus.v1.SnapshotResponse
-	43, // 76: caucus.v1.Maintenance.MoveLeader:output_type -> caucus.v1.MoveLeaderResponse
-	45, // 77: caucus.v1.Maintenance.Defragment:output_type -> caucus.v1.DefragmentResponse
-	60, // [60:78] is the sub-list for method output_type
-	42, // [42:60] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	3,  // 38: caucus.v1.SettingsResponse.header:type_name -> caucus.v1.ResponseHeader
+	38, // 39: caucus.v1.SettingsResponse.settings:type_name -> caucus.v1.ClusterSettings
+	38, // 40: caucus.v1.UpdateSettingsRequest.set:type_name -> caucus.v1.ClusterSettings
+	3,  // 41: caucus.v1.UpdateSettingsResponse.header:type_name -> caucus.v1.ResponseHeader
+	38, // 42: caucus.v1.UpdateSettingsResponse.settings:type_name -> caucus.v1.ClusterSettings
+	3,  // 43: caucus.v1.StatusResponse.header:type_name -> caucus.v1.ResponseHeader
+	3,  // 44: caucus.v1.SnapshotResponse.header:type_name -> caucus.v1.ResponseHeader
+	3,  // 45: caucus.v1.MoveLeaderResponse.header:type_name -> caucus.v1.ResponseHeader
+	3,  // 46: caucus.v1.DefragmentResponse.header:type_name -> caucus.v1.ResponseHeader
+	6,  // 47: caucus.v1.KV.Range:input_type -> caucus.v1.RangeRequest
+	8,  // 48: caucus.v1.KV.Put:input_type -> caucus.v1.PutRequest
+	10, // 49: caucus.v1.KV.DeleteRange:input_type -> caucus.v1.DeleteRangeRequest
+	15, // 50: caucus.v1.KV.Txn:input_type -> caucus.v1.TxnRequest
+	17, // 51: caucus.v1.KV.Compact:input_type -> caucus.v1.CompactionRequest
+	19, // 52: caucus.v1.Lease.LeaseGrant:input_type -> caucus.v1.LeaseGrantRequest
+	21, // 53: caucus.v1.Lease.LeaseRevoke:input_type -> caucus.v1.LeaseRevokeRequest
+	23, // 54: caucus.v1.Lease.LeaseKeepAlive:input_type -> caucus.v1.LeaseKeepAliveRequest
+	25, // 55: caucus.v1.Lease.LeaseTimeToLive:input_type -> caucus.v1.LeaseTimeToLiveRequest
+	27, // 56: caucus.v1.Lease.LeaseLeases:input_type -> caucus.v1.LeaseLeasesRequest
+	30, // 57: caucus.v1.Cluster.MemberList:input_type -> caucus.v1.MemberListRequest
+	32, // 58: caucus.v1.Cluster.MemberAdd:input_type -> caucus.v1.MemberAddRequest
+	34, // 59: caucus.v1.Cluster.MemberRemove:input_type -> caucus.v1.MemberRemoveRequest
+	36, // 60: caucus.v1.Cluster.MemberPromote:input_type -> caucus.v1.MemberPromoteRequest
+	39, // 61: caucus.v1.Cluster.Settings:input_type -> caucus.v1.SettingsRequest
+	41, // 62: caucus.v1.Cluster.UpdateSettings:input_type -> caucus.v1.UpdateSettingsRequest
+	43, // 63: caucus.v1.Maintenance.Status:input_type -> caucus.v1.StatusRequest
+	45, // 64: caucus.v1.Maintenance.Snapshot:input_type -> caucus.v1.SnapshotRequest
+	47, // 65: caucus.v1.Maintenance.MoveLeader:input_type -> caucus.v1.MoveLeaderRequest
+	49, // 66: caucus.v1.Maintenance.Defragment:input_type -> caucus.v1.DefragmentRequest
+	7,  // 67: caucus.v1.KV.Range:output_type -> caucus.v1.RangeResponse
+	9,  // 68: caucus.v1.KV.Put:output_type -> caucus.v1.PutResponse
+	11, // 69: caucus.v1.KV.DeleteRange:output_type -> caucus.v1.DeleteRangeResponse
+	16, // 70: caucus.v1.KV.Txn:output_type -> caucus.v1.TxnResponse
+	18, // 71: caucus.v1.KV.Compact:output_type -> caucus.v1.CompactionResponse
+	20, // 72: caucus.v1.Lease.LeaseGrant:output_type -> caucus.v1.LeaseGrantResponse
+	22, // 73: caucus.v1.Lease.LeaseRevoke:output_type -> caucus.v1.LeaseRevokeResponse
+	24, // 74: caucus.v1.Lease.LeaseKeepAlive:output_type -> caucus.v1.LeaseKeepAliveResponse
+	26, // 75: caucus.v1.Lease.LeaseTimeToLive:output_type -> caucus.v1.LeaseTimeToLiveResponse
+	28, // 76: caucus.v1.Lease.LeaseLeases:output_type -> caucus.v1.LeaseLeasesResponse
+	31, // 77: caucus.v1.Cluster.MemberList:output_type -> caucus.v1.MemberListResponse
+	33, // 78: caucus.v1.Cluster.MemberAdd:output_type -> caucus.v1.MemberAddResponse
+	35, // 79: caucus.v1.Cluster.MemberRemove:output_type -> caucus.v1.MemberRemoveResponse
+	37, // 80: caucus.v1.Cluster.MemberPromote:output_type -> caucus.v1.MemberPromoteResponse
+	40, // 81: caucus.v1.Cluster.Settings:output_type -> caucus.v1.SettingsResponse
+	42, // 82: caucus.v1.Cluster.UpdateSettings:output_type -> caucus.v1.UpdateSettingsResponse
+	44, // 83: caucus.v1.Maintenance.Status:output_type -> caucus.v1.StatusResponse
+	46, // 84: caucus.v1.Maintenance.Snapshot:output_type -> caucus.v1.SnapshotResponse
+	48, // 85: caucus.v1.Maintenance.MoveLeader:output_type -> caucus.v1.MoveLeaderResponse
+	50, // 86: caucus.v1.Maintenance.Defragment:output_type -> caucus.v1.DefragmentResponse
+	67, // [67:87] is the sub-list for method output_type
+	47, // [47:67] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_caucus_v1_caucus_proto_init() }
@@ -3240,7 +3614,7 @@ func file_caucus_v1_caucus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_caucus_v1_caucus_proto_rawDesc), len(file_caucus_v1_caucus_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   43,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

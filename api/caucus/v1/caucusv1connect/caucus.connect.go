@@ -72,6 +72,10 @@ const (
 	ClusterMemberRemoveProcedure = "/caucus.v1.Cluster/MemberRemove"
 	// ClusterMemberPromoteProcedure is the fully-qualified name of the Cluster's MemberPromote RPC.
 	ClusterMemberPromoteProcedure = "/caucus.v1.Cluster/MemberPromote"
+	// ClusterSettingsProcedure is the fully-qualified name of the Cluster's Settings RPC.
+	ClusterSettingsProcedure = "/caucus.v1.Cluster/Settings"
+	// ClusterUpdateSettingsProcedure is the fully-qualified name of the Cluster's UpdateSettings RPC.
+	ClusterUpdateSettingsProcedure = "/caucus.v1.Cluster/UpdateSettings"
 	// MaintenanceStatusProcedure is the fully-qualified name of the Maintenance's Status RPC.
 	MaintenanceStatusProcedure = "/caucus.v1.Maintenance/Status"
 	// MaintenanceSnapshotProcedure is the fully-qualified name of the Maintenance's Snapshot RPC.
@@ -436,6 +440,11 @@ type ClusterClient interface {
 	MemberAdd(context.Context, *connect.Request[v1.MemberAddRequest]) (*connect.Response[v1.MemberAddResponse], error)
 	MemberRemove(context.Context, *connect.Request[v1.MemberRemoveRequest]) (*connect.Response[v1.MemberRemoveResponse], error)
 	MemberPromote(context.Context, *connect.Request[v1.MemberPromoteRequest]) (*connect.Response[v1.MemberPromoteResponse], error)
+	// Settings returns the replicated cluster settings.
+	Settings(context.Context, *connect.Request[v1.SettingsRequest]) (*connect.Response[v1.SettingsResponse], error)
+	// UpdateSettings changes replicated cluster settings through the log; values that cannot work
+	// together are refused with InvalidArgument, naming them.
+	UpdateSettings(context.Context, *connect.Request[v1.UpdateSettingsRequest]) (*connect.Response[v1.UpdateSettingsResponse], error)
 }
 
 // NewClusterClient constructs a client for the caucus.v1.Cluster service. By default, it uses the
@@ -473,15 +482,29 @@ func NewClusterClient(httpClient connect.HTTPClient, baseURL string, opts ...con
 			connect.WithSchema(clusterMethods.ByName("MemberPromote")),
 			connect.WithClientOptions(opts...),
 		),
+		settings: connect.NewClient[v1.SettingsRequest, v1.SettingsResponse](
+			httpClient,
+			baseURL+ClusterSettingsProcedure,
+			connect.WithSchema(clusterMethods.ByName("Settings")),
+			connect.WithClientOptions(opts...),
+		),
+		updateSettings: connect.NewClient[v1.UpdateSettingsRequest, v1.UpdateSettingsResponse](
+			httpClient,
+			baseURL+ClusterUpdateSettingsProcedure,
+			connect.WithSchema(clusterMethods.ByName("UpdateSettings")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // clusterClient implements ClusterClient.
 type clusterClient struct {
-	memberList    *connect.Client[v1.MemberListRequest, v1.MemberListResponse]
-	memberAdd     *connect.Client[v1.MemberAddRequest, v1.MemberAddResponse]
-	memberRemove  *connect.Client[v1.MemberRemoveRequest, v1.MemberRemoveResponse]
-	memberPromote *connect.Client[v1.MemberPromoteRequest, v1.MemberPromoteResponse]
+	memberList     *connect.Client[v1.MemberListRequest, v1.MemberListResponse]
+	memberAdd      *connect.Client[v1.MemberAddRequest, v1.MemberAddResponse]
+	memberRemove   *connect.Client[v1.MemberRemoveRequest, v1.MemberRemoveResponse]
+	memberPromote  *connect.Client[v1.MemberPromoteRequest, v1.MemberPromoteResponse]
+	settings       *connect.Client[v1.SettingsRequest, v1.SettingsResponse]
+	updateSettings *connect.Client[v1.UpdateSettingsRequest, v1.UpdateSettingsResponse]
 }
 
 // MemberList calls caucus.v1.Cluster.MemberList.
@@ -504,12 +527,27 @@ func (c *clusterClient) MemberPromote(ctx context.Context, req *connect.Request[
 	return c.memberPromote.CallUnary(ctx, req)
 }
 
+// Settings calls caucus.v1.Cluster.Settings.
+func (c *clusterClient) Settings(ctx context.Context, req *connect.Request[v1.SettingsRequest]) (*connect.Response[v1.SettingsResponse], error) {
+	return c.settings.CallUnary(ctx, req)
+}
+
+// UpdateSettings calls caucus.v1.Cluster.UpdateSettings.
+func (c *clusterClient) UpdateSettings(ctx context.Context, req *connect.Request[v1.UpdateSettingsRequest]) (*connect.Response[v1.UpdateSettingsResponse], error) {
+	return c.updateSettings.CallUnary(ctx, req)
+}
+
 // ClusterHandler is an implementation of the caucus.v1.Cluster service.
 type ClusterHandler interface {
 	MemberList(context.Context, *connect.Request[v1.MemberListRequest]) (*connect.Response[v1.MemberListResponse], error)
 	MemberAdd(context.Context, *connect.Request[v1.MemberAddRequest]) (*connect.Response[v1.MemberAddResponse], error)
 	MemberRemove(context.Context, *connect.Request[v1.MemberRemoveRequest]) (*connect.Response[v1.MemberRemoveResponse], error)
 	MemberPromote(context.Context, *connect.Request[v1.MemberPromoteRequest]) (*connect.Response[v1.MemberPromoteResponse], error)
+	// Settings returns the replicated cluster settings.
+	Settings(context.Context, *connect.Request[v1.SettingsRequest]) (*connect.Response[v1.SettingsResponse], error)
+	// UpdateSettings changes replicated cluster settings through the log; values that cannot work
+	// together are refused with InvalidArgument, naming them.
+	UpdateSettings(context.Context, *connect.Request[v1.UpdateSettingsRequest]) (*connect.Response[v1.UpdateSettingsResponse], error)
 }
 
 // NewClusterHandler builds an HTTP handler from the service implementation. It returns the path on
@@ -543,6 +581,18 @@ func NewClusterHandler(svc ClusterHandler, opts ...connect.HandlerOption) (strin
 		connect.WithSchema(clusterMethods.ByName("MemberPromote")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterSettingsHandler := connect.NewUnaryHandler(
+		ClusterSettingsProcedure,
+		svc.Settings,
+		connect.WithSchema(clusterMethods.ByName("Settings")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterUpdateSettingsHandler := connect.NewUnaryHandler(
+		ClusterUpdateSettingsProcedure,
+		svc.UpdateSettings,
+		connect.WithSchema(clusterMethods.ByName("UpdateSettings")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/caucus.v1.Cluster/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterMemberListProcedure:
@@ -553,6 +603,10 @@ func NewClusterHandler(svc ClusterHandler, opts ...connect.HandlerOption) (strin
 			clusterMemberRemoveHandler.ServeHTTP(w, r)
 		case ClusterMemberPromoteProcedure:
 			clusterMemberPromoteHandler.ServeHTTP(w, r)
+		case ClusterSettingsProcedure:
+			clusterSettingsHandler.ServeHTTP(w, r)
+		case ClusterUpdateSettingsProcedure:
+			clusterUpdateSettingsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -576,6 +630,14 @@ func (UnimplementedClusterHandler) MemberRemove(context.Context, *connect.Reques
 
 func (UnimplementedClusterHandler) MemberPromote(context.Context, *connect.Request[v1.MemberPromoteRequest]) (*connect.Response[v1.MemberPromoteResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("caucus.v1.Cluster.MemberPromote is not implemented"))
+}
+
+func (UnimplementedClusterHandler) Settings(context.Context, *connect.Request[v1.SettingsRequest]) (*connect.Response[v1.SettingsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("caucus.v1.Cluster.Settings is not implemented"))
+}
+
+func (UnimplementedClusterHandler) UpdateSettings(context.Context, *connect.Request[v1.UpdateSettingsRequest]) (*connect.Response[v1.UpdateSettingsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("caucus.v1.Cluster.UpdateSettings is not implemented"))
 }
 
 // MaintenanceClient is a client for the caucus.v1.Maintenance service.

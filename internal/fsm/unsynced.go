@@ -1,4 +1,4 @@
-package node
+package fsm
 
 import (
 	"bytes"
@@ -53,12 +53,12 @@ func guardUnsynced(dataDir, storePath string, lg *slog.Logger) (discarded bool, 
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		return false, fmt.Errorf("node: read %s: %w", marker, err)
+		return false, fmt.Errorf("fsm: read %s: %w", marker, err)
 	case string(bytes.TrimSpace(prev)) != boot:
 		if _, statErr := os.Stat(storePath); statErr == nil {
 			aside, err := moveAside(storePath, "discarded")
 			if err != nil {
-				return false, fmt.Errorf("node: move aside state machine written without fsync before a reboot: %w", err)
+				return false, fmt.Errorf("fsm: move aside state machine written without fsync before a reboot: %w", err)
 			}
 			lg.Warn("the machine rebooted since the state machine was last written without fsync; rebuilding it from the snapshot and the log",
 				"moved_aside", aside, "previous_boot", string(bytes.TrimSpace(prev)), "boot", boot)
@@ -66,7 +66,7 @@ func guardUnsynced(dataDir, storePath string, lg *slog.Logger) (discarded bool, 
 		}
 	}
 	if err := writeSyncedFile(marker, []byte(boot+"\n")); err != nil {
-		return discarded, fmt.Errorf("node: arm %s: %w", marker, err)
+		return discarded, fmt.Errorf("fsm: arm %s: %w", marker, err)
 	}
 	return discarded, nil
 }
@@ -75,11 +75,11 @@ func guardUnsynced(dataDir, storePath string, lg *slog.Logger) (discarded bool, 
 // whatever happened to the machine in between.
 func releaseUnsynced(dataDir string, store *mvcc.Store) error {
 	if err := store.Sync(); err != nil {
-		return fmt.Errorf("node: sync state machine at close: %w", err)
+		return fmt.Errorf("fsm: sync state machine at close: %w", err)
 	}
 	marker := filepath.Join(dataDir, unsyncedMarker)
 	if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("node: remove %s: %w", marker, err)
+		return fmt.Errorf("fsm: remove %s: %w", marker, err)
 	}
 	return syncDir(dataDir)
 }

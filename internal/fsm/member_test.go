@@ -1,4 +1,4 @@
-package node
+package fsm
 
 import (
 	"context"
@@ -11,11 +11,15 @@ import (
 	"testing"
 	"time"
 
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
-	"github.com/caucus/caucus/internal/cmdpb"
+	"github.com/caucus/caucus/internal/logpb"
 	"github.com/caucus/caucus/internal/mvcc"
+	"github.com/caucus/caucus/internal/node"
 	"github.com/caucus/caucus/raft"
 )
+
+// These tests run a one-member cluster with the real state machine over the real node: how a
+// member's storage (log, snapshots, state machine file) survives stops, crashes, reboots and
+// damage.
 
 // nopTransport is the transport of a single-member cluster: there is nobody to talk to.
 type nopTransport struct{}
@@ -23,10 +27,10 @@ type nopTransport struct{}
 func (nopTransport) Send([]raft.Message)         {}
 func (nopTransport) AddPeer(raft.NodeID, string) {}
 func (nopTransport) RemovePeer(raft.NodeID)      {}
-func peerAddr(*cmdpb.MemberContext) string       { return "" }
+func peerAddr(urls []string) string              { return urls[0] }
 func quiet() *slog.Logger                        { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-func putCmd(k, v string) *cmdpb.Command {
-	return &cmdpb.Command{Op: &cmdpb.Command_Put{Put: &caucusv1.PutRequest{Key: []byte(k), Value: []byte(v)}}}
+func putCmd(k, v string) *logpb.Command {
+	return &logpb.Command{Op: &logpb.Command_Put{Put: &logpb.PutRequest{Key: []byte(k), Value: []byte(v)}}}
 }
 func withBoot(t *testing.T, id string) {
 	t.Helper()
@@ -35,64 +39,101 @@ func withBoot(t *testing.T, id string) {
 	t.Cleanup(func() { bootID = old })
 }
 func markerPath(dir string) string { return filepath.Join(dir, unsyncedMarker) }
-func storeFile(dir string) string  { return filepath.Join(dir, "kv.db") }
+func storeFile(dir string) string  { return filepath.Join(dir, StoreFile) }
+func walDir(dir string) string     { return filepath.Join(dir, "wal") }
+func snapDir(dir string) string    { return filepath.Join(dir, "snap") }
 func fileExists(p string) bool     { _, err := os.Stat(p); return err == nil }
 func keyName(i int) string         { return fmt.Sprintf("k%03d", i) }
 func valueOf(i int) string         { return fmt.Sprintf("v%03d", i) }
 
+// member is a started one-member cluster.
+type member struct {
+	*node.Node
+	fsm *FSM
+	p   *Proposer
+}
+
 // startSingle opens and starts a one-member cluster in dir, with an unsynced state machine and a
 // snapshot every snapEvery entries.
-func startSingle(t *testing.T, dir string, snapEvery uint64) *Node {
+func startSingle(t *testing.T, dir string, snapEvery uint64) *member {
 	t.Helper()
 	return startSingleWith(t, singleConfig(dir, snapEvery))
 }
 
-// singleConfig is startSingle's configuration, for tests that change it.
-func singleConfig(dir string, snapEvery uint64) OpenConfig {
+// singleConfig is startSingle's configuration, for tests that change it; open returns the
+// opened state machine.
+func singleConfig(dir string, snapEvery uint64) node.OpenConfig {
 	rc := raft.DefaultConfig(1)
 	rc.HeartbeatTick, rc.ElectionTick = 1, 3
 	rc.Seed = 1
 	rc.Logger = quiet()
-	return OpenConfig{
-		Config: Config{
+	members := []node.Member{{ID: 1, Name: "n1", PeerURLs: []string{"http://127.0.0.1:1"}}}
+	bctx, err := BootstrapContext(members)
+	if err != nil {
+		panic(err)
+	}
+	return node.OpenConfig{
+		Config: node.Config{
 			Raft:            rc,
 			TickInterval:    5 * time.Millisecond,
 			SnapshotEntries: snapEvery,
 			PeerAddr:        peerAddr,
 			Logger:          quiet(),
 		},
-		DataDir:        dir,
-		NewCluster:     true,
-		InitialMembers: []Member{{ID: 1, Name: "n1", PeerURLs: []string{"http://127.0.0.1:1"}}},
-		StoreOptions:   mvcc.Options{NoSync: true},
+		DataDir:          dir,
+		NewCluster:       true,
+		InitialMembers:   members,
+		BootstrapContext: bctx,
+		PersistedApplied: func() (uint64, error) { return PersistedAppliedIndex(dir) },
+		OpenStateMachine: func() (node.StateMachine, error) {
+			return Open(Options{ID: 1, DataDir: dir, Store: mvcc.Options{NoSync: true}, Logger: quiet()})
+		},
 	}
 }
 
-func startSingleWith(t *testing.T, cfg OpenConfig) *Node {
+// openMember opens (without starting) the member cfg describes, returning its state machine too.
+func openMember(cfg node.OpenConfig) (*member, error) {
+	var f *FSM
+	open := cfg.OpenStateMachine
+	cfg.OpenStateMachine = func() (node.StateMachine, error) {
+		sm, err := open()
+		if err == nil {
+			f = sm.(*FSM)
+		}
+		return sm, err
+	}
+	n, err := node.Open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &member{Node: n, fsm: f, p: NewProposer(n, nil)}, nil
+}
+
+func startSingleWith(t *testing.T, cfg node.OpenConfig) *member {
 	t.Helper()
-	n, err := Open(cfg)
+	m, err := openMember(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.SetTransport(nopTransport{}, nil)
-	n.Start()
+	m.SetTransport(nopTransport{}, nil)
+	m.Start()
 	// The member runs on wall-clock ticks: poll until it elected itself.
 	deadline := time.Now().Add(10 * time.Second)
-	for n.Leader() != 1 {
+	for m.Leader() != 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("single member did not elect itself within 10s")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return n
+	return m
 }
 
-func putAll(t *testing.T, n *Node, from, to int) {
+func putAll(t *testing.T, m *member, from, to int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := from; i < to; i++ {
-		res, err := n.Propose(ctx, putCmd(keyName(i), valueOf(i)))
+		res, err := m.p.Propose(ctx, putCmd(keyName(i), valueOf(i)))
 		if err == nil {
 			err = res.Err
 		}
@@ -102,15 +143,15 @@ func putAll(t *testing.T, n *Node, from, to int) {
 	}
 }
 
-func checkAll(t *testing.T, n *Node, to int) {
+func checkAll(t *testing.T, m *member, to int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := n.LinearizableRead(ctx); err != nil {
+	if err := m.LinearizableRead(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < to; i++ {
-		res, err := n.Store().Range(&caucusv1.RangeRequest{Key: []byte(keyName(i))})
+		res, err := m.fsm.Store().Range(&logpb.RangeRequest{Key: []byte(keyName(i))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -252,7 +293,7 @@ func TestWALDir(t *testing.T) {
 	<-n.Done()
 
 	// Started without --wal-dir: the default log location is empty beside applied state.
-	if _, err := Open(singleConfig(dir, 0)); err == nil || !strings.Contains(err.Error(), "lost its log or was started with the wrong --wal-dir") {
+	if _, err := openMember(singleConfig(dir, 0)); err == nil || !strings.Contains(err.Error(), "lost its log or was started with the wrong --wal-dir") {
 		t.Fatalf("open without --wal-dir after running with it: %v; want a refusal naming the lost log", err)
 	}
 	// That attempt left only its lock file in the default location, which is not a log.
@@ -274,7 +315,7 @@ func TestWALDir(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := Open(cfg); err == nil || !strings.Contains(err.Error(), "holds a log too") {
+	if _, err := openMember(cfg); err == nil || !strings.Contains(err.Error(), "holds a log too") {
 		t.Fatalf("open with --wal-dir while the data directory holds a log: %v; want a refusal", err)
 	}
 	// And with the copy as the log (no --wal-dir), the member starts where it stopped.
@@ -299,7 +340,7 @@ func TestOpenRefusesLostLog(t *testing.T) {
 			if err := os.Rename(walDir(dir), aside); err != nil {
 				t.Fatal(err)
 			}
-			_, err := Open(singleConfig(dir, snapEvery))
+			_, err := openMember(singleConfig(dir, snapEvery))
 			if err == nil || !strings.Contains(err.Error(), "lost its log") || !strings.Contains(err.Error(), walDir(dir)) {
 				t.Fatalf("open with the log removed: %v; want a refusal naming %s", err, walDir(dir))
 			}
@@ -328,8 +369,8 @@ func TestLogDirLocked(t *testing.T) {
 	putAll(t, n, 0, 5)
 	other := singleConfig(t.TempDir(), 0)
 	other.WALDir = logDir
-	for name, c := range map[string]OpenConfig{"same member": cfg, "another member, same --wal-dir": other} {
-		if _, err := Open(c); err == nil || !strings.Contains(err.Error(), "in use by another process") {
+	for name, c := range map[string]node.OpenConfig{"same member": cfg, "another member, same --wal-dir": other} {
+		if _, err := openMember(c); err == nil || !strings.Contains(err.Error(), "in use by another process") {
 			t.Fatalf("%s: second open of a running member's log: %v; want a refusal", name, err)
 		}
 	}
@@ -362,15 +403,15 @@ func TestOpenIgnoresUnrecordedSnapshot(t *testing.T) {
 	}
 	cfg := singleConfig(dir, 5)
 	cfg.NewCluster = false
-	n, err := Open(cfg)
+	n, err := openMember(cfg)
 	if err != nil {
 		t.Fatalf("open with a snapshot file the log does not record: %v", err)
 	}
-	if got := n.Store().AppliedIndex(); got != 0 {
+	if got := n.fsm.Store().AppliedIndex(); got != 0 {
 		t.Fatalf("the unrecorded snapshot was loaded (applied index %d)", got)
 	}
 	// Set aside, not deleted, and out of the store's listing (so pruning cannot count them).
-	if aside, _ := filepath.Glob(filepath.Join(snapDir(dir), "*"+unrecordedSuffix)); len(aside) == 0 {
+	if aside, _ := filepath.Glob(filepath.Join(snapDir(dir), "*.unrecorded")); len(aside) == 0 {
 		t.Fatal("the unrecorded snapshot files were not set aside")
 	}
 	if left, _ := filepath.Glob(filepath.Join(snapDir(dir), "*.snap")); len(left) != 0 {

@@ -1,13 +1,8 @@
-package node
+package fsm
 
 import (
 	"fmt"
 	"time"
-
-	"google.golang.org/protobuf/proto"
-
-	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
-	"github.com/caucus/caucus/internal/cmdpb"
 )
 
 // Automatic compaction, with etcd's two modes. The leader proposes an ordinary Compaction
@@ -47,17 +42,17 @@ func (a AutoCompaction) Validate() error {
 		return nil
 	case AutoCompactionRevision:
 		if a.Retention <= 0 {
-			return fmt.Errorf("node: auto-compaction mode revision needs a retention of at least 1 revision, got %d", a.Retention)
+			return fmt.Errorf("fsm: auto-compaction mode revision needs a retention of at least 1 revision, got %d", a.Retention)
 		}
 	case AutoCompactionPeriodic:
 		if a.Period < time.Second {
-			return fmt.Errorf("node: auto-compaction mode periodic needs a retention of at least 1s, got %v", a.Period)
+			return fmt.Errorf("fsm: auto-compaction mode periodic needs a retention of at least 1s, got %v", a.Period)
 		}
 	default:
-		return fmt.Errorf("node: unknown auto-compaction mode %q (want %q or %q)", a.Mode, AutoCompactionRevision, AutoCompactionPeriodic)
+		return fmt.Errorf("fsm: unknown auto-compaction mode %q (want %q or %q)", a.Mode, AutoCompactionRevision, AutoCompactionPeriodic)
 	}
 	if a.Interval < 0 {
-		return fmt.Errorf("node: negative auto-compaction interval %v", a.Interval)
+		return fmt.Errorf("fsm: negative auto-compaction interval %v", a.Interval)
 	}
 	return nil
 }
@@ -113,30 +108,4 @@ func (a *autoCompactor) target(now time.Time, rev, compacted int64) int64 {
 		}
 	}
 	return 0
-}
-
-// maybeAutoCompact proposes a compaction if one is due. Leader only, from onTick.
-func (n *Node) maybeAutoCompact(now time.Time) {
-	if n.autoCompact == nil {
-		return
-	}
-	t := n.autoCompact.target(now, n.store.Rev(), n.store.CompactRev())
-	if t == 0 {
-		return
-	}
-	cmd := &cmdpb.Command{
-		Id:           n.nextID.Add(1),
-		Proposer:     uint64(n.id),
-		TimeUnixNano: now.UnixNano(),
-		Op:           &cmdpb.Command_Compaction{Compaction: &caucusv1.CompactionRequest{Revision: t}},
-	}
-	data, err := proto.Marshal(cmd)
-	if err == nil {
-		err = n.rn.Propose(data)
-	}
-	if err != nil {
-		n.log.Debug("auto-compaction proposal dropped", "revision", t, "err", err)
-		return
-	}
-	n.log.Info("auto-compaction proposed", "revision", t, "mode", n.autoCompact.cfg.Mode)
 }

@@ -1,0 +1,62 @@
+// Package logpb is caucus's log format: the messages a normal Raft entry carries and the state
+// machine stores (log.proto). It is internal and versioned apart from the public API
+// (api/caucus/v1); internal/server translates between the two.
+//
+// Every Command says which format version a member needs to apply it (Command.version, 0 read
+// as 1). A member applies only versions up to MaxVersion, and stops with an error that names
+// the version it needs otherwise: skipping or half-applying an entry would make it diverge from
+// its peers. Proposers stamp the lowest version that can apply the command (Needs), and propose
+// a command of a newer version only once every member has published that it applies it
+// (logpb.MemberAttributes.log_version), so a rolling upgrade never stops an older member.
+package logpb
+
+import "fmt"
+
+// Log format versions.
+const (
+	// Version1 is the first format. Its messages have the field numbers of the caucus.v1
+	// messages of the same name, so entries and stored results written before the format had a
+	// package of its own (and no version field) read as version 1.
+	Version1 uint32 = 1
+	// Version2 adds replicated cluster settings (Command.settings).
+	Version2 uint32 = 2
+	// MaxVersion is the newest version this release applies.
+	MaxVersion = Version2
+)
+
+// VersionOf returns the format version a command was stamped with (1 if none).
+func VersionOf(c *Command) uint32 {
+	if v := c.GetVersion(); v != 0 {
+		return v
+	}
+	return Version1
+}
+
+// Needs returns the lowest format version that can apply c.
+func Needs(c *Command) uint32 {
+	if _, ok := c.GetOp().(*Command_Settings); ok {
+		return Version2
+	}
+	return Version1
+}
+
+// UnknownVersionError is a command of a format version this release does not apply.
+type UnknownVersionError struct {
+	Index   uint64
+	Version uint32
+}
+
+func (e *UnknownVersionError) Error() string {
+	return fmt.Sprintf("log entry %d needs log format version %d, but this release applies versions 1 to %d: "+
+		"upgrade this member to a release that applies version %d (its log and data are intact)",
+		e.Index, e.Version, MaxVersion, e.Version)
+}
+
+// CheckVersion returns an *UnknownVersionError if c, committed at index, needs a newer format
+// version than MaxVersion.
+func CheckVersion(index uint64, c *Command) error {
+	if v := VersionOf(c); v > MaxVersion {
+		return &UnknownVersionError{Index: index, Version: v}
+	}
+	return nil
+}
