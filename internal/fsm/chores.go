@@ -78,17 +78,26 @@ func NewChores(p *Proposer, store *mvcc.Store, cfg ChoreConfig) *Chores {
 
 // Run checks the chores every interval until stop is closed, proposing each due command and
 // waiting for it (bounded by timeout) before the next: a chore never piles up proposals while
-// the cluster cannot commit.
+// the cluster cannot commit. While a chore is pending that a new member or cluster waits on
+// (its attributes, the initial settings), it checks every settleInterval instead, so that a
+// new cluster applies its configured settings within moments of electing a leader.
 func (c *Chores) Run(stop <-chan struct{}, timeout time.Duration) {
-	t := time.NewTicker(c.cfg.Interval)
+	t := time.NewTimer(0)
 	defer t.Stop()
+	start := time.Now()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
 		}
-		for _, cmd := range c.Due(c.cfg.Now(), c.p.Node().Status()) {
+		cmds := c.Due(c.cfg.Now(), c.p.Node().Status())
+		settling := false
+		for _, cmd := range cmds {
+			switch cmd.Op.(type) {
+			case *logpb.Command_MemberAttributes, *logpb.Command_Settings:
+				settling = true
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			res, err := c.p.Propose(ctx, cmd)
 			cancel()
@@ -106,7 +115,30 @@ func (c *Chores) Run(stop <-chan struct{}, timeout time.Duration) {
 			default:
 			}
 		}
+		// A member that knows no leader yet, or a cluster still waiting for its members'
+		// attributes before it can set its initial settings, is settling too.
+		if st := c.p.Node().Status(); st.SoftState.Lead == raft.None || c.waitsForSettings() {
+			settling = true
+		}
+		if settling && time.Since(start) < maxSettle {
+			t.Reset(settleInterval)
+		} else {
+			t.Reset(c.cfg.Interval)
+		}
 	}
+}
+
+// settleInterval is how often chores are checked while a new member or cluster settles, for at
+// most maxSettle after the member starts (a cluster with a member of an older release settles
+// only once it is upgraded).
+const (
+	settleInterval = 20 * time.Millisecond
+	maxSettle      = 30 * time.Second
+)
+
+// waitsForSettings reports whether initial settings are configured but not replicated yet.
+func (c *Chores) waitsForSettings() bool {
+	return c.cfg.InitialSettings != nil && !c.store.HasSettings()
 }
 
 // Due returns the commands this member should propose now, given its Raft status. It changes

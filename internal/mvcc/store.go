@@ -208,7 +208,7 @@ func (s *Store) openDB() (*bolt.DB, error) {
 				return err
 			}
 		} else if u64(v) != schemaVersion {
-			return fmt.Errorf("unsupported schema version %d (want %d)", u64(v), schemaVersion)
+			return schemaError(u64(v))
 		}
 		st := loadState(tx)
 		s.rev.Store(st.rev)
@@ -251,6 +251,16 @@ func migrateLiveMarkers(tx *bolt.Tx) error {
 		return fmt.Errorf("migrate to schema %d: %w", schemaVersion, err)
 	}
 	return nil
+}
+
+// schemaError explains a file of a schema this release neither uses nor migrates.
+func schemaError(v uint64) error {
+	if v > schemaVersion {
+		return fmt.Errorf("state machine schema version %d is newer than this release's %d: the data directory "+
+			"was written by a newer release of caucus; run that release (or a newer one) on it", v, schemaVersion)
+	}
+	return fmt.Errorf("state machine schema version %d is older than this release migrates (2 to %d): "+
+		"open the data directory with a release in between first", v, schemaVersion)
 }
 
 // state is the scalar part of the store's state, kept in the meta bucket.

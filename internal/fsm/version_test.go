@@ -1,0 +1,120 @@
+package fsm
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/caucus/caucus/internal/logpb"
+	"github.com/caucus/caucus/internal/mvcc"
+	"github.com/caucus/caucus/raft"
+)
+
+func entryOf(t *testing.T, index uint64, c *logpb.Command) raft.Entry {
+	t.Helper()
+	b, err := proto.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raft.Entry{Index: index, Term: 1, Type: raft.EntryNormal, Data: b}
+}
+
+// TestApplyRefusesUnknownLogVersion: an entry of a newer log format version is not applied, in
+// part or at all: Apply fails with an error that names the version needed, and the state stays
+// at the entry before it.
+func TestApplyRefusesUnknownLogVersion(t *testing.T) {
+	f, err := Open(Options{ID: 1, DataDir: t.TempDir(), Store: mvcc.Options{NoSync: true}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ok := entryOf(t, 1, putCmd("a", "1"))
+	future := putCmd("b", "2")
+	future.Version = logpb.MaxVersion + 1
+	_, err = f.Apply([]raft.Entry{ok, entryOf(t, 2, future)})
+	var uv *logpb.UnknownVersionError
+	if !errors.As(err, &uv) || uv.Index != 2 || uv.Version != logpb.MaxVersion+1 {
+		t.Fatalf("apply of a version %d entry: %v, want an UnknownVersionError for entry 2", logpb.MaxVersion+1, err)
+	}
+	for _, want := range []string{"log entry 2 needs log format version 3", "applies versions 1 to 2", "upgrade this member"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %q does not say %q", err, want)
+		}
+	}
+	f.Abort()
+	if got := f.AppliedIndex(); got != 0 {
+		t.Fatalf("applied index %d after the refused batch, want 0", got)
+	}
+	// Version 1 stamped or not, and version 2, apply.
+	v1 := putCmd("c", "3")
+	v1.Version = logpb.Version1
+	settings := &logpb.Command{Version: logpb.Version2, Op: &logpb.Command_Settings{Settings: &logpb.SettingsUpdate{Set: &logpb.Settings{MaxTxnOps: 7}}}}
+	if _, err := f.Apply([]raft.Entry{ok, entryOf(t, 2, v1), entryOf(t, 3, settings)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if f.AppliedIndex() != 3 || f.Store().Limits().MaxTxnOps != 7 {
+		t.Fatalf("applied %d, limits %+v", f.AppliedIndex(), f.Store().Limits())
+	}
+}
+
+// TestMemberStopsAtUnknownLogVersion: a member that meets a committed entry of a log format
+// version it does not know stops with the error, and stops again at every start, before
+// applying it or anything after it: the log keeps the entry for a release that knows it, and
+// what came before is intact.
+func TestMemberStopsAtUnknownLogVersion(t *testing.T) {
+	dir := t.TempDir()
+	m := startSingle(t, dir, 0)
+	putAll(t, m, 0, 5)
+	future := putCmd("from-the-future", "x")
+	future.Version = 9
+	future.Id, future.Proposer = m.NextProposalID(), uint64(m.ID())
+	data, err := proto.Marshal(future)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := m.Propose(ctx, future.Id, data); err == nil {
+		t.Fatal("a proposal of an unknown log format version was answered")
+	}
+	<-m.Done()
+	if err := m.Err(); err == nil || !strings.Contains(err.Error(), "needs log format version 9") {
+		t.Fatalf("member stopped with %v, want the unknown version named", err)
+	}
+	for i := 0; i < 2; i++ {
+		m2, err := openMember(singleConfig(dir, 0))
+		if err != nil {
+			t.Fatalf("reopen %d: %v", i, err)
+		}
+		m2.SetTransport(nopTransport{}, nil)
+		m2.Start()
+		select {
+		case <-m2.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("restart %d did not stop at the entry", i)
+		}
+		if err := m2.Err(); err == nil || !strings.Contains(err.Error(), "needs log format version 9") {
+			t.Fatalf("restart %d stopped with %v", i, err)
+		}
+	}
+	// What was applied before the entry is there, and nothing of it.
+	f, err := Open(Options{ID: 1, DataDir: dir, Store: mvcc.Options{NoSync: true}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := f.Store().Range(&logpb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+	if err != nil || len(res.Kvs) != 5 {
+		t.Fatalf("%d keys before the entry (%v), want 5", len(res.GetKvs()), err)
+	}
+	if res, _ := f.Store().Range(&logpb.RangeRequest{Key: []byte("from-the-future")}); len(res.GetKvs()) != 0 {
+		t.Fatal("the unknown entry was applied")
+	}
+}
