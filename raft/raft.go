@@ -105,7 +105,7 @@ func newRaft(cfg Config, state PersistentState) (*raft, error) {
 	r := &raft{
 		id:       cfg.ID,
 		cfg:      cfg,
-		logger:   logger.With(slog.Uint64("raft_id", uint64(cfg.ID))),
+		logger:   logger.With("member", cfg.ID),
 		rng:      rand.New(rand.NewPCG(cfg.Seed, pcgStream)),
 		log:      &raftLog{tolerateViolations: cfg.Bugs != (Bugs{})},
 		prs:      map[NodeID]*progress{},

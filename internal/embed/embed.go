@@ -413,7 +413,7 @@ func Start(cfg Config) (*Member, error) {
 		}
 		m.serveErr <- err
 	}()
-	lg.Info("member started", "id", fmt.Sprintf("%x", uint64(id)), "cluster", fmt.Sprintf("%x", cid),
+	lg.Info("member started", "member", id, "cluster", fmt.Sprintf("%x", cid),
 		"client", advClient, "peer", advPeer)
 	return m, nil
 }
@@ -450,7 +450,7 @@ func (a transportAdapter) Send(msgs []raft.Message)  { a.t.Send(msgs) }
 func (a transportAdapter) RemovePeer(id raft.NodeID) { a.t.RemovePeer(id) }
 func (a transportAdapter) AddPeer(id raft.NodeID, addr string) {
 	if addr == "" {
-		a.log.Warn("member has no usable peer URL", "peer", fmt.Sprintf("%x", uint64(id)))
+		a.log.Warn("member has no usable peer URL", "peer", id)
 		return
 	}
 	a.t.AddPeer(id, addr)

@@ -215,7 +215,7 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, sm St
 	n := &Node{
 		cfg:        cfg,
 		id:         cfg.Raft.ID,
-		log:        lg.With("component", "node", "member", fmt.Sprintf("%x", uint64(cfg.Raft.ID))),
+		log:        lg.With("component", "node", "member", cfg.Raft.ID),
 		rn:         rn,
 		wal:        wal,
 		snaps:      snaps,
@@ -608,7 +608,7 @@ func (n *Node) handleReady() error {
 		n.statusDirty = true
 	}
 	if rd.SoftState != nil {
-		n.log.Info("raft state changed", "state", rd.SoftState.State.String(), "leader", fmt.Sprintf("%x", uint64(rd.SoftState.Lead)))
+		n.log.Info("raft state changed", "state", rd.SoftState.State.String(), "leader", rd.SoftState.Lead)
 		if rd.SoftState.State != raft.StateLeader {
 			n.reads.failAll(fmt.Errorf("%w: leadership changed during read", ErrUnavailable))
 		}
@@ -969,7 +969,7 @@ func (n *Node) fillSnapshotChunks(msgs []raft.Message) []raft.Message {
 		if m.Type == raft.MsgSnap && m.Chunk != nil && m.Chunk.Data == nil && m.Chunk.Length > 0 {
 			data, err := n.readSnapshotChunk(m.Snapshot.Index, m.Snapshot.Term, m.Chunk.Offset, m.Chunk.Length)
 			if err != nil {
-				n.log.Warn("dropping snapshot chunk", "to", fmt.Sprintf("%x", uint64(m.To)), "index", m.Snapshot.Index, "offset", m.Chunk.Offset, "err", err)
+				n.log.Warn("dropping snapshot chunk", "to", m.To, "index", m.Snapshot.Index, "offset", m.Chunk.Offset, "err", err)
 				continue
 			}
 			c := *m.Chunk

@@ -69,7 +69,7 @@ func (n *Node) storeSnapshotChunk(m raft.Message) (raft.Message, error) {
 // expireReceive discards a receive file whose transfer went quiet.
 func (n *Node) expireReceive(now time.Time) {
 	if n.recv != nil && now.Sub(n.recv.last) > receiveIdleTimeout {
-		n.log.Info("discarding an abandoned snapshot transfer", "index", n.recv.index, "from", fmt.Sprintf("%x", uint64(n.recv.from)))
+		n.log.Info("discarding an abandoned snapshot transfer", "index", n.recv.index, "from", n.recv.from)
 		n.discardReceive()
 	}
 }

@@ -112,7 +112,7 @@ func (t *Transport) register(c *inConn, sender raft.NodeID) *recvStat {
 	t.mu.Unlock()
 	if old != nil {
 		old.conn.Close()
-		t.log.Info("new connection from peer replaces the previous one", "peer", uint64(sender))
+		t.log.Info("new connection from peer replaces the previous one", "peer", sender)
 	}
 	return rs
 }
@@ -156,17 +156,17 @@ func (t *Transport) serveInbound(c *inConn) {
 		return
 	}
 	rs := t.register(c, h.from)
-	t.log.Debug("inbound connection from peer", "peer", uint64(h.from), "remote", remote)
+	t.log.Debug("inbound connection from peer", "peer", h.from, "remote", remote)
 
 	err = t.readFrames(c.conn, h.from, rs)
 	switch {
 	case errors.Is(err, ErrProtocol):
 		t.protocolErrors.Add(1)
-		t.log.Error("closing inbound connection", "peer", uint64(h.from), "remote", remote, "err", err)
+		t.log.Error("closing inbound connection", "peer", h.from, "remote", remote, "err", err)
 	case t.closed.Load(), errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-		t.log.Debug("inbound connection closed", "peer", uint64(h.from), "remote", remote, "err", err)
+		t.log.Debug("inbound connection closed", "peer", h.from, "remote", remote, "err", err)
 	default:
-		t.log.Info("inbound connection failed", "peer", uint64(h.from), "remote", remote, "err", err)
+		t.log.Info("inbound connection failed", "peer", h.from, "remote", remote, "err", err)
 	}
 }
 

@@ -79,7 +79,7 @@ func newPeer(t *Transport, id raft.NodeID, addr string) *peer {
 	return &peer{
 		t:      t,
 		id:     id,
-		log:    t.log.With("peer", uint64(id)),
+		log:    t.log.With("peer", id),
 		ctx:    ctx,
 		cancel: cancel,
 		done:   make(chan struct{}),

@@ -245,7 +245,7 @@ func New(cfg Config) (*Transport, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Transport{
 		cfg:     c,
-		log:     c.Logger.With("component", "transport", "node", uint64(c.ID)),
+		log:     c.Logger.With("component", "transport", "member", c.ID),
 		ctx:     ctx,
 		cancel:  cancel,
 		peers:   make(map[raft.NodeID]*peer),
@@ -282,13 +282,13 @@ func (t *Transport) Start() {
 // programming errors: they are logged and ignored.
 func (t *Transport) AddPeer(id raft.NodeID, addr string) {
 	if id == raft.None || id == t.cfg.ID || addr == "" {
-		t.log.Error("invalid AddPeer ignored (programming error)", "peer", uint64(id), "addr", addr)
+		t.log.Error("invalid AddPeer ignored (programming error)", "peer", id, "addr", addr)
 		return
 	}
 	t.mu.Lock()
 	if t.closed.Load() {
 		t.mu.Unlock()
-		t.log.Debug("AddPeer after Close ignored", "peer", uint64(id))
+		t.log.Debug("AddPeer after Close ignored", "peer", id)
 		return
 	}
 	p, ok := t.peers[id]
@@ -300,9 +300,9 @@ func (t *Transport) AddPeer(id raft.NodeID, addr string) {
 	}
 	t.mu.Unlock()
 	if !ok {
-		t.log.Info("peer added", "peer", uint64(id), "addr", addr)
+		t.log.Info("peer added", "peer", id, "addr", addr)
 	} else if p.setAddress(addr) {
-		t.log.Info("peer address updated", "peer", uint64(id), "addr", addr)
+		t.log.Info("peer address updated", "peer", id, "addr", addr)
 	}
 }
 
@@ -324,7 +324,7 @@ func (t *Transport) UpdatePeer(id raft.NodeID, addr string) error {
 		return fmt.Errorf("transport: update peer %d: unknown peer", id)
 	}
 	if p.setAddress(addr) {
-		t.log.Info("peer address updated", "peer", uint64(id), "addr", addr)
+		t.log.Info("peer address updated", "peer", id, "addr", addr)
 	}
 	return nil
 }
@@ -345,7 +345,7 @@ func (t *Transport) RemovePeer(id raft.NodeID) {
 	}
 	p.cancel()
 	<-p.done
-	t.log.Info("peer removed", "peer", uint64(id))
+	t.log.Info("peer removed", "peer", id)
 }
 
 // Send queues msgs for their recipients and returns without blocking. The messages' byte
@@ -390,13 +390,13 @@ func (t *Transport) Send(msgs []raft.Message) {
 func (t *Transport) sendRun(to raft.NodeID, msgs []raft.Message) (dropped bool) {
 	if to == t.cfg.ID || to == raft.None {
 		t.log.Error("message to self or to no node is not sent (programming error)",
-			"to", uint64(to), "type", msgs[0].Type.String(), "count", len(msgs))
+			"to", to, "type", msgs[0].Type.String(), "count", len(msgs))
 		return false
 	}
 	p := t.peers[to]
 	if p == nil {
 		t.unknownDrops.Add(uint64(len(msgs)))
-		t.log.Debug("dropping messages to unknown peer", "peer", uint64(to), "count", len(msgs))
+		t.log.Debug("dropping messages to unknown peer", "peer", to, "count", len(msgs))
 		return true
 	}
 	return p.enqueue(msgs)
