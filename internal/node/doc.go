@@ -1,5 +1,10 @@
-// Package node runs one caucus member: it drives the pure Raft core (package raft) with real time,
-// a durable log, a snapshot store, the key-value state machine and a peer transport.
+// Package node runs one caucus member's consensus: it drives the pure Raft core (package raft)
+// with real time, a durable log, a snapshot store and a peer transport, and hands committed
+// entries to a StateMachine (statemachine.go states the contract). It knows nothing of what an
+// entry means: the application (internal/fsm) encodes proposals, decodes entries, and returns
+// the results the node hands to the waiting proposers. Proposals carry an id the application
+// puts in its entry (NextProposalID), and the state machine's membership tells the node which
+// peers to reach (Peers).
 //
 // # The loop
 //
@@ -13,8 +18,9 @@
 //     that only moves the commit index waits for the next write); persist and install an
 //     incoming snapshot;
 //  3. send Ready.MessagesAfterPersist (votes and append acknowledgements);
-//  4. apply CommittedEntries to the state machine's open transaction, and wake the requests
-//     waiting on them; release reads whose read index is now committed to the state machine;
+//  4. hand CommittedEntries to the state machine (StateMachine.Apply: pending, uncommitted
+//     state), and wake the requests waiting on them; release reads whose read index is now
+//     committed to the state machine;
 //  5. Advance.
 //
 // On the leader, step 4 moves before step 2 when every committed entry was persisted by an
@@ -36,7 +42,8 @@
 // loop at the applied index; the loop only records the finished snapshot in the WAL and compacts.
 // No snapshot is ever whole in memory: the Raft core holds its metadata and size, the leader
 // reads chunks from the snapshot file when a follower needs them, and a follower writes received
-// chunks into a file and installs from it (snaprecv.go). Defragment runs on the loop too.
+// chunks into a file and installs from it (snaprecv.go). Maintenance that must not overlap
+// applying (defragmenting the state machine file) runs on the loop too (Exclusive).
 //
 // # Invariants
 //
@@ -47,15 +54,16 @@
 //   - A linearizable read is answered only once this member has applied, and committed to the
 //     state machine, a read index confirmed by a quorum (dissertation 6.4), so it reflects every
 //     acknowledged write.
-//   - The state machine applies an index at most once (it records its applied index atomically
-//     with the data), so replaying the log after a crash is harmless.
+//   - The state machine sees every committed index once, in order, starting right after the
+//     index it had applied when the node opened it (the node checks this, and stops on a gap);
+//     it records its applied index atomically with its data, so replaying the log after a
+//     crash is harmless.
 //   - A persistence error (disk full, I/O error), including one storing a received snapshot
 //     chunk, stops the member: continuing could acknowledge state that is not durable. The error
 //     is kept and reported by Err and Status.
-//   - After a reboot the state machine file is not trusted (it was committed without fsync); it
-//     is rebuilt from the snapshot and the log (unsynced.go). So is a state machine file that
-//     bbolt cannot open (mvcc.ErrCorrupt): it is moved aside as kv.db.corrupt-<time>, never
-//     deleted. The snapshot and the log are the source of truth; the state machine is derived.
+//   - The snapshot and the log are the source of truth; the state machine is derived. A state
+//     machine that opens behind the newest snapshot (one the application rebuilt: see
+//     internal/fsm/unsynced.go) is restored from it, and the log after it is replayed.
 //   - One process at a time writes a log (an flock on LOCK in the log directory, which may be
 //     outside the data directory: OpenConfig.WALDir), and a member never starts with an empty
 //     log beside a state machine that applied entries: that log lost the member's vote.

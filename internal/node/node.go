@@ -49,7 +49,7 @@ const (
 // batch of 64), so the node commits applied entries in groups rather than once per Ready.
 //
 // Acknowledging a write before its group is committed is safe: the entry is committed in the
-// Raft log (durable on a quorum), its result is deterministic, and a crash only loses the bbolt
+// Raft log (durable on a quorum), its result is deterministic, and a crash only loses the
 // transaction, which the log replays (the store records its applied index atomically with the
 // data). Reads are what must wait: a linearizable read is released only once its read index is
 // committed to the store (a read waiting for it forces the commit at the end of the loop
@@ -539,6 +539,17 @@ func (n *Node) handleProposal(p *proposal) {
 	}
 }
 
+// answer gives p its result without ever blocking the loop: a proposal may be answered twice
+// (the network delivered a forwarded proposal twice and both copies were appended and applied,
+// or a copy was proven lost after the other applied), and the first answer is the one that
+// counts.
+func answer(p *proposal, r proposalResult) {
+	select {
+	case p.done <- r:
+	default:
+	}
+}
+
 // appendedProposal is a proposal this member appended to its log as leader, at the index that
 // keys it in Node.appendedAt, in term term.
 type appendedProposal struct {
@@ -579,7 +590,7 @@ func (n *Node) failLost(lost []appendedProposal) {
 	defer n.mu.Unlock()
 	for _, a := range lost {
 		if p, ok := n.waiters[a.id]; ok {
-			p.done <- proposalResult{err: fmt.Errorf("%w: %w", ErrUnavailable, errProposalLost)}
+			answer(p, proposalResult{err: fmt.Errorf("%w: %w", ErrUnavailable, errProposalLost)})
 		}
 	}
 }
@@ -805,9 +816,9 @@ func (n *Node) syncPeers() {
 		}
 		want[id] = n.cfg.PeerAddr(urls)
 	}
-	for id, addr := range want {
-		if old, ok := n.peers[id]; !ok || old != addr {
-			n.trans.AddPeer(id, addr)
+	for _, id := range slices.Sorted(maps.Keys(want)) {
+		if old, ok := n.peers[id]; !ok || old != want[id] {
+			n.trans.AddPeer(id, want[id])
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(n.peers)) {
@@ -855,7 +866,7 @@ func (n *Node) apply(ents []raft.Entry) error {
 		n.mu.Lock()
 		for _, a := range done {
 			if p, ok := n.waiters[a.ID]; ok {
-				p.done <- proposalResult{res: a.Result}
+				answer(p, proposalResult{res: a.Result})
 			}
 		}
 		n.mu.Unlock()

@@ -1,8 +1,10 @@
 package node
 
 import (
+	"context"
 	"maps"
 	"testing"
+	"time"
 
 	"github.com/caucus/caucus/raft"
 )
@@ -33,4 +35,37 @@ func TestSyncPeers(t *testing.T) {
 	if !maps.Equal(tr.peers, want) {
 		t.Fatalf("after a removal: peers %v, want %v (a member without peer URLs is not reachable)", tr.peers, want)
 	}
+}
+
+// TestProposalAnsweredAgain: a proposal whose entry applies more than once (a duplicated
+// forward) is answered once, and the loop never waits on another answer: later proposals
+// complete.
+func TestProposalAnsweredAgain(t *testing.T) {
+	sm := newMemSM(t, 1)
+	sm.answerThrice = true
+	n := startSingleWith(t, singleConfig(t, t.TempDir(), 0, sm))
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for i := 0; i < 20; i++ {
+			id := n.NextProposalID()
+			if _, err := n.Propose(ctx, id, encodeEntry(id, n.ID(), keyName(i), valueOf(i))); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		// The loop is stuck on an answer nobody reads; stopping it would hang too.
+		t.Fatal("proposals answered more than once stalled the loop")
+	}
+	checkAll(t, n, sm, 20)
+	n.Stop()
 }

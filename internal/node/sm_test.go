@@ -33,6 +33,9 @@ type memSM struct {
 	pending      map[string]string // applied, not committed (nil: nothing pending)
 	pendingIndex uint64
 	peers        map[raft.NodeID][]string
+	// answerThrice returns every result three times, as when a proposal the network duplicated
+	// is appended and applied three times.
+	answerThrice bool
 }
 
 func newMemSM(t testing.TB, id raft.NodeID) *memSM {
@@ -67,6 +70,9 @@ func (s *memSM) Apply(ents []raft.Entry) ([]Applied, error) {
 		s.pending[string(k)] = string(v)
 		if proposer == s.id {
 			done = append(done, Applied{ID: id, Result: e.Index})
+			if s.answerThrice {
+				done = append(done, Applied{ID: id, Result: e.Index}, Applied{ID: id, Result: e.Index})
+			}
 		}
 	}
 	return done, nil
