@@ -9,9 +9,14 @@
 // applies them to the key-value store (internal/mvcc) one concern at a time, and answers the
 // proposals this member made:
 //
-//	entry ── node ──► FSM.Apply ─┬─ normal entry: format version check, then mvcc.Batch (keys,
-//	                             │    leases, sessions, compaction, member attributes, settings)
+//	entry ── node ──► FSM.Apply ─┬─ normal entry: format version check, then the applier of its
+//	                             │    kind, run inside mvcc.Batch.ApplyOp (apply.go): keys.go,
+//	                             │    leases.go, compaction.go, members.go, settings.go
 //	                             └─ configuration change: the membership table (members.go)
+//
+// ApplyOp does what every command shares: the exactly-once session check and record (the
+// session table lives in the store, in the same transaction as the data), validation against
+// the replicated limits, and the revision the command's writes take.
 //
 // The walk goes one way: the node calls the FSM, the FSM calls mvcc; nothing calls back up.
 // What the node needs back (the peers' addresses after a membership change, the results of

@@ -97,6 +97,11 @@ func (f *FSM) applyConfChange(e *raft.Entry) (uint64, raft.NodeID, error) {
 	return pid, proposer, nil
 }
 
+// memberAttributes records the client URLs and log format version a member publishes.
+func memberAttributes(a *logpb.MemberAttributes) mvcc.Op {
+	return func(b *mvcc.Batch) (proto.Message, error) { return b.MemberAttributes(a) }
+}
+
 // Peers implements node.StateMachine: the peer URLs of every member in the committed table.
 func (f *FSM) Peers() map[raft.NodeID][]string {
 	out := map[raft.NodeID][]string{}

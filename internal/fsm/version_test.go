@@ -3,6 +3,7 @@ package fsm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +117,26 @@ func TestMemberStopsAtUnknownLogVersion(t *testing.T) {
 	}
 	if res, _ := f.Store().Range(&logpb.RangeRequest{Key: []byte("from-the-future")}); len(res.GetKvs()) != 0 {
 		t.Fatal("the unknown entry was applied")
+	}
+}
+
+// TestEveryOperationHasAnApplier: every kind of command in the log format has an applier, and
+// one without an operation is refused deterministically (the same refusal on every member, which
+// a session can record).
+func TestEveryOperationHasAnApplier(t *testing.T) {
+	oneof := (&logpb.Command{}).ProtoReflect().Descriptor().Oneofs().ByName("op")
+	for i := 0; i < oneof.Fields().Len(); i++ {
+		fd := oneof.Fields().Get(i)
+		c := &logpb.Command{}
+		m := c.ProtoReflect()
+		m.Set(fd, m.NewField(fd))
+		if applierOf(c) == nil || fmt.Sprintf("%p", applierOf(c)) == fmt.Sprintf("%p", mvcc.Op(refuse)) {
+			t.Errorf("operation %s has no applier", fd.Name())
+		}
+	}
+	_, err := refuse(nil)
+	var me *mvcc.Error
+	if !errors.As(err, &me) || !errors.Is(err, mvcc.ErrInvalidArgument) {
+		t.Fatalf("refusal %v is not a deterministic InvalidArgument", err)
 	}
 }

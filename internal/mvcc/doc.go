@@ -1,6 +1,6 @@
-// Package mvcc is caucus's key-value state machine: a multi-version key-value store kept in a
-// bbolt file, fed with the committed commands of the Raft log and read concurrently by the
-// server.
+// Package mvcc is caucus's key-value store: a multi-version key-value store kept in a bbolt
+// file, fed with the committed commands of the Raft log by the application (internal/fsm, which
+// runs each command's operation inside Batch.ApplyOp) and read concurrently by the server.
 //
 // # Model
 //
@@ -15,6 +15,7 @@
 // # Storage layout (bbolt buckets)
 //
 //	meta      schema version, revision, compacted revision, applied index, apply clock,
+//	          replicated settings (logpb.Settings),
 //	          session and lease counts, physical compaction position
 //	kv        esc(key) 0x00 0x01 ^rev ^sub -> version record (tombstone flag, create, version, lease, value)
 //	rev       rev sub -> flag + key (the revision-ordered change log; compaction walks it)
@@ -23,7 +24,7 @@
 //	leasekey  id key -> ""               (keys attached to a lease)
 //	session   client_id -> sequence, last use, stored result
 //	sesslru   last use client_id -> ""   (sessions ordered by last use, for expiry and eviction)
-//	member    id -> caucus.v1.Member
+//	member    id -> logpb.Member
 //
 // esc is an order-preserving, prefix-free escaping of the user key (0x00 becomes 0x00 0xFF), so
 // a key's versions are adjacent in the kv bucket, newest first (revisions are stored inverted).
@@ -39,9 +40,10 @@
 //
 // # Invariants
 //
-//   - Determinism: the state after applying a sequence of commands depends only on those commands
-//     and on Limits (which every member must configure identically). Time comes from the
-//     command's time_unix_nano, never from a local clock; iteration is always in key order.
+//   - Determinism: the state after applying a sequence of commands depends only on those
+//     commands and on the limits, which are replicated settings (settings.go; Options.Limits,
+//     the release's defaults, only until the log sets them). Time comes from the command's
+//     time_unix_nano, never from a local clock; iteration is always in key order.
 //   - Atomicity: a command is validated completely before its first write, so a failing command
 //     writes nothing, even though a whole batch of commands shares one bbolt transaction (bbolt
 //     has no savepoints).
