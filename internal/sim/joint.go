@@ -26,7 +26,7 @@ type jointPhase uint8
 
 const (
 	jointIdle jointPhase = iota
-	jointHeld            // a joint change was proposed; leave it at until
+	jointHeld            // a joint change was proposed; leave it from leaveAt on
 )
 
 // jointCut is what happens to one half when the joint configuration is first applied.
@@ -41,16 +41,21 @@ const (
 
 // jointSchedule is the state of the held joint reconfigurations of a run.
 type jointSchedule struct {
-	on       bool
-	rate     float64 // chance per tick of starting one when idle
-	hold     int     // ticks a joint configuration is held before the simulator leaves it
-	phase    jointPhase
-	until    uint64
-	cut      jointCut      // armed for the first application of the joint configuration
-	outOnly  []raft.NodeID // voters of the outgoing half only
-	inOnly   []raft.NodeID // voters of the incoming half only
-	leaveAt  uint64        // next tick to (re)propose leaving
-	proposed uint64        // tick the joint change was proposed
+	on      bool
+	rate    float64 // chance per tick of starting one when idle
+	hold    int     // ticks a joint configuration is held before the simulator leaves it
+	phase   jointPhase
+	cut     jointCut      // armed for the first application of the joint configuration
+	outOnly []raft.NodeID // voters of the outgoing half only
+	inOnly  []raft.NodeID // voters of the incoming half only
+	leaveAt uint64        // next tick to (re)try leaving
+}
+
+func (j jointSchedule) String() string {
+	if !j.on {
+		return "off"
+	}
+	return fmt.Sprintf("rate=%.2f hold=%d", j.rate, j.hold)
 }
 
 func (s *simulation) drawJointSchedule() {
@@ -79,7 +84,7 @@ func (s *simulation) jointTick() {
 			s.enterJoint()
 		}
 	case jointHeld:
-		if s.now < j.until || s.now < j.leaveAt {
+		if s.now < j.leaveAt {
 			return
 		}
 		l := s.leader()
@@ -165,9 +170,7 @@ func (s *simulation) enterJoint() {
 	}
 	s.st.Faults[FaultJointEnter]++
 	j := &s.joint
-	j.phase, j.proposed = jointHeld, s.now
-	j.until = s.now + uint64(j.hold)
-	j.leaveAt = j.until
+	j.phase, j.leaveAt = jointHeld, s.now+uint64(j.hold)
 	j.outOnly, j.inOnly = slices.Sorted(slices.Values(out)), slices.Sorted(slices.Values(in))
 	// Cutting off the outgoing-only voters is the cut that lets an old-configuration side act
 	// beside a joint one, so it comes up most.

@@ -313,8 +313,8 @@ func (s *simulation) check(k Kind, msg string) {
 
 func (s *simulation) run() {
 	if s.o.Trace != nil {
-		s.tracef("seed %d nodes %d ticks %d profile %s bugs [%s] swarm: %s", s.o.Seed, s.o.Nodes, s.o.Ticks,
-			s.o.Profile, FormatBugs(s.o.Bugs, s.o.DriverBugs), s.w)
+		s.tracef("seed %d nodes %d ticks %d profile %s bugs [%s] swarm: %s joint-hold: %s", s.o.Seed, s.o.Nodes, s.o.Ticks,
+			s.o.Profile, FormatBugs(s.o.Bugs, s.o.DriverBugs), s.w, s.joint)
 	}
 	for _, id := range s.initial {
 		n := s.nodes[id]
