@@ -99,8 +99,13 @@ func (s *simulation) jointTick() {
 		}
 		j.leaveAt = s.now + electionTick
 		if !slices.Contains(cs.Voters, l.id) {
-			// A leader of the outgoing half only hands over first, as an operator would: see
-			// enterJoint on a leader that leaves the voters.
+			// A leader of the outgoing half only hands over first, as an operator would. A
+			// leader that leaves the voters itself steps down once it applies the change; if
+			// the heartbeat announcing that commit is lost and it had appended entries after
+			// it, the others, still joint, need its vote, which its longer log refuses, while
+			// as a learner it never campaigns, and the cluster stalls for good. That is a
+			// liveness gap of the core (seed 121 -nodes 1 stalls without this hand-over), not
+			// what these seeds are for.
 			to := cs.Voters[s.rng.IntN(len(cs.Voters))]
 			err := l.rn.TransferLeadership(to)
 			s.ev(0x28, uint64(l.id), uint64(to), b2u(err == nil))
@@ -139,13 +144,10 @@ func (s *simulation) enterJoint() {
 			cands = append(cands, n.id)
 		}
 	}
-	// The leader stays a voter. A leader that demotes itself steps down once it applies the
-	// change, and if the heartbeat announcing that commit is lost and it had appended entries
-	// after it, the others, still joint, need its vote, which its longer log refuses, while as a
-	// learner it never campaigns: the cluster stalls for good. That is a liveness gap of the
-	// core (this schedule found it while it still demoted leaders), not what these seeds test.
-	voters := slices.DeleteFunc(slices.Clone(cs.Voters), func(id raft.NodeID) bool { return id == l.id })
-	k := min(len(cands), len(voters))
+	// The leader may be replaced too: it then leads a configuration whose incoming half it is
+	// not part of, until the schedule leaves it (see jointTick).
+	voters := slices.Clone(cs.Voters)
+	k := min(len(cands), len(voters)-1)
 	if k == 0 {
 		return
 	}
