@@ -4,7 +4,7 @@ import "testing"
 
 func withDeferLeaderSync(c *Config) { c.DeferLeaderSync = true }
 
-// readyOf runs one Ready of id by hand, as network.handleReady does, and returns it.
+// readyOf runs one Ready of id by hand, as network.handleReady does (read states aside), and returns it.
 func (nw *network) readyOf(id NodeID) Ready {
 	nw.t.Helper()
 	n := nw.nodes[id]
@@ -15,7 +15,7 @@ func (nw *network) readyOf(id NodeID) Ready {
 	nw.inflight = append(nw.inflight, rd.Messages...)
 	nw.storage[id].persist(rd)
 	nw.inflight = append(nw.inflight, rd.MessagesAfterPersist...)
-	nw.applied[id] = append(nw.applied[id], rd.CommittedEntries...)
+	nw.apply(id, rd)
 	n.Advance(rd)
 	return rd
 }

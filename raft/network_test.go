@@ -170,14 +170,35 @@ func (nw *network) handleReady(id NodeID) bool {
 	nw.inflight = append(nw.inflight, rd.Messages...)
 	nw.storage[id].persist(rd)
 	nw.inflight = append(nw.inflight, rd.MessagesAfterPersist...)
+	nw.apply(id, rd)
+	nw.readStates[id] = append(nw.readStates[id], rd.ReadStates...)
+	n.Advance(rd)
+	return true
+}
+
+// apply installs rd's snapshot and applies its committed entries to id's test state machine,
+// failing at once if an entry is handed out twice, skipped or out of order: a core that re-applies
+// would otherwise only show as a Ready loop that never drains.
+func (nw *network) apply(id NodeID, rd Ready) {
+	nw.t.Helper()
 	if rd.Snapshot != nil {
 		// Install: the test state machine's history is replaced by the snapshot point.
 		nw.applied[id] = []Entry{{Index: rd.Snapshot.Meta.Index, Term: rd.Snapshot.Meta.Term, Data: []byte("snapshot")}}
 	}
+	var last uint64
+	if ap := nw.applied[id]; len(ap) > 0 {
+		last = ap[len(ap)-1].Index
+	}
+	for _, e := range rd.CommittedEntries {
+		switch {
+		case e.Index <= last:
+			nw.t.Fatalf("node %d handed entry %d (term %d) to apply again: already applied through %d", id, e.Index, e.Term, last)
+		case e.Index != last+1:
+			nw.t.Fatalf("node %d handed entry %d to apply after %d: entries skipped", id, e.Index, last)
+		}
+		last = e.Index
+	}
 	nw.applied[id] = append(nw.applied[id], rd.CommittedEntries...)
-	nw.readStates[id] = append(nw.readStates[id], rd.ReadStates...)
-	n.Advance(rd)
-	return true
 }
 
 // deliver delivers the queued messages once (messages they cause are queued for later).
@@ -205,6 +226,10 @@ func (nw *network) deliver() bool {
 	return len(msgs) > 0
 }
 
+// maxReadysPerNode bounds the Readys one node produces without a message delivered in between: a
+// core whose HasReady never turns false fails the test instead of hanging it.
+const maxReadysPerNode = 1000
+
 // stabilize runs Ready/Advance and delivery until nothing changes.
 func (nw *network) stabilize() {
 	for i := 0; ; i++ {
@@ -216,7 +241,10 @@ func (nw *network) stabilize() {
 			if nw.down[id] {
 				continue
 			}
-			for nw.handleReady(id) {
+			for k := 0; nw.handleReady(id); k++ {
+				if k == maxReadysPerNode {
+					nw.t.Fatalf("node %d still has a Ready after %d in a row", id, k)
+				}
 				progressed = true
 			}
 		}

@@ -451,7 +451,11 @@ func (r *raft) poll(id NodeID, granted bool) {
 
 // checkElection acts on the tally so far.
 func (r *raft) checkElection() {
-	switch jointVote(r.conf.voters, r.conf.outgoing, r.votes) {
+	res := jointVote(r.conf.voters, r.conf.outgoing, r.votes)
+	if r.cfg.Bugs.VoteCountsIncomingOnly {
+		res = majorityVote(r.conf.voters, r.votes) // planted bug: the outgoing half is ignored
+	}
+	switch res {
 	case voteWon:
 		if r.state == StatePreCandidate {
 			r.campaignNow(campaignElection)
@@ -704,7 +708,7 @@ func (r *raft) stepLeader(m Message) error {
 		}
 		if len(m.Context) > 0 {
 			acks := r.readOnly.recvAck(m.From, m.Context)
-			if acks != nil && jointVote(r.conf.voters, r.conf.outgoing, acks) == voteWon {
+			if acks != nil && r.readConfirmed(acks) {
 				for _, rr := range r.readOnly.advance(m.Context) {
 					r.respondReadIndex(rr.from, rr.index, rr.ctx)
 				}
@@ -1066,6 +1070,15 @@ func (r *raft) handleReadIndex(from NodeID, ctx []byte) error {
 	return r.serveReadIndex(from, ctx)
 }
 
+// readConfirmed reports whether the voters in acks confirm this leader's leadership: a majority
+// of each half of a joint configuration, as for an election.
+func (r *raft) readConfirmed(acks map[NodeID]bool) bool {
+	if r.cfg.Bugs.ReadIndexCountsIncomingOnly {
+		return majorityVote(r.conf.voters, acks) == voteWon // planted bug: the outgoing half is ignored
+	}
+	return jointVote(r.conf.voters, r.conf.outgoing, acks) == voteWon
+}
+
 func (r *raft) committedInTerm() bool {
 	t, err := r.log.term(r.log.committed)
 	return err == nil && t == r.term
@@ -1089,7 +1102,7 @@ func (r *raft) serveReadIndex(from NodeID, ctx []byte) error {
 	}
 	// Steps 2-3: record the commit index, then confirm leadership with a heartbeat round.
 	r.readOnly.add(r.log.committed, from, ctx)
-	if acks := r.readOnly.recvAck(r.id, ctx); acks != nil && jointVote(r.conf.voters, r.conf.outgoing, acks) == voteWon {
+	if acks := r.readOnly.recvAck(r.id, ctx); acks != nil && r.readConfirmed(acks) {
 		for _, rr := range r.readOnly.advance(ctx) {
 			r.respondReadIndex(rr.from, rr.index, rr.ctx)
 		}

@@ -283,6 +283,14 @@ type Bugs struct {
 	// ReadIndexWithoutQuorum answers ReadIndex at the leader's commit index without confirming
 	// leadership with a quorum.
 	ReadIndexWithoutQuorum bool
+	// VoteCountsIncomingOnly tallies (pre-)votes in a joint configuration by the incoming voters'
+	// majority alone, ignoring the outgoing half (dissertation 4.3 needs both): a candidate the
+	// old configuration never agreed to can win while another leader still commits there.
+	VoteCountsIncomingOnly bool
+	// ReadIndexCountsIncomingOnly confirms a ReadIndex round in a joint configuration with the
+	// incoming voters' majority alone: a leader already deposed by the outgoing half still
+	// answers reads at its stale commit index.
+	ReadIndexCountsIncomingOnly bool
 }
 
 // Config configures one node's core. Defaults come from DefaultConfig; Validate states the

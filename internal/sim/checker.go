@@ -17,9 +17,12 @@ const (
 	Linearizability    Kind = "read-linearizability"
 	AckDurability      Kind = "ack-before-persist"
 	Liveness           Kind = "liveness"
-	// CoreContract: the core broke its documented interface (entries handed out twice or out of
-	// order, inconsistent state to persist, a durable state New rejects, a Ready that never
-	// drains).
+	// ApplyOrder: a member's state machine was handed an entry it had already applied, or one
+	// that skips entries, or a snapshot older than what it had applied: state machine safety
+	// within one member, checked at each application.
+	ApplyOrder Kind = "apply-order"
+	// CoreContract: the core broke its documented interface (inconsistent state to persist, a
+	// durable state New rejects, a Ready that never drains).
 	CoreContract Kind = "core-contract"
 	// StorageFault: a Storage failed to persist or to recover what it had made durable.
 	StorageFault Kind = "storage"
@@ -124,6 +127,19 @@ func (c *checker) grow(i uint64) {
 		c.applied = append(c.applied, appliedRec{})
 		c.minObs = append(c.minObs, 0)
 	}
+}
+
+// applyNext checks that a member whose state machine has applied through last is handed next:
+// exactly the following entry, never one applied already nor one past a gap. Across a restart,
+// last is the index of the snapshot the state machine was restored from.
+func applyNext(id raft.NodeID, last, next uint64) string {
+	switch {
+	case next <= last:
+		return fmt.Sprintf("node %d applies entry %d again: its state machine has applied through %d", id, next, last)
+	case next != last+1:
+		return fmt.Sprintf("node %d applies entry %d after %d: entries %d..%d skipped", id, next, last, last+1, next-1)
+	}
+	return ""
 }
 
 // apply checks that node id, at term obsTerm, applying e (leaving its state machine at digest) agrees

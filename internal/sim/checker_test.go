@@ -285,3 +285,18 @@ func errIf(msg string) error {
 	}
 	return &Violation{Detail: msg}
 }
+
+func TestCheckerApplyOrder(t *testing.T) {
+	for _, c := range []struct {
+		last, next uint64
+		bad        bool
+	}{
+		{0, 1, false}, {7, 8, false},
+		{8, 8, true}, {8, 3, true}, // applied again
+		{8, 10, true}, // skipped
+	} {
+		if got := applyNext(2, c.last, c.next); (got != "") != c.bad {
+			t.Errorf("applyNext(last %d, next %d) = %q, want a violation: %v", c.last, c.next, got, c.bad)
+		}
+	}
+}

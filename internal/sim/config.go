@@ -241,13 +241,17 @@ type DriverBugs struct {
 	// soon as it is written, without syncing it: the leader counts towards a commit a copy that
 	// a crash can lose. It only acts on runs with DeferLeaderSync.
 	ReportUnsyncedLeaderWrites bool
+	// ReapplyEntry applies the last entry of every Ready's CommittedEntries a second time, as a
+	// driver that retries an apply it believes failed would.
+	ReapplyEntry bool
 }
 
 // bugNames lists raft.Config.Bugs switches, then DriverBugs switches, by the field name, in
 // declaration order.
 var bugNames = []string{
 	"VoteForShorterLog", "CommitOldTermByCounting", "VoteNotPersisted", "ApplyBeforeCommit", "ReadIndexWithoutQuorum",
-	"ReportUnsyncedLeaderWrites",
+	"VoteCountsIncomingOnly", "ReadIndexCountsIncomingOnly",
+	"ReportUnsyncedLeaderWrites", "ReapplyEntry",
 }
 
 // BugNames returns the names ParseBugs accepts.
@@ -265,8 +269,14 @@ func bugField(b *raft.Bugs, d *DriverBugs, name string) *bool {
 		return &b.ApplyBeforeCommit
 	case "ReadIndexWithoutQuorum":
 		return &b.ReadIndexWithoutQuorum
+	case "VoteCountsIncomingOnly":
+		return &b.VoteCountsIncomingOnly
+	case "ReadIndexCountsIncomingOnly":
+		return &b.ReadIndexCountsIncomingOnly
 	case "ReportUnsyncedLeaderWrites":
 		return &d.ReportUnsyncedLeaderWrites
+	case "ReapplyEntry":
+		return &d.ReapplyEntry
 	}
 	return nil
 }

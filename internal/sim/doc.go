@@ -18,7 +18,11 @@
 //     losses inside a Save or a local snapshot save that leave part of it on the disk.
 //     A member removed from the configuration runs on, as a server does after applying its
 //     own removal, until every voter of the new configuration has applied it (or, at the
-//     latest, maxLinger ticks on), and then exits for good.
+//     latest, maxLinger ticks on), and then exits for good. On a third of the seeds
+//     (jointHoldBySeed) membership changes also replace several voters at once through a joint
+//     configuration that is held, not left automatically, and the voters of one half only are
+//     partitioned off or crashed the moment the first member applies it, before the others
+//     learn that it committed (see joint.go).
 //   - Quiesce: every fault is healed, every crashed member restarted, and a leader's deferred
 //     sync completes right after the Ready that wrote it. Within LivenessBound ticks plus
 //     LivenessTicksPerEntry per entry of replication backlog, a leader must exist and a probe
@@ -55,7 +59,10 @@
 //     leader that has just stepped down must sync them first).
 //   - Liveness: after the faults stop, the cluster elects a leader and applies a new write on
 //     every member within a stated bound (see LivenessBound).
-//   - The core's own contract: entries applied once each, in order; persisted state consistent;
+//   - Apply order (state machine safety within a member): each member's state machine is handed
+//     exactly the entry after the last it applied (or after the snapshot it was restored from),
+//     never one it applied already, never one past a gap, never a snapshot older than its state.
+//   - The core's own contract: persisted state consistent;
 //     a Ready without MustSync carries entries only under DeferLeaderSync, from a leader, of its
 //     own term, and never a snapshot or a new term or vote.
 //

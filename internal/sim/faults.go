@@ -51,6 +51,9 @@ func (s *simulation) chaos() {
 			s.drain(n)
 		}
 	}
+	if s.joint.on {
+		s.jointTick()
+	}
 }
 
 func (s *simulation) heal() {

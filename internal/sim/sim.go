@@ -204,6 +204,7 @@ type simulation struct {
 	probeAt   uint64
 	liveBy    uint64 // the tick by which the liveness probe must have succeeded
 	logger    *slog.Logger
+	joint     jointSchedule
 }
 
 // Run executes one seed to completion: the chaos phase, then the quiesce phase, stopping at the
@@ -257,6 +258,7 @@ func newSim(o Options) *simulation {
 	if s.w.deferLeaderSync {
 		s.w.syncRate = pick(s.rng, 0.05, 0.2, 0.6)
 	}
+	s.drawJointSchedule()
 	maxID := o.Nodes + spares
 	s.net = newNetwork(maxID)
 	s.nodes = make([]*simNode, maxID+1)
@@ -311,8 +313,8 @@ func (s *simulation) check(k Kind, msg string) {
 
 func (s *simulation) run() {
 	if s.o.Trace != nil {
-		s.tracef("seed %d nodes %d ticks %d profile %s bugs [%s] swarm: %s", s.o.Seed, s.o.Nodes, s.o.Ticks,
-			s.o.Profile, FormatBugs(s.o.Bugs, s.o.DriverBugs), s.w)
+		s.tracef("seed %d nodes %d ticks %d profile %s bugs [%s] swarm: %s joint-hold: %s", s.o.Seed, s.o.Nodes, s.o.Ticks,
+			s.o.Profile, FormatBugs(s.o.Bugs, s.o.DriverBugs), s.w, s.joint)
 	}
 	for _, id := range s.initial {
 		n := s.nodes[id]
@@ -580,6 +582,9 @@ func (s *simulation) handleReady(n *simNode) {
 	for _, e := range rd.CommittedEntries {
 		s.apply(n, e)
 	}
+	if k := len(rd.CommittedEntries); k > 0 && s.o.DriverBugs.ReapplyEntry {
+		s.apply(n, rd.CommittedEntries[k-1]) // planted bug: the last entry is applied again
+	}
 	for _, rs := range rd.ReadStates {
 		if len(rs.RequestCtx) != 8 {
 			continue
@@ -614,6 +619,9 @@ func (s *simulation) handleReady(n *simNode) {
 	if n.confApplied > s.confIndex {
 		s.confIndex = n.confApplied
 		s.onConfig(n.rn.Status().ConfState)
+		if len(s.conf.VotersOutgoing) > 0 {
+			s.onJointApplied(n)
+		}
 	}
 	s.maybeCompact(n)
 	if n.role == raft.StateLeader {
@@ -776,7 +784,7 @@ func (s *simulation) install(n *simNode, snap raft.Snapshot) {
 			n.id, snap.Meta.Index, sm.applied)
 	}
 	if snap.Meta.Index < n.sm.applied {
-		s.fail(CoreContract, "node %d handed a snapshot at %d older than its applied index %d", n.id, snap.Meta.Index, n.sm.applied)
+		s.fail(ApplyOrder, "node %d handed a snapshot at %d older than its applied index %d", n.id, snap.Meta.Index, n.sm.applied)
 	}
 	s.check(StateMachineSafety, s.chk.image(n.id, sm.applied, sm.digest))
 	n.sm = sm
@@ -789,9 +797,7 @@ func (s *simulation) install(n *simNode, snap raft.Snapshot) {
 }
 
 func (s *simulation) apply(n *simNode, e raft.Entry) {
-	if e.Index != n.sm.applied+1 {
-		s.fail(CoreContract, "node %d handed entry %d to apply after %d", n.id, e.Index, n.sm.applied)
-	}
+	s.check(ApplyOrder, applyNext(n.id, n.sm.applied, e.Index))
 	key, val, isWrite := n.sm.apply(e)
 	s.check(StateMachineSafety, s.chk.apply(n.id, n.term, e, n.sm.digest))
 	s.ev(0xe3, uint64(n.id), e.Index, e.Term)

@@ -46,10 +46,12 @@ func TestSeeds(t *testing.T) {
 			}
 			// A sweep that injected nothing or checked nothing proves nothing. Half of the seeds
 			// run with DeferLeaderSync: their leaders' unsynced writes must have met crashes,
-			// before the sync and between the sync and its report.
+			// before the sync and between the sync and its report. A third hold joint
+			// configurations and cut one half off.
 			if total.Faults[FaultCrash] == 0 || total.Faults[FaultPartitionSplit] == 0 || total.ReadsChecked == 0 ||
 				total.Committed == 0 || total.SnapshotsInstalled == 0 || total.Faults[FaultConfChange] == 0 ||
-				total.LeaderWrites == 0 || total.LeaderSyncs == 0 || total.UnsyncedCrashes == 0 || total.SyncCrashes == 0 {
+				total.LeaderWrites == 0 || total.LeaderSyncs == 0 || total.UnsyncedCrashes == 0 || total.SyncCrashes == 0 ||
+				total.Faults[FaultJointEnter] == 0 || total.Faults[FaultJointCut] == 0 {
 				t.Errorf("sweep exercised too little:\n%s", total)
 			}
 			t.Logf("%d seeds, %d nodes:\n%s", n, c.nodes, total)

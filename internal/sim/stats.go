@@ -18,12 +18,15 @@ const (
 	FaultConfChange
 	FaultTransfer
 	FaultCampaign
+	FaultJointEnter // a held joint reconfiguration proposed (see joint.go)
+	FaultJointCut   // one half of a held joint configuration cut off as it was applied
 	NumFaults
 )
 
 var faultNames = [NumFaults]string{
 	"crash", "restart", "partition-split", "partition-one-way", "isolate-leader", "leader-one-way",
 	"bridge", "heal", "conf-change", "transfer-leader", "forced-campaign",
+	"joint-enter", "joint-cut",
 }
 
 // FaultName names a fault kind.
