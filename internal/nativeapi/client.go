@@ -47,6 +47,9 @@ type ClientConfig struct {
 	Dialer func(ctx context.Context, addr string) (net.Conn, error)
 	// WriteTimeout bounds each write to the connection (0: DefaultClientWriteTimeout).
 	WriteTimeout time.Duration
+	// StreamWindow is each stream's receive window (0: DefaultStreamWindow, at most
+	// MaxStreamWindow): the most a stream's unread messages can hold in the client.
+	StreamWindow int
 	Logger       *slog.Logger
 }
 
@@ -59,6 +62,7 @@ type Client struct {
 	writeTimeout time.Duration
 	dial         func(ctx context.Context, addr string) (net.Conn, error)
 	log          *slog.Logger
+	streamWindow int
 
 	mu      sync.Mutex
 	cur     *clientConn // nil before the first dial and after a failure
@@ -66,9 +70,10 @@ type Client struct {
 	closed  bool
 	wg      sync.WaitGroup // dial attempts and every connection's reader and writer
 
-	// Calls counts calls that received a response frame; tests use it to prove the native path
-	// carried their traffic.
-	Calls atomic.Uint64
+	// Calls counts calls that received a response frame, and Streams the streams opened;
+	// tests use them to prove the native path carried their traffic.
+	Calls   atomic.Uint64
+	Streams atomic.Uint64
 }
 
 type dialAttempt struct {
@@ -85,11 +90,15 @@ func NewClient(cfg ClientConfig) *Client {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = DefaultClientWriteTimeout
 	}
+	if cfg.StreamWindow <= 0 {
+		cfg.StreamWindow = DefaultStreamWindow
+	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{addr: cfg.Addr, timeout: cfg.DialTimeout, writeTimeout: cfg.WriteTimeout, dial: cfg.Dialer, log: lg}
+	c := &Client{addr: cfg.Addr, timeout: cfg.DialTimeout, writeTimeout: cfg.WriteTimeout, dial: cfg.Dialer, log: lg,
+		streamWindow: min(cfg.StreamWindow, MaxStreamWindow)}
 	if c.dial == nil {
 		d := &net.Dialer{
 			// Calls carry deadlines, but a member that vanished without a reset would keep
@@ -289,6 +298,7 @@ type clientConn struct {
 
 	mu      sync.Mutex
 	pending map[uint64]*call
+	streams map[uint64]*Stream
 	nextID  uint64
 	queue   []*[]byte // encoded requests for the writer
 	spare   []*[]byte // the writer's previous batch slice, reused to avoid allocating
@@ -303,6 +313,7 @@ func newClientConn(c *Client, nc net.Conn) *clientConn {
 		c:       c,
 		nc:      nc,
 		pending: make(map[uint64]*call),
+		streams: make(map[uint64]*Stream),
 		kick:    make(chan struct{}, 1),
 		closeCh: make(chan struct{}),
 	}
@@ -326,16 +337,26 @@ func (cc *clientConn) send(cl *call, bp *[]byte) error {
 	// The id is written into the frame under the lock so that ids are unique per connection.
 	putCallID(*bp, cl.id)
 	cc.pending[cl.id] = cl
-	cc.queue = append(cc.queue, bp)
-	wake := len(cc.queue) == 1
+	wakeWriter := cc.queueLocked(bp)
 	cc.mu.Unlock()
-	if wake {
-		select {
-		case cc.kick <- struct{}{}:
-		default:
-		}
+	if wakeWriter {
+		cc.kickWriter()
 	}
 	return nil
+}
+
+// queueLocked appends a frame for the writer, reporting whether the writer needs a kick; cc.mu
+// must be held.
+func (cc *clientConn) queueLocked(bp *[]byte) bool {
+	cc.queue = append(cc.queue, bp)
+	return len(cc.queue) == 1
+}
+
+func (cc *clientConn) kickWriter() {
+	select {
+	case cc.kick <- struct{}{}:
+	default:
+	}
 }
 
 func putCallID(frame []byte, id uint64) { binary.BigEndian.PutUint64(frame[4:], id) }
@@ -367,6 +388,8 @@ func (cc *clientConn) fail(cause error) {
 	cc.failed.Store(true)
 	pending := cc.pending
 	cc.pending = nil
+	streams := cc.streams
+	cc.streams = nil
 	queue := cc.queue
 	cc.queue = nil
 	cc.mu.Unlock()
@@ -378,6 +401,9 @@ func (cc *clientConn) fail(cause error) {
 	for _, cl := range pending {
 		cl.err = cc.err
 		cl.done <- struct{}{}
+	}
+	for _, s := range streams {
+		s.flow.abort(cc.err)
 	}
 	if !errors.Is(cause, ErrClientClosed) {
 		cc.c.log.Debug("native connection failed", "addr", cc.c.addr, "err", cause)
@@ -470,6 +496,14 @@ func (cc *clientConn) readLoop() {
 			cc.fail(fmt.Errorf("reading: %w", err))
 			return
 		}
+		if h.Status >= FirstFrameType {
+			if err := cc.streamFrame(h, payload, bp); err != nil {
+				cc.c.log.Warn("native server broke the stream rules; closing the connection", "addr", cc.c.addr, "err", err)
+				cc.fail(fmt.Errorf("reading: %w", err))
+				return
+			}
+			continue
+		}
 		cc.mu.Lock()
 		cl, ok := cc.pending[h.CallID]
 		if ok {
@@ -477,7 +511,11 @@ func (cc *clientConn) readLoop() {
 		}
 		cc.mu.Unlock()
 		if !ok {
-			putBuf(bp) // its caller gave up
+			// A stream's end, or a response whose caller gave up.
+			if err := cc.streamFrame(h, payload, bp); err != nil {
+				cc.fail(fmt.Errorf("reading: %w", err))
+				return
+			}
 			continue
 		}
 		cl.frame, cl.status, cl.payload = bp, h.Status, payload

@@ -55,3 +55,5 @@
 //     slow or silent client never blocks Accept; anything that is not the native preface is
 //     handed to the HTTP side with the bytes read so far replayed.
 package nativeapi
+
+//go:generate go run ./gen
