@@ -98,6 +98,9 @@ func (f *flow) reserve(ctx context.Context, n int64) error {
 			err := f.sendDone
 			f.mu.Unlock()
 			return err
+		case ctx.Err() != nil:
+			f.mu.Unlock()
+			return contextError(ctx)
 		case f.sendWindow > 0 && n > f.sendWindow:
 			w := f.sendWindow
 			f.mu.Unlock()
