@@ -403,7 +403,7 @@ func (cc *clientConn) fail(cause error) {
 		cl.done <- struct{}{}
 	}
 	for _, s := range streams {
-		s.flow.abort(cc.err)
+		s.flow.abort(opaqueEOF(cc.err))
 	}
 	if !errors.Is(cause, ErrClientClosed) {
 		cc.c.log.Debug("native connection failed", "addr", cc.c.addr, "err", cause)

@@ -52,7 +52,7 @@ func (c *Client) NewStream(ctx context.Context, m Method) (*Stream, error) {
 		cc, err := c.conn(ctx)
 		if err != nil {
 			putBuf(bp)
-			return nil, err
+			return nil, opaqueEOF(err)
 		}
 		if dl, ok := ctx.Deadline(); ok {
 			left := time.Until(dl)
@@ -71,7 +71,7 @@ func (c *Client) NewStream(ctx context.Context, m Method) (*Stream, error) {
 		// As for Invoke: the open was certainly not sent, so one fresh connection may carry it.
 		if attempt == 1 {
 			putBuf(bp)
-			return nil, err
+			return nil, opaqueEOF(err)
 		}
 	}
 }
@@ -189,6 +189,21 @@ func (s *Stream) end(status uint16, payload []byte) {
 		err = statusError(status, payload)
 	}
 	s.flow.finishRecv(err, io.EOF)
+}
+
+// opaqueEOF returns err with io.EOF cut from its chain. A stream's io.EOF means a clean end (of
+// the server's messages, or of sending), and connect's stream types test for it with errors.Is:
+// a connection that failed on reading io.EOF must not pass for a finished stream.
+func opaqueEOF(err error) error {
+	if err == nil || err == io.EOF || !errors.Is(err, io.EOF) {
+		return err
+	}
+	msg := err.Error()
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		msg = ce.Message()
+	}
+	return connect.NewError(connect.CodeOf(err), errors.New(msg))
 }
 
 // errConnFailed marks enqueue's failure on a failed connection.

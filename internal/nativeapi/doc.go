@@ -95,9 +95,11 @@
 //     lone call skips the yield: it would only wake an idle P.
 //   - A connection has at most MaxStreamsPerConn streams open (ServerConfig, default
 //     DefaultMaxStreamsPerConn, 128); an open past it ends at once with ResourceExhausted.
-//     Streams do not take in-flight slots. A stream's window is at most MaxStreamWindow
-//     (16 MiB; a larger one asked for is clamped); the default is DefaultStreamWindow (1 MiB)
-//     and the server's own receive window is at least its request frame limit.
+//     Streams do not take in-flight slots, but their frames wait like requests while the
+//     reader is stopped at that bound. The window a client asks for is at most MaxStreamWindow
+//     (4 MiB; a larger one is clamped), so the stream frames a server queues on one connection
+//     stay below 128 × 4 MiB; the default window is DefaultStreamWindow (1 MiB), and the
+//     server's own receive window is at least its request frame limit.
 //   - Violations of the stream rules close the connection: credit with a zero increment or
 //     beyond the window (returning bytes never received), a message beyond the granted window or
 //     after close-send, a control frame with a payload, an unknown frame type, an open with a

@@ -16,8 +16,10 @@ const (
 	// (a larger one fails its Send with ResourceExhausted): snapshot chunks are 256 KiB.
 	DefaultStreamWindow = 1 << 20
 	// MaxStreamWindow bounds the window a client may ask for; the server uses at most this
-	// much, so that a client cannot make the server queue more for one stream.
-	MaxStreamWindow = 16 << 20
+	// much, so that a client cannot make the server queue more for one stream. A connection's
+	// stream frames waiting for its writer are thus bounded by the stream limit times this (and
+	// the write timeout closes a connection whose client stopped reading it altogether).
+	MaxStreamWindow = 4 << 20
 	// DefaultMaxStreamsPerConn bounds the streams open at once on one connection when
 	// ServerConfig leaves it zero. Streams do not count against MaxInFlightPerConn.
 	DefaultMaxStreamsPerConn = 128
@@ -134,10 +136,7 @@ func (f *flow) addCredit(n uint32) error {
 	}
 	f.mu.Lock()
 	if f.sendWindow == 0 {
-		if n > MaxStreamWindow {
-			f.mu.Unlock()
-			return fmt.Errorf("%w: window of %d bytes exceeds the %d-byte limit", errProtocol, n, MaxStreamWindow)
-		}
+		// Any window will do: what it lets this side send, the peer holds.
 		f.sendWindow, f.credit = int64(n), int64(n)
 	} else {
 		if f.credit+int64(n) > f.sendWindow {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,14 +27,31 @@ import (
 const (
 	methodTestBidi    Method = 1000
 	testBidiProcedure        = "/caucus.test.Echo/Bidi"
+	// methodTestSum is client-streaming: it answers with the number of requests and the sum
+	// of their lease ids.
+	methodTestSum    Method = 1001
+	testSumProcedure        = "/caucus.test.Echo/Sum"
 )
 
 var bidiImpl atomic.Pointer[func(context.Context, *connect.BidiStream[caucusv1.PutRequest, caucusv1.PutResponse]) error]
 
 func init() {
-	for len(methods) <= int(methodTestBidi) {
+	for len(methods) <= int(methodTestSum) {
 		methods = append(methods, methodSpec{})
 	}
+	methods[methodTestSum] = streaming(testSumProcedure, connect.StreamTypeClient, func(_ *Handlers, opts ...connect.HandlerOption) *connect.Handler {
+		return connect.NewClientStreamHandler(testSumProcedure, func(ctx context.Context, s *connect.ClientStream[caucusv1.PutRequest]) (*connect.Response[caucusv1.PutResponse], error) {
+			var n, sum int64
+			for s.Receive() {
+				n++
+				sum += s.Msg().GetLease()
+			}
+			if err := s.Err(); err != nil {
+				return nil, err
+			}
+			return connect.NewResponse(&caucusv1.PutResponse{Header: &caucusv1.ResponseHeader{Revision: n, RaftTerm: uint64(sum)}}), nil
+		}, opts...)
+	})
 	methods[methodTestBidi] = streaming(testBidiProcedure, connect.StreamTypeBidi, func(_ *Handlers, opts ...connect.HandlerOption) *connect.Handler {
 		return connect.NewBidiStreamHandler(testBidiProcedure, func(ctx context.Context, s *connect.BidiStream[caucusv1.PutRequest, caucusv1.PutResponse]) error {
 			return (*bidiImpl.Load())(ctx, s)
@@ -204,6 +222,25 @@ func TestBidiEchoWithHalfClose(t *testing.T) {
 	}
 	if err := bidi.CloseResponse(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestClientStreamSum(t *testing.T) {
+	f := newStreamFixture(t, ServerConfig{MaxRequestBytes: 1024, StreamWindow: 2048}, nil)
+	c := f.client(t, ClientConfig{})
+	cs := streamClient[caucusv1.PutRequest, caucusv1.PutResponse](c, methodTestSum).CallClientStream(context.Background())
+	const n = 300
+	for i := range n {
+		if err := cs.Send(&caucusv1.PutRequest{Key: make([]byte, 200), Lease: int64(i)}); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	resp, err := cs.CloseAndReceive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Msg.GetHeader(); got.GetRevision() != n || got.GetRaftTerm() != n*(n-1)/2 {
+		t.Fatalf("server counted %d requests summing %d, want %d and %d", got.GetRevision(), got.GetRaftTerm(), n, n*(n-1)/2)
 	}
 }
 
@@ -713,5 +750,71 @@ func TestNewStreamRejectsUnaryMethod(t *testing.T) {
 	defer c.Close()
 	if _, err := c.NewStream(context.Background(), MethodKVPut); connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Fatalf("NewStream(unary method) = %v, want InvalidArgument", err)
+	}
+}
+
+// TestCloseWithOpenStreamsLeavesNoGoroutines closes the server and the client while streams
+// are blocked in every way: handlers waiting for messages, and one waiting for credit.
+func TestCloseWithOpenStreamsLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	started, _ := blockingBidi(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := make(chan struct{}, 1)
+	srv := NewServer(ServerConfig{Logger: slog.New(slog.DiscardHandler), Handlers: Handlers{Maintenance: &testMaint{
+		snapshot: func(ctx context.Context, s *connect.ServerStream[caucusv1.SnapshotResponse]) error {
+			for {
+				if err := s.Send(&caucusv1.SnapshotResponse{Blob: make([]byte, 1000)}); err != nil {
+					return err
+				}
+			}
+		},
+	}}})
+	srv.sendBlocked = func() {
+		select {
+		case blocked <- struct{}{}:
+		default:
+		}
+	}
+	sl := Split(ln, srv, SplitConfig{})
+	c := NewClient(ClientConfig{Addr: ln.Addr().String(), StreamWindow: 8192})
+	var streams []*Stream
+	for range 3 {
+		s, err := c.NewStream(context.Background(), methodTestBidi)
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, s)
+		<-started
+	}
+	snap, err := MaintenanceClient{c}.Snapshot(context.Background(), connect.NewRequest(&caucusv1.SnapshotRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-blocked
+	sl.Close()
+	srv.Close()
+	for i, s := range streams {
+		if err := s.Receive(&caucusv1.PutResponse{}); connect.CodeOf(err) != connect.CodeUnavailable {
+			t.Errorf("stream %d after the server closed: %v, want Unavailable", i, err)
+		}
+		s.Close()
+	}
+	for snap.Receive() {
+	}
+	if connect.CodeOf(snap.Err()) != connect.CodeUnavailable {
+		t.Errorf("snapshot stream after the server closed: %v, want Unavailable", snap.Err())
+	}
+	snap.Close()
+	c.Close()
+	after := runtime.NumGoroutine()
+	for deadline := time.Now().Add(5 * time.Second); after > before && time.Now().Before(deadline); after = runtime.NumGoroutine() {
+		runtime.Gosched()
+	}
+	if after > before {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines before, %d after closing everything:\n%s", before, after, buf[:runtime.Stack(buf, true)])
 	}
 }
