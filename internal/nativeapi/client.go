@@ -225,7 +225,7 @@ func (c *Client) Invoke(ctx context.Context, method Method, req, resp proto.Mess
 			// Round up so that a sub-millisecond remainder does not become "no timeout".
 			binary.BigEndian.PutUint32((*bp)[14:], uint32(min((left+time.Millisecond-1)/time.Millisecond, math.MaxUint32)))
 		}
-		if err = cc.send(cl, bp); err == nil {
+		if err = cc.send(cl, nil, bp); err == nil {
 			break
 		}
 		// The connection failed before the request was queued, so it was certainly not
@@ -323,9 +323,9 @@ func newClientConn(c *Client, nc net.Conn) *clientConn {
 	return cc
 }
 
-// send registers cl and queues its request frame. On error (the connection has failed) the
-// frame remains the caller's.
-func (cc *clientConn) send(cl *call, bp *[]byte) error {
+// send registers a call (cl) or a stream (s) under a fresh id and queues its first frame. On
+// error (the connection has failed) the frame remains the caller's.
+func (cc *clientConn) send(cl *call, s *Stream, bp *[]byte) error {
 	cc.mu.Lock()
 	if cc.err != nil {
 		err := cc.err
@@ -333,10 +333,16 @@ func (cc *clientConn) send(cl *call, bp *[]byte) error {
 		return err
 	}
 	cc.nextID++
-	cl.id = cc.nextID
+	id := cc.nextID
 	// The id is written into the frame under the lock so that ids are unique per connection.
-	putCallID(*bp, cl.id)
-	cc.pending[cl.id] = cl
+	putCallID(*bp, id)
+	if cl != nil {
+		cl.id = id
+		cc.pending[id] = cl
+	} else {
+		s.id = id
+		cc.streams[id] = s
+	}
 	wakeWriter := cc.queueLocked(bp)
 	cc.mu.Unlock()
 	if wakeWriter {

@@ -63,7 +63,7 @@ func (c *Client) NewStream(ctx context.Context, m Method) (*Stream, error) {
 			binary.BigEndian.PutUint32((*bp)[14:], uint32(min((left+time.Millisecond-1)/time.Millisecond, math.MaxUint32)))
 		}
 		s := &Stream{cc: cc, method: m, ctx: ctx, flow: newFlow(int64(c.streamWindow))}
-		if err = cc.openStream(s, bp); err == nil {
+		if err = cc.send(nil, s, bp); err == nil {
 			c.Streams.Add(1)
 			s.stop = context.AfterFunc(ctx, func() { s.abandon(contextError(ctx)) })
 			return s, nil
@@ -208,27 +208,6 @@ func opaqueEOF(err error) error {
 
 // errConnFailed marks enqueue's failure on a failed connection.
 var errConnFailed = errors.New("nativeapi: connection failed")
-
-// openStream registers s under a fresh id and queues its open frame. On error (the connection
-// has failed) the frame remains the caller's.
-func (cc *clientConn) openStream(s *Stream, bp *[]byte) error {
-	cc.mu.Lock()
-	if cc.err != nil {
-		err := cc.err
-		cc.mu.Unlock()
-		return err
-	}
-	cc.nextID++
-	s.id = cc.nextID
-	putCallID(*bp, s.id)
-	cc.streams[s.id] = s
-	wakeWriter := cc.queueLocked(bp)
-	cc.mu.Unlock()
-	if wakeWriter {
-		cc.kickWriter()
-	}
-	return nil
-}
 
 // enqueue queues a frame of an open stream. It fails (wrapping errConnFailed) once the
 // connection has failed, and then releases the frame.

@@ -809,12 +809,5 @@ func TestCloseWithOpenStreamsLeavesNoGoroutines(t *testing.T) {
 	}
 	snap.Close()
 	c.Close()
-	after := runtime.NumGoroutine()
-	for deadline := time.Now().Add(5 * time.Second); after > before && time.Now().Before(deadline); after = runtime.NumGoroutine() {
-		runtime.Gosched()
-	}
-	if after > before {
-		buf := make([]byte, 1<<20)
-		t.Errorf("%d goroutines before, %d after closing everything:\n%s", before, after, buf[:runtime.Stack(buf, true)])
-	}
+	checkGoroutinesBackTo(t, before)
 }
