@@ -28,7 +28,7 @@ type Stream struct {
 	stop   func() bool // unregisters the context watch
 
 	mu        sync.Mutex
-	sentClose bool // CloseSend or Close sent its frame
+	sentClose bool // CloseSend sent its frame
 	ended     bool // the server's end frame arrived, or the stream was abandoned
 }
 
@@ -80,11 +80,8 @@ func (c *Client) NewStream(ctx context.Context, m Method) (*Stream, error) {
 // returns io.EOF when the server already ended the stream (Receive returns its status), and
 // fails after CloseSend.
 func (s *Stream) Send(msg proto.Message) error {
-	s.mu.Lock()
-	closed := s.sentClose
-	s.mu.Unlock()
-	if closed {
-		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("nativeapi: send on %s after CloseSend", s.method))
+	if s.closedSend() {
+		return errSendAfterClose(s.method)
 	}
 	bp := getBuf(RequestHeaderLen + 64)
 	b := AppendRequestHeader(*bp, RequestHeader{CallID: s.id, Method: FrameStreamMsg})
@@ -99,7 +96,25 @@ func (s *Stream) Send(msg proto.Message) error {
 		putBuf(bp)
 		return err
 	}
+	// Queued under s.mu, so that a CloseSend racing with this Send goes out after the message
+	// or makes it fail: a message after close-send would break the connection.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sentClose {
+		putBuf(bp)
+		return errSendAfterClose(s.method)
+	}
 	return s.cc.enqueue(bp)
+}
+
+func (s *Stream) closedSend() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sentClose
+}
+
+func errSendAfterClose(m Method) error {
+	return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("nativeapi: send on %s after CloseSend", m))
 }
 
 // CloseSend tells the server the client has finished sending. It is idempotent, and a no-op
@@ -120,12 +135,12 @@ func (s *Stream) sendControl(typ uint16) error {
 	} else {
 		s.sentClose = true
 	}
-	s.mu.Unlock()
 	bp := getBuf(RequestHeaderLen)
 	b := AppendRequestHeader(*bp, RequestHeader{CallID: s.id, Method: Method(typ)})
 	FinishFrame(b)
 	*bp = b
 	err := s.cc.enqueue(bp)
+	s.mu.Unlock()
 	if errors.Is(err, errConnFailed) {
 		return nil // the stream is failed with the connection
 	}
