@@ -114,7 +114,9 @@
 // methods_gen.go (method constants, Handlers, the dispatch specs) and stubs_gen.go (clients
 // implementing the caucusv1connect client interfaces) are generated from the compiled API by
 // ./gen, which also numbers new RPCs in methods.registry (see internal/nativeapi/internal/apigen).
-// A test fails when they are out of date; `make generate` refreshes them.
+// A test fails when they are out of date; `make generate` refreshes them. Adding an RPC, unary
+// or streaming, is then: edit the .proto, `make generate`, implement the method on the
+// service's connect handler, which both protocols serve.
 package nativeapi
 
 //go:generate go run ./gen
