@@ -215,15 +215,10 @@ func (c *Client) Invoke(ctx context.Context, method Method, req, resp proto.Mess
 			return err
 		}
 		// The deadline is taken after the dial so that the server's share is what is left.
-		if dl, ok := ctx.Deadline(); ok {
-			left := time.Until(dl)
-			if left <= 0 {
-				putBuf(bp)
-				callPool.Put(cl)
-				return connect.NewError(connect.CodeDeadlineExceeded, context.DeadlineExceeded)
-			}
-			// Round up so that a sub-millisecond remainder does not become "no timeout".
-			binary.BigEndian.PutUint32((*bp)[14:], uint32(min((left+time.Millisecond-1)/time.Millisecond, math.MaxUint32)))
+		if !putTimeout(ctx, *bp) {
+			putBuf(bp)
+			callPool.Put(cl)
+			return connect.NewError(connect.CodeDeadlineExceeded, context.DeadlineExceeded)
 		}
 		if err = cc.send(cl, nil, bp); err == nil {
 			break
@@ -247,6 +242,22 @@ func (c *Client) Invoke(ctx context.Context, method Method, req, resp proto.Mess
 		<-cl.done // the response (or the failure) raced in: take it
 	}
 	return c.finish(cl, method, resp)
+}
+
+// putTimeout writes what is left of ctx's deadline, if it has one, into the timeout field of a
+// request or open frame. It reports false when the deadline has passed.
+func putTimeout(ctx context.Context, frame []byte) bool {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return true
+	}
+	left := time.Until(dl)
+	if left <= 0 {
+		return false
+	}
+	// Round up so that a sub-millisecond remainder does not become "no timeout".
+	binary.BigEndian.PutUint32(frame[14:], uint32(min((left+time.Millisecond-1)/time.Millisecond, math.MaxUint32)))
+	return true
 }
 
 // finish turns a completed call into the caller's result and recycles it.

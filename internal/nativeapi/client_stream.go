@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"sync"
-	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
@@ -54,13 +52,9 @@ func (c *Client) NewStream(ctx context.Context, m Method) (*Stream, error) {
 			putBuf(bp)
 			return nil, opaqueEOF(err)
 		}
-		if dl, ok := ctx.Deadline(); ok {
-			left := time.Until(dl)
-			if left <= 0 {
-				putBuf(bp)
-				return nil, connect.NewError(connect.CodeDeadlineExceeded, context.DeadlineExceeded)
-			}
-			binary.BigEndian.PutUint32((*bp)[14:], uint32(min((left+time.Millisecond-1)/time.Millisecond, math.MaxUint32)))
+		if !putTimeout(ctx, *bp) {
+			putBuf(bp)
+			return nil, connect.NewError(connect.CodeDeadlineExceeded, context.DeadlineExceeded)
 		}
 		s := &Stream{cc: cc, method: m, ctx: ctx, flow: newFlow(int64(c.streamWindow))}
 		if err = cc.send(nil, s, bp); err == nil {
