@@ -90,32 +90,12 @@ func (f *flow) setSendWindow(w int64) {
 // reserve waits until n bytes of credit are available and takes them.
 func (f *flow) reserve(ctx context.Context, n int64) error {
 	for {
-		f.mu.Lock()
-		switch {
-		case f.aborted != nil:
-			err := f.aborted
-			f.mu.Unlock()
-			return err
-		case f.sendDone != nil:
-			err := f.sendDone
-			f.mu.Unlock()
-			return err
-		case ctx.Err() != nil:
-			f.mu.Unlock()
+		if ctx.Err() != nil {
 			return contextError(ctx)
-		case f.sendWindow > 0 && n > f.sendWindow:
-			w := f.sendWindow
-			f.mu.Unlock()
-			return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
-				"nativeapi: a message frame of %d bytes exceeds the stream's %d-byte window", n, w))
-		case f.sendWindow > 0 && f.credit >= n:
-			f.credit -= n
-			f.sent += n
-			f.peakUnack = max(f.peakUnack, f.sent-f.credited)
-			f.mu.Unlock()
-			return nil
 		}
-		f.mu.Unlock()
+		if ok, err := f.tryReserve(n); ok || err != nil {
+			return err
+		}
 		if f.onBlock != nil {
 			f.onBlock()
 		}
@@ -125,6 +105,28 @@ func (f *flow) reserve(ctx context.Context, n int64) error {
 			return contextError(ctx)
 		}
 	}
+}
+
+// tryReserve takes n bytes of credit if they are available. It fails when the stream ended and
+// when n exceeds the peer's whole window (it could never be sent).
+func (f *flow) tryReserve(n int64) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.aborted != nil:
+		return false, f.aborted
+	case f.sendDone != nil:
+		return false, f.sendDone
+	case f.sendWindow > 0 && n > f.sendWindow:
+		return false, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+			"nativeapi: a message frame of %d bytes exceeds the stream's %d-byte window", n, f.sendWindow))
+	case f.sendWindow > 0 && f.credit >= n:
+		f.credit -= n
+		f.sent += n
+		f.peakUnack = max(f.peakUnack, f.sent-f.credited)
+		return true, nil
+	}
+	return false, nil
 }
 
 // addCredit takes a credit frame's increment. The first one on a flow whose window is unknown
