@@ -8,7 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Method numbers an RPC of api/caucus/v1 on the wire. The numbers come from methods.registry
+// Method is the number of an RPC of api/caucus/v1 on the wire. The numbers come from methods.registry
 // (the generated constants in methods_gen.go): a number is never changed or reused for another
 // RPC. Each service has blocks of 16 so that services can grow. Values from 0xFF00 up are not
 // methods: they are the stream frame types (see the package documentation).
