@@ -22,6 +22,9 @@ generate:
 	PATH="$(GOBIN):$$PATH" protoc -I internal/logpb \
 		--go_out=. --go_opt=module=github.com/caucus/caucus \
 		internal/logpb/log.proto
+	# The native protocol's method table and stubs, from the compiled API (numbers new RPCs in
+	# internal/nativeapi/methods.registry).
+	$(GO) generate ./internal/nativeapi
 
 verify:
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))"

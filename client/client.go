@@ -147,6 +147,9 @@ type endpoint struct {
 	lease    caucusv1connect.LeaseClient
 	cluster  caucusv1connect.ClusterClient
 	maint    caucusv1connect.MaintenanceClient
+	// connectMaint is set beside a native maint: snapshots fall back to it when the member
+	// predates native streams.
+	connectMaint caucusv1connect.MaintenanceClient
 }
 
 // New returns a Client for cfg. It does not contact the cluster synchronously: an unreachable

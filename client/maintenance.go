@@ -137,28 +137,46 @@ func (c *Client) SnapshotSave(ctx context.Context, w io.Writer) (int64, error) {
 }
 
 func snapshotFrom(ctx context.Context, ep *endpoint, w io.Writer) (int64, error) {
+	written, err := snapshotVia(ctx, ep.maint, w)
+	if written == 0 && ep.connectMaint != nil && connect.CodeOf(err) == connect.CodeUnimplemented {
+		// A member from before native streams answers the native open with Unimplemented.
+		return snapshotVia(ctx, ep.connectMaint, w)
+	}
+	return written, err
+}
+
+// snapshotVia streams a snapshot with maint into w. Each message's remaining_bytes must be the
+// previous one's less its blob: a stream that skips or repeats data fails instead of leaving a
+// corrupt copy.
+func snapshotVia(ctx context.Context, maint caucusv1connect.MaintenanceClient, w io.Writer) (int64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // abandons the stream if we return early
-	stream, err := ep.maint.Snapshot(ctx, connect.NewRequest(&caucusv1.SnapshotRequest{}))
+	stream, err := maint.Snapshot(ctx, connect.NewRequest(&caucusv1.SnapshotRequest{}))
 	if err != nil {
 		return 0, err
 	}
 	defer stream.Close()
 	var written int64
 	done := false
+	var remaining uint64 // what the previous message announced
 	for stream.Receive() {
 		msg := stream.Msg()
 		if done {
 			return written, fmt.Errorf("member sent data after the last chunk")
 		}
-		if len(msg.GetBlob()) > 0 {
+		blob := uint64(len(msg.GetBlob()))
+		if written > 0 && msg.GetRemainingBytes()+blob != remaining {
+			return written, fmt.Errorf("member announced %d bytes to come, then sent %d with %d remaining", remaining, blob, msg.GetRemainingBytes())
+		}
+		remaining = msg.GetRemainingBytes()
+		if blob > 0 {
 			m, err := w.Write(msg.GetBlob())
 			written += int64(m)
 			if err != nil {
 				return written, fmt.Errorf("writing snapshot: %w", err)
 			}
 		}
-		done = msg.GetRemainingBytes() == 0
+		done = remaining == 0
 	}
 	if err := stream.Err(); err != nil {
 		return written, err

@@ -13,8 +13,8 @@ import (
 const (
 	// ProtocolNative is caucus's binary protocol on the client port (internal/nativeapi): one
 	// multiplexed TCP connection per member with batched writes, several times cheaper in CPU
-	// per request than HTTP/2. It carries every unary call to http:// endpoints; snapshots and
-	// https:// endpoints (the native protocol has no TLS) use connect.
+	// per request than HTTP/2. It carries every call to http:// endpoints, snapshot streams
+	// included; https:// endpoints (the native protocol has no TLS) use connect.
 	ProtocolNative = "native"
 	// ProtocolConnect sends everything with connect-go over HTTP (h2c or TLS), as gRPC would:
 	// for members behind HTTP proxies or load balancers.
@@ -47,7 +47,7 @@ func nativeAddr(u string) (string, bool) {
 }
 
 // newEndpoint builds the service clients of endpoint URL u: native ones when the protocol and
-// the URL allow it, connect ones otherwise. Snapshot always streams over connect.
+// the URL allow it, connect ones otherwise.
 func (c *Client) newEndpoint(u, protocol string) *endpoint {
 	ep := &endpoint{url: u}
 	maint := caucusv1connect.NewMaintenanceClient(c.httpc, u)
@@ -56,7 +56,8 @@ func (c *Client) newEndpoint(u, protocol string) *endpoint {
 		ep.kv = nativeapi.KVClient{C: ep.native}
 		ep.lease = nativeapi.LeaseClient{C: ep.native}
 		ep.cluster = nativeapi.ClusterClient{C: ep.native}
-		ep.maint = nativeapi.MaintenanceClient{C: ep.native, Stream: maint}
+		ep.maint = nativeapi.MaintenanceClient{C: ep.native}
+		ep.connectMaint = maint
 		return ep
 	}
 	ep.kv = caucusv1connect.NewKVClient(c.httpc, u)

@@ -2,9 +2,10 @@
 // client (the client itself, the CLI, applications).
 //
 // Each fake member serves the real generated connect handlers for the KV, Lease, Cluster and
-// Maintenance services over an httptest server (HTTP/1.1 and h2c), and the same services over
-// caucus's native protocol on the same port (internal/nativeapi, what the client speaks by
-// default), so the client's wire path is exercised for real whichever protocol it uses. An
+// Maintenance services over an httptest server (HTTP/1.1 and h2c), and the same services, the
+// Snapshot stream included, over caucus's native protocol on the same port (internal/nativeapi,
+// what the client speaks by default), so the client's wire path is exercised for real whichever
+// protocol it uses. An
 // Interceptor sees the requests of both protocols alike. Behind them, all members share one in-memory store guarded by a mutex:
 // there is no replication, so every member is always consistent and the fake never loses
 // quorum on its own. Failures are injected explicitly: Member.Stop makes a member unreachable,

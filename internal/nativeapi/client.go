@@ -47,6 +47,9 @@ type ClientConfig struct {
 	Dialer func(ctx context.Context, addr string) (net.Conn, error)
 	// WriteTimeout bounds each write to the connection (0: DefaultClientWriteTimeout).
 	WriteTimeout time.Duration
+	// StreamWindow is each stream's receive window (0: DefaultStreamWindow, at most
+	// MaxStreamWindow): the most a stream's unread messages can hold in the client.
+	StreamWindow int
 	Logger       *slog.Logger
 }
 
@@ -59,6 +62,7 @@ type Client struct {
 	writeTimeout time.Duration
 	dial         func(ctx context.Context, addr string) (net.Conn, error)
 	log          *slog.Logger
+	streamWindow int
 
 	mu      sync.Mutex
 	cur     *clientConn // nil before the first dial and after a failure
@@ -66,9 +70,10 @@ type Client struct {
 	closed  bool
 	wg      sync.WaitGroup // dial attempts and every connection's reader and writer
 
-	// Calls counts calls that received a response frame; tests use it to prove the native path
-	// carried their traffic.
-	Calls atomic.Uint64
+	// Calls counts calls that received a response frame, and Streams the streams opened;
+	// tests use them to prove the native path carried their traffic.
+	Calls   atomic.Uint64
+	Streams atomic.Uint64
 }
 
 type dialAttempt struct {
@@ -85,11 +90,15 @@ func NewClient(cfg ClientConfig) *Client {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = DefaultClientWriteTimeout
 	}
+	if cfg.StreamWindow <= 0 {
+		cfg.StreamWindow = DefaultStreamWindow
+	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{addr: cfg.Addr, timeout: cfg.DialTimeout, writeTimeout: cfg.WriteTimeout, dial: cfg.Dialer, log: lg}
+	c := &Client{addr: cfg.Addr, timeout: cfg.DialTimeout, writeTimeout: cfg.WriteTimeout, dial: cfg.Dialer, log: lg,
+		streamWindow: min(cfg.StreamWindow, MaxStreamWindow)}
 	if c.dial == nil {
 		d := &net.Dialer{
 			// Calls carry deadlines, but a member that vanished without a reset would keep
@@ -206,17 +215,12 @@ func (c *Client) Invoke(ctx context.Context, method Method, req, resp proto.Mess
 			return err
 		}
 		// The deadline is taken after the dial so that the server's share is what is left.
-		if dl, ok := ctx.Deadline(); ok {
-			left := time.Until(dl)
-			if left <= 0 {
-				putBuf(bp)
-				callPool.Put(cl)
-				return connect.NewError(connect.CodeDeadlineExceeded, context.DeadlineExceeded)
-			}
-			// Round up so that a sub-millisecond remainder does not become "no timeout".
-			binary.BigEndian.PutUint32((*bp)[14:], uint32(min((left+time.Millisecond-1)/time.Millisecond, math.MaxUint32)))
+		if !putTimeout(ctx, *bp) {
+			putBuf(bp)
+			callPool.Put(cl)
+			return connect.NewError(connect.CodeDeadlineExceeded, context.DeadlineExceeded)
 		}
-		if err = cc.send(cl, bp); err == nil {
+		if err = cc.send(cl, nil, bp); err == nil {
 			break
 		}
 		// The connection failed before the request was queued, so it was certainly not
@@ -238,6 +242,22 @@ func (c *Client) Invoke(ctx context.Context, method Method, req, resp proto.Mess
 		<-cl.done // the response (or the failure) raced in: take it
 	}
 	return c.finish(cl, method, resp)
+}
+
+// putTimeout writes what is left of ctx's deadline, if it has one, into the timeout field of a
+// request or open frame. It reports false when the deadline has passed.
+func putTimeout(ctx context.Context, frame []byte) bool {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return true
+	}
+	left := time.Until(dl)
+	if left <= 0 {
+		return false
+	}
+	// Round up so that a sub-millisecond remainder does not become "no timeout".
+	binary.BigEndian.PutUint32(frame[14:], uint32(min((left+time.Millisecond-1)/time.Millisecond, math.MaxUint32)))
+	return true
 }
 
 // finish turns a completed call into the caller's result and recycles it.
@@ -289,6 +309,7 @@ type clientConn struct {
 
 	mu      sync.Mutex
 	pending map[uint64]*call
+	streams map[uint64]*Stream
 	nextID  uint64
 	queue   []*[]byte // encoded requests for the writer
 	spare   []*[]byte // the writer's previous batch slice, reused to avoid allocating
@@ -303,6 +324,7 @@ func newClientConn(c *Client, nc net.Conn) *clientConn {
 		c:       c,
 		nc:      nc,
 		pending: make(map[uint64]*call),
+		streams: make(map[uint64]*Stream),
 		kick:    make(chan struct{}, 1),
 		closeCh: make(chan struct{}),
 	}
@@ -312,9 +334,9 @@ func newClientConn(c *Client, nc net.Conn) *clientConn {
 	return cc
 }
 
-// send registers cl and queues its request frame. On error (the connection has failed) the
-// frame remains the caller's.
-func (cc *clientConn) send(cl *call, bp *[]byte) error {
+// send registers a call (cl) or a stream (s) under a fresh id and queues its first frame. On
+// error (the connection has failed) the frame remains the caller's.
+func (cc *clientConn) send(cl *call, s *Stream, bp *[]byte) error {
 	cc.mu.Lock()
 	if cc.err != nil {
 		err := cc.err
@@ -322,20 +344,36 @@ func (cc *clientConn) send(cl *call, bp *[]byte) error {
 		return err
 	}
 	cc.nextID++
-	cl.id = cc.nextID
+	id := cc.nextID
 	// The id is written into the frame under the lock so that ids are unique per connection.
-	putCallID(*bp, cl.id)
-	cc.pending[cl.id] = cl
-	cc.queue = append(cc.queue, bp)
-	wake := len(cc.queue) == 1
+	putCallID(*bp, id)
+	if cl != nil {
+		cl.id = id
+		cc.pending[id] = cl
+	} else {
+		s.id = id
+		cc.streams[id] = s
+	}
+	wakeWriter := cc.queueLocked(bp)
 	cc.mu.Unlock()
-	if wake {
-		select {
-		case cc.kick <- struct{}{}:
-		default:
-		}
+	if wakeWriter {
+		cc.kickWriter()
 	}
 	return nil
+}
+
+// queueLocked appends a frame for the writer, reporting whether the writer needs a kick; cc.mu
+// must be held.
+func (cc *clientConn) queueLocked(bp *[]byte) bool {
+	cc.queue = append(cc.queue, bp)
+	return len(cc.queue) == 1
+}
+
+func (cc *clientConn) kickWriter() {
+	select {
+	case cc.kick <- struct{}{}:
+	default:
+	}
 }
 
 func putCallID(frame []byte, id uint64) { binary.BigEndian.PutUint64(frame[4:], id) }
@@ -367,6 +405,8 @@ func (cc *clientConn) fail(cause error) {
 	cc.failed.Store(true)
 	pending := cc.pending
 	cc.pending = nil
+	streams := cc.streams
+	cc.streams = nil
 	queue := cc.queue
 	cc.queue = nil
 	cc.mu.Unlock()
@@ -378,6 +418,9 @@ func (cc *clientConn) fail(cause error) {
 	for _, cl := range pending {
 		cl.err = cc.err
 		cl.done <- struct{}{}
+	}
+	for _, s := range streams {
+		s.flow.abort(opaqueEOF(cc.err))
 	}
 	if !errors.Is(cause, ErrClientClosed) {
 		cc.c.log.Debug("native connection failed", "addr", cc.c.addr, "err", cause)
@@ -470,6 +513,14 @@ func (cc *clientConn) readLoop() {
 			cc.fail(fmt.Errorf("reading: %w", err))
 			return
 		}
+		if h.Status >= FirstFrameType {
+			if err := cc.streamFrame(h, payload, bp); err != nil {
+				cc.c.log.Warn("native server broke the stream rules; closing the connection", "addr", cc.c.addr, "err", err)
+				cc.fail(fmt.Errorf("reading: %w", err))
+				return
+			}
+			continue
+		}
 		cc.mu.Lock()
 		cl, ok := cc.pending[h.CallID]
 		if ok {
@@ -477,7 +528,11 @@ func (cc *clientConn) readLoop() {
 		}
 		cc.mu.Unlock()
 		if !ok {
-			putBuf(bp) // its caller gave up
+			// A stream's end, or a response whose caller gave up.
+			if err := cc.streamFrame(h, payload, bp); err != nil {
+				cc.fail(fmt.Errorf("reading: %w", err))
+				return
+			}
 			continue
 		}
 		cl.frame, cl.status, cl.payload = bp, h.Status, payload

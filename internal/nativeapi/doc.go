@@ -1,6 +1,6 @@
-// Package nativeapi is caucus's lean binary protocol for the unary RPCs of api/caucus/v1: a
-// multiplexed, length-prefixed framing over one TCP connection, served on the same client port as
-// HTTP (connect, gRPC, JSON) and spoken by the public Go client by default. It exists for CPU per
+// Package nativeapi is caucus's lean binary protocol for the RPCs of api/caucus/v1, unary and
+// streaming: a multiplexed, length-prefixed framing over one TCP connection, served on the same
+// client port as HTTP (connect, gRPC, JSON) and spoken by the public Go client by default. It exists for CPU per
 // request: the HTTP/2 stack costs a write syscall per response frame, header parsing and a stack
 // per stream, while here a connection's writer batches every queued frame into one write.
 //
@@ -20,11 +20,53 @@
 // response). A timeout of 0 means the client set none (the server's handlers apply their
 // default); otherwise the server runs the call under that deadline. Status 0 is success and the
 // payload is the protobuf response; any other status is a connect.Code number and the payload is
-// the UTF-8 error message. Method numbers are listed in methods.go (the Method constants); they
-// are part of the protocol and never reused. Call ids are chosen by the client and must be unique
-// among its calls in flight on the connection; the server only echoes them.
+// the UTF-8 error message. Method numbers are listed in methods.registry (the generated Method
+// constants of methods_gen.go); they are part of the protocol, never changed and never reused.
+// Call ids are chosen by the client and must be unique among its calls and streams in flight on
+// the connection; the server only echoes them.
 //
-// Maintenance.Snapshot is server-streaming and is not carried: clients use connect for it.
+// # Streams
+//
+// Streams (server-streaming, client-streaming and bidirectional methods) reuse both frame
+// layouts, with no change to the unary frames: values from FirstFrameType (0xFF00) up in a
+// client frame's method field, or a server frame's status field, are stream frame types, which
+// no method number or status code reaches. A stream's frames carry its id in the call id field.
+//
+//	client open:        method = the streaming method, u32 = timeout ms, payload = u8 stream
+//	                    version (StreamVersion, 1) | u32 the client's receive window
+//	client message:     method = 0xFF01, u32 = 0, payload = protobuf message
+//	client credit:      method = 0xFF02, u32 = increment in bytes, no payload
+//	client close-send:  method = 0xFF03, u32 = 0, no payload (half-close: no more messages)
+//	client cancel:      method = 0xFF04, u32 = 0, no payload (abandon the stream)
+//	server message:     status = 0xFF01, payload = protobuf message
+//	server credit:      status = 0xFF02, payload = u32 increment in bytes
+//	server end:         a response frame: status 0 and no payload, or a code and its message
+//
+// An open is a request frame whose method is a streaming one, and an end is a response frame,
+// so a server that predates streams answers an open with Unimplemented (unknown method) and the
+// client's stream fails alone: the connection preface stays version 1. The stream version in
+// each open lets the stream frames change later the same way; a server refuses an open of a
+// version it does not know with Unimplemented.
+//
+// Flow control is per stream and per direction, in bytes of whole message frames (header
+// included). The server may send as many bytes as the window in the open; the client may send
+// nothing until the server's first credit frame, which announces the server's whole window.
+// After that, each credit frame returns bytes the receiver's application has consumed: a sender
+// whose next frame exceeds its credit waits, so a receiver never holds more than its window for
+// a stream and a slow reader slows only its own stream's sender, never the connection. A
+// message frame larger than the receiver's whole window fails its Send with ResourceExhausted.
+// Receivers return credit once a quarter of the window is consumed, or when they have consumed
+// everything received, so that a sender waiting for room is never stranded.
+//
+// The server ends a stream when its handler returns, with the handler's status; the client ends
+// it early with cancel (the handler's context is canceled, and no end frame follows). Frames
+// for a stream id that is not open are dropped: they may cross its end. When the connection
+// closes, every stream on it ends: the handlers' contexts are canceled, and the client's streams
+// fail with Unavailable.
+//
+// On the Go side a stream is served by the service's connect handler (the server captures the
+// function connect builds around it, see captureStreaming), so one implementation serves both
+// protocols; clients use Stream, or the generated stubs, which return connect's own stream types.
 //
 // # Invariants and limits
 //
@@ -51,7 +93,30 @@
 //     client: calls pending beside those just written), because frames tend to become ready
 //     together (a committed batch wakes its handlers at once) but one goroutine at a time. A
 //     lone call skips the yield: it would only wake an idle P.
+//   - A connection has at most MaxStreamsPerConn streams open (ServerConfig, default
+//     DefaultMaxStreamsPerConn, 128); an open past it ends at once with ResourceExhausted.
+//     Streams do not take in-flight slots, but their frames wait like requests while the
+//     reader is stopped at that bound. The window a client asks for is at most MaxStreamWindow
+//     (4 MiB; a larger one is clamped), so the stream frames a server queues on one connection
+//     stay below 128 × 4 MiB; the default window is DefaultStreamWindow (1 MiB), and the
+//     server's own receive window is at least its request frame limit.
+//   - Violations of the stream rules close the connection: credit with a zero increment or
+//     beyond the window (returning bytes never received), a message beyond the granted window or
+//     after close-send, a control frame with a payload, an unknown frame type, an open with a
+//     malformed payload or an id already open. An open with a zero window or an unknown stream
+//     version is refused with an end frame, leaving the connection up.
 //   - Split sniffs each accepted connection in its own goroutine under a bounded deadline, so a
 //     slow or silent client never blocks Accept; anything that is not the native preface is
 //     handed to the HTTP side with the bytes read so far replayed.
+//
+// # Generated code
+//
+// methods_gen.go (method constants, Handlers, the dispatch specs) and stubs_gen.go (clients
+// implementing the caucusv1connect client interfaces) are generated from the compiled API by
+// ./gen, which also numbers new RPCs in methods.registry (see internal/nativeapi/internal/apigen).
+// A test fails when they are out of date; `make generate` refreshes them. Adding an RPC, unary
+// or streaming, is then: edit the .proto, `make generate`, implement the method on the
+// service's connect handler, which both protocols serve.
 package nativeapi
+
+//go:generate go run ./gen

@@ -26,6 +26,28 @@ const (
 	// the client allocate gigabytes.
 	MaxResponseFrame = 64 << 20
 
+	// FirstFrameType is the lowest of the values reserved for stream frame types: in the
+	// method field of client frames and the status field of server frames. Method numbers and
+	// connect codes stay below it.
+	FirstFrameType = 0xFF00
+	// FrameStreamMsg carries one protobuf message of a stream (both directions).
+	FrameStreamMsg = 0xFF01
+	// FrameStreamCredit grants the peer more bytes to send on a stream (both directions).
+	FrameStreamCredit = 0xFF02
+	// FrameStreamCloseSend says the client has finished sending on a stream (client only).
+	FrameStreamCloseSend = 0xFF03
+	// FrameStreamCancel abandons a stream (client only): the server cancels its handler.
+	FrameStreamCancel = 0xFF04
+
+	// StreamVersion is the version of the stream frames, carried by each stream's open frame:
+	// a server refuses a stream of a version it does not know, leaving the connection up.
+	StreamVersion = 1
+	// OpenPayloadLen is the size of an open frame's payload: the stream version (u8) and the
+	// client's receive window (u32).
+	OpenPayloadLen = 1 + 4
+	// CreditPayloadLen is the size of a server credit frame's payload (u32 increment).
+	CreditPayloadLen = 4
+
 	// pooledBufMax is the largest buffer returned to the pools; larger ones (big ranges) are
 	// left to the garbage collector so that one large response does not pin memory forever.
 	pooledBufMax = 64 << 10
@@ -136,6 +158,27 @@ func DecodeResponse(frame []byte) (ResponseHeader, []byte, error) {
 		Status: binary.BigEndian.Uint16(frame[12:]),
 	}
 	return h, frame[ResponseHeaderLen:], nil
+}
+
+// AppendOpen appends the payload of a stream's open frame.
+func AppendOpen(b []byte, window uint32) []byte {
+	b = append(b, StreamVersion)
+	return binary.BigEndian.AppendUint32(b, window)
+}
+
+// DecodeOpen parses the payload of an open frame.
+func DecodeOpen(payload []byte) (version uint8, window uint32, err error) {
+	if len(payload) < 1 {
+		return 0, 0, fmt.Errorf("%w: stream open frame without a version", ErrFrameTooShort)
+	}
+	if payload[0] != StreamVersion {
+		// Checked before the length: a later version may carry more.
+		return payload[0], 0, nil
+	}
+	if len(payload) != OpenPayloadLen {
+		return payload[0], 0, fmt.Errorf("nativeapi: stream open payload of %d bytes, want %d", len(payload), OpenPayloadLen)
+	}
+	return payload[0], binary.BigEndian.Uint32(payload[1:]), nil
 }
 
 // bufPool recycles frame buffers of both directions: every call allocates one for its request

@@ -580,8 +580,14 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	}
 	nc.Close()
 	callers.Wait()
-	// Every goroutine has signaled its WaitGroup, but one may still be between that and its
-	// exit: yield until they are gone, and fail only if some remain (a real leak stays).
+	checkGoroutinesBackTo(t, before)
+}
+
+// checkGoroutinesBackTo fails unless the goroutine count returns to before. Every goroutine has
+// signaled its WaitGroup, but one may still be between that and its exit: yield until they are
+// gone, and fail only if some remain (a real leak stays).
+func checkGoroutinesBackTo(t *testing.T, before int) {
+	t.Helper()
 	after := runtime.NumGoroutine()
 	for deadline := time.Now().Add(5 * time.Second); after > before && time.Now().Before(deadline); after = runtime.NumGoroutine() {
 		runtime.Gosched()

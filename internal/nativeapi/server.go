@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"runtime"
 	"runtime/debug"
@@ -49,6 +50,13 @@ type ServerConfig struct {
 	// cannot finish in time closes the connection; its client's pending calls fail with
 	// Unavailable and are retried as the client's policy allows.
 	WriteTimeout time.Duration
+	// MaxStreamsPerConn bounds the streams open at once on one connection
+	// (0: DefaultMaxStreamsPerConn); an open past it is refused with ResourceExhausted.
+	MaxStreamsPerConn int
+	// StreamWindow is each stream's receive window for client messages (0:
+	// DefaultStreamWindow). It is raised to the request frame limit if below it, so that any
+	// message the server accepts fits.
+	StreamWindow int
 	Logger       *slog.Logger
 }
 
@@ -58,6 +66,10 @@ type Server struct {
 	maxFrame     int
 	writeTimeout time.Duration
 	log          *slog.Logger
+	maxStreams   int
+	streamWindow int
+	streamFns    []connect.StreamingHandlerFunc // by method; nil for unary or unserved ones
+	sendBlocked  func()                         // tests: runs when a stream's Send waits for credit
 
 	mu     sync.Mutex
 	conns  map[*serverConn]struct{}
@@ -73,17 +85,32 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
 	}
+	if cfg.MaxStreamsPerConn <= 0 {
+		cfg.MaxStreamsPerConn = DefaultMaxStreamsPerConn
+	}
+	if cfg.StreamWindow <= 0 {
+		cfg.StreamWindow = DefaultStreamWindow
+	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.Default()
 	}
-	return &Server{
+	s := &Server{
 		h:            cfg.Handlers,
 		maxFrame:     cfg.MaxRequestBytes + RequestHeaderLen,
 		writeTimeout: cfg.WriteTimeout,
 		log:          lg.With("component", "nativeapi"),
+		maxStreams:   cfg.MaxStreamsPerConn,
 		conns:        make(map[*serverConn]struct{}),
+		streamFns:    make([]connect.StreamingHandlerFunc, len(methods)),
 	}
+	s.streamWindow = min(max(cfg.StreamWindow, s.maxFrame), math.MaxUint32)
+	for m := range methods {
+		if spec := &methods[m]; spec.newHandler != nil {
+			s.streamFns[m] = captureStreaming(spec, &s.h)
+		}
+	}
+	return s
 }
 
 // ErrServerClosed is returned by ServeConn after Close.
@@ -106,8 +133,10 @@ func (s *Server) ServeConn(nc net.Conn, br *bufio.Reader) error {
 		cancel: cancel,
 		// Every queued response holds one in-flight slot until it is queued, so the queue
 		// never holds more than MaxInFlightPerConn responses and sends to it never block.
-		out: make(chan *[]byte, MaxInFlightPerConn),
-		sem: make(chan struct{}, MaxInFlightPerConn),
+		out:     make(chan *[]byte, MaxInFlightPerConn),
+		sem:     make(chan struct{}, MaxInFlightPerConn),
+		streams: make(map[uint64]*serverStream),
+		sqKick:  make(chan struct{}, 1),
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -152,6 +181,16 @@ type serverConn struct {
 	// handling counts calls whose response is not yet queued (writeLoop's hint to wait).
 	handling atomic.Int32
 
+	streamsMu sync.Mutex
+	streams   map[uint64]*serverStream // open streams by id
+
+	// sq holds stream frames for the writer. Unlike out it is not bounded by in-flight slots
+	// but by the flow-control rules (see queueStreamFrame).
+	sqMu   sync.Mutex
+	sq     []streamEntry
+	sqLen  atomic.Int32 // len(sq), read without the lock by the writer
+	sqKick chan struct{}
+
 	closeOnce sync.Once
 }
 
@@ -188,6 +227,25 @@ func (c *serverConn) readLoop() {
 			<-c.sem
 			c.s.log.Warn("native client sent a malformed frame; closing", "remote", c.nc.RemoteAddr().String(), "err", err)
 			return
+		}
+		// Stream frames and opens take no in-flight slot: streams have their own bound.
+		if h.Method >= FirstFrameType {
+			<-c.sem
+			if err := c.streamFrame(h, payload, bp); err != nil {
+				c.s.log.Warn("native client broke the stream rules; closing its connection", "remote", c.nc.RemoteAddr().String(), "err", err)
+				return
+			}
+			continue
+		}
+		if spec, ok := lookup(h.Method); ok && spec.streamType != connect.StreamTypeUnary {
+			<-c.sem
+			err := c.openStream(h, spec, payload)
+			putBuf(bp)
+			if err != nil {
+				c.s.log.Warn("native client sent an invalid stream open; closing its connection", "remote", c.nc.RemoteAddr().String(), "err", err)
+				return
+			}
+			continue
 		}
 		c.s.wg.Add(1)
 		c.handling.Add(1)
@@ -325,28 +383,41 @@ func errorStatus(err error) (connect.Code, string) {
 func (c *serverConn) writeLoop() {
 	defer c.s.wg.Done()
 	defer c.close()
+	defer c.closeStreams()
 	bw := bufio.NewWriterSize(deadlineWriter{c.nc, c.s.writeTimeout}, writeBufSize)
+	var spare []streamEntry
 	for {
 		var bp *[]byte
 		select {
 		case bp = <-c.out:
+		case <-c.sqKick:
 		case <-c.ctx.Done():
 			return
 		}
 		yielded := false
-		for bp != nil {
-			_, err := bw.Write(*bp)
-			putBuf(bp)
-			if err != nil {
-				c.logWriteError(err)
-				return
+		for {
+			if bp != nil {
+				_, err := bw.Write(*bp)
+				putBuf(bp)
+				if err != nil {
+					c.logWriteError(err)
+					return
+				}
+			}
+			if c.sqLen.Load() > 0 {
+				var err error
+				if spare, err = c.writeStreamFrames(bw, spare); err != nil {
+					c.logWriteError(err)
+					return
+				}
 			}
 			select {
 			case bp = <-c.out:
+				continue
 			default:
 				bp = nil
 			}
-			if bp == nil && !yielded && c.handling.Load() > 0 {
+			if !yielded && c.handling.Load() > 0 {
 				// The node answers a batch of proposals at once, waking their handlers
 				// together; let those still running queue their responses before this one
 				// goes out alone. Only then: a yield wakes an idle P (a futex wake-up),
@@ -355,15 +426,41 @@ func (c *serverConn) writeLoop() {
 				runtime.Gosched()
 				select {
 				case bp = <-c.out:
+					continue
 				default:
 				}
+				if c.sqLen.Load() > 0 {
+					continue
+				}
 			}
+			break
 		}
 		if err := bw.Flush(); err != nil {
 			c.logWriteError(err)
 			return
 		}
 	}
+}
+
+// writeStreamFrames writes the queued stream frames into bw and returns the drained slice for
+// reuse. Each frame stops counting as its stream's queued bytes once it is in bw.
+func (c *serverConn) writeStreamFrames(bw *bufio.Writer, spare []streamEntry) ([]streamEntry, error) {
+	q := c.takeStreamFrames(spare)
+	for i, e := range q {
+		_, err := bw.Write(*e.bp)
+		if e.st != nil {
+			e.st.queued.Add(-int64(len(*e.bp)))
+		}
+		putBuf(e.bp)
+		q[i] = streamEntry{}
+		if err != nil {
+			for _, rest := range q[i+1:] {
+				putBuf(rest.bp)
+			}
+			return nil, err
+		}
+	}
+	return q[:0], nil
 }
 
 // deadlineWriter gives every write to conn (each flush of the buffered writer) its own

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"io"
 	"slices"
 
 	"connectrpc.com/connect"
@@ -138,36 +137,6 @@ func (m *maintenanceService) Status(ctx context.Context, req *connect.Request[ca
 		resp.Errors = append(resp.Errors, "no leader")
 	}
 	return connect.NewResponse(resp), nil
-}
-
-// snapshotChunkBytes is the size of each message of a streamed snapshot.
-const snapshotChunkBytes = 256 << 10
-
-func (m *maintenanceService) Snapshot(ctx context.Context, req *connect.Request[caucusv1.SnapshotRequest], stream *connect.ServerStream[caucusv1.SnapshotResponse]) error {
-	pr, pw := io.Pipe()
-	go func() {
-		_, err := m.s.store.WriteSnapshot(pw)
-		pw.CloseWithError(err)
-	}()
-	defer pr.Close()
-	buf := make([]byte, snapshotChunkBytes)
-	for {
-		n, err := io.ReadFull(pr, buf)
-		if n > 0 {
-			if serr := stream.Send(&caucusv1.SnapshotResponse{Header: m.s.header(0), Blob: buf[:n]}); serr != nil {
-				return serr
-			}
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return nil
-		}
-		if err != nil {
-			return connect.NewError(connect.CodeInternal, fmt.Errorf("server: snapshot: %w", err))
-		}
-		if ctx.Err() != nil {
-			return connect.NewError(connect.CodeCanceled, ctx.Err())
-		}
-	}
 }
 
 func (m *maintenanceService) MoveLeader(ctx context.Context, req *connect.Request[caucusv1.MoveLeaderRequest]) (*connect.Response[caucusv1.MoveLeaderResponse], error) {
