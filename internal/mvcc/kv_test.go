@@ -3,6 +3,7 @@ package mvcc
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
@@ -211,26 +212,35 @@ func TestCompaction(t *testing.T) {
 	checkInvariants(t, h.s)
 }
 
-// versions lists every stored key version as key@rev, checking the rev bucket agrees.
+// versions lists every stored key version as key@rev, in key order and newest first, checking
+// the key index agrees.
 func (h *harness) versions() []string {
-	var out []string
-	revs := 0
+	type ver struct {
+		key string
+		rev int64
+	}
+	var vs []ver
 	err := h.s.view(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketKV).ForEach(func(k, _ []byte) error {
-			esc, rev, _ := splitKVKey(k)
-			out = append(out, fmt.Sprintf("%s@%d", unescape(esc), rev))
-			return nil
-		}); err != nil {
+		return tx.Bucket(bucketHistory).ForEach(func(k, v []byte) error {
+			rev, _, _ := splitHistKey(k)
+			rec, err := decodeRecord(v)
+			vs = append(vs, ver{string(rec.key), rev})
 			return err
-		}
-		revs = tx.Bucket(bucketRev).Stats().KeyN
-		return nil
+		})
 	})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if revs != len(out) {
-		h.t.Fatalf("rev bucket has %d entries, kv bucket %d", revs, len(out))
+	checkInvariants(h.t, h.s)
+	slices.SortStableFunc(vs, func(a, b ver) int {
+		if a.key != b.key {
+			return strings.Compare(a.key, b.key)
+		}
+		return cmpInt(b.rev, a.rev)
+	})
+	var out []string
+	for _, v := range vs {
+		out = append(out, fmt.Sprintf("%s@%d", v.key, v.rev))
 	}
 	return out
 }
