@@ -2,6 +2,7 @@ package mvcc
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
@@ -97,17 +98,46 @@ func putVersions(h *harness, versions int) {
 }
 
 // BenchmarkApplyPutLargeKeyspace applies puts of 256-byte values to keys drawn uniformly from
-// 100,000 existing ones, 80 per transaction (about what the node's group commit gathers under
-// kvbench's 64-client puts): each put lands on a random B+tree leaf. Schema 1 dirtied two (an
-// index bucket of its own), schema 2 made a third seek (a marker beside the versions); schema 3
-// makes one seek and writes one record.
+// 100,000 or 1,000,000 existing ones, 80 per transaction (about what the node's group commit
+// gathers under kvbench's 64-client puts). Schemas 1 to 3 kept versions by key, so each put
+// dirtied a random B+tree leaf; schema 4 appends every version to the history's last page and
+// finds the previous version in the key index. heap-MB is the live heap after loading the keys
+// (the key index, in schema 4).
 func BenchmarkApplyPutLargeKeyspace(b *testing.B) {
-	h := newHarness(b, Options{})
-	val := make([]byte, 256)
-	const keys, batch = 100000, 80
-	for i := 0; i < keys; i += 1000 {
+	for _, keys := range []int{100000, 1000000} {
+		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
+			h := newHarness(b, Options{})
+			loadKeys(b, h, keys, 256)
+			var ms runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			heap := float64(ms.HeapAlloc) / (1 << 20)
+			val := make([]byte, 256)
+			const batch = 80
+			cmds := make([]*cmdpb.Command, batch)
+			x := uint64(12345) // a fixed LCG: the same keys on every run
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i += batch {
+				n := min(batch, b.N-i)
+				for j := range n {
+					x = x*6364136223846793005 + 1442695040888963407
+					cmds[j] = cmdOf(&caucusv1.PutRequest{Key: fmt.Appendf(nil, "%08d", (x>>33)%uint64(keys)), Value: val})
+					cmds[j].TimeUnixNano = baseTime.UnixNano()
+				}
+				applyAll(b, h, cmds[:n])
+			}
+			b.ReportMetric(heap, "heap-MB")
+		})
+	}
+}
+
+// loadKeys puts keys %08d 0..n-1 with values of valLen bytes, 1000 per transaction.
+func loadKeys(b *testing.B, h *harness, n, valLen int) {
+	val := make([]byte, valLen)
+	for i := 0; i < n; i += 1000 {
 		bt := h.s.Begin()
-		for j := i; j < i+1000; j++ {
+		for j := i; j < min(i+1000, n); j++ {
 			h.index++
 			c := cmdOf(&caucusv1.PutRequest{Key: fmt.Appendf(nil, "%08d", j), Value: val})
 			c.TimeUnixNano = baseTime.UnixNano()
@@ -119,18 +149,26 @@ func BenchmarkApplyPutLargeKeyspace(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	cmds := make([]*cmdpb.Command, batch)
-	x := uint64(12345) // a fixed LCG: the same keys on every run
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i += batch {
-		n := min(batch, b.N-i)
-		for j := range n {
-			x = x*6364136223846793005 + 1442695040888963407
-			cmds[j] = cmdOf(&caucusv1.PutRequest{Key: fmt.Appendf(nil, "%08d", (x>>33)%keys), Value: val})
-			cmds[j].TimeUnixNano = baseTime.UnixNano()
-		}
-		applyAll(b, h, cmds[:n])
+}
+
+// BenchmarkGetLargeKeyspace reads single random keys at the newest revision from 100,000 or
+// 1,000,000 keys.
+func BenchmarkGetLargeKeyspace(b *testing.B) {
+	for _, keys := range []int{100000, 1000000} {
+		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
+			h := newHarness(b, Options{})
+			loadKeys(b, h, keys, 256)
+			x := uint64(12345)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				x = x*6364136223846793005 + 1442695040888963407
+				r, err := h.s.Range(&caucusv1.RangeRequest{Key: fmt.Appendf(nil, "%08d", (x>>33)%uint64(keys))})
+				if err != nil || len(r.Kvs) != 1 {
+					b.Fatalf("get: %v, %v", err, r)
+				}
+			}
+		})
 	}
 }
 

@@ -17,7 +17,7 @@ const (
 	EventDelete
 )
 
-// Event is one change of a key, as recorded in the revision log.
+// Event is one change of a key, as recorded in the history bucket.
 type Event struct {
 	Type EventType
 	// Kv is the version written; for a delete, only Key and ModRevision (the deletion's

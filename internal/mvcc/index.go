@@ -237,6 +237,31 @@ func (x *index) visible(from, end []byte, atRev int64, locked bool, floor int64,
 	}
 }
 
+// point is visible for the single key key, without the scan's allocations.
+func (x *index) point(key []byte, atRev int64, locked bool, floor int64) (h hit, ok bool, err error) {
+	probe := keyIndex{key: unsafe.String(unsafe.SliceData(key), len(key))}
+	if locked {
+		x.mu.RLock()
+		defer x.mu.RUnlock()
+		if x.compacted > floor {
+			return hit{}, false, errIndexAhead
+		}
+	}
+	ki, _ := x.tree.Get(&probe)
+	if ki == nil {
+		return hit{}, false, nil
+	}
+	r, ok := ki.at(atRev)
+	if !ok || r.tomb {
+		return hit{}, false, nil
+	}
+	h = hit{key: ki.key, rev: r}
+	if r == ki.newest() {
+		h.newest, h.create, h.ver, h.lease = true, ki.create, ki.ver, ki.lease
+	}
+	return h, true, nil
+}
+
 // before returns the version of key that precedes r (the previous version of an event), if the
 // index still holds it.
 func (x *index) before(key []byte, r revision, floor int64) (revision, bool, error) {

@@ -121,7 +121,7 @@ func TestRangePaging(t *testing.T) {
 	wantErr(t, err, ErrEmptyKey)
 }
 
-// Keys containing 0x00 and 0xFF bytes exercise the order-preserving escaping of the kv bucket.
+// Keys containing 0x00 and 0xFF bytes must order bytewise in the key index.
 func TestBinaryKeysOrder(t *testing.T) {
 	h := newHarness(t, Options{})
 	keys := []string{"a\x00", "b", "a", "a\x00\x00", "a\x00b", "a\x01", "\xff", "a\xff", "\x00", "\x00\x01"}

@@ -74,11 +74,11 @@ func (r *reader) loadValue(rev, sub int64, rec *record) error {
 	return nil
 }
 
-// scanBounds turns the API's key and range_end into index bounds: [from, end), end nil for no
-// upper bound; empty is set when nothing can match.
+// scanBounds turns the API's key and range_end into index bounds: [from, to), to nil for no
+// upper bound; empty is set when nothing can match. A single key is [key, key 0x00).
 func scanBounds(key, end []byte) (from, to []byte, empty bool) {
 	switch {
-	case len(end) == 0: // a single key
+	case len(end) == 0:
 		return key, append(append(make([]byte, 0, len(key)+1), key...), 0), false
 	case len(end) == 1 && end[0] == 0: // every key from key on
 		return key, nil, false
@@ -105,7 +105,7 @@ func (r *reader) scan(key, end []byte, atRev int64, fn visit) error {
 // newest, rec comes from the index without its value; otherwise it is read from the file.
 func (r *reader) scanRange(from, to []byte, atRev int64, fn visit) error {
 	var rec record // reused: fn receives a pointer, which would move a fresh one to the heap
-	return r.idx.visible(from, to, atRev, r.locked, r.floor, func(h *hit) (bool, error) {
+	visitHit := func(h *hit) (bool, error) {
 		if h.newest {
 			rec = record{create: h.create, version: h.ver, lease: h.lease}
 		} else {
@@ -115,7 +115,21 @@ func (r *reader) scanRange(from, to []byte, atRev int64, fn visit) error {
 			}
 		}
 		return fn(h.key, h.rev.main, int64(h.rev.sub), &rec)
-	})
+	}
+	if isSingle(from, to) {
+		h, ok, err := r.idx.point(from, atRev, r.locked, r.floor)
+		if err != nil || !ok {
+			return err
+		}
+		_, err = visitHit(&h)
+		return err
+	}
+	return r.idx.visible(from, to, atRev, r.locked, r.floor, visitHit)
+}
+
+// isSingle reports whether [from, to) holds the single key from.
+func isSingle(from, to []byte) bool {
+	return len(to) == len(from)+1 && to[len(from)] == 0 && bytes.Equal(from, to[:len(from)])
 }
 
 // countRange returns the number of keys in [from, to) live at atRev, from the index alone.

@@ -369,10 +369,11 @@ func (s *Store) Range(req *caucusv1.RangeRequest) (*caucusv1.RangeResponse, erro
 	for {
 		var resp *caucusv1.RangeResponse
 		err := s.view(func(tx *bolt.Tx) error {
-			st := loadState(tx)
-			r := reader{hist: tx.Bucket(bucketHistory), idx: s.idx, locked: true, floor: st.compactRev}
+			meta := tx.Bucket(bucketMeta)
+			rev, compactRev := int64(u64(meta.Get(metaRev))), int64(u64(meta.Get(metaCompactRev)))
+			r := reader{hist: tx.Bucket(bucketHistory), idx: s.idx, locked: true, floor: compactRev}
 			var err error
-			resp, err = r.rangeAt(req, st.rev, st.compactRev, s.limits.MaxRangeResults)
+			resp, err = r.rangeAt(req, rev, compactRev, s.limits.MaxRangeResults)
 			return err
 		})
 		if !errors.Is(err, errIndexAhead) { // else a compaction overtook the read: start over
