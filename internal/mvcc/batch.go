@@ -331,11 +331,11 @@ func (b *Batch) writeVersion(key []byte, rec *record) {
 		return
 	}
 	ki := b.rd.last
-	if ki == nil || ki.key != string(key) {
+	if ki == nil || !bytes.Equal(b.rd.lastKey, key) {
 		ki = b.s.idx.get(key)
 	}
 	b.undo = append(b.undo, b.s.idx.add(ki, key, revision{main: b.pendRev, sub: int32(sub), tomb: rec.tombstone}, rec))
-	b.rd.last = nil
+	b.rd.last, b.rd.lastKey = nil, nil
 }
 
 // put checks a put; doPut applies it.

@@ -34,6 +34,8 @@ func BenchmarkApplyPut(b *testing.B) {
 			cmds := make([]*cmdpb.Command, batch)
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu := processCPU()
+			defer func() { reportCPU(b, cpu) }()
 			for i := 0; i < b.N; i += batch {
 				n := min(batch, b.N-i)
 				for j := range n {
@@ -58,6 +60,8 @@ func BenchmarkRange(b *testing.B) {
 	}{{"latest", 0}, {"past", past}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
+			cpu := processCPU()
+			defer func() { reportCPU(b, cpu) }()
 			for i := 0; b.Loop(); i++ {
 				start := fmt.Sprintf("key/%05d", (i*100)%9900)
 				r, err := h.s.Range(&caucusv1.RangeRequest{Key: []byte(start), RangeEnd: []byte("key0"), Limit: 100, Revision: c.rev})
@@ -75,6 +79,9 @@ func BenchmarkGet(b *testing.B) {
 	h := newHarness(b, Options{})
 	putVersions(h, 3)
 	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := processCPU()
+	defer func() { reportCPU(b, cpu) }()
 	for i := 0; b.Loop(); i++ {
 		r, err := h.s.Range(&caucusv1.RangeRequest{Key: fmt.Appendf(nil, "key/%05d", (i*7919)%10000)})
 		if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "value-2" {
@@ -118,6 +125,8 @@ func BenchmarkApplyPutLargeKeyspace(b *testing.B) {
 			x := uint64(12345) // a fixed LCG: the same keys on every run
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu := processCPU()
+			defer func() { reportCPU(b, cpu) }()
 			for i := 0; i < b.N; i += batch {
 				n := min(batch, b.N-i)
 				for j := range n {
@@ -161,6 +170,8 @@ func BenchmarkGetLargeKeyspace(b *testing.B) {
 			x := uint64(12345)
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu := processCPU()
+			defer func() { reportCPU(b, cpu) }()
 			for range b.N {
 				x = x*6364136223846793005 + 1442695040888963407
 				r, err := h.s.Range(&caucusv1.RangeRequest{Key: fmt.Appendf(nil, "%08d", (x>>33)%uint64(keys))})
@@ -170,6 +181,12 @@ func BenchmarkGetLargeKeyspace(b *testing.B) {
 			}
 		})
 	}
+}
+
+// reportCPU reports the process's CPU time since cpu per operation (cpu-ns/op): on a shared
+// machine it is steadier than the wall time of ns/op.
+func reportCPU(b *testing.B, cpu int64) {
+	b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
 }
 
 // applyAll applies cmds in one batch (one bbolt transaction), as the node does with the

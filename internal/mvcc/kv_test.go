@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/internal/cmdpb"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -306,5 +307,42 @@ func TestIncrementalCompaction(t *testing.T) {
 	}
 	if got := fmt.Sprint(h.rng(&caucusv1.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")}).Kvs); got != latest {
 		t.Fatalf("latest read changed by compaction:\n%s\n%s", got, latest)
+	}
+}
+
+// A range longer than the index's scan chunk, with stretches of deleted keys longer than a chunk
+// and keys live only at some revisions, counts, pages and reads like the model.
+func TestRangeAcrossChunks(t *testing.T) {
+	h := newHarness(t, Options{})
+	const n = 3*scanChunk + 17
+	var cmds []*cmdpb.Command
+	for i := range n {
+		cmds = append(cmds, putCmd(fmt.Sprintf("k%04d", i), fmt.Sprint(i)))
+	}
+	h.batch(cmds...)
+	mid := h.s.Rev()
+	// Delete all but every 300th key: whole chunks hold no live key.
+	h.ok(cmdOf(&caucusv1.DeleteRangeRequest{Key: []byte("k0001"), RangeEnd: []byte("k0300")}))
+	h.ok(cmdOf(&caucusv1.DeleteRangeRequest{Key: []byte("k0301"), RangeEnd: []byte("k0600")}))
+	h.ok(cmdOf(&caucusv1.DeleteRangeRequest{Key: []byte("k0601"), RangeEnd: []byte("k9999")}))
+	r := h.rng(&caucusv1.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+	if got := keysOf(r.Kvs); !slices.Equal(got, []string{"k0000", "k0300", "k0600"}) || r.Count != 3 {
+		t.Fatalf("range over deleted chunks = %v (count %d)", got, r.Count)
+	}
+	if c := h.rng(&caucusv1.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), CountOnly: true}); c.Count != 3 {
+		t.Fatalf("count over deleted chunks = %d", c.Count)
+	}
+	past := h.rng(&caucusv1.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), Revision: mid, Limit: n - 1})
+	if past.Count != n || len(past.Kvs) != n-1 || !past.More || string(past.Kvs[n-2].Key) != fmt.Sprintf("k%04d", n-2) {
+		t.Fatalf("range at %d: count %d, %d kvs, more %v", mid, past.Count, len(past.Kvs), past.More)
+	}
+	all := h.rng(&caucusv1.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), Revision: mid})
+	for i, kv := range all.Kvs {
+		if string(kv.Key) != fmt.Sprintf("k%04d", i) || string(kv.Value) != fmt.Sprint(i) {
+			t.Fatalf("range at %d: kv %d = %q=%q", mid, i, kv.Key, kv.Value)
+		}
+	}
+	if len(all.Kvs) != n {
+		t.Fatalf("range at %d: %d kvs, want %d", mid, len(all.Kvs), n)
 	}
 }

@@ -20,10 +20,11 @@ type reader struct {
 	locked bool
 	// floor is the transaction's compacted revision: see index.visible.
 	floor int64
-	// last is the entry the last latest call found, which the Batch's write of the same key
-	// reuses instead of a second lookup.
-	last *keyIndex
-	buf  []byte
+	// last is the entry the last latest call found for lastKey, which the Batch's write of the
+	// same key reuses instead of a second lookup.
+	last    *keyIndex
+	lastKey []byte
+	buf     []byte
 }
 
 // errIndexAhead is returned by a reader whose transaction predates a compaction already applied
@@ -40,7 +41,7 @@ type visit func(key string, rev, sub int64, rec *record) (bool, error)
 // fields come from the index, without reading the file.
 func (r *reader) latest(key []byte) (rec record, rev, sub int64, ok bool, err error) {
 	ki := r.idx.get(key)
-	r.last = ki
+	r.last, r.lastKey = ki, key
 	if ki == nil {
 		return record{}, 0, 0, false, nil
 	}
@@ -134,12 +135,7 @@ func isSingle(from, to []byte) bool {
 
 // countRange returns the number of keys in [from, to) live at atRev, from the index alone.
 func (r *reader) countRange(from, to []byte, atRev int64) (int64, error) {
-	var n int64
-	err := r.idx.visible(from, to, atRev, r.locked, r.floor, func(*hit) (bool, error) {
-		n++
-		return true, nil
-	})
-	return n, err
+	return r.idx.count(from, to, atRev, r.locked, r.floor)
 }
 
 // toKV builds an API KeyValue from a key owned by the caller, copying the value out of bbolt
