@@ -235,11 +235,10 @@ func (x *index) count(from, end []byte, atRev int64, locked bool, floor int64) (
 // returns the last key it passed to fn; done says the range was exhausted.
 func (x *index) chunk(start *keyIndex, end []byte, locked bool, floor int64, fn func(*keyIndex)) (last string, done bool, err error) {
 	if locked {
-		x.mu.RLock()
-		defer x.mu.RUnlock()
-		if x.compacted > floor {
-			return "", false, errIndexAhead
+		if err := x.rlock(floor); err != nil {
+			return "", false, err
 		}
+		defer x.mu.RUnlock()
 	}
 	done, n := true, 0
 	x.tree.AscendGreaterOrEqual(start, func(ki *keyIndex) bool {
@@ -258,6 +257,17 @@ func (x *index) chunk(start *keyIndex, end []byte, locked bool, floor int64, fn 
 	return last, done, nil
 }
 
+// rlock takes the read lock for a reader whose transaction was compacted at floor, or returns
+// errIndexAhead (without the lock) if the index was compacted above it.
+func (x *index) rlock(floor int64) error {
+	x.mu.RLock()
+	if x.compacted > floor {
+		x.mu.RUnlock()
+		return errIndexAhead
+	}
+	return nil
+}
+
 func makeHit(ki *keyIndex, r revision) hit {
 	h := hit{key: ki.key, rev: r}
 	if r == ki.newest() {
@@ -269,11 +279,10 @@ func makeHit(ki *keyIndex, r revision) hit {
 // point is visible for the single key key, without the scan's allocations.
 func (x *index) point(key []byte, atRev int64, locked bool, floor int64) (h hit, ok bool, err error) {
 	if locked {
-		x.mu.RLock()
-		defer x.mu.RUnlock()
-		if x.compacted > floor {
-			return hit{}, false, errIndexAhead
+		if err := x.rlock(floor); err != nil {
+			return hit{}, false, err
 		}
+		defer x.mu.RUnlock()
 	}
 	ki, found := x.tree.Get(probe(key))
 	if !found {
@@ -289,11 +298,10 @@ func (x *index) point(key []byte, atRev int64, locked bool, floor int64) (h hit,
 // before returns the version of key that precedes r (the previous version of an event), if the
 // index still holds it.
 func (x *index) before(key []byte, r revision, floor int64) (revision, bool, error) {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	if x.compacted > floor {
-		return revision{}, false, errIndexAhead
+	if err := x.rlock(floor); err != nil {
+		return revision{}, false, err
 	}
+	defer x.mu.RUnlock()
 	ki, found := x.tree.Get(probe(key))
 	if !found {
 		return revision{}, false, nil
