@@ -141,6 +141,27 @@ func BenchmarkApplyPutLargeKeyspace(b *testing.B) {
 	}
 }
 
+// BenchmarkOpenLargeKeyspace reopens a store of 1,000,000 keys: Open rebuilds the key index
+// from the history bucket.
+func BenchmarkOpenLargeKeyspace(b *testing.B) {
+	h := newHarness(b, Options{})
+	loadKeys(b, h, 1000000, 256)
+	path := h.s.path
+	h.s.Close()
+	b.ResetTimer()
+	cpu := processCPU()
+	defer func() { reportCPU(b, cpu) }()
+	for range b.N {
+		s, err := Open(path, Options{NoSync: true, Logger: h.s.log})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		s.Close()
+		b.StartTimer()
+	}
+}
+
 // loadKeys puts keys %08d 0..n-1 with values of valLen bytes, 1000 per transaction.
 func loadKeys(b *testing.B, h *harness, n, valLen int) {
 	val := make([]byte, valLen)
