@@ -121,6 +121,22 @@ func TestRunCountsAndShapes(t *testing.T) {
 	}
 }
 
+// The load workload writes each key of the key space exactly once, whatever Requests says.
+func TestRunLoadWritesEveryKeyOnce(t *testing.T) {
+	for _, space := range []int{1000, loadStride * 2} {
+		f := newFake()
+		w := testWorkload(OpLoad, 8, 10)
+		w.KeySpace = space
+		res, err := Run(context.Background(), []KV{f}, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Requests != space || f.puts != space || len(f.keys) != space {
+			t.Fatalf("key space %d: %d requests, %d puts, %d distinct keys", space, res.Requests, f.puts, len(f.keys))
+		}
+	}
+}
+
 func TestRunSpreadsOverConnections(t *testing.T) {
 	a, b := newFake(), newFake()
 	if _, err := Run(context.Background(), []KV{a, b}, testWorkload(OpRangeSer, 4, 400)); err != nil {

@@ -35,7 +35,23 @@ const (
 	OpPut      Op = "put"
 	OpRangeLin Op = "range-lin" // benchmark range KEY --consistency=l
 	OpRangeSer Op = "range-ser" // benchmark range KEY --consistency=s
+	// OpLoad puts every key of [0, KeySpace) exactly once, in a scattered order (etcd's
+	// benchmark put --key-space-size with as many requests as keys): the store ends up holding
+	// KeySpace distinct keys, for measuring memory per key. Requests is KeySpace.
+	OpLoad Op = "load"
 )
+
+// loadStride scatters OpLoad's keys: the i-th put writes key i*loadStride mod KeySpace, a
+// permutation of [0, KeySpace) when the two are coprime (loadKey falls back to a stride of 1).
+const loadStride = 7919
+
+// loadKey is the key number of OpLoad's i-th put.
+func loadKey(i, keySpace int) int {
+	if keySpace%loadStride == 0 {
+		return i % keySpace
+	}
+	return int(uint64(i) * loadStride % uint64(keySpace))
+}
 
 // Workload is one measured run: Clients goroutines, each issuing one request at a time (as
 // etcd's benchmark --clients), until Requests are done or Duration elapsed.
@@ -113,6 +129,10 @@ func Run(ctx context.Context, kvs []KV, w Workload) (Result, error) {
 	if len(kvs) == 0 || w.Clients <= 0 {
 		return Result{}, errors.New("kvbench: need at least one connection and one client")
 	}
+	if w.Op == OpLoad {
+		// Every key once: neither fewer (a time cap) nor more requests.
+		w.Requests, w.Duration = max(w.KeySpace, 1), 0
+	}
 	if w.Requests <= 0 && w.Duration <= 0 {
 		return Result{}, errors.New("kvbench: workload needs Requests or Duration")
 	}
@@ -142,7 +162,8 @@ func Run(ctx context.Context, kvs []KV, w Workload) (Result, error) {
 				lat[c] = make([]time.Duration, 0, w.Requests/w.Clients+1)
 			}
 			for ctx.Err() == nil {
-				if w.Requests > 0 && issued.Add(1) > int64(w.Requests) {
+				n := issued.Add(1)
+				if w.Requests > 0 && n > int64(w.Requests) {
 					return
 				}
 				rctx, cancel := context.WithTimeout(ctx, w.Timeout)
@@ -151,6 +172,8 @@ func Run(ctx context.Context, kvs []KV, w Workload) (Result, error) {
 				switch w.Op {
 				case OpPut:
 					err = kv.Put(rctx, putKey(keyBuf, rng.IntN(max(w.KeySpace, 1)), w.KeySize), value)
+				case OpLoad:
+					err = kv.Put(rctx, putKey(keyBuf, loadKey(int(n-1), w.KeySpace), w.KeySize), value)
 				case OpRangeLin:
 					err = kv.Get(rctx, rangeKey, false)
 				case OpRangeSer:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/caucus/caucus/internal/logpb"
 	bolt "go.etcd.io/bbolt"
@@ -37,13 +38,15 @@ type Batch struct {
 
 	st state
 	rd reader
+	// undo lists the batch's changes to the key index, reverted if it does not commit.
+	undo []undo
 
 	// limits apply to this batch; a Settings command changes them (settingsChanged), and Commit
 	// publishes them to the store.
 	limits          Limits
 	settingsChanged bool
 
-	kv, rev, lease, leaseExp, leaseKey, sess, sessLRU, member *bolt.Bucket
+	hist, lease, leaseExp, leaseKey, sess, sessLRU, member *bolt.Bucket
 
 	// Per command.
 	index   uint64
@@ -70,15 +73,16 @@ func (s *Store) Begin() *Batch {
 		return b
 	}
 	b.tx, b.locked = tx, true
-	b.kv = tx.Bucket(bucketKV)
-	b.rev = tx.Bucket(bucketRev)
+	b.hist = tx.Bucket(bucketHistory)
+	// Every version is written at a new revision, after all stored ones: full pages.
+	b.hist.FillPercent = 1
 	b.lease = tx.Bucket(bucketLease)
 	b.leaseExp = tx.Bucket(bucketLeaseExp)
 	b.leaseKey = tx.Bucket(bucketLeaseKey)
 	b.sess = tx.Bucket(bucketSession)
 	b.sessLRU = tx.Bucket(bucketSessLRU)
 	b.member = tx.Bucket(bucketMember)
-	b.rd = reader{kv: b.kv}
+	b.rd = reader{hist: b.hist, idx: s.idx}
 	b.st = loadState(tx)
 	b.limits = *s.limits.Load()
 	return b
@@ -230,23 +234,27 @@ func setRevision(m proto.Message, rev int64) {
 	}
 }
 
-// writeVersion writes a new version of key at the command's revision. bbolt requires the key and
+// writeVersion writes a new version of key at the command's revision: a record appended to the
+// history bucket and a revision appended to the key's index entry. bbolt requires the key and
 // value slices to stay valid for the transaction, so both are freshly allocated.
 func (b *Batch) writeVersion(key []byte, rec *record) {
 	sub := b.sub
 	b.sub++
 	b.wrote = true
-	if err := b.kv.Put(kvKey(nil, key, b.pendRev, sub), rec.encode(nil)); err != nil {
-		b.fail(fmt.Errorf("write version of key %q: %w", key, err))
+	if sub > math.MaxInt32 {
+		b.fail(fmt.Errorf("write key %q: more than %d writes at revision %d", key, math.MaxInt32, b.pendRev))
 		return
 	}
-	var flag byte
-	if rec.tombstone {
-		flag = flagTombstone
+	if err := b.hist.Put(histKey(b.pendRev, sub), rec.encode(nil, key)); err != nil {
+		b.fail(fmt.Errorf("write version %d.%d of key %q: %w", b.pendRev, sub, key, err))
+		return
 	}
-	if err := b.rev.Put(revKey(b.pendRev, sub), append([]byte{flag}, key...)); err != nil {
-		b.fail(fmt.Errorf("write revision %d.%d: %w", b.pendRev, sub, err))
+	ki := b.rd.last
+	if ki == nil || !bytes.Equal(b.rd.lastKey, key) {
+		ki = b.s.idx.get(key)
 	}
+	b.undo = append(b.undo, b.s.idx.add(ki, key, revision{main: b.pendRev, sub: int32(sub), tomb: rec.tombstone}, rec))
+	b.rd.last, b.rd.lastKey = nil, nil
 }
 
 // put checks a put; doPut applies it.
@@ -277,7 +285,7 @@ func (b *Batch) doPut(p *logpb.PutRequest) *logpb.PutResponse {
 		rec.create, rec.version = prev.create, prev.version+1
 		if p.GetPrevKv() {
 			// Copy the previous value out of bbolt memory before writing.
-			if err := b.rd.loadValue(keyRef{b: key}, prevRev, prevSub, &prev); err != nil {
+			if err := b.rd.loadValue(prevRev, prevSub, &prev); err != nil {
 				b.fail(err)
 				return nil
 			}
@@ -304,10 +312,10 @@ type liveKey struct {
 
 func (b *Batch) deleteRange(d *logpb.DeleteRangeRequest) *logpb.DeleteRangeResponse {
 	var keys []liveKey
-	err := b.rd.scan(d.GetKey(), d.GetRangeEnd(), 0, func(k keyRef, rev, sub int64, rec *record) (bool, error) {
-		lk := liveKey{key: k.clone(), rev: rev, lease: rec.lease}
+	err := b.rd.scan(d.GetKey(), d.GetRangeEnd(), 0, func(k string, rev, sub int64, rec *record) (bool, error) {
+		lk := liveKey{key: []byte(k), rev: rev, lease: rec.lease}
 		if d.GetPrevKv() {
-			if err := b.rd.loadValue(k, rev, sub, rec); err != nil {
+			if err := b.rd.loadValue(rev, sub, rec); err != nil {
 				return false, err
 			}
 			lk.prev = toKV(bytes.Clone(lk.key), rev, rec, false)
@@ -373,7 +381,7 @@ func (b *Batch) txn(t *logpb.TxnRequest) (*logpb.TxnResponse, error) {
 		var out *logpb.ResponseOp
 		switch r := op.GetRequest().(type) {
 		case *logpb.RequestOp_RequestRange:
-			rr, err := b.rd.rangeAt(r.RequestRange, b.st.rev, b.st.compactRev, b.limits.MaxRangeResults, b.wrote)
+			rr, err := b.rd.rangeAt(r.RequestRange, b.st.rev, b.st.compactRev, b.limits.MaxRangeResults)
 			if err != nil {
 				// Only corruption can fail here: the request and its revision were checked.
 				b.fail(err)
@@ -408,10 +416,10 @@ func (b *Batch) checkRangeRev(rev int64) error {
 // fails every value compare, as in etcd.
 func (b *Batch) compare(c *logpb.Compare) (bool, error) {
 	n, holds := 0, true
-	err := b.rd.scan(c.GetKey(), c.GetRangeEnd(), 0, func(k keyRef, rev, sub int64, rec *record) (bool, error) {
+	err := b.rd.scan(c.GetKey(), c.GetRangeEnd(), 0, func(_ string, rev, sub int64, rec *record) (bool, error) {
 		n++
 		if c.GetTarget() == logpb.Compare_VALUE {
-			if err := b.rd.loadValue(k, rev, sub, rec); err != nil {
+			if err := b.rd.loadValue(rev, sub, rec); err != nil {
 				return false, err
 			}
 		}
@@ -479,26 +487,35 @@ func (b *Batch) Commit() error {
 	b.done = true
 	defer b.unlock()
 	if b.err != nil {
-		_ = b.tx.Rollback()
+		b.abort()
 		return b.err
 	}
 	if !b.dirty {
 		// Every entry was skipped: nothing to write, no fsync.
-		_ = b.tx.Rollback()
+		b.abort()
 		return nil
 	}
+	var cuts []cut
 	if b.st.compactNextRev <= b.st.compactRev {
-		if err := b.compactStep(b.s.compactBudget); err != nil {
-			_ = b.tx.Rollback()
+		var err error
+		if cuts, err = b.compactStep(b.s.compactBudget); err != nil {
+			b.abort()
 			return fmt.Errorf("mvcc: compaction step at revision %d: %w", b.st.compactNextRev, err)
 		}
 	}
 	if err := b.st.save(b.tx); err != nil {
-		_ = b.tx.Rollback()
+		b.abort()
 		return err
 	}
 	if err := b.tx.Commit(); err != nil {
+		b.s.idx.revert(b.undo)
 		return fmt.Errorf("mvcc: commit batch up to index %d: %w", b.st.applied, err)
+	}
+	b.undo = nil
+	// Only now may the index forget what the step deleted: readers of older transactions
+	// still see those versions in the file until they notice the index moved on.
+	if len(cuts) > 0 {
+		b.s.idx.compact(cuts, b.st.compactRev)
 	}
 	b.s.rev.Store(b.st.rev)
 	b.s.compactRev.Store(b.st.compactRev)
@@ -517,8 +534,15 @@ func (b *Batch) Rollback() {
 		return
 	}
 	b.done = true
-	_ = b.tx.Rollback()
+	b.abort()
 	b.unlock()
+}
+
+// abort rolls back the bbolt transaction and the batch's changes to the key index.
+func (b *Batch) abort() {
+	_ = b.tx.Rollback()
+	b.s.idx.revert(b.undo)
+	b.undo = nil
 }
 
 func (b *Batch) unlock() {

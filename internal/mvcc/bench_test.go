@@ -2,6 +2,7 @@ package mvcc
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/caucus/caucus/internal/logpb"
@@ -32,6 +33,8 @@ func BenchmarkApplyPut(b *testing.B) {
 			cmds := make([]*logpb.Command, batch)
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu := processCPU()
+			defer func() { reportCPU(b, cpu) }()
 			for i := 0; i < b.N; i += batch {
 				n := min(batch, b.N-i)
 				for j := range n {
@@ -56,6 +59,8 @@ func BenchmarkRange(b *testing.B) {
 	}{{"latest", 0}, {"past", past}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
+			cpu := processCPU()
+			defer func() { reportCPU(b, cpu) }()
 			for i := 0; b.Loop(); i++ {
 				start := fmt.Sprintf("key/%05d", (i*100)%9900)
 				r, err := h.s.Range(&logpb.RangeRequest{Key: []byte(start), RangeEnd: []byte("key0"), Limit: 100, Revision: c.rev})
@@ -73,6 +78,9 @@ func BenchmarkGet(b *testing.B) {
 	h := newHarness(b, Options{})
 	putVersions(h, 3)
 	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := processCPU()
+	defer func() { reportCPU(b, cpu) }()
 	for i := 0; b.Loop(); i++ {
 		r, err := h.s.Range(&logpb.RangeRequest{Key: fmt.Appendf(nil, "key/%05d", (i*7919)%10000)})
 		if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "value-2" {
@@ -96,17 +104,69 @@ func putVersions(h *harness, versions int) {
 }
 
 // BenchmarkApplyPutLargeKeyspace applies puts of 256-byte values to keys drawn uniformly from
-// 100,000 existing ones, 80 per transaction (about what the node's group commit gathers under
-// kvbench's 64-client puts): each put lands on a random B+tree leaf. Schema 1 dirtied two (an
-// index bucket of its own), schema 2 made a third seek (a marker beside the versions); schema 3
-// makes one seek and writes one record.
+// 100,000 or 1,000,000 existing ones, 80 per transaction (about what the node's group commit
+// gathers under kvbench's 64-client puts). Schemas 1 to 3 kept versions by key, so each put
+// dirtied a random B+tree leaf; schema 4 appends every version to the history's last page and
+// finds the previous version in the key index. heap-MB is the live heap after loading the keys
+// (the key index, in schema 4).
 func BenchmarkApplyPutLargeKeyspace(b *testing.B) {
+	for _, keys := range []int{100000, 1000000} {
+		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
+			h := newHarness(b, Options{})
+			loadKeys(b, h, keys, 256)
+			var ms runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			heap := float64(ms.HeapAlloc) / (1 << 20)
+			val := make([]byte, 256)
+			const batch = 80
+			cmds := make([]*logpb.Command, batch)
+			x := uint64(12345) // a fixed LCG: the same keys on every run
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := processCPU()
+			defer func() { reportCPU(b, cpu) }()
+			for i := 0; i < b.N; i += batch {
+				n := min(batch, b.N-i)
+				for j := range n {
+					x = x*6364136223846793005 + 1442695040888963407
+					cmds[j] = cmdOf(&logpb.PutRequest{Key: fmt.Appendf(nil, "%08d", (x>>33)%uint64(keys)), Value: val})
+					cmds[j].TimeUnixNano = baseTime.UnixNano()
+				}
+				applyAll(b, h, cmds[:n])
+			}
+			b.ReportMetric(heap, "heap-MB")
+		})
+	}
+}
+
+// BenchmarkOpenLargeKeyspace reopens a store of 1,000,000 keys: Open rebuilds the key index
+// from the history bucket.
+func BenchmarkOpenLargeKeyspace(b *testing.B) {
 	h := newHarness(b, Options{})
-	val := make([]byte, 256)
-	const keys, batch = 100000, 80
-	for i := 0; i < keys; i += 1000 {
+	loadKeys(b, h, 1000000, 256)
+	path := h.s.path
+	h.s.Close()
+	b.ResetTimer()
+	cpu := processCPU()
+	defer func() { reportCPU(b, cpu) }()
+	for range b.N {
+		s, err := Open(path, Options{NoSync: true, Logger: h.s.log})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		s.Close()
+		b.StartTimer()
+	}
+}
+
+// loadKeys puts keys %08d 0..n-1 with values of valLen bytes, 1000 per transaction.
+func loadKeys(b *testing.B, h *harness, n, valLen int) {
+	val := make([]byte, valLen)
+	for i := 0; i < n; i += 1000 {
 		bt := h.s.Begin()
-		for j := i; j < i+1000; j++ {
+		for j := i; j < min(i+1000, n); j++ {
 			h.index++
 			c := cmdOf(&logpb.PutRequest{Key: fmt.Appendf(nil, "%08d", j), Value: val})
 			c.TimeUnixNano = baseTime.UnixNano()
@@ -118,19 +178,35 @@ func BenchmarkApplyPutLargeKeyspace(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	cmds := make([]*logpb.Command, batch)
-	x := uint64(12345) // a fixed LCG: the same keys on every run
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i += batch {
-		n := min(batch, b.N-i)
-		for j := range n {
-			x = x*6364136223846793005 + 1442695040888963407
-			cmds[j] = cmdOf(&logpb.PutRequest{Key: fmt.Appendf(nil, "%08d", (x>>33)%keys), Value: val})
-			cmds[j].TimeUnixNano = baseTime.UnixNano()
-		}
-		applyAll(b, h, cmds[:n])
+}
+
+// BenchmarkGetLargeKeyspace reads single random keys at the newest revision from 100,000 or
+// 1,000,000 keys.
+func BenchmarkGetLargeKeyspace(b *testing.B) {
+	for _, keys := range []int{100000, 1000000} {
+		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
+			h := newHarness(b, Options{})
+			loadKeys(b, h, keys, 256)
+			x := uint64(12345)
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := processCPU()
+			defer func() { reportCPU(b, cpu) }()
+			for range b.N {
+				x = x*6364136223846793005 + 1442695040888963407
+				r, err := h.s.Range(&logpb.RangeRequest{Key: fmt.Appendf(nil, "%08d", (x>>33)%uint64(keys))})
+				if err != nil || len(r.Kvs) != 1 {
+					b.Fatalf("get: %v, %v", err, r)
+				}
+			}
+		})
 	}
+}
+
+// reportCPU reports the process's CPU time since cpu per operation (cpu-ns/op): on a shared
+// machine it is steadier than the wall time of ns/op.
+func reportCPU(b *testing.B, cpu int64) {
+	b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
 }
 
 // applyAll applies cmds in one batch (one bbolt transaction), as the node does with the

@@ -2,8 +2,8 @@ package mvcc
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
+	"sort"
 
 	"github.com/caucus/caucus/internal/logpb"
 )
@@ -37,38 +37,61 @@ func (b *Batch) compact(rev int64) (*logpb.CompactionResponse, error) {
 	return &logpb.CompactionResponse{}, nil
 }
 
-// compactStep discards up to budget revision entries' worth of garbage. It walks the revision log
-// from where it stopped (st.compactNext) up to the compacted revision, in revision order; for each
-// version found it removes the key's older versions, and the version itself if it is a
-// tombstone. Versions before the walk's position were already reduced to at most one live
-// version per key, which a newer version reached by the walk removes in turn.
-func (b *Batch) compactStep(budget int) error {
+// compactStep discards up to budget history entries' worth of garbage. It walks the history
+// bucket from where it stopped (st.compactNext) up to the compacted revision, in revision order;
+// for each version found it removes the key's older versions, and the version itself if it is a
+// tombstone. Versions before the walk's position were already reduced to at most one per key,
+// which a newer version reached by the walk removes in turn. The key index says which older
+// versions a key has; the removals are returned as cuts, for the index to apply once the batch
+// has committed (see index.go).
+func (b *Batch) compactStep(budget int) ([]cut, error) {
 	type entry struct {
-		rev, sub  int64
-		tombstone bool
-		key       []byte
+		rev revision
+		key []byte
 	}
 	// Collect first, delete after: a bbolt cursor must not iterate across its own deletions.
 	var todo []entry
-	c := b.rev.Cursor()
-	for k, v := c.Seek(revKey(b.st.compactNextRev, b.st.compactNextSub)); k != nil && len(todo) < budget; k, v = c.Next() {
-		r := int64(binary.BigEndian.Uint64(k))
+	c := b.hist.Cursor()
+	for k, v := c.Seek(histKey(b.st.compactNextRev, b.st.compactNextSub)); k != nil && len(todo) < budget; k, v = c.Next() {
+		r, sub, ok := splitHistKey(k)
+		if !ok {
+			return nil, errorCorrupt(fmt.Sprintf("history key %x", k))
+		}
 		if r > b.st.compactRev {
 			break
 		}
-		if len(v) < 1 {
-			return errorCorrupt("empty revision entry")
+		rec, err := decodeRecord(v)
+		if err != nil {
+			return nil, err
 		}
-		todo = append(todo, entry{rev: r, sub: int64(binary.BigEndian.Uint64(k[8:])),
-			tombstone: v[0]&flagTombstone != 0, key: bytes.Clone(v[1:])})
+		todo = append(todo, entry{rev: revision{main: r, sub: int32(sub), tomb: rec.tombstone}, key: bytes.Clone(rec.key)})
 	}
+	// done[ki] is how many of ki's oldest versions this step already deleted: the index changes
+	// only after the commit, so a key's later entries must not delete them again.
+	done := map[*keyIndex]int{}
+	cuts := make([]cut, 0, len(todo))
 	removed := 0
 	for _, e := range todo {
-		n, err := b.removeOlder(e.key, e.rev, e.sub, e.tombstone)
-		if err != nil {
-			return err
+		ki := b.s.idx.get(e.key)
+		if ki == nil {
+			return nil, errorCorrupt(fmt.Sprintf("version %d.%d of key %q is not in the key index", e.rev.main, e.rev.sub, e.key))
 		}
-		removed += n
+		at := sort.Search(len(ki.revs), func(i int) bool { return !ki.revs[i].less(e.rev) })
+		if at == len(ki.revs) || ki.revs[at] != e.rev {
+			return nil, errorCorrupt(fmt.Sprintf("version %d.%d of key %q is not in the key index", e.rev.main, e.rev.sub, e.key))
+		}
+		end := at
+		if e.rev.tomb {
+			end++
+		}
+		for _, r := range ki.revs[done[ki]:end] {
+			if err := b.hist.Delete(histKey(r.main, int64(r.sub))); err != nil {
+				return nil, fmt.Errorf("compact version %d.%d of key %q: %w", r.main, r.sub, e.key, err)
+			}
+			removed++
+		}
+		done[ki] = max(done[ki], end)
+		cuts = append(cuts, cut{ki: ki, below: e.rev, inclusive: e.rev.tomb})
 	}
 	if len(todo) < budget {
 		// Caught up: continue after the compacted revision next time.
@@ -76,39 +99,10 @@ func (b *Batch) compactStep(budget int) error {
 		if len(todo) > 0 {
 			b.s.log.Info("compaction done", "revision", b.st.compactRev, "versions_removed", removed)
 		}
-		return nil
+		return cuts, nil
 	}
-	last := todo[len(todo)-1]
-	b.st.compactNextRev, b.st.compactNextSub = last.rev, last.sub+1
-	b.s.log.Debug("compaction step", "revision", b.st.compactRev, "at", last.rev, "versions_removed", removed)
-	return nil
-}
-
-// removeOlder deletes the versions of key older than (rev, sub), and (rev, sub) itself if
-// inclusive, from the kv and rev buckets.
-func (b *Batch) removeOlder(key []byte, rev, sub int64, inclusive bool) (int, error) {
-	at := kvKey(nil, key, rev, sub)
-	prefix := at[:len(at)-16]
-	var doomed [][]byte
-	c := b.kv.Cursor()
-	k, _ := c.Seek(at)
-	if k != nil && inclusive && bytes.Equal(k, at) {
-		doomed = append(doomed, bytes.Clone(k))
-	}
-	if k != nil && bytes.Equal(k, at) {
-		k, _ = c.Next()
-	}
-	for ; k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(at); k, _ = c.Next() {
-		doomed = append(doomed, bytes.Clone(k))
-	}
-	for _, d := range doomed {
-		_, r, s := splitKVKey(d)
-		if err := b.kv.Delete(d); err != nil {
-			return 0, fmt.Errorf("compact key %q revision %d: %w", key, r, err)
-		}
-		if err := b.rev.Delete(revKey(r, s)); err != nil {
-			return 0, fmt.Errorf("compact revision %d.%d: %w", r, s, err)
-		}
-	}
-	return len(doomed), nil
+	last := todo[len(todo)-1].rev
+	b.st.compactNextRev, b.st.compactNextSub = last.main, int64(last.sub)+1
+	b.s.log.Debug("compaction step", "revision", b.st.compactRev, "at", last.main, "versions_removed", removed)
+	return cuts, nil
 }

@@ -95,7 +95,7 @@ func (s *Store) Defragment() (before, after int64, err error) {
 	if err := os.Rename(tmp, s.path); err != nil {
 		os.Remove(tmp)
 		// The old file is intact: reopen it so that the store keeps serving.
-		if db, oerr := s.openDB(); oerr == nil {
+		if db, _, oerr := s.openDB(false); oerr == nil {
 			s.db = db
 		} else {
 			err = errors.Join(err, fmt.Errorf("reopen current database: %w", oerr), ErrClosed)
@@ -105,7 +105,9 @@ func (s *Store) Defragment() (before, after int64, err error) {
 	if err := syncDir(filepath.Dir(s.path)); err != nil {
 		return before, 0, fmt.Errorf("mvcc: defragment: %w (%w)", err, ErrClosed)
 	}
-	db, err := s.openDB()
+	// The copy holds exactly the committed state (the transaction ids matched), which the key
+	// index already describes: it is kept, not rebuilt.
+	db, _, err := s.openDB(false)
 	if err != nil {
 		return before, 0, fmt.Errorf("mvcc: defragment: reopen: %w (%w)", err, ErrClosed)
 	}

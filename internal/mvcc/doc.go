@@ -12,13 +12,14 @@
 // revision sees the keys as they were. Compaction discards the versions that no read at or above
 // the compaction revision can observe.
 //
-// # Storage layout (bbolt buckets)
+// # Storage layout (schema 4)
+//
+// bbolt buckets:
 //
 //	meta      schema version, revision, compacted revision, applied index, apply clock,
 //	          replicated settings (logpb.Settings),
 //	          session and lease counts, physical compaction position
-//	kv        esc(key) 0x00 0x01 ^rev ^sub -> version record (tombstone flag, create, version, lease, value)
-//	rev       rev sub -> flag + key (the revision-ordered change log; compaction walks it)
+//	history   rev sub -> flags, create, version, lease, key, value (every version, in revision order)
 //	lease     id -> ttl, deadline
 //	leaseexp  deadline id -> ""          (leases ordered by deadline, for ExpiredLeases)
 //	leasekey  id key -> ""               (keys attached to a lease)
@@ -26,17 +27,24 @@
 //	sesslru   last use client_id -> ""   (sessions ordered by last use, for expiry and eviction)
 //	member    id -> logpb.Member
 //
-// esc is an order-preserving, prefix-free escaping of the user key (0x00 becomes 0x00 0xFF), so
-// a key's versions are adjacent in the kv bucket, newest first (revisions are stored inverted).
-// The newest version of a key is the first entry under its prefix: a point read, and every
-// write's lookup of the previous version, is one seek; a range visits each key's first entry
-// and steps over the rest of its history (a long uncompacted one with a seek). A put writes one
-// record into a B+tree leaf chosen by the key. Schema 2 also kept a "live marker" per key
-// beside its versions, naming the newest live one; it was redundant with the newest-first
-// order and cost a third seek and a second record per put, so schema 3 dropped it (Open
-// deletes the markers of a schema 2 file in place). The version visible at a past revision R
-// is a few cursor steps or one seek away. The rev bucket, in revision order, lets compaction
-// touch only the revisions since the previous compaction, and feeds Events.
+// and in memory, the key index (index.go): a B-tree from each key that has a stored version to
+// the revisions of its stored versions (oldest first, tombstones flagged) and the create
+// revision, version and lease of the newest one. It is rebuilt from the history bucket at Open
+// and Restore (the file is the whole state: a snapshot is the file, WriteTo).
+//
+// Revisions only grow, so every write appends to the history bucket's last page (etcd's layout):
+// a put dirties the same page as the put before it, and finds the previous version's fields in
+// the index without reading the file. A point read or a range asks the index which revision of
+// each key is visible at the read revision and fetches those records; count-only reads, and
+// the count past a range's limit, use the index alone. The history bucket is also the change
+// feed (Events) and what physical compaction walks. Schemas 1 to 3 kept versions keyed by key
+// (esc(key) ^rev ^sub), so that a put wrote one record into a random leaf of a large tree; Open
+// migrates a schema 2 or 3 file, including a snapshot received from a member of that release,
+// and refuses a newer schema.
+//
+// The index costs about 64 bytes per key, its key, 16 bytes per stored version and its B-tree
+// slot: some 115 bytes per 16-byte key with one version (TestIndexMemory), linear in keys and
+// versions.
 //
 // # Invariants
 //
@@ -49,8 +57,10 @@
 //     has no savepoints).
 //   - Idempotence: the applied index is persisted in the same bbolt transaction as the data; a
 //     command at an index at or below it is skipped, so the node can replay its WAL after a crash.
-//   - The kv bucket holds only versions; the rev bucket indexes exactly the versions; leasekey
-//     holds exactly the live keys with a lease (those whose newest version is not a tombstone). Revisions only grow: a revision is never reused, even after compaction.
+//   - At every commit the key index lists exactly the versions of the history bucket, with the
+//     newest version's fields; leasekey holds exactly the live keys with a lease (those whose
+//     newest version is not a tombstone). Revisions only grow: a committed revision is never
+//     reused, even after compaction.
 //   - Sessions: a sessioned write is applied at most once while its session is remembered, and a
 //     session is never forgotten less than Limits.SessionRetryWindow after its last use (a full
 //     table refuses new sessions instead). A write of a forgotten session is refused unless it
@@ -62,6 +72,14 @@
 // # Concurrency
 //
 // One Batch (one bbolt read-write transaction) at a time applies commands; any number of readers
-// run concurrently in bbolt read transactions and see only committed batches. Restore and
-// Defragment swap the file under the exclusive lock; no Batch may be open then.
+// run concurrently in bbolt read transactions and see only committed batches. The Batch is the
+// key index's only writer: it changes the index under its lock as it applies, so the index may
+// hold revisions of the open batch. The invariant that makes this safe: a reader only considers
+// revisions at or below the revision of its own bbolt transaction, and every such revision's
+// record is in that transaction, except those compaction removed, which the index keeps until
+// the removing batch has committed. A batch that does not commit takes its revisions back out
+// of the index. A reader whose transaction predates a compaction the index has applied (the
+// index's compacted revision is above the transaction's) starts over on a new transaction.
+// Restore and Defragment swap the file (and Restore the index) under the exclusive lock; no
+// Batch may be open then.
 package mvcc

@@ -1,7 +1,6 @@
 package mvcc
 
 import (
-	"bytes"
 	"encoding/binary"
 	"math"
 )
@@ -9,8 +8,7 @@ import (
 // Bucket names.
 var (
 	bucketMeta     = []byte("meta")
-	bucketKV       = []byte("kv")
-	bucketRev      = []byte("rev")
+	bucketHistory  = []byte("history")
 	bucketLease    = []byte("lease")
 	bucketLeaseExp = []byte("leaseexp")
 	bucketLeaseKey = []byte("leasekey")
@@ -18,7 +16,7 @@ var (
 	bucketSessLRU  = []byte("sesslru")
 	bucketMember   = []byte("member")
 
-	allBuckets = [][]byte{bucketMeta, bucketKV, bucketRev, bucketLease, bucketLeaseExp,
+	allBuckets = [][]byte{bucketMeta, bucketHistory, bucketLease, bucketLeaseExp,
 		bucketLeaseKey, bucketSession, bucketSessLRU, bucketMember}
 )
 
@@ -35,131 +33,50 @@ var (
 )
 
 // schemaVersion is bumped on any incompatible change of the layout described in doc.go.
-// Version 2 moved the newest-version index from its own bucket into the kv bucket; version 3
-// dropped it (the newest version is the first under a key's prefix). Open migrates a version 2
-// store in place by deleting the index entries (migrateLiveMarkers).
-const schemaVersion = 3
+// Versions 1 to 3 kept the versions keyed by key (schema 3: esc(key) ^rev ^sub, see
+// migrate.go); version 4 keys them by revision behind the in-memory key index. Open migrates a
+// version 2 or 3 store (migrateToHistory).
+const schemaVersion = 4
 
-// kvSuffixLen is the length of what follows esc(key) in a kv bucket key: the terminator and the
-// inverted revision and sub-revision.
-const kvSuffixLen = 2 + 8 + 8
-
-// appendEscaped appends the order-preserving, prefix-free escaping of key: 0x00 becomes 0x00 0xFF.
-// The code {0x00 0xFF, 0x01, ..., 0xFF} is monotone and prefix-free, so comparing escaped keys
-// bytewise orders them like the raw keys, and the terminator 0x00 0x01 sorts before any
-// continuation of the key.
-func appendEscaped(dst, key []byte) []byte {
-	for _, c := range key {
-		if c == 0 {
-			dst = append(dst, 0, 0xFF)
-		} else {
-			dst = append(dst, c)
-		}
-	}
-	return dst
-}
-
-// unescape reverses appendEscaped into a fresh slice.
-func unescape(esc []byte) []byte {
-	out := make([]byte, 0, len(esc))
-	for i := 0; i < len(esc); i++ {
-		out = append(out, esc[i])
-		if esc[i] == 0 {
-			i++ // skip the 0xFF
-		}
-	}
-	return out
-}
-
-// kvKey appends esc(key) 0x00 0x01 ^rev ^sub: a key's versions sort newest first.
-func kvKey(dst, key []byte, rev, sub int64) []byte {
-	dst = appendEscaped(dst, key)
-	dst = append(dst, 0, 1)
-	dst = binary.BigEndian.AppendUint64(dst, ^uint64(rev))
-	return binary.BigEndian.AppendUint64(dst, ^uint64(sub))
-}
-
-// liveMarker appends esc(key) 0x00 0x00: the kv bucket key of key's newest-version index entry
-// in schema 2, which schema 3 deletes (migrateLiveMarkers).
-func liveMarker(dst, key []byte) []byte {
-	return append(appendEscaped(dst, key), 0, 0)
-}
-
-// kvKeyEsc is kvKey for an already escaped key.
-func kvKeyEsc(dst, esc []byte, rev, sub int64) []byte {
-	dst = append(append(dst, esc...), 0, 1)
-	dst = binary.BigEndian.AppendUint64(dst, ^uint64(rev))
-	return binary.BigEndian.AppendUint64(dst, ^uint64(sub))
-}
-
-// Kinds of kv bucket key, by the byte after the terminator's 0x00.
-const (
-	kindLive    byte = 0 // esc 0x00 0x00: live marker (schema 2 only)
-	kindVersion byte = 1 // esc 0x00 0x01 ^rev ^sub: a version
-)
-
-// splitKind returns the escaped user key of a kv bucket key and its kind. An escaped key holds
-// 0x00 only as 0x00 0xFF, so the first 0x00 followed by anything else is the terminator. ok is
-// false for a key without one (corruption).
-func splitKind(k []byte) (esc []byte, kind byte, ok bool) {
-	for i := 0; ; {
-		j := bytes.IndexByte(k[i:], 0)
-		if j < 0 || i+j+1 >= len(k) {
-			return nil, 0, false
-		}
-		i += j
-		if k[i+1] != 0xFF {
-			return k[:i], k[i+1], true
-		}
-		i += 2
-	}
-}
-
-// kvPrefix appends esc(key) 0x00 0x01: the prefix of every version of key.
-func kvPrefix(dst, key []byte) []byte {
-	return append(appendEscaped(dst, key), 0, 1)
-}
-
-// escSeekAt appends the position of the newest version at or below rev of the escaped key esc.
-func escSeekAt(dst, esc []byte, rev int64) []byte {
-	dst = append(append(dst, esc...), 0, 1)
-	dst = binary.BigEndian.AppendUint64(dst, ^uint64(rev))
-	return binary.BigEndian.AppendUint64(dst, 0) // sorts before every encoded ^sub
-}
-
-// splitKVKey returns the escaped user key and the revision of a kv bucket key.
-func splitKVKey(k []byte) (esc []byte, rev, sub int64) {
-	n := len(k) - kvSuffixLen
-	return k[:n], int64(^binary.BigEndian.Uint64(k[n+2:])), int64(^binary.BigEndian.Uint64(k[n+10:]))
-}
-
-// nextKeySeek appends the smallest kv bucket key above every version of the escaped key esc:
-// esc 0x00 0x02 sorts after esc's terminator 0x00 0x01 and before esc 0x00 0xFF (a longer key).
-func nextKeySeek(dst, esc []byte) []byte {
-	return append(append(dst, esc...), 0, 2)
-}
-
-// revKey is the rev bucket key: rev sub, big endian, so the bucket is in revision order.
-func revKey(rev, sub int64) []byte {
+// histKey is the history bucket key of a version: rev sub, big endian, so the bucket is in
+// revision order and every write appends.
+func histKey(rev, sub int64) []byte {
 	k := make([]byte, 16)
 	binary.BigEndian.PutUint64(k, uint64(rev))
 	binary.BigEndian.PutUint64(k[8:], uint64(sub))
 	return k
 }
 
+// appendHistKey is histKey into dst.
+func appendHistKey(dst []byte, rev, sub int64) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, uint64(rev))
+	return binary.BigEndian.AppendUint64(dst, uint64(sub))
+}
+
+// splitHistKey decodes a history bucket key; ok is false if it is not one.
+func splitHistKey(k []byte) (rev, sub int64, ok bool) {
+	if len(k) != 16 {
+		return 0, 0, false
+	}
+	return int64(binary.BigEndian.Uint64(k)), int64(binary.BigEndian.Uint64(k[8:])), true
+}
+
 const flagTombstone = 1
 
-// record is one version of a key as stored in the kv bucket.
+// record is one version of a key. In the history bucket it is stored as
+// flags create version lease len(key) key value (varints, then the bytes).
 type record struct {
 	tombstone bool
 	create    int64
 	version   int64
 	lease     int64
+	key       []byte // set by decodeRecord only; aliases bbolt memory
 	value     []byte // aliases bbolt memory when decoded; valid only within the transaction
 	loaded    bool   // value is set
 }
 
-func (r *record) encode(dst []byte) []byte {
+// encode appends the history record of key's version r.
+func (r *record) encode(dst, key []byte) []byte {
 	var flags byte
 	if r.tombstone {
 		flags |= flagTombstone
@@ -168,28 +85,45 @@ func (r *record) encode(dst []byte) []byte {
 	dst = binary.AppendVarint(dst, r.create)
 	dst = binary.AppendVarint(dst, r.version)
 	dst = binary.AppendVarint(dst, r.lease)
+	dst = binary.AppendUvarint(dst, uint64(len(key)))
+	dst = append(dst, key...)
 	return append(dst, r.value...)
 }
 
+// decodeRecord decodes a history record.
 func decodeRecord(b []byte) (record, error) {
+	r, b, err := decodeFields(b, "history")
+	if err != nil {
+		return r, err
+	}
+	n, m := binary.Uvarint(b)
+	if m <= 0 || n > uint64(len(b)-m) {
+		return r, errorCorrupt("bad key length in history record")
+	}
+	r.key, r.value, r.loaded = b[m:m+int(n)], b[m+int(n):], true
+	return r, nil
+}
+
+// decodeFields decodes the leading fields that every schema's version record shares, returning
+// the rest; what says which record it is, for errors.
+func decodeFields(b []byte, what string) (record, []byte, error) {
 	var r record
 	if len(b) < 1 {
-		return r, errorCorrupt("empty kv record")
+		return r, nil, errorCorrupt("empty " + what + " record")
 	}
 	r.tombstone = b[0]&flagTombstone != 0
 	var ok bool
 	b = b[1:]
 	if r.create, b, ok = varint(b); !ok {
-		return r, errorCorrupt("bad create revision in kv record")
+		return r, nil, errorCorrupt("bad create revision in " + what + " record")
 	}
 	if r.version, b, ok = varint(b); !ok {
-		return r, errorCorrupt("bad version in kv record")
+		return r, nil, errorCorrupt("bad version in " + what + " record")
 	}
 	if r.lease, b, ok = varint(b); !ok {
-		return r, errorCorrupt("bad lease in kv record")
+		return r, nil, errorCorrupt("bad lease in " + what + " record")
 	}
-	r.value, r.loaded = b, true
-	return r, nil
+	return r, b, nil
 }
 
 // varint decodes one varint from b and returns the rest. (A loop over field pointers would make

@@ -6,40 +6,50 @@ import (
 	"testing"
 )
 
-// The kv bucket relies on escaping preserving the order of keys and on the terminator sorting
-// before any longer key: check both on random keys rich in 0x00, 0x01, 0x02 and 0xFF bytes.
-func TestEscapeOrder(t *testing.T) {
+// The history bucket relies on its keys sorting like (revision, sub-revision), and a record
+// must decode to what was encoded, whatever bytes the key and value hold.
+func TestHistoryEncoding(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	alphabet := []byte{0, 1, 2, 0xFE, 0xFF, 'a'}
-	gen := func() []byte {
-		k := make([]byte, 1+rng.IntN(5))
-		for i := range k {
-			k[i] = alphabet[rng.IntN(len(alphabet))]
+	gen := func(n int) []byte {
+		b := make([]byte, rng.IntN(n))
+		for i := range b {
+			b[i] = []byte{0, 1, 0x80, 0xFF, 'a'}[rng.IntN(5)]
 		}
-		return k
+		return b
 	}
 	for range 20000 {
-		a, b := gen(), gen()
-		if got := unescape(appendEscaped(nil, a)); !bytes.Equal(got, a) {
-			t.Fatalf("unescape(escape(%x)) = %x", a, got)
+		ra, rb := rng.Int64N(1<<40), rng.Int64N(1<<40)
+		if rng.IntN(2) == 0 {
+			rb = ra
 		}
-		ra, rb := int64(rng.IntN(3)+1), int64(rng.IntN(3)+1)
-		ka, kb := kvKey(nil, a, ra, 0), kvKey(nil, b, rb, 0)
-		want := bytes.Compare(a, b)
+		sa, sb := rng.Int64N(300), rng.Int64N(300)
+		want := cmpInt(ra, rb)
 		if want == 0 {
-			// Same key: newer revision first.
-			want = -cmpInt(ra, rb)
+			want = cmpInt(sa, sb)
 		}
-		if got := bytes.Compare(ka, kb); got != want {
-			t.Fatalf("kv key order of %x@%d vs %x@%d = %d, want %d", a, ra, b, rb, got, want)
+		if got := bytes.Compare(histKey(ra, sa), histKey(rb, sb)); got != want {
+			t.Fatalf("history key order of %d.%d vs %d.%d = %d, want %d", ra, sa, rb, sb, got, want)
 		}
-		// Every version of a sorts before the next-key seek position, which sorts before
-		// every version of any greater key.
-		if bytes.Compare(ka, nextKeySeek(nil, appendEscaped(nil, a))) >= 0 {
-			t.Fatalf("version of %x not below its next-key seek", a)
+		if r, s, ok := splitHistKey(histKey(ra, sa)); !ok || r != ra || s != sa {
+			t.Fatalf("splitHistKey(histKey(%d, %d)) = %d, %d, %v", ra, sa, r, s, ok)
 		}
-		if bytes.Compare(a, b) < 0 && bytes.Compare(nextKeySeek(nil, appendEscaped(nil, a)), kb) > 0 {
-			t.Fatalf("next-key seek of %x skips %x", a, b)
+		rec := record{tombstone: rng.IntN(2) == 0, create: rng.Int64N(1 << 50), version: rng.Int64N(1 << 30),
+			lease: rng.Int64() - rng.Int64(), value: gen(40)}
+		key := gen(30)
+		got, err := decodeRecord(rec.encode(nil, key))
+		if err != nil {
+			t.Fatalf("decode: %v", err)
+		}
+		if got.tombstone != rec.tombstone || got.create != rec.create || got.version != rec.version ||
+			got.lease != rec.lease || !bytes.Equal(got.key, key) || !bytes.Equal(got.value, rec.value) || !got.loaded {
+			t.Fatalf("record %+v of key %x decoded as %+v", rec, key, got)
+		}
+	}
+	// A record cut anywhere inside its key is refused, never read past its end.
+	enc := (&record{create: 1, version: 1}).encode(nil, []byte("some key"))
+	for n := 0; n < len(enc); n++ {
+		if _, err := decodeRecord(enc[:n]); err == nil {
+			t.Fatalf("record cut to %d of %d bytes decoded", n, len(enc))
 		}
 	}
 }

@@ -2,7 +2,8 @@ package mvcc
 
 import (
 	"bytes"
-	"encoding/binary"
+	"errors"
+	"fmt"
 
 	"github.com/caucus/caucus/internal/logpb"
 	bolt "go.etcd.io/bbolt"
@@ -16,7 +17,7 @@ const (
 	EventDelete
 )
 
-// Event is one change of a key, as recorded in the revision log.
+// Event is one change of a key, as recorded in the history bucket.
 type Event struct {
 	Type EventType
 	// Kv is the version written; for a delete, only Key and ModRevision (the deletion's
@@ -33,6 +34,16 @@ type Event struct {
 // read at. History at or below the compacted revision is incomplete, so fromRev must be above it
 // (ErrCompacted otherwise).
 func (s *Store) Events(fromRev int64, max int, prevKV bool) ([]Event, int64, error) {
+	for {
+		out, cur, err := s.events(fromRev, max, prevKV)
+		if !errors.Is(err, errIndexAhead) {
+			return out, cur, err
+		}
+	}
+}
+
+// events is Events in one read transaction; see errIndexAhead.
+func (s *Store) events(fromRev int64, max int, prevKV bool) ([]Event, int64, error) {
 	var out []Event
 	var cur int64
 	err := s.view(func(tx *bolt.Tx) error {
@@ -41,45 +52,39 @@ func (s *Store) Events(fromRev int64, max int, prevKV bool) ([]Event, int64, err
 		if fromRev <= st.compactRev {
 			return errorf(ErrCompacted, "events from revision %d, compacted at %d", fromRev, st.compactRev)
 		}
-		kv := tx.Bucket(bucketKV)
-		c := tx.Bucket(bucketRev).Cursor()
-		kc := kv.Cursor()
+		rd := reader{hist: tx.Bucket(bucketHistory), idx: s.idx, locked: true, floor: st.compactRev}
+		c := rd.hist.Cursor()
 		var last int64
-		for k, v := c.Seek(revKey(fromRev, 0)); k != nil; k, v = c.Next() {
-			rev, sub := int64(binary.BigEndian.Uint64(k)), int64(binary.BigEndian.Uint64(k[8:]))
+		for k, v := c.Seek(histKey(fromRev, 0)); k != nil; k, v = c.Next() {
+			rev, sub, ok := splitHistKey(k)
+			if !ok {
+				return errorCorrupt(fmt.Sprintf("history key %x", k))
+			}
 			if len(out) >= max && rev != last {
 				break
 			}
 			last = rev
-			if len(v) < 1 {
-				return errorCorrupt("empty revision entry")
-			}
-			key := bytes.Clone(v[1:])
-			at := kvKey(nil, key, rev, sub)
-			kk, kvv := kc.Seek(at)
-			if !bytes.Equal(kk, at) {
-				return errorCorrupt("revision entry without its version")
-			}
-			rec, err := decodeRecord(kvv)
+			rec, err := decodeRecord(v)
 			if err != nil {
 				return err
 			}
+			key := bytes.Clone(rec.key)
 			ev := Event{Type: EventPut, Kv: toKV(key, rev, &rec, false)}
 			if rec.tombstone {
 				ev = Event{Type: EventDelete, Kv: &logpb.KeyValue{Key: key, ModRevision: rev}}
 			}
 			if prevKV {
-				// The previous version is the next entry of the same key (versions are newest
-				// first).
-				if pk, pv := kc.Next(); pk != nil && len(pk) == len(at) && bytes.Equal(pk[:len(at)-16], at[:len(at)-16]) {
-					_, prev, _ := splitKVKey(pk)
-					prec, err := decodeRecord(pv)
+				// The previous version is the one before it in the key's index entry.
+				prev, ok, err := s.idx.before(key, revision{main: rev, sub: int32(sub)}, st.compactRev)
+				if err != nil {
+					return err
+				}
+				if ok && !prev.tomb {
+					prec, err := rd.get(prev.main, int64(prev.sub))
 					if err != nil {
 						return err
 					}
-					if !prec.tombstone {
-						ev.PrevKv = toKV(bytes.Clone(key), prev, &prec, false)
-					}
+					ev.PrevKv = toKV(bytes.Clone(key), prev.main, &prec, false)
 				}
 			}
 			out = append(out, ev)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -156,54 +157,57 @@ func keysOf(kvs []*logpb.KeyValue) []string {
 	return out
 }
 
-// checkInvariants verifies the redundant structures agree: the kv bucket holds only versions
-// (no schema 2 live markers), the rev bucket indexes exactly the versions, and the lease
-// attachments match the live keys' leases.
+// checkInvariants verifies the redundant structures agree: the key index lists exactly the
+// versions of the history bucket, with the newest version's fields, and the lease attachments
+// match the live keys' leases.
 func checkInvariants(t testing.TB, s *Store) {
 	t.Helper()
 	err := s.view(func(tx *bolt.Tx) error {
-		kv, rev, lk := tx.Bucket(bucketKV), tx.Bucket(bucketRev), tx.Bucket(bucketLeaseKey)
-		newest := map[string][3]int64{} // key -> rev, sub, lease of the newest live version
-		seen := map[string]bool{}
-		kvN := 0
-		if err := kv.ForEach(func(k, v []byte) error {
-			esc, kind, ok := splitKind(k)
+		hist, lk := tx.Bucket(bucketHistory), tx.Bucket(bucketLeaseKey)
+		stored := map[string][]revision{}
+		newest := map[string]record{}
+		if err := hist.ForEach(func(k, v []byte) error {
+			r, sub, ok := splitHistKey(k)
 			if !ok {
-				t.Errorf("kv key %q has no terminator", k)
+				t.Errorf("history key %x", k)
 				return nil
 			}
-			key := string(unescape(esc))
-			if kind != kindVersion {
-				t.Errorf("kv key %q is not a version (kind %d)", key, kind)
-				return nil
-			}
-			kvN++
-			_, r, sub := splitKVKey(k)
-			if ref := rev.Get(revKey(r, sub)); ref == nil || string(ref[1:]) != key {
-				t.Errorf("kv %q@%d.%d not in the rev bucket", key, r, sub)
-			}
-			if seen[key] {
-				return nil
-			}
-			seen[key] = true
 			rec, err := decodeRecord(v)
 			if err != nil {
 				return err
 			}
-			if !rec.tombstone {
-				newest[key] = [3]int64{r, sub, rec.lease}
-			}
+			key := string(rec.key)
+			stored[key] = append(stored[key], revision{main: r, sub: int32(sub), tomb: rec.tombstone})
+			newest[key] = rec
 			return nil
 		}); err != nil {
 			return err
 		}
-		if n := rev.Stats().KeyN; n != kvN {
-			t.Errorf("rev bucket has %d entries, kv %d versions", n, kvN)
+		indexed := 0
+		s.idx.tree.Ascend(func(ki *keyIndex) bool {
+			indexed++
+			if !slices.Equal(ki.revs, stored[ki.key]) {
+				t.Errorf("key %q: index holds %v, history %v", ki.key, ki.revs, stored[ki.key])
+			}
+			rec := newest[ki.key]
+			if rec.tombstone {
+				rec = record{}
+			}
+			if ki.create != rec.create || ki.ver != rec.version || ki.lease != rec.lease {
+				t.Errorf("key %q: index says create %d version %d lease %d, newest record %+v", ki.key, ki.create, ki.ver, ki.lease, rec)
+			}
+			return true
+		})
+		if indexed != len(stored) {
+			t.Errorf("index holds %d keys, history %d", indexed, len(stored))
 		}
 		attached := 0
-		for _, w := range newest {
-			if w[2] != 0 {
+		for key, rec := range newest {
+			if !rec.tombstone && rec.lease != 0 {
 				attached++
+				if lk.Get(leaseKeyKey(rec.lease, []byte(key))) == nil {
+					t.Errorf("live key %q has lease %d but is not attached", key, rec.lease)
+				}
 			}
 		}
 		if n := lk.Stats().KeyN; n != attached {

@@ -3,6 +3,7 @@ package mvcc
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/caucus/caucus/internal/logpb"
@@ -120,7 +121,7 @@ func TestRangePaging(t *testing.T) {
 	wantErr(t, err, ErrEmptyKey)
 }
 
-// Keys containing 0x00 and 0xFF bytes exercise the order-preserving escaping of the kv bucket.
+// Keys containing 0x00 and 0xFF bytes must order bytewise in the key index.
 func TestBinaryKeysOrder(t *testing.T) {
 	h := newHarness(t, Options{})
 	keys := []string{"a\x00", "b", "a", "a\x00\x00", "a\x00b", "a\x01", "\xff", "a\xff", "\x00", "\x00\x01"}
@@ -211,26 +212,35 @@ func TestCompaction(t *testing.T) {
 	checkInvariants(t, h.s)
 }
 
-// versions lists every stored key version as key@rev, checking the rev bucket agrees.
+// versions lists every stored key version as key@rev, in key order and newest first, checking
+// the key index agrees.
 func (h *harness) versions() []string {
-	var out []string
-	revs := 0
+	type ver struct {
+		key string
+		rev int64
+	}
+	var vs []ver
 	err := h.s.view(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketKV).ForEach(func(k, _ []byte) error {
-			esc, rev, _ := splitKVKey(k)
-			out = append(out, fmt.Sprintf("%s@%d", unescape(esc), rev))
-			return nil
-		}); err != nil {
+		return tx.Bucket(bucketHistory).ForEach(func(k, v []byte) error {
+			rev, _, _ := splitHistKey(k)
+			rec, err := decodeRecord(v)
+			vs = append(vs, ver{string(rec.key), rev})
 			return err
-		}
-		revs = tx.Bucket(bucketRev).Stats().KeyN
-		return nil
+		})
 	})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if revs != len(out) {
-		h.t.Fatalf("rev bucket has %d entries, kv bucket %d", revs, len(out))
+	checkInvariants(h.t, h.s)
+	slices.SortStableFunc(vs, func(a, b ver) int {
+		if a.key != b.key {
+			return strings.Compare(a.key, b.key)
+		}
+		return cmpInt(b.rev, a.rev)
+	})
+	var out []string
+	for _, v := range vs {
+		out = append(out, fmt.Sprintf("%s@%d", v.key, v.rev))
 	}
 	return out
 }
@@ -296,5 +306,42 @@ func TestIncrementalCompaction(t *testing.T) {
 	}
 	if got := fmt.Sprint(h.rng(&logpb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")}).Kvs); got != latest {
 		t.Fatalf("latest read changed by compaction:\n%s\n%s", got, latest)
+	}
+}
+
+// A range longer than the index's scan chunk, with stretches of deleted keys longer than a chunk
+// and keys live only at some revisions, counts, pages and reads like the model.
+func TestRangeAcrossChunks(t *testing.T) {
+	h := newHarness(t, Options{})
+	const n = 3*scanChunk + 17
+	var cmds []*logpb.Command
+	for i := range n {
+		cmds = append(cmds, putCmd(fmt.Sprintf("k%04d", i), fmt.Sprint(i)))
+	}
+	h.batch(cmds...)
+	mid := h.s.Rev()
+	// Delete all but every 300th key: whole chunks hold no live key.
+	h.ok(cmdOf(&logpb.DeleteRangeRequest{Key: []byte("k0001"), RangeEnd: []byte("k0300")}))
+	h.ok(cmdOf(&logpb.DeleteRangeRequest{Key: []byte("k0301"), RangeEnd: []byte("k0600")}))
+	h.ok(cmdOf(&logpb.DeleteRangeRequest{Key: []byte("k0601"), RangeEnd: []byte("k9999")}))
+	r := h.rng(&logpb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+	if got := keysOf(r.Kvs); !slices.Equal(got, []string{"k0000", "k0300", "k0600"}) || r.Count != 3 {
+		t.Fatalf("range over deleted chunks = %v (count %d)", got, r.Count)
+	}
+	if c := h.rng(&logpb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), CountOnly: true}); c.Count != 3 {
+		t.Fatalf("count over deleted chunks = %d", c.Count)
+	}
+	past := h.rng(&logpb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), Revision: mid, Limit: n - 1})
+	if past.Count != n || len(past.Kvs) != n-1 || !past.More || string(past.Kvs[n-2].Key) != fmt.Sprintf("k%04d", n-2) {
+		t.Fatalf("range at %d: count %d, %d kvs, more %v", mid, past.Count, len(past.Kvs), past.More)
+	}
+	all := h.rng(&logpb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l"), Revision: mid})
+	for i, kv := range all.Kvs {
+		if string(kv.Key) != fmt.Sprintf("k%04d", i) || string(kv.Value) != fmt.Sprint(i) {
+			t.Fatalf("range at %d: kv %d = %q=%q", mid, i, kv.Key, kv.Value)
+		}
+	}
+	if len(all.Kvs) != n {
+		t.Fatalf("range at %d: %d kvs, want %d", mid, len(all.Kvs), n)
 	}
 }

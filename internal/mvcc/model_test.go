@@ -25,7 +25,7 @@ func TestRangeMatchesModel(t *testing.T) {
 	keys := []string{"a", "a\x00", "ab", "b", "c", "c\x00\x00", "d"}
 	for i := range 400 {
 		k := keys[rng.IntN(len(keys))]
-		// Key "d" gets few writes, "a" many: histories both shorter and longer than shortWalk.
+		// Key "d" gets few writes, "a" many: short and long histories for the index to search.
 		if k == "d" && rng.IntN(4) != 0 {
 			k = "a"
 		}

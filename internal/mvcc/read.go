@@ -2,73 +2,72 @@ package mvcc
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"math"
 
 	"github.com/caucus/caucus/internal/logpb"
 	bolt "go.etcd.io/bbolt"
 )
 
-// reader reads key versions from one bbolt transaction (read-only for Store reads, read-write
-// inside a Batch, where it sees the batch's own writes), from the kv bucket: a key's newest
-// version is the first entry under its prefix, older ones follow it.
+// reader reads key versions inside one bbolt transaction (read-only for Store reads,
+// read-write inside a Batch, where it sees the batch's own writes): the key index says which
+// revision of a key a read sees, the history bucket holds that version.
 type reader struct {
-	kv  *bolt.Bucket
-	buf []byte
+	hist *bolt.Bucket
+	idx  *index
+	// locked is set for readers other than the Batch, which take the index's lock.
+	locked bool
+	// floor is the transaction's compacted revision: see index.visible.
+	floor int64
+	// last is the entry the last latest call found for lastKey, which the Batch's write of the
+	// same key reuses instead of a second lookup.
+	last    *keyIndex
+	lastKey []byte
+	buf     []byte
 }
 
-// keyRef is a key found by a scan, aliasing bbolt memory or the caller's: raw, or escaped (as
-// in the kv bucket's keys).
-type keyRef struct {
-	b       []byte
-	escaped bool
-}
-
-// clone returns the raw key in fresh memory.
-func (k keyRef) clone() []byte {
-	if k.escaped {
-		return unescape(k.b)
-	}
-	return bytes.Clone(k.b)
-}
+// errIndexAhead is returned by a reader whose transaction predates a compaction already applied
+// to the index: the read must start over on a new transaction (see index.go). Never returned
+// to clients.
+var errIndexAhead = errors.New("mvcc: the key index was compacted past the read transaction")
 
 // visit is called for each key in a range with the key's visible version; rec.value may not be
 // loaded yet (see loadValue). Returning false stops the scan.
-type visit func(key keyRef, rev, sub int64, rec *record) (bool, error)
+type visit func(key string, rev, sub int64, rec *record) (bool, error)
 
-// latest returns the newest version of key if it is live, with its value; ok is false if the key
-// is absent (never written, or deleted). Versions sort newest first (revisions are stored
-// inverted), so the newest is the first entry under the key's prefix: one seek.
+// latest returns the newest version of key if it is live, without its value (see loadValue);
+// ok is false if the key is absent (never written, or deleted). Only the Batch calls it: the
+// fields come from the index, without reading the file.
 func (r *reader) latest(key []byte) (rec record, rev, sub int64, ok bool, err error) {
-	r.buf = kvPrefix(r.buf[:0], key)
-	k, v := r.kv.Cursor().Seek(r.buf)
-	if k == nil || len(k) != len(r.buf)-2+kvSuffixLen || !bytes.HasPrefix(k, r.buf) {
+	ki := r.idx.get(key)
+	r.last, r.lastKey = ki, key
+	if ki == nil {
 		return record{}, 0, 0, false, nil
 	}
-	_, rev, sub = splitKVKey(k)
-	if rec, err = decodeRecord(v); err != nil {
-		return record{}, 0, 0, false, err
-	}
-	if rec.tombstone {
+	n := ki.newest()
+	if n.tomb {
 		return record{}, 0, 0, false, nil
 	}
-	return rec, rev, sub, true, nil
+	return record{create: ki.create, version: ki.ver, lease: ki.lease}, n.main, int64(n.sub), true, nil
 }
 
-// loadValue fills rec.value from the key's version if rec was decoded without it.
-func (r *reader) loadValue(key keyRef, rev, sub int64, rec *record) error {
+// get reads the version at rev.sub from the history bucket, which must hold it.
+func (r *reader) get(rev, sub int64) (record, error) {
+	r.buf = appendHistKey(r.buf[:0], rev, sub)
+	v := r.hist.Get(r.buf)
+	if v == nil {
+		return record{}, errorCorrupt(fmt.Sprintf("the key index names version %d.%d, which is not stored", rev, sub))
+	}
+	return decodeRecord(v)
+}
+
+// loadValue fills rec.value from the version at rev.sub if rec was decoded without it.
+func (r *reader) loadValue(rev, sub int64, rec *record) error {
 	if rec.loaded {
 		return nil
 	}
-	if key.escaped {
-		r.buf = kvKeyEsc(r.buf[:0], key.b, rev, sub)
-	} else {
-		r.buf = kvKey(r.buf[:0], key.b, rev, sub)
-	}
-	v := r.kv.Get(r.buf)
-	if v == nil {
-		return errorCorrupt(fmt.Sprintf("key %q has no version %d.%d", key.b, rev, sub))
-	}
-	full, err := decodeRecord(v)
+	full, err := r.get(rev, sub)
 	if err != nil {
 		return err
 	}
@@ -76,143 +75,67 @@ func (r *reader) loadValue(key keyRef, rev, sub int64, rec *record) error {
 	return nil
 }
 
-// scan calls fn for every live key selected by key and end (the API's range_end rules), in key
-// order, with the version visible at revision atRev; atRev 0 means the newest version.
-// Tombstoned and not-yet-created keys are skipped.
+// scanBounds turns the API's key and range_end into index bounds: [from, to), to nil for no
+// upper bound; empty is set when nothing can match. A single key is [key, key 0x00).
+func scanBounds(key, end []byte) (from, to []byte, empty bool) {
+	switch {
+	case len(end) == 0:
+		return key, append(append(make([]byte, 0, len(key)+1), key...), 0), false
+	case len(end) == 1 && end[0] == 0: // every key from key on
+		return key, nil, false
+	case bytes.Compare(key, end) >= 0:
+		return nil, nil, true
+	}
+	return key, end, false
+}
+
+// scan calls fn for every key selected by key and end (the API's range_end rules) that is live
+// at revision atRev (0: the newest versions), in key order, with its version at atRev.
 func (r *reader) scan(key, end []byte, atRev int64, fn visit) error {
-	all := len(end) == 1 && end[0] == 0
-	if len(end) == 0 {
-		if atRev == 0 {
-			rec, rev, sub, ok, err := r.latest(key)
-			if err != nil || !ok {
-				return err
-			}
-			_, err = fn(keyRef{b: key}, rev, sub, &rec)
-			return err
-		}
-		// A single key: bound the scan to the key itself.
-		end = append(append([]byte(nil), key...), 0)
-		all = false
-	} else if !all && bytes.Compare(key, end) >= 0 {
+	from, to, empty := scanBounds(key, end)
+	if empty {
 		return nil
 	}
 	if atRev == 0 {
-		return r.scanLatest(key, end, all, fn)
+		atRev = math.MaxInt64 // the newest versions, the Batch's own writes included
 	}
-	return r.scanAt(key, end, all, atRev, fn)
+	return r.scanRange(from, to, atRev, fn)
 }
 
-// scanLatest is scan at the newest revision: the first entry of each key is its newest version
-// (skipped if a tombstone); the rest of its history is stepped over (a short one step by step,
-// a long one with a seek).
-func (r *reader) scanLatest(key, end []byte, all bool, fn visit) error {
-	var escEnd []byte
-	if !all {
-		escEnd = appendEscaped(nil, end)
+// scanRange is scan over [from, to) (to nil: no bound). When the visible version is the key's
+// newest, rec comes from the index without its value; otherwise it is read from the file.
+func (r *reader) scanRange(from, to []byte, atRev int64, fn visit) error {
+	var rec record // reused: fn receives a pointer, which would move a fresh one to the heap
+	visitHit := func(h *hit) (bool, error) {
+		if h.newest {
+			rec = record{create: h.create, version: h.ver, lease: h.lease}
+		} else {
+			var err error
+			if rec, err = r.get(h.rev.main, int64(h.rev.sub)); err != nil {
+				return false, err
+			}
+		}
+		return fn(h.key, h.rev.main, int64(h.rev.sub), &rec)
 	}
-	// rec is reused across keys: fn receives a pointer, which would otherwise move a fresh
-	// record to the heap for every key scanned.
-	var rec record
-	var err error
-	c := r.kv.Cursor()
-	k, v := c.Seek(appendEscaped(nil, key))
-	for k != nil {
-		if len(k) < kvSuffixLen {
-			return errorCorrupt("kv key too short")
-		}
-		esc, rev, sub := splitKVKey(k) // aliases bbolt memory, valid for the whole transaction
-		if escEnd != nil && bytes.Compare(esc, escEnd) >= 0 {
-			return nil
-		}
-		if rec, err = decodeRecord(v); err != nil {
+	if isSingle(from, to) {
+		h, ok, err := r.idx.point(from, atRev, r.locked, r.floor)
+		if err != nil || !ok {
 			return err
 		}
-		if !rec.tombstone {
-			if more, err := fn(keyRef{b: esc, escaped: true}, rev, sub, &rec); err != nil || !more {
-				return err
-			}
-		}
-		k, v = r.skipHistory(c, k, v, esc, longWalk)
+		_, err = visitHit(&h)
+		return err
 	}
-	return nil
+	return r.idx.visible(from, to, atRev, r.locked, r.floor, visitHit)
 }
 
-// skipHistory moves c from k past the rest of the escaped key esc's versions: up to steps
-// cursor steps, then one seek past them all. It returns the first entry of the next key.
-func (r *reader) skipHistory(c *bolt.Cursor, k, v, esc []byte, steps int) ([]byte, []byte) {
-	for i := 0; k != nil && sameKey(k, esc); i++ {
-		if i == steps {
-			r.buf = nextKeySeek(r.buf[:0], esc)
-			return c.Seek(r.buf)
-		}
-		k, v = c.Next()
-	}
-	return k, v
+// isSingle reports whether [from, to) holds the single key from.
+func isSingle(from, to []byte) bool {
+	return len(to) == len(from)+1 && to[len(from)] == 0 && bytes.Equal(from, to[:len(from)])
 }
 
-// longWalk is how many of a key's versions scanLatest steps over before it seeks past the rest:
-// a bbolt seek costs as much as dozens of steps (it allocates while checking pages), so only a
-// long uncompacted history is worth one.
-const longWalk = 32
-
-// shortWalk is how many cursor steps scanAt takes through a key's history before it falls back
-// to a seek: a step is far cheaper than a seek, and most keys have few versions.
-const shortWalk = 4
-
-// sameKey reports whether the kv bucket key k is a version of the escaped key esc.
-func sameKey(k, esc []byte) bool {
-	return len(k) == len(esc)+kvSuffixLen && bytes.HasPrefix(k, esc) && k[len(esc)] == 0 && k[len(esc)+1] == 1
-}
-
-// scanAt is scan at a past revision, over the kv bucket.
-func (r *reader) scanAt(key, end []byte, all bool, atRev int64, fn visit) error {
-	var escEnd []byte
-	if !all {
-		escEnd = appendEscaped(nil, end)
-	}
-	var rec record // reused, as in scan
-	var err error
-	c := r.kv.Cursor()
-	k, v := c.Seek(appendEscaped(nil, key))
-	for k != nil {
-		if len(k) < kvSuffixLen {
-			return errorCorrupt("kv key too short")
-		}
-		// esc aliases bbolt memory, valid for the whole transaction.
-		esc, rev, sub := splitKVKey(k)
-		if escEnd != nil && bytes.Compare(esc, escEnd) >= 0 {
-			return nil
-		}
-		// The cursor is on the newest version of esc; find the newest at or below atRev,
-		// stepping through a short history and seeking past a long one.
-		visible := true
-		for steps := 0; rev > atRev; steps++ {
-			if steps == shortWalk {
-				r.buf = escSeekAt(r.buf[:0], esc, atRev)
-				k, v = c.Seek(r.buf)
-			} else {
-				k, v = c.Next()
-			}
-			if k == nil || !sameKey(k, esc) {
-				visible = false // no version at or below atRev: created later
-				break
-			}
-			_, rev, sub = splitKVKey(k)
-		}
-		if visible {
-			if rec, err = decodeRecord(v); err != nil {
-				return err
-			}
-			if !rec.tombstone {
-				more, err := fn(keyRef{b: esc, escaped: true}, rev, sub, &rec)
-				if err != nil || !more {
-					return err
-				}
-			}
-			k, v = r.skipHistory(c, k, v, esc, shortWalk)
-		}
-	}
-	return nil
+// countRange returns the number of keys in [from, to) live at atRev, from the index alone.
+func (r *reader) countRange(from, to []byte, atRev int64) (int64, error) {
+	return r.idx.count(from, to, atRev, r.locked, r.floor)
 }
 
 // toKV builds an API KeyValue from a key owned by the caller, copying the value out of bbolt
@@ -235,9 +158,7 @@ func toKV(key []byte, rev int64, rec *record, keysOnly bool) *logpb.KeyValue {
 }
 
 // rangeAt serves a range request against a store at revision cur, compacted at compactRev.
-// dirty says that the transaction holds writes above cur (a transaction's range after its own
-// writes), so a read at exactly cur must seek instead of taking the newest versions.
-func (r *reader) rangeAt(req *logpb.RangeRequest, cur, compactRev, maxResults int64, dirty bool) (*logpb.RangeResponse, error) {
+func (r *reader) rangeAt(req *logpb.RangeRequest, cur, compactRev, maxResults int64) (*logpb.RangeResponse, error) {
 	atRev := req.GetRevision()
 	switch {
 	case atRev < 0:
@@ -246,8 +167,12 @@ func (r *reader) rangeAt(req *logpb.RangeRequest, cur, compactRev, maxResults in
 		return nil, errorf(ErrFutureRev, "revision %d, current %d", atRev, cur)
 	case atRev > 0 && atRev < compactRev:
 		return nil, errorf(ErrCompacted, "revision %d, compacted at %d", atRev, compactRev)
-	case atRev == cur && !dirty:
-		atRev = 0 // the newest versions: no per-key seek needed
+	case atRev == 0 && r.locked:
+		atRev = cur
+	case atRev == 0:
+		// The Batch: the newest versions, its own writes included (a transaction's range after
+		// its puts sees them, at the revision the transaction is taking).
+		atRev = math.MaxInt64
 	}
 	if len(req.GetKey()) == 0 {
 		return nil, ErrEmptyKey
@@ -260,25 +185,41 @@ func (r *reader) rangeAt(req *logpb.RangeRequest, cur, compactRev, maxResults in
 		limit = maxResults
 	}
 	resp := &logpb.RangeResponse{Header: &logpb.ResponseHeader{Revision: cur}}
-	err := r.scan(req.GetKey(), req.GetRangeEnd(), atRev, func(k keyRef, rev, sub int64, rec *record) (bool, error) {
-		resp.Count++
-		if req.GetCountOnly() {
-			return true, nil
+	from, to, empty := scanBounds(req.GetKey(), req.GetRangeEnd())
+	if empty {
+		return resp, nil
+	}
+	if req.GetCountOnly() {
+		n, err := r.countRange(from, to, atRev)
+		if err != nil {
+			return nil, err
 		}
-		if int64(len(resp.Kvs)) < limit {
-			if !req.GetKeysOnly() {
-				if err := r.loadValue(k, rev, sub, rec); err != nil {
-					return false, err
-				}
+		resp.Count = n
+		return resp, nil
+	}
+	// Read up to limit keys, then count the rest from the index alone.
+	var last string
+	err := r.scanRange(from, to, atRev, func(k string, rev, sub int64, rec *record) (bool, error) {
+		if !req.GetKeysOnly() {
+			if err := r.loadValue(rev, sub, rec); err != nil {
+				return false, err
 			}
-			resp.Kvs = append(resp.Kvs, toKV(k.clone(), rev, rec, req.GetKeysOnly()))
-		} else {
-			resp.More = true
 		}
-		return true, nil
+		resp.Kvs = append(resp.Kvs, toKV([]byte(k), rev, rec, req.GetKeysOnly()))
+		last = k
+		return int64(len(resp.Kvs)) < limit, nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	resp.Count = int64(len(resp.Kvs))
+	if resp.Count == limit {
+		rest, err := r.countRange(append([]byte(last), 0), to, atRev)
+		if err != nil {
+			return nil, err
+		}
+		resp.Count += rest
+		resp.More = rest > 0
 	}
 	return resp, nil
 }

@@ -1,12 +1,12 @@
 package mvcc
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -63,6 +63,8 @@ type Store struct {
 	// and Close exclusively.
 	mu sync.RWMutex
 	db *bolt.DB
+	// idx is the key index of db's history (index.go); replaced with db, under mu.
+	idx *index
 
 	// compactBudget bounds the physical compaction work of one batch (defaultCompactBudget;
 	// tests lower it).
@@ -95,11 +97,11 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	s := &Store{path: path, opts: opts, log: opts.Logger.With("component", "mvcc"),
 		compactBudget: defaultCompactBudget}
-	db, err := s.openDB()
+	db, idx, err := s.openDB(true)
 	if err != nil {
 		return nil, err
 	}
-	s.db = db
+	s.db, s.idx = db, idx
 	return s, nil
 }
 
@@ -171,7 +173,9 @@ func checkFileSize(path string) (err error) {
 	})
 }
 
-func (s *Store) openDB() (*bolt.DB, error) {
+// openDB opens the store file, creating or migrating it as needed, and with withIndex builds
+// its key index.
+func (s *Store) openDB(withIndex bool) (*bolt.DB, *index, error) {
 	db, err := openBolt(s.path, &bolt.Options{
 		Timeout: 10 * time.Second,
 		NoSync:  s.opts.NoSync,
@@ -186,16 +190,25 @@ func (s *Store) openDB() (*bolt.DB, error) {
 		InitialMmapSize: s.opts.InitialMmapSize,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var idx *index
 	err = updateRecovering(db, func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return fmt.Errorf("create bucket %s: %w", bucketMeta, err)
+		}
+		schema := u64(meta.Get(metaSchema))
+		if err := checkSchema(schema); err != nil {
+			return err
+		}
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(metaSchema); v == nil {
+		switch schema {
+		case 0:
 			// A new store: revision 1 is the empty store, like etcd, so the first write is 2
 			// and a mod_revision of 0 always means "absent".
 			for k, v := range map[string]uint64{string(metaSchema): schemaVersion, string(metaRev): 1} {
@@ -203,65 +216,74 @@ func (s *Store) openDB() (*bolt.DB, error) {
 					return fmt.Errorf("init meta: %w", err)
 				}
 			}
-		} else if u64(v) == 2 {
-			if err := migrateLiveMarkers(tx); err != nil {
+		case 2, 3:
+			start := time.Now()
+			if err := migrateToHistory(tx, schema); err != nil {
 				return err
 			}
-		} else if u64(v) != schemaVersion {
-			return schemaError(u64(v))
+			s.log.Info("migrated store", "from_schema", schema, "to_schema", schemaVersion, "took", time.Since(start))
 		}
 		st := loadState(tx)
 		s.rev.Store(st.rev)
 		s.compactRev.Store(st.compactRev)
 		s.applied.Store(st.applied)
+		if withIndex {
+			if idx, err = buildIndex(tx, st.compactRev); err != nil {
+				return err
+			}
+		}
 		return s.publishLimits(tx)
 	})
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("mvcc: initialize %s: %w", s.path, err)
+		return nil, nil, fmt.Errorf("mvcc: initialize %s: %w", s.path, err)
 	}
-	return db, nil
+	return db, idx, nil
 }
 
-// migrateLiveMarkers turns a schema 2 store into schema 3 inside tx: it deletes every live
-// marker (a key's newest version is the first entry under its prefix), a batch at a time, then
-// records the new schema version.
-func migrateLiveMarkers(tx *bolt.Tx) error {
-	kv := tx.Bucket(bucketKV)
-	var batch [][]byte
-	for from := []byte{}; ; {
-		batch = batch[:0]
-		c := kv.Cursor()
-		for k, _ := c.Seek(from); k != nil && len(batch) < 10000; k, _ = c.Next() {
-			if _, kind, ok := splitKind(k); ok && kind == kindLive {
-				batch = append(batch, bytes.Clone(k))
-			}
-		}
-		for _, k := range batch {
-			if err := kv.Delete(k); err != nil {
-				return fmt.Errorf("migrate to schema %d: delete live marker: %w", schemaVersion, err)
-			}
-		}
-		if len(batch) == 0 {
-			break
-		}
-		from = append(batch[len(batch)-1], 0) // the smallest key after the last one deleted
-	}
-	if err := tx.Bucket(bucketMeta).Put(metaSchema, putU64(schemaVersion)); err != nil {
-		return fmt.Errorf("migrate to schema %d: %w", schemaVersion, err)
-	}
-	return nil
-}
-
-// schemaError explains a file of a schema this release neither uses nor migrates.
-func schemaError(v uint64) error {
-	if v > schemaVersion {
+// checkSchema refuses a store file this release cannot read: 0 is a new file, 2 and 3 are
+// migrated on open.
+func checkSchema(v uint64) error {
+	switch {
+	case v == 0 || v == 2 || v == 3 || v == schemaVersion:
+		return nil
+	case v > schemaVersion:
 		return fmt.Errorf("state machine schema version %d is newer than this release's %d: the data directory "+
 			"was written by a newer release of caucus; run that release (or a newer one) on it", v, schemaVersion)
 	}
-	return fmt.Errorf("state machine schema version %d is older than this release migrates (2 to %d): "+
-		"open the data directory with a release in between first", v, schemaVersion)
+	return fmt.Errorf("store schema version %d is too old for this release (which reads 2 to %d)", v, schemaVersion)
 }
+
+// buildIndex reads the history bucket, in revision order, into a new key index. Physical
+// compaction may lag: the versions it has yet to remove are indexed too, as the file holds
+// them, and removed from both when it gets to them.
+func buildIndex(tx *bolt.Tx, compactRev int64) (*index, error) {
+	idx := newIndex()
+	c := tx.Bucket(bucketHistory).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		rev, sub, ok := splitHistKey(k)
+		if !ok || sub > math.MaxInt32 {
+			return nil, errorCorrupt(fmt.Sprintf("history key %x", k))
+		}
+		rec, err := decodeRecord(v)
+		if err != nil {
+			return nil, err
+		}
+		ki := idx.get(rec.key)
+		if ki == nil {
+			ki = &keyIndex{key: string(rec.key)}
+			idx.tree.ReplaceOrInsert(ki)
+		}
+		ki.revs = append(ki.revs, revision{main: rev, sub: int32(sub), tomb: rec.tombstone})
+		ki.create, ki.ver, ki.lease = rec.create, rec.version, rec.lease
+		if rec.tombstone {
+			ki.create, ki.ver, ki.lease = 0, 0, 0
+		}
+	}
+	idx.compacted = compactRev
+	return idx, nil
+}
+
 
 // state is the scalar part of the store's state, kept in the meta bucket.
 type state struct {
@@ -303,7 +325,7 @@ func (st state) save(tx *bolt.Tx) error {
 			return fmt.Errorf("mvcc: save meta %s: %w", kv.k, err)
 		}
 	}
-	if err := m.Put(metaCompactNext, revKey(st.compactNextRev, st.compactNextSub)); err != nil {
+	if err := m.Put(metaCompactNext, histKey(st.compactNextRev, st.compactNextSub)); err != nil {
 		return fmt.Errorf("mvcc: save meta %s: %w", metaCompactNext, err)
 	}
 	return nil
@@ -352,15 +374,20 @@ func (s *Store) Range(req *logpb.RangeRequest) (*logpb.RangeResponse, error) {
 	if err := s.Limits().ValidateRange(req); err != nil {
 		return nil, err
 	}
-	var resp *logpb.RangeResponse
-	err := s.view(func(tx *bolt.Tx) error {
-		st := loadState(tx)
-		r := reader{kv: tx.Bucket(bucketKV)}
-		var err error
-		resp, err = r.rangeAt(req, st.rev, st.compactRev, s.Limits().MaxRangeResults, false)
-		return err
-	})
-	return resp, err
+	for {
+		var resp *logpb.RangeResponse
+		err := s.view(func(tx *bolt.Tx) error {
+			meta := tx.Bucket(bucketMeta)
+			rev, compactRev := int64(u64(meta.Get(metaRev))), int64(u64(meta.Get(metaCompactRev)))
+			r := reader{hist: tx.Bucket(bucketHistory), idx: s.idx, locked: true, floor: compactRev}
+			var err error
+			resp, err = r.rangeAt(req, rev, compactRev, s.Limits().MaxRangeResults)
+			return err
+		})
+		if !errors.Is(err, errIndexAhead) { // else a compaction overtook the read: start over
+			return resp, err
+		}
+	}
 }
 
 // Size returns the size of the database file in bytes, as the file system counts it (what
@@ -453,11 +480,11 @@ func (s *Store) Restore(r io.Reader) error {
 	if err := syncDir(filepath.Dir(s.path)); err != nil {
 		return fmt.Errorf("mvcc: restore: %w", err)
 	}
-	db, err := s.openDB()
+	db, idx, err := s.openDB(true)
 	if err != nil {
 		return fmt.Errorf("mvcc: restore: reopen: %w", err)
 	}
-	s.db = db
+	s.db, s.idx = db, idx
 	s.log.Info("restored snapshot", "applied_index", s.applied.Load(), "revision", s.rev.Load())
 	return nil
 }
@@ -501,8 +528,8 @@ func checkSnapshotFile(path string) error {
 		if m == nil {
 			return fmt.Errorf("mvcc: restore: snapshot has no meta bucket")
 		}
-		if v := u64(m.Get(metaSchema)); v != schemaVersion && v != 2 { // 2 is migrated on open
-			return fmt.Errorf("mvcc: restore: snapshot schema version %d, want 2 or %d", v, schemaVersion)
+		if v := u64(m.Get(metaSchema)); v == 0 || checkSchema(v) != nil { // 2 and 3 migrate on open
+			return fmt.Errorf("mvcc: restore: snapshot: %w", checkSchema(v))
 		}
 		return nil
 	})

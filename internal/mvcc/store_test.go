@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/caucus/caucus/internal/logpb"
-	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -471,78 +470,6 @@ func overwrite(path string, off int64, b []byte) error {
 	defer f.Close()
 	_, err = f.WriteAt(b, off)
 	return err
-}
-
-// TestOpenMigratesSchema2: a store written by schema 2 (a live marker next to every live key's
-// versions) opens as schema 3: the markers are deleted in place, every read answers as before,
-// and writes go on.
-func TestOpenMigratesSchema2(t *testing.T) {
-	h := newHarness(t, Options{})
-	for i := range 30000 { // more markers than one migration batch
-		h.cmd(putCmd(fmt.Sprintf("k%05d", i%20000), fmt.Sprintf("v%d", i)))
-	}
-	h.cmd(cmdOf(&logpb.DeleteRangeRequest{Key: []byte("k00007")}))
-	// Turn the file back into schema 2: a marker for each live key, and the old version number.
-	err := h.s.db.Update(func(tx *bolt.Tx) error {
-		kv := tx.Bucket(bucketKV)
-		var markers [][]byte
-		last := ""
-		if err := kv.ForEach(func(k, v []byte) error {
-			esc, _, _ := splitKVKey(k)
-			if string(esc) == last {
-				return nil
-			}
-			last = string(esc)
-			if rec, err := decodeRecord(v); err != nil || rec.tombstone {
-				return err
-			}
-			markers = append(markers, liveMarker(nil, unescape(esc)))
-			return nil
-		}); err != nil {
-			return err
-		}
-		for _, m := range markers {
-			if err := kv.Put(m, []byte("schema 2 marker")); err != nil {
-				return err
-			}
-		}
-		return tx.Bucket(bucketMeta).Put(metaSchema, putU64(2))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := h.s.path
-	h.s.Close()
-	s, err := Open(path, Options{NoSync: true})
-	if err != nil {
-		t.Fatalf("open a schema 2 store: %v", err)
-	}
-	h.s = s
-	t.Cleanup(func() { s.Close() })
-	checkInvariants(t, s) // no markers left
-	if err := s.view(func(tx *bolt.Tx) error {
-		if v := u64(tx.Bucket(bucketMeta).Get(metaSchema)); v != schemaVersion {
-			t.Errorf("schema after migration = %d, want %d", v, schemaVersion)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct{ key, want string }{{"k00000", "v20000"}, {"k19999", "v19999"}, {"k09999", "v29999"}, {"k00007", ""}} {
-		kv, ok := h.get(c.key, 0)
-		if got := ""; ok {
-			got = string(kv.Value)
-			if got != c.want {
-				t.Errorf("%s = %q after migration, want %q", c.key, got, c.want)
-			}
-		} else if c.want != "" {
-			t.Errorf("%s missing after migration, want %q", c.key, c.want)
-		}
-	}
-	h.cmd(putCmd("k00001", "after"))
-	if kv, _ := h.get("k00001", 0); string(kv.Value) != "after" || kv.Version != 3 {
-		t.Fatalf("write after migration: %v", kv)
-	}
 }
 
 // An unsynced store grows its file without truncate+fsync (NoGrowSync), so the file is only as

@@ -62,7 +62,7 @@ type config struct {
 func parseFlags() (config, error) {
 	var c config
 	systems := flag.String("systems", "caucus,etcd", "systems to run")
-	ops := flag.String("workloads", "put,range-lin,range-ser", "workloads (put, range-lin, range-ser)")
+	ops := flag.String("workloads", "put,range-lin,range-ser", "workloads (put, range-lin, range-ser, load: every key of -key-space once)")
 	clients := flag.String("clients", "1,64", "concurrent clients per workload, comma-separated")
 	flag.IntVar(&c.rounds, "rounds", 3, "rounds; each runs every workload once on every system")
 	flag.IntVar(&c.conns, "conns", 1, "client connections (client objects) shared by the clients, as etcd's benchmark --conns")
@@ -90,7 +90,7 @@ func parseFlags() (config, error) {
 	}
 	for _, o := range c.ops {
 		switch kvbench.Op(o) {
-		case kvbench.OpPut, kvbench.OpRangeLin, kvbench.OpRangeSer:
+		case kvbench.OpPut, kvbench.OpRangeLin, kvbench.OpRangeSer, kvbench.OpLoad:
 		default:
 			return c, fmt.Errorf("unknown workload %q", o)
 		}
@@ -301,7 +301,7 @@ func startTarget(ctx context.Context, sys kvbench.System, base string, cfg confi
 
 func measure(ctx context.Context, t *target, w kvbench.Workload) (sample, error) {
 	kvs := t.read
-	if w.Op == kvbench.OpPut {
+	if w.Op == kvbench.OpPut || w.Op == kvbench.OpLoad {
 		kvs = t.put
 	}
 	cpu0, err := t.cluster.CPU()
