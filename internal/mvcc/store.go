@@ -284,7 +284,6 @@ func buildIndex(tx *bolt.Tx, compactRev int64) (*index, error) {
 	return idx, nil
 }
 
-
 // state is the scalar part of the store's state, kept in the meta bucket.
 type state struct {
 	rev        int64
