@@ -195,7 +195,7 @@ func readAndCheck(s *Store, rng *rand.Rand, model func(int64) map[string]modelVe
 		}
 	}
 	from := max(s.CompactRev()+1, at-6)
-	evs, _, err := s.Events(from, 1000, true)
+	evs, _, err := s.Changes(from, 1000, true)
 	if errors.Is(err, ErrCompacted) && from <= compacted.Load() {
 		return nil
 	}
@@ -206,10 +206,10 @@ func readAndCheck(s *Store, rng *rand.Rand, model func(int64) map[string]modelVe
 		key, erev := string(ev.Kv.Key), ev.Kv.ModRevision
 		now, before := model(erev), model(erev-1)
 		v, live := now[key]
-		if ev.Type == EventPut && (!live || renderKVs([]*logpb.KeyValue{ev.Kv}) != renderModel(map[string]modelVer{key: v})) {
+		if ev.Type == ChangePut && (!live || renderKVs([]*logpb.KeyValue{ev.Kv}) != renderModel(map[string]modelVer{key: v})) {
 			return fmt.Errorf("put event %v at %d, model has %v", ev.Kv, erev, v)
 		}
-		if ev.Type == EventDelete && live {
+		if ev.Type == ChangeDelete && live {
 			return fmt.Errorf("delete event of %q at %d, model has %v", key, erev, v)
 		}
 		p, had := before[key]

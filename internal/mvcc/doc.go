@@ -37,7 +37,7 @@
 // the index without reading the file. A point read or a range asks the index which revision of
 // each key is visible at the read revision and fetches those records; count-only reads, and
 // the count past a range's limit, use the index alone. The history bucket is also the change
-// feed (Events) and what physical compaction walks. Schemas 1 to 3 kept versions keyed by key
+// feed (Changes) and what physical compaction walks. Schemas 1 to 3 kept versions keyed by key
 // (esc(key) ^rev ^sub), so that a put wrote one record into a random leaf of a large tree; Open
 // migrates a schema 2 or 3 file, including a snapshot received from a member of that release,
 // and refuses a newer schema.

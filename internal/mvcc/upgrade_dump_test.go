@@ -25,7 +25,7 @@ func dumpStore(t testing.TB, s *Store) string {
 		}
 		b.WriteString("\n")
 	}
-	evs, _, err := s.Events(s.CompactRev()+1, 1<<20, true)
+	evs, _, err := s.Changes(s.CompactRev()+1, 1<<20, true)
 	if err != nil {
 		t.Fatalf("events: %v", err)
 	}

@@ -242,7 +242,7 @@ func sampleDump(t testing.TB, s *Store) string {
 		}
 		sb.WriteString("\n")
 	}
-	evs, _, err := s.Events(s.CompactRev()+1, 1<<30, true)
+	evs, _, err := s.Changes(s.CompactRev()+1, 1<<30, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,17 +9,19 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// EventType says whether an event wrote or deleted a key.
-type EventType int
+// ChangeType says whether a change wrote or deleted a key.
+type ChangeType int
 
 const (
-	EventPut EventType = iota
-	EventDelete
+	ChangePut ChangeType = iota
+	ChangeDelete
 )
 
-// Event is one change of a key, as recorded in the history bucket.
-type Event struct {
-	Type EventType
+// Change is one change of a key, as recorded in the history bucket: the store's own change
+// feed, from which watches are served. (The events users publish with their writes are
+// another thing, and another name.)
+type Change struct {
+	Type ChangeType
 	// Kv is the version written; for a delete, only Key and ModRevision (the deletion's
 	// revision) are set.
 	Kv *logpb.KeyValue
@@ -28,29 +30,29 @@ type Event struct {
 	PrevKv *logpb.KeyValue
 }
 
-// Events returns the changes at revisions >= fromRev in revision order, for watchers. It returns
-// at least max events when there are that many, but never splits a revision, so a caller can
-// resume at the last event's revision + 1. It also returns the store revision the events were
+// Changes returns the changes at revisions >= fromRev in revision order, for watchers. It returns
+// at least max changes when there are that many, but never splits a revision, so a caller can
+// resume at the last change's revision + 1. It also returns the store revision the changes were
 // read at. History at or below the compacted revision is incomplete, so fromRev must be above it
 // (ErrCompacted otherwise).
-func (s *Store) Events(fromRev int64, max int, prevKV bool) ([]Event, int64, error) {
+func (s *Store) Changes(fromRev int64, max int, prevKV bool) ([]Change, int64, error) {
 	for {
-		out, cur, err := s.events(fromRev, max, prevKV)
+		out, cur, err := s.changes(fromRev, max, prevKV)
 		if !errors.Is(err, errIndexAhead) {
 			return out, cur, err
 		}
 	}
 }
 
-// events is Events in one read transaction; see errIndexAhead.
-func (s *Store) events(fromRev int64, max int, prevKV bool) ([]Event, int64, error) {
-	var out []Event
+// changes is Changes in one read transaction; see errIndexAhead.
+func (s *Store) changes(fromRev int64, max int, prevKV bool) ([]Change, int64, error) {
+	var out []Change
 	var cur int64
 	err := s.view(func(tx *bolt.Tx) error {
 		st := loadState(tx)
 		cur = st.rev
 		if fromRev <= st.compactRev {
-			return errorf(ErrCompacted, "events from revision %d, compacted at %d", fromRev, st.compactRev)
+			return errorf(ErrCompacted, "changes from revision %d, compacted at %d", fromRev, st.compactRev)
 		}
 		rd := reader{hist: tx.Bucket(bucketHistory), idx: s.idx, locked: true, floor: st.compactRev}
 		c := rd.hist.Cursor()
@@ -69,9 +71,9 @@ func (s *Store) events(fromRev int64, max int, prevKV bool) ([]Event, int64, err
 				return err
 			}
 			key := bytes.Clone(rec.key)
-			ev := Event{Type: EventPut, Kv: toKV(key, rev, &rec, false)}
+			ev := Change{Type: ChangePut, Kv: toKV(key, rev, &rec, false)}
 			if rec.tombstone {
-				ev = Event{Type: EventDelete, Kv: &logpb.KeyValue{Key: key, ModRevision: rev}}
+				ev = Change{Type: ChangeDelete, Kv: &logpb.KeyValue{Key: key, ModRevision: rev}}
 			}
 			if prevKV {
 				// The previous version is the one before it in the key's index entry.
