@@ -17,6 +17,7 @@ import (
 	"github.com/caucus/caucus/internal/cmdpb"
 	"github.com/caucus/caucus/internal/mvcc"
 	"github.com/caucus/caucus/internal/snap"
+	"github.com/caucus/caucus/internal/vfs"
 	"github.com/caucus/caucus/raft"
 )
 
@@ -127,8 +128,17 @@ type Config struct {
 	LeaderSyncDelay time.Duration
 	// AutoCompaction compacts old revisions automatically (autocompact.go); zero: off.
 	AutoCompaction AutoCompaction
-	// Clock returns the time stamped on proposals (lease and session expiry). Nil means time.Now.
+	// Clock returns the time stamped on proposals (lease and session expiry). Nil means
+	// Time.Now.
 	Clock func() time.Time
+	// Time is the loop's source of time: the tick source, its timers, and the time it reads
+	// (clock.go). Nil means the real clock; the simulator runs members on simulated time.
+	Time Clock
+	// Executor runs the loop's background work: the snapshot writer and the leader's log sync
+	// (drive.go). Nil means goroutines; the simulator runs the work when it chooses.
+	Executor Executor
+	// Bugs plants driver bugs, for tests of the simulator's checkers only (bugs.go).
+	Bugs DriverBugs
 	// PeerAddr extracts the transport address from a member's peer URLs.
 	PeerAddr func(m *cmdpb.MemberContext) string
 	// ClientURLs are published to the membership table once the member has joined.
@@ -147,6 +157,10 @@ type Node struct {
 	store  *mvcc.Store
 	trans  Transport
 	nowFn  func() time.Time
+	clock  Clock
+	exec   Executor
+	fs     vfs.FS // holds snapDir
+	smp    smPath // the StateMachine, when the node runs one instead of store (smpath.go)
 	recvc  chan raft.Message
 	propc  chan *proposal
 	readc  chan *readWaiter
@@ -171,10 +185,10 @@ type Node struct {
 	// ApplyCommitInterval after it was opened.
 	batch       *mvcc.Batch
 	batchLen    int
-	commitTimer *time.Timer
+	commitTimer Timer
 	// bcastTimer fires CommitBroadcastDelay after the leader first owed a follower its commit
 	// index; bcastArmed says it is running.
-	bcastTimer *time.Timer
+	bcastTimer Timer
 	bcastArmed bool
 	// leading: this member is the leader, as of the last Ready's SoftState.
 	leading bool
@@ -218,6 +232,7 @@ type proposal struct {
 
 type proposalResult struct {
 	res mvcc.Result
+	val any // the StateMachine's result (smpath.go)
 	err error
 }
 
@@ -227,9 +242,10 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store
 	if lg == nil {
 		lg = slog.Default()
 	}
+	clock := clockOrReal(cfg.Time)
 	now := cfg.Clock
 	if now == nil {
-		now = time.Now
+		now = clock.Now
 	}
 	n := &Node{
 		cfg:        cfg,
@@ -241,6 +257,9 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store
 		store:      store,
 		trans:      trans,
 		nowFn:      now,
+		clock:      clock,
+		exec:       cfg.Executor,
+		fs:         vfs.NewOS(),
 		recvc:      make(chan raft.Message, MaxQueuedPeerMessages),
 		propc:      make(chan *proposal, MaxQueuedProposals),
 		readc:      make(chan *readWaiter, MaxQueuedProposals),
@@ -260,11 +279,9 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store
 	if cfg.AutoCompaction.Mode != "" {
 		n.autoCompact = &autoCompactor{cfg: cfg.AutoCompaction}
 	}
-	n.commitTimer = time.NewTimer(time.Hour)
-	n.commitTimer.Stop()
-	n.bcastTimer = time.NewTimer(time.Hour)
-	n.bcastTimer.Stop()
-	n.lsync = newLeaderSync(cfg.Raft.DeferLeaderSync, cfg.LeaderSyncDelay)
+	n.commitTimer = stoppedTimer(clock)
+	n.bcastTimer = stoppedTimer(clock)
+	n.lsync = newLeaderSync(cfg.Raft.DeferLeaderSync, cfg.LeaderSyncDelay, clock)
 	// Proposal ids must not repeat across restarts while old entries may still be applied: seed
 	// them from the clock.
 	n.nextID.Store(uint64(now().UnixNano()))
@@ -413,7 +430,7 @@ func (n *Node) TransferLeadership(ctx context.Context, to raft.NodeID) error {
 			return fmt.Errorf("%w: leadership did not move to %x before the deadline: %w", ErrUnavailable, uint64(to), ctx.Err())
 		case <-n.donec:
 			return ErrStopped
-		case <-time.After(n.cfg.TickInterval):
+		case <-n.clock.NewTimer(n.cfg.TickInterval).C():
 		}
 	}
 }
@@ -438,7 +455,7 @@ func (n *Node) run() {
 	}()
 	defer n.discardReceive()
 	defer n.stopSyncer()
-	if n.lsync.enabled {
+	if n.lsync.enabled && n.exec == nil {
 		go n.runSyncer()
 	}
 	defer n.closeSnapshotReader()
@@ -446,16 +463,15 @@ func (n *Node) run() {
 	defer n.flushHardState()
 	defer n.failAllWaiters()
 	defer n.finishBatch()
-	ticker := time.NewTicker(n.cfg.TickInterval)
+	ticker := n.clock.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	for {
+		var err error
 		select {
 		case <-n.stopc:
 			return
-		case <-ticker.C:
-			n.rn.Tick()
-			n.onTick()
-			n.statusDirty = true
+		case <-ticker.C():
+			n.tick()
 		case m := <-n.recvc:
 			n.stepPeer(m)
 		case p := <-n.propc:
@@ -466,60 +482,77 @@ func (n *Node) run() {
 			f()
 		case id := <-n.unreac:
 			n.rn.ReportUnreachable(id)
-		case <-n.commitTimer.C:
-			if err := n.commitApplied(); err != nil {
-				n.fail(err)
-				return
-			}
-		case <-n.bcastTimer.C:
-			n.bcastArmed = false
-			n.rn.BroadcastCommit()
-		case <-n.lsync.timer.C:
+		case <-n.commitTimer.C():
+			err = n.commitApplied()
+		case <-n.bcastTimer.C():
+			n.broadcastTimerFired()
+		case <-n.lsync.timer.C():
 			n.lsync.armed = false
-		case err := <-n.lsync.res:
-			if err := n.finishLeaderSync(err); err != nil {
-				n.fail(err)
-				return
-			}
+		case r := <-n.lsync.res:
+			err = n.finishLeaderSync(r)
 		case r := <-n.snapDone:
-			n.snapInFlight = false
-			if err := n.finishSnapshot(r); err != nil {
-				n.fail(err)
-				return
-			}
+			err = n.snapshotWritten(r)
 		}
-		n.drain()
-		if n.stepErr != nil {
-			n.fail(n.stepErr)
+		if err == nil {
+			err = n.process()
+		}
+		if err != nil {
+			n.fail(err)
 			return
 		}
-		n.reads.issue(n)
-		for n.rn.HasReady() {
-			if err := n.handleReady(); err != nil {
-				n.fail(err)
-				return
-			}
-		}
-		n.armCommitBroadcast()
-		if n.lsync.enabled {
-			n.scheduleLeaderSync()
-		}
-		if n.batch != nil && (n.batchLen >= MaxUncommittedApplied || n.reads.waitsFor(n.store.AppliedIndex(), n.applied)) {
-			if err := n.commitApplied(); err != nil {
-				n.fail(err)
-				return
-			}
-		}
-		// Status builds maps and copies slices; under load the loop runs thousands of times a
-		// second, so the published copy is refreshed on ticks and role or term changes only.
-		if n.statusDirty {
-			n.statusDirty = false
-			st := n.rn.Status()
-			n.mu.Lock()
-			n.status = st
-			n.mu.Unlock()
+	}
+}
+
+// tick advances the Raft core's clock by one tick and runs the node's periodic work.
+func (n *Node) tick() {
+	n.rn.Tick()
+	n.onTick()
+	n.statusDirty = true
+}
+
+func (n *Node) broadcastTimerFired() {
+	n.bcastArmed = false
+	n.rn.BroadcastCommit()
+}
+
+// snapshotWritten takes the background snapshot writer's result.
+func (n *Node) snapshotWritten(r snapResult) error {
+	n.snapInFlight = false
+	return n.finishSnapshot(r)
+}
+
+// process runs after each input the loop took: it drains the inputs already queued, handles
+// every Ready, arms the timers and publishes the status. An error is fatal.
+func (n *Node) process() error {
+	n.drain()
+	if n.stepErr != nil {
+		return n.stepErr
+	}
+	n.reads.issue(n)
+	for n.rn.HasReady() {
+		if err := n.handleReady(); err != nil {
+			return err
 		}
 	}
+	n.armCommitBroadcast()
+	if n.lsync.enabled {
+		n.scheduleLeaderSync()
+	}
+	if n.uncommitted() && (n.batchLen >= MaxUncommittedApplied || n.reads.waitsFor(n.visibleIndex(), n.applied)) {
+		if err := n.commitApplied(); err != nil {
+			return err
+		}
+	}
+	// Status builds maps and copies slices; under load the loop runs thousands of times a
+	// second, so the published copy is refreshed on ticks and role or term changes only.
+	if n.statusDirty {
+		n.statusDirty = false
+		st := n.rn.Status()
+		n.mu.Lock()
+		n.status = st
+		n.mu.Unlock()
+	}
+	return nil
 }
 
 // drain takes inputs that are already queued, without blocking, so that they share one Ready.
@@ -631,7 +664,10 @@ func mapRaftErr(err error) error {
 }
 
 func (n *Node) onTick() {
-	n.expireReceive(time.Now())
+	n.expireReceive(n.clock.Now())
+	if n.smp.sm != nil {
+		return // the application's periodic work is its own (smpath.go)
+	}
 	now := n.nowFn()
 	if now.Sub(n.lastLeaseChk) < leaseCheckInterval {
 		return
@@ -718,6 +754,10 @@ func (n *Node) handleReady() error {
 			return err
 		}
 	}
+	if n.cfg.Bugs.AckBeforePersist {
+		n.send(n.fillSnapshotChunks(rd.MessagesAfterPersist), false) // planted bug
+		rd.MessagesAfterPersist = nil
+	}
 	if err := n.persist(rd); err != nil {
 		return err
 	}
@@ -752,7 +792,7 @@ func (n *Node) applyReady(rd *raft.Ready) error {
 	for _, rs := range rd.ReadStates {
 		n.reads.confirmed(rs)
 	}
-	n.reads.release(n.store.AppliedIndex())
+	n.reads.release(n.visibleIndex())
 	return nil
 }
 
@@ -805,14 +845,14 @@ func (n *Node) persist(rd raft.Ready) error {
 	if hs.IsEmpty() {
 		hs = n.pendingHS
 	}
-	if err := n.wal.Save(hs, rd.Entries, rd.MustSync); err != nil {
+	if err := n.wal.Save(hs, rd.Entries, rd.MustSync && !n.cfg.Bugs.NeverSyncLog); err != nil {
 		return fmt.Errorf("node: persist raft log: %w", err)
 	}
 	n.pendingHS = raft.HardState{}
 	if rd.MustSync {
 		n.lsync.synced()
 	} else if len(rd.Entries) > 0 {
-		n.lsync.wroteDeferred(rd.Entries, time.Now())
+		n.lsync.wroteDeferred(rd.Entries, n.clock.Now())
 	}
 	return nil
 }
@@ -848,7 +888,7 @@ func (n *Node) installSnapshot(s *raft.Snapshot) error {
 	if n.snapInFlight {
 		// One writer at a time in the snapshot store: let the local snapshot finish first.
 		n.snapInFlight = false
-		if err := n.finishSnapshot(<-n.snapDone); err != nil {
+		if err := n.finishSnapshot(n.awaitSnapshot()); err != nil {
 			return err
 		}
 	}
@@ -868,7 +908,7 @@ func (n *Node) installSnapshot(s *raft.Snapshot) error {
 	if err := n.wal.SaveSnapshot(s.Meta); err != nil {
 		return fmt.Errorf("node: record snapshot at index %d in the log: %w", s.Meta.Index, err)
 	}
-	if err := n.store.Restore(io.NewSectionReader(data, 0, size)); err != nil {
+	if err := n.restore(s.Meta, size, io.NewSectionReader(data, 0, size)); err != nil {
 		return fmt.Errorf("node: install snapshot at index %d: %w", s.Meta.Index, err)
 	}
 	n.applied = s.Meta.Index
@@ -880,6 +920,10 @@ func (n *Node) installSnapshot(s *raft.Snapshot) error {
 
 // syncPeers makes the transport's peer set match the members in the state machine.
 func (n *Node) syncPeers() {
+	if n.smp.sm != nil {
+		n.syncPeersSM()
+		return
+	}
 	for _, m := range n.store.Members() {
 		if raft.NodeID(m.ID) == n.id {
 			continue
@@ -897,6 +941,9 @@ type applied struct {
 // needed) and answers the proposals this member made. The transaction is committed later, by
 // commitApplied (see the group-commit notes at DefaultApplyCommitInterval).
 func (n *Node) apply(ents []raft.Entry) error {
+	if n.smp.sm != nil {
+		return n.applySM(ents)
+	}
 	n.failLost(n.lostProposals(ents))
 	var done []applied
 	for i := range ents {
@@ -980,6 +1027,9 @@ func (n *Node) openBatch() *mvcc.Batch {
 // commitApplied commits the open state-machine transaction, if any, and releases the
 // linearizable reads it satisfies.
 func (n *Node) commitApplied() error {
+	if n.smp.sm != nil {
+		return n.commitSM()
+	}
 	if n.batch == nil {
 		return nil
 	}
@@ -1088,7 +1138,7 @@ func (n *Node) maybeSnapshot() error {
 	if err := n.commitApplied(); err != nil {
 		return err
 	}
-	view, err := n.store.BeginSnapshot()
+	view, err := n.openSnapshotView()
 	if err != nil {
 		return fmt.Errorf("node: open snapshot view: %w", err)
 	}
@@ -1099,11 +1149,11 @@ func (n *Node) maybeSnapshot() error {
 	meta := raft.SnapshotMeta{Index: n.applied, Term: n.appliedTerm, ConfState: n.rn.Status().ConfState}
 	n.snapInFlight = true
 	n.snapWG.Add(1)
-	go func() {
+	n.background(func() {
 		defer n.snapWG.Done()
 		snap, err := n.writeSnapshot(view, meta)
 		n.snapDone <- snapResult{snap: snap, err: err}
-	}()
+	})
 	return nil
 }
 
@@ -1115,11 +1165,11 @@ type snapResult struct {
 // writeSnapshot runs off the loop: it serializes the view straight into the snapshot store
 // (never whole in memory) and returns the snapshot as the Raft core keeps it: metadata and size,
 // the data staying on disk (raft.Snapshot's held-outside form).
-func (n *Node) writeSnapshot(view *mvcc.Snapshot, meta raft.SnapshotMeta) (raft.Snapshot, error) {
+func (n *Node) writeSnapshot(view snapshotView, meta raft.SnapshotMeta) (raft.Snapshot, error) {
 	defer view.Close()
 	// The WAL is released only up to the previous snapshot, but a synced state machine also
 	// saves a long replay after a crash.
-	if err := n.store.Sync(); err != nil {
+	if err := n.syncStateMachine(); err != nil {
 		return raft.Snapshot{}, fmt.Errorf("node: sync state machine before snapshot: %w", err)
 	}
 	size := uint64(view.Size())

@@ -59,7 +59,7 @@ func (q *readQueue) add(rw *readWaiter) { q.pending = append(q.pending, rw) }
 
 // issue starts one read-index round for every pending reader.
 func (q *readQueue) issue(n *Node) {
-	now := time.Now()
+	now := n.clock.Now()
 	q.expire(now)
 	if len(q.pending) == 0 {
 		return

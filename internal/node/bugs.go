@@ -1,0 +1,22 @@
+package node
+
+// DriverBugs plants bugs in the node's driving of the Raft core and of its storage, so that
+// tests can show the deterministic simulator (internal/sim, run with its node driver) catches
+// a broken driver, not only a broken core. For tests only: production leaves every field false.
+// Each switch acts at one point of the code, named here.
+type DriverBugs struct {
+	// AckBeforePersist sends a Ready's MessagesAfterPersist (votes, append acknowledgements)
+	// before its HardState and entries are written (handleReady).
+	AckBeforePersist bool
+	// ReportUnsyncedLeaderSync makes the leader's background sync report its unsynced writes
+	// durable without syncing them (syncWritten).
+	ReportUnsyncedLeaderSync bool
+	// SkipApplyAfterSnapshot drops the first entry committed after an installed snapshot
+	// instead of applying it (applySM).
+	SkipApplyAfterSnapshot bool
+	// AnswerBeforeApply answers this member's proposals as soon as their entries are handed
+	// out committed, before the state machine applied them (applySM).
+	AnswerBeforeApply bool
+	// NeverSyncLog writes every Ready to the log without fsync (persist).
+	NeverSyncLog bool
+}
