@@ -285,6 +285,9 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, store
 	// Proposal ids must not repeat across restarts while old entries may still be applied: seed
 	// them from the clock.
 	n.nextID.Store(uint64(now().UnixNano()))
+	// So must read-index contexts: a leader's answer to a read of the previous process may
+	// arrive after a restart, and must not confirm a new read with an older index.
+	n.reads.seq = uint64(now().UnixNano())
 	n.status = rn.Status()
 	return n
 }
@@ -644,7 +647,12 @@ func (n *Node) failLost(lost []appendedProposal) {
 	defer n.mu.Unlock()
 	for _, a := range lost {
 		if p, ok := n.waiters[a.id]; ok {
-			p.done <- proposalResult{err: fmt.Errorf("%w: %w", ErrUnavailable, errProposalLost)}
+			// Never block the loop: a proposal the network delivered twice may have been
+			// answered already by its other copy.
+			select {
+			case p.done <- proposalResult{err: fmt.Errorf("%w: %w", ErrUnavailable, errProposalLost)}:
+			default:
+			}
 		}
 	}
 }
@@ -1242,6 +1250,12 @@ func (n *Node) finishSnapshot(r snapResult) error {
 		return fmt.Errorf("node: record snapshot at index %d in the log: %w", index, err)
 	}
 	if err := n.rn.Compact(r.snap); err != nil {
+		if errors.Is(err, raft.ErrSnapshotOutOfDate) {
+			// The core took a newer snapshot from the leader, which installSnapshot is about
+			// to install: this one is superseded.
+			n.log.Info("local snapshot superseded by a received one", "index", index)
+			return nil
+		}
 		return fmt.Errorf("node: compact raft log to %d: %w", index, err)
 	}
 	// Release the log only up to the previous snapshot: if the newest snapshot file turns out to

@@ -96,7 +96,12 @@ func (n *Node) answer(done []Applied) {
 	n.mu.Lock()
 	for _, a := range done {
 		if p, ok := n.waiters[a.ID]; ok {
-			p.done <- proposalResult{val: a.Result}
+			// Never block the loop: a proposal delivered twice (a forwarded proposal the
+			// network duplicated) is applied twice, and only its first result is its answer.
+			select {
+			case p.done <- proposalResult{val: a.Result}:
+			default:
+			}
 		}
 	}
 	n.mu.Unlock()
@@ -115,7 +120,10 @@ func (n *Node) answerCommitted(ents []raft.Entry) {
 			continue
 		}
 		if p, ok := n.waiters[a.id]; ok {
-			p.done <- proposalResult{}
+			select {
+			case p.done <- proposalResult{}:
+			default:
+			}
 			delete(n.waiters, a.id) // the real answer finds no one waiting
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/caucus/caucus/internal/node"
 	"github.com/caucus/caucus/raft"
 )
 
@@ -26,6 +27,12 @@ type Options struct {
 	Bugs    raft.Bugs
 	// DriverBugs plants bugs in the simulator's driver of the cores (tests only).
 	DriverBugs DriverBugs
+	// Driver selects what drives the cores: "" or DriverCore, the simulator's own Ready loop;
+	// DriverNode, real internal/node members over internal/wal on simulated disks
+	// (nodedriver.go; NewStorage and the core driver's DriverBugs do not apply).
+	Driver Driver
+	// NodeBugs plants bugs in internal/node under DriverNode (tests only).
+	NodeBugs node.DriverBugs
 	// DeferLeaderSync forces raft.Config.DeferLeaderSync on or off; by default the seed decides
 	// (half of the seeds).
 	DeferLeaderSync Switch
@@ -81,6 +88,12 @@ func ReplayCommand(o Options) string {
 	}
 	if o.StorageName != "" {
 		fmt.Fprintf(&b, " -store %s", o.StorageName)
+	}
+	if o.Driver != "" && o.Driver != DriverCore {
+		fmt.Fprintf(&b, " -driver %s", o.Driver)
+	}
+	if nb := FormatNodeBugs(o.NodeBugs); nb != "" {
+		fmt.Fprintf(&b, " -node-bug %s", nb)
 	}
 	b.WriteString(" -v")
 	return b.String()
@@ -204,6 +217,7 @@ type simulation struct {
 	probeAt   uint64
 	liveBy    uint64 // the tick by which the liveness probe must have succeeded
 	logger    *slog.Logger
+	nr        *nodeRun // set under DriverNode
 }
 
 // Run executes one seed to completion: the chaos phase, then the quiesce phase, stopping at the
@@ -225,7 +239,11 @@ func Run(o Options) (res Result) {
 		}
 		res = Result{Stats: s.st, Violation: s.viol, TraceHash: s.hash}
 	}()
-	s.run()
+	if o.Driver == DriverNode {
+		s.runNodes()
+	} else {
+		s.run()
+	}
 	return res
 }
 
