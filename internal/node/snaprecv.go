@@ -44,8 +44,10 @@ func (n *Node) storeSnapshotChunk(m raft.Message) (raft.Message, error) {
 	ch := *m.Chunk
 	from, index, term := m.From, m.Snapshot.Index, m.Snapshot.Term
 	// A transfer of what this member already has (a resent start after the install) is
-	// answered by the core without the data: do not open a file for it.
-	if ch.Offset == 0 && !n.recv.matches(from, index, term) && index > n.rn.Status().HardState.Commit {
+	// answered by the core without the data: do not open a file for it. Nor for a chunk of a
+	// term the core has left (a deposed leader's, delayed): the core drops it, and discarding
+	// the current transfer's file for it would leave that transfer without its data.
+	if hs := n.rn.Status().HardState; ch.Offset == 0 && !n.recv.matches(from, index, term) && index > hs.Commit && m.Term >= hs.Term {
 		n.discardReceive()
 		path := filepath.Join(n.snapDir, fmt.Sprintf("receive-%016x-%016x-%016x.tmp", uint64(from), index, term))
 		f, err := n.fs.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)

@@ -53,8 +53,8 @@ type nodeRun struct {
 	// Per-run node options drawn from the seed.
 	applyCommit, leaderSyncDelay, bcastDelay time.Duration
 	taskRate                                 float64 // chance a pending background task runs after a step
-	nextID                                       uint64  // proposal ids, unique over the run
-	durChecked                                   uint64  // entries up to here passed checkCommitDurable
+	nextID                                   uint64  // proposal ids, unique over the run
+	durChecked                               uint64  // entries up to here passed checkCommitDurable
 }
 
 // member is one simulated server: its disk and its state machine's committed image outlive
@@ -72,13 +72,13 @@ type member struct {
 	exec  *simExec
 	inc   uint64
 
-	downTil uint64
-	role    raft.StateType
-	term    uint64
-	props   []nodeProp
-	reads   []nodeRead
-	unreach []raft.NodeID // reported to the node after the step that noticed them
-	lcTerm  uint64
+	downTil  uint64
+	role     raft.StateType
+	term     uint64
+	props    []nodeProp
+	reads    []nodeRead
+	unreach  []raft.NodeID // reported to the node after the step that noticed them
+	lcTerm   uint64
 	lcCursor int
 }
 
