@@ -222,3 +222,7 @@ func (d *Driver) Poll() (bool, error) {
 // Status returns the Raft core's status now (Node.Status publishes it on ticks and role
 // changes only).
 func (d *Driver) Status() raft.Status { return d.n.rn.Status() }
+
+// ProposalLost reports whether err, a proposal's failure, says its write was certainly not
+// applied and never will be (see lostProposals), as opposed to an outcome left unknown.
+func ProposalLost(err error) bool { return errors.Is(err, errProposalLost) }

@@ -34,6 +34,9 @@ const (
 	// CommitDurability: an entry was applied (so committed) while fewer than a quorum of
 	// voters held it durably, as judged by the calls their nodes made to their logs.
 	CommitDurability Kind = "commit-not-durable"
+	// LostApplied: a proposal failed as certainly not applied (node.ProposalLost), and was
+	// applied all the same.
+	LostApplied Kind = "lost-proposal-applied"
 )
 
 const (
@@ -55,6 +58,9 @@ type nodeRun struct {
 	taskRate                                 float64 // chance a pending background task runs after a step
 	nextID                                   uint64  // proposal ids, unique over the run
 	durChecked                               uint64  // entries up to here passed checkCommitDurable
+	// lost holds the proposals a node reported certainly not applied (node.ProposalLost), and
+	// applied those some member applied: no id may be in both.
+	lost, applied map[uint64]bool
 }
 
 // member is one simulated server: its disk and its state machine's committed image outlive
@@ -97,7 +103,7 @@ func (m *member) up() bool { return m.n != nil }
 
 // runNodes is Run for DriverNode.
 func (s *simulation) runNodes() {
-	r := &nodeRun{simulation: s, epoch: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	r := &nodeRun{simulation: s, epoch: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), lost: map[uint64]bool{}, applied: map[uint64]bool{}}
 	s.nr = r
 	r.applyCommit = pick(s.rng, time.Millisecond, 3*nodeTick)
 	r.bcastDelay = -1
@@ -407,6 +413,13 @@ func (r *nodeRun) answers(m *member) {
 			continue
 		}
 		if err != nil {
+			if node.ProposalLost(err) {
+				r.st.LostProposals++
+				if r.applied[p.id] {
+					r.fail(LostApplied, "node %d reported proposal %d certainly not applied, but it was applied: %v", m.id, p.id, err)
+				}
+				r.lost[p.id] = true
+			}
 			r.ev(0x26, uint64(m.id), p.id)
 			continue
 		}

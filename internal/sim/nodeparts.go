@@ -79,6 +79,10 @@ func (sm *memSM) Apply(ents []raft.Entry) ([]node.Applied, error) {
 			continue
 		}
 		if id, proposer, ok := parseWriteValue(val); ok {
+			if r.lost[id] {
+				r.fail(LostApplied, "node %d applies proposal %d at %d, which was reported certainly not applied", m.id, id, e.Index)
+			}
+			r.applied[id] = true
 			if _, dup := sm.ids[id]; !dup {
 				sm.ids[id] = e.Index // a duplicated proposal's answer is its first application
 			}
