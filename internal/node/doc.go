@@ -1,4 +1,4 @@
-// Package node runs one caucus member: it drives the pure Raft core (package raft) with real time,
+// Package node runs one caucus member: it drives the pure Raft core (package raft) with time,
 // a durable log, a snapshot store, the key-value state machine and a peer transport.
 //
 // # The loop
@@ -37,6 +37,17 @@
 // No snapshot is ever whole in memory: the Raft core holds its metadata and size, the leader
 // reads chunks from the snapshot file when a follower needs them, and a follower writes received
 // chunks into a file and installs from it (snaprecv.go). Defragment runs on the loop too.
+//
+// # Time, background work and the simulator
+//
+// The loop reads time and arms its timers (the tick, group commit, commit broadcast, leader
+// sync) only through Config.Time, a Clock, and hands its background work to Config.Executor;
+// both default to the real thing (clock.go, drive.go). The deterministic simulator
+// (internal/sim) gives each member simulated ones and runs the loop from its own goroutine
+// through a Driver, one input at a time, with the very code run uses after each input. It opens
+// members with OpenFS: the log and snapshots on a simulated disk, and any StateMachine
+// (statemachine.go) in place of the key-value store (smpath.go). DriverBugs plants driver bugs
+// for its tests.
 //
 // # Invariants
 //
