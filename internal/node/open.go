@@ -10,8 +10,6 @@ import (
 	"slices"
 	"sort"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/caucus/caucus/internal/cmdpb"
 	"github.com/caucus/caucus/internal/mvcc"
 	"github.com/caucus/caucus/internal/snap"
@@ -145,63 +143,16 @@ func Open(cfg OpenConfig) (*Node, error) {
 			return fail(fmt.Errorf("node: restore state machine from snapshot %d: %w", snapshot.Meta.Index, err))
 		}
 	}
-	var snapIndex uint64
-	ents := rs.Entries
-	if snapshot != nil {
-		snapIndex = snapshot.Meta.Index
-		// The log may still hold entries the snapshot covers (segments are released lazily).
-		i := 0
-		for i < len(ents) && ents[i].Index <= snapIndex {
-			i++
-		}
-		ents = ents[i:]
-	}
-	ps := raft.PersistentState{HardState: rs.HardState, Snapshot: snapshot, Entries: ents}
-	rc := cfg.Raft
-	rc.SnapshotReceiveOutside = true // see snaprecv.go
-	rc.Applied = store.AppliedIndex()
-	if rc.Applied < snapIndex {
-		rc.Applied = snapIndex
-	}
-	if rc.Applied > rs.HardState.Commit && rs.HardState.Commit != 0 {
-		// Applied entries were committed; a HardState that lags them was not synced yet when the
-		// process died. Raft's commit index only moves forward, so trust the state machine.
-		ps.HardState.Commit = rc.Applied
-	}
 	if rs.HardState.IsEmpty() && len(rs.Entries) == 0 && rs.Snapshot == nil && appliedAtOpen > 0 {
 		// checkLogNotLost's case for a log directory holding segments without records. Not
 		// after a restore from the snapshot file alone: see checkLogNotLost.
 		return fail(lostLogError(logDir, storePath, appliedAtOpen))
 	}
-	fresh := rs.HardState.IsEmpty() && len(rs.Entries) == 0 && snapshot == nil
-	if fresh && cfg.NewCluster {
-		ids := make([]raft.NodeID, 0, len(cfg.InitialMembers))
-		bm := &cmdpb.BootstrapMembers{}
-		for _, m := range sortedMembers(cfg.InitialMembers) {
-			ids = append(ids, m.ID)
-			bm.Members = append(bm.Members, &cmdpb.MemberContext{Id: uint64(m.ID), Name: m.Name, PeerUrls: m.PeerURLs})
-		}
-		ctx, err := proto.MarshalOptions{Deterministic: true}.Marshal(bm)
-		if err != nil {
-			return fail(fmt.Errorf("node: encode bootstrap members: %w", err))
-		}
-		rc.InitialVoters = ids
-		rc.InitialContext = ctx
-		lg.Info("bootstrapping a new cluster", "members", len(ids))
-	} else {
-		rc.InitialVoters = nil
-	}
-	if cfg.CommitBroadcastDelay == 0 {
-		cfg.CommitBroadcastDelay = DefaultCommitBroadcastDelay
-	}
-	rc.DeferCommitBroadcast = cfg.CommitBroadcastDelay > 0
-	rc.DeferLeaderSync = cfg.LeaderSyncDelay > 0
-	cfg.Raft = rc
-	rn, err := raft.New(rc, ps)
+	rn, cfg, snapIndex, err := startRaft(cfg, rs, snapshot, store.AppliedIndex(), lg)
 	if err != nil {
-		return fail(fmt.Errorf("node: start raft: %w", err))
+		return fail(err)
 	}
-	n := newNode(cfg.Config, rn, w, snaps, store, nil, rc.Applied, snapIndex)
+	n := newNode(cfg.Config, rn, w, snaps, store, nil, cfg.Raft.Applied, snapIndex)
 	n.snapDir = snapDir(cfg.DataDir)
 	closeStore := store.Close
 	if cfg.StoreOptions.NoSync {
@@ -210,8 +161,6 @@ func Open(cfg OpenConfig) (*Node, error) {
 		}
 	}
 	n.closers = append(n.closers, closeLog, closeStore)
-	lg.Info("opened member state", "dir", cfg.DataDir, "term", ps.HardState.Term, "commit", ps.HardState.Commit,
-		"applied", rc.Applied, "snapshot", snapIndex, "entries", len(ents))
 	return n, nil
 }
 

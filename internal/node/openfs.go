@@ -88,7 +88,7 @@ func OpenFS(cfg OpenConfig, o FSOpen) (*Node, error) {
 	if o.WrapLog != nil {
 		log = o.WrapLog(w)
 	}
-	n := newNode(cfg.Config, rn, log, snaps, nil, nil, rn.Status().Applied, snapIndex)
+	n := newNode(cfg.Config, rn, log, snaps, nil, nil, cfg.Raft.Applied, snapIndex)
 	n.smp.sm = sm
 	n.fs = fsys
 	n.snapDir = snapDir(cfg.DataDir)
