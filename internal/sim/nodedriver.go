@@ -514,43 +514,13 @@ func (t *simTransport) RemovePeer(raft.NodeID)      {}
 
 func (t *simTransport) Send(msgs []raft.Message) {
 	r, m := t.r, t.m
+	var unsynced func() string
+	if m.log.unsynced() {
+		unsynced = func() string { return "written entries" }
+	}
 	for _, msg := range msgs {
-		r.st.Sent++
-		ref := m.log.durable
-		switch msg.Type {
-		case raft.MsgVoteResp:
-			if hs := ref.HardState(); !msg.Reject && !r.o.NoAckCheck && (hs.Term < msg.Term || hs.Term == msg.Term && hs.Vote != msg.To) {
-				r.fail(AckDurability, "node %d grants its vote to %d in term %d but its durable state is term %d vote %d",
-					m.id, msg.To, msg.Term, hs.Term, hs.Vote)
-			}
-			if !msg.Reject && !r.o.NoAckCheck && m.log.unsynced() {
-				r.fail(AckDurability, "node %d grants its vote to %d in term %d with written entries not synced", m.id, msg.To, msg.Term)
-			}
-		case raft.MsgAppResp:
-			if !msg.Reject && !r.o.NoAckCheck && msg.Index > ref.LastIndex() {
-				r.fail(AckDurability, "node %d acknowledges entries through %d but its durable log ends at %d", m.id, msg.Index, ref.LastIndex())
-			}
-			if !msg.Reject && msg.Index > 0 && !r.o.NoAckCheck && m.log.unsynced() {
-				r.fail(AckDurability, "node %d acknowledges entries through %d with written entries not synced", m.id, msg.Index)
-			}
-		case raft.MsgApp, raft.MsgHeartbeat, raft.MsgSnap:
-			r.check(ElectionSafety, r.chk.leader(msg.Term, msg.From, msg.Type.String()+" sent"))
-		}
-		if msg.To == m.id || msg.To == raft.None || int(msg.To) >= len(r.members) {
-			r.fail(CoreContract, "node %d emits a misaddressed %s from %d to %d", m.id, msg.Type, msg.From, msg.To)
-		}
-		r.ev(0xf1, uint64(msg.Type), uint64(msg.From), uint64(msg.To), msg.Term, msg.Index, uint64(len(msg.Entries)))
-		if r.net.blocked(m.id, msg.To) && r.rng.IntN(4) == 0 {
+		if r.transmit(m.id, msg, m.log.durable.HardState(), m.log.durable.LastIndex(), unsynced, len(r.members)) {
 			m.unreach = append(m.unreach, msg.To)
-		}
-		if r.w.drop > 0 && r.rng.Float64() < r.w.drop {
-			r.st.Dropped++
-			continue
-		}
-		r.net.push(r.now+1+uint64(r.rng.IntN(r.w.maxLatency)), m.id, cloneMessage(msg))
-		if r.w.dup > 0 && r.rng.Float64() < r.w.dup {
-			r.st.Duplicated++
-			r.net.push(r.now+1+uint64(r.rng.IntN(r.w.maxLatency)), m.id, cloneMessage(msg))
 		}
 	}
 }
