@@ -173,14 +173,15 @@ func (d *Driver) Read() (*Read, error) {
 }
 
 // Result returns nil once the member has applied, and committed to its state machine, every
-// write acknowledged before the read (a read of the state machine is then linearizable), or
-// why the read failed. ok is false while it is unanswered.
-func (r *Read) Result() (err error, ok bool) {
+// write acknowledged before the read (a read of the state machine is then linearizable), with
+// the state machine's visible applied index at that moment, or why the read failed. ok is
+// false while it is unanswered.
+func (r *Read) Result() (served uint64, err error, ok bool) {
 	select {
 	case err := <-r.rw.done:
-		return err, true
+		return r.rw.served, err, true
 	default:
-		return nil, false
+		return 0, nil, false
 	}
 }
 

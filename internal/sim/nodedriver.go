@@ -437,7 +437,7 @@ func (r *nodeRun) answers(m *member) {
 	m.props = keep
 	kept := m.reads[:0]
 	for _, rd := range m.reads {
-		err, ok := rd.r.Result()
+		seen, err, ok := rd.r.Result()
 		if !ok {
 			kept = append(kept, rd)
 			continue
@@ -446,11 +446,11 @@ func (r *nodeRun) answers(m *member) {
 			continue
 		}
 		r.st.ReadsChecked++
-		if seen := m.sm.AppliedIndex(); seen < rd.minApplied {
+		if seen < rd.minApplied {
 			r.fail(Linearizability, "read requested at tick %d on node %d saw the state at index %d, missing a write acknowledged at index %d before the request",
 				rd.tick, m.id, seen, rd.minApplied)
 		}
-		r.ev(0xe4, uint64(m.id), m.sm.AppliedIndex())
+		r.ev(0xe4, uint64(m.id), seen)
 	}
 	m.reads = kept
 }
