@@ -139,10 +139,19 @@ type Proposal struct {
 // Propose submits data, whose application decodes id from it (see StateMachine.Apply), as
 // Node.Propose does without waiting: the answer arrives through the returned Proposal.
 func (d *Driver) Propose(id uint64, data []byte) (*Proposal, error) {
+	return d.submit(&proposal{id: id, data: data, done: make(chan proposalResult, 1)})
+}
+
+// ProposeConfChange submits a membership change, whose Context the application decodes id
+// from (see StateMachine.Apply), as Node.ProposeConfChange does without waiting.
+func (d *Driver) ProposeConfChange(id uint64, cc raft.ConfChange) (*Proposal, error) {
+	return d.submit(&proposal{id: id, cc: &cc, done: make(chan proposalResult, 1)})
+}
+
+func (d *Driver) submit(p *proposal) (*Proposal, error) {
 	n := d.n
-	p := &proposal{id: id, data: data, done: make(chan proposalResult, 1)}
 	n.mu.Lock()
-	n.waiters[id] = p
+	n.waiters[p.id] = p
 	n.mu.Unlock()
 	n.handleProposal(p)
 	return &Proposal{n: n, p: p}, d.after(nil)

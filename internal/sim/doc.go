@@ -76,8 +76,8 @@
 // committed image survive) or lose power (unsynced writes are lost or torn and the state
 // machine is rebuilt from the snapshot and the log, as a member does after a reboot); power
 // also fails inside a step's disk operations and inside a background task, and a member may
-// crash after a task and before the node takes its report. Membership changes are not
-// simulated under this driver.
+// crash after a task and before the node takes its report. Membership changes go through
+// node.Driver.ProposeConfChange with the core driver's choices (nodemembers.go).
 //
 // The node's log is observed (trackedLog): the simulator keeps the reference of what the node's
 // calls made durable (a synced Save, SyncWritten, a snapshot marker), judges acknowledgements by

@@ -61,6 +61,9 @@ type nodeRun struct {
 	// lost holds the proposals a node reported certainly not applied (node.ProposalLost), and
 	// applied those some member applied: no id may be in both.
 	lost, applied map[uint64]bool
+	// confs are the last configurations some member applied, newest last: an entry is
+	// committed under one of them.
+	confs []raft.ConfState
 }
 
 // member is one simulated server: its disk and its state machine's committed image outlive
@@ -77,6 +80,12 @@ type member struct {
 	clock *simClock
 	exec  *simExec
 	inc   uint64
+
+	started bool // has ever run
+	joined  bool // has been in a committed configuration
+	removed bool // removed from the configuration: shut down for good
+	// removeAt is the earliest tick at which a removed member exits (0: not removed).
+	removeAt uint64
 
 	downTil  uint64
 	role     raft.StateType
@@ -114,8 +123,8 @@ func (s *simulation) runNodes() {
 		r.leaderSyncDelay = pick(s.rng, time.Millisecond, 2*nodeTick)
 	}
 	r.taskRate = pick(s.rng, 0.1, 0.5, 1.0)
-	r.members = make([]*member, s.o.Nodes+1)
-	for id := 1; id <= s.o.Nodes; id++ {
+	r.members = make([]*member, s.o.Nodes+spares+1)
+	for id := 1; id < len(r.members); id++ {
 		seed := mix64(s.o.Seed ^ mix64(uint64(id)<<32|0xd15c))
 		fs := vfs.NewSim(seed)
 		fs.SetTornWrites(true)
@@ -127,7 +136,10 @@ func (s *simulation) runNodes() {
 			s.o.Seed, s.o.Nodes, s.o.Ticks, s.o.Profile, FormatBugs(s.o.Bugs, s.o.DriverBugs), s.o.NodeBugs, s.w,
 			r.applyCommit, r.leaderSyncDelay, r.taskRate)
 	}
-	for _, m := range r.members[1:] {
+	r.confs = []raft.ConfState{{Voters: slices.Clone(s.initial)}}
+	for _, id := range s.initial {
+		m := r.members[id]
+		m.joined = true
 		r.startMember(m)
 	}
 	for s.now = 1; ; s.now++ {
@@ -148,6 +160,9 @@ func (s *simulation) runNodes() {
 		s.ev(0xa1, s.now)
 		now := r.epoch.Add(time.Duration(s.now) * nodeTick)
 		for _, m := range r.members[1:] {
+			if m.removeAt != 0 && s.now >= m.removeAt && (r.othersKnowRemoved(m) || s.now >= m.removeAt+maxLinger) {
+				r.exitRemoved(m)
+			}
 			if !m.up() {
 				continue
 			}
@@ -192,7 +207,7 @@ func (r *nodeRun) nodeConfig(m *member) node.OpenConfig {
 			Logger:               r.logger,
 		},
 		DataDir:        nodeDataDir,
-		NewCluster:     true,
+		NewCluster:     slices.Contains(r.initial, m.id), // an added member waits for the leader
 		InitialMembers: initial,
 		WALOptions:     wal.Options{SegmentBytes: wal.MinSegmentBytes * 4, Logger: slog.New(slog.DiscardHandler)},
 	}
@@ -202,6 +217,7 @@ func (r *nodeRun) nodeConfig(m *member) node.OpenConfig {
 // log has been checked against what the node had made durable.
 func (r *nodeRun) startMember(m *member) {
 	m.inc++
+	m.started = true
 	rec, err := recoverLog(m.fs)
 	if err != nil {
 		r.fail(StorageFault, "node %d: %v", m.id, err)
@@ -346,6 +362,10 @@ func (r *nodeRun) settle(m *member) {
 		}
 	}
 	r.answers(m)
+	if m.sm.confApplied > r.confIndex {
+		r.confIndex = m.sm.confApplied
+		r.onConfig(m.d.Status().ConfState)
+	}
 	if len(m.unreach) > 0 {
 		ids := m.unreach
 		m.unreach = nil
@@ -457,7 +477,7 @@ func (r *nodeRun) answers(m *member) {
 
 // checkCommitDurable checks, at the first application of e anywhere, that a quorum of the
 // voters hold it durably (or a durable snapshot covering it): what committing it required.
-func (r *nodeRun) checkCommitDurable(e raft.Entry) {
+func (r *nodeRun) checkCommitDurable(e raft.Entry, cur raft.ConfState) {
 	if r.o.NoAckCheck || e.Index <= r.durChecked {
 		return
 	}
@@ -465,15 +485,9 @@ func (r *nodeRun) checkCommitDurable(e raft.Entry) {
 		return // the bootstrap configuration: every initial member commits it by itself
 	}
 	r.durChecked = e.Index
-	held := 0
-	for _, m := range r.members[1:] {
-		ref := m.log.durable
-		if t, ok := ref.Term(e.Index); ok && t == e.Term || ref.SnapshotMeta().Index >= e.Index {
-			held++
-		}
-	}
-	if held <= len(r.initial)/2 {
-		r.fail(CommitDurability, "entry %d@%d is applied but only %d of %d voters hold it durably", e.Index, e.Term, held, len(r.initial))
+	if !r.heldByQuorum(e, cur) {
+		r.fail(CommitDurability, "entry %d@%d is applied but no recent configuration (%v, %v) has a quorum holding it durably",
+			e.Index, e.Term, r.confs, cur)
 	}
 }
 
@@ -551,7 +565,7 @@ func (r *nodeRun) deliver() {
 func (r *nodeRun) chaos() {
 	s, w := r.simulation, &r.w
 	for _, m := range r.members[1:] {
-		if !m.up() && s.now >= m.downTil {
+		if m.joined && !m.removed && !m.up() && s.now >= m.downTil {
 			s.st.Faults[FaultRestart]++
 			r.startMember(m)
 		}
@@ -586,9 +600,16 @@ func (r *nodeRun) chaos() {
 			s.ev(0x22, uint64(m.id), rd.minApplied)
 		}
 	}
+	if w.confRate > 0 && s.rng.Float64() < w.confRate {
+		r.confChange()
+	}
 	if w.transferRate > 0 && s.rng.Float64() < w.transferRate {
-		if l := r.leader(); l != nil && len(r.initial) > 1 {
-			others := slices.DeleteFunc(slices.Clone(r.initial), func(id raft.NodeID) bool { return id == l.id })
+		l := r.leader()
+		var others []raft.NodeID
+		if l != nil {
+			others = slices.DeleteFunc(slices.Clone(l.d.Status().ConfState.Voters), func(id raft.NodeID) bool { return id == l.id })
+		}
+		if len(others) > 0 {
 			to := others[s.rng.IntN(len(others))]
 			s.st.Faults[FaultTransfer]++
 			s.ev(0x24, uint64(l.id), uint64(to))
@@ -668,16 +689,19 @@ func (r *nodeRun) quiesce() {
 		s.heal()
 	}
 	if s.o.isolateAtQuiesce {
-		for _, id := range r.initial {
-			s.net.split([]raft.NodeID{id}, r.initial, false)
+		ids := r.memberIDs()
+		for _, id := range ids {
+			s.net.split([]raft.NodeID{id}, ids, false)
 		}
 	}
 	s.w.drop, s.w.dup = 0, 0
 	s.w.maxLatency = min(s.w.maxLatency, quiesceLatency)
 	var maxLast, minCommit uint64 = 0, math.MaxUint64
 	for _, m := range r.members[1:] {
-		maxLast = max(maxLast, m.log.durable.LastIndex())
-		minCommit = min(minCommit, m.log.durable.HardState().Commit)
+		if m.joined && !m.removed {
+			maxLast = max(maxLast, m.log.durable.LastIndex())
+			minCommit = min(minCommit, m.log.durable.HardState().Commit)
+		}
 	}
 	backlog := maxLast - min(minCommit, maxLast)
 	s.liveBy = s.now + LivenessBound + LivenessTicksPerEntry*backlog
@@ -685,7 +709,7 @@ func (r *nodeRun) quiesce() {
 		s.tracef("QUIESCE: faults stop; backlog %d entries; the probe must land by tick %d", backlog, s.liveBy)
 	}
 	for _, m := range r.members[1:] {
-		if !m.up() {
+		if m.joined && !m.removed && !m.up() {
 			s.st.Faults[FaultRestart]++
 			r.startMember(m)
 		}
@@ -710,8 +734,9 @@ func (r *nodeRun) live() bool {
 		}
 		return false
 	}
+	cs := l.d.Status().ConfState
 	for _, m := range r.members[1:] {
-		if !m.probed() {
+		if inConf(cs, m.id) && !m.removed && !m.probed() {
 			return false
 		}
 	}
@@ -724,8 +749,11 @@ func (r *nodeRun) live() bool {
 func (r *nodeRun) clusterState() string {
 	var b []byte
 	for _, m := range r.members[1:] {
+		if !m.started {
+			continue
+		}
 		if !m.up() {
-			b = fmt.Appendf(b, "[n%d down] ", m.id)
+			b = fmt.Appendf(b, "[n%d down removed=%t] ", m.id, m.removed)
 			continue
 		}
 		st := m.d.Status()
@@ -749,5 +777,3 @@ func (s *simulation) leaderID() raft.NodeID {
 	}
 	return raft.None
 }
-
-func (r *nodeRun) memberIDs() []raft.NodeID { return slices.Clone(r.initial) }

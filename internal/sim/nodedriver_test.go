@@ -40,10 +40,10 @@ func TestSeedsNodeDriver(t *testing.T) {
 				}
 			}
 			// A sweep that injected nothing or checked nothing proves nothing.
-			if total.Faults[FaultCrash] == 0 || total.SaveCrashes == 0 || total.SnapshotCrashes == 0 ||
+			if total.Faults[FaultCrash] == 0 || total.SaveCrashes == 0 || total.SnapshotCrashes == 0 || total.Faults[FaultConfChange] == 0 ||
 				total.Faults[FaultPartitionSplit] == 0 || total.ReadsChecked == 0 || total.Committed == 0 ||
 				total.SnapshotsInstalled == 0 || total.LeaderWrites == 0 || total.LeaderSyncs == 0 ||
-				total.UnsyncedCrashes == 0 || total.SyncCrashes == 0 {
+				total.UnsyncedCrashes == 0 || total.SyncCrashes == 0 || total.LostProposals == 0 {
 				t.Errorf("sweep exercised too little:\n%s", total)
 			}
 			t.Logf("%d seeds, %d nodes:\n%s", n, c.nodes, total)

@@ -30,6 +30,8 @@ type memSM struct {
 	// ids maps the proposal ids applied here (pending included) to their index, so that an
 	// answer can be checked against what was applied.
 	ids map[uint64]uint64
+	// confApplied is the index of the last configuration change applied here.
+	confApplied uint64
 }
 
 func newMemSM(r *nodeRun, m *member) (*memSM, error) {
@@ -64,7 +66,8 @@ func parseWriteValue(val string) (id uint64, proposer raft.NodeID, ok bool) {
 // Apply implements node.StateMachine.
 func (sm *memSM) Apply(ents []raft.Entry) ([]node.Applied, error) {
 	r, m := sm.r, sm.m
-	obsTerm := m.d.Status().HardState.Term
+	st := m.d.Status()
+	obsTerm := st.HardState.Term
 	var done []node.Applied
 	for _, e := range ents {
 		if e.Index != sm.cur.applied+1 {
@@ -73,8 +76,18 @@ func (sm *memSM) Apply(ents []raft.Entry) ([]node.Applied, error) {
 		}
 		_, val, isWrite := sm.cur.apply(e)
 		r.check(StateMachineSafety, r.chk.apply(m.id, obsTerm, e, sm.cur.digest))
-		r.checkCommitDurable(e)
+		r.checkCommitDurable(e, st.ConfState)
 		r.ev(0xe3, uint64(m.id), e.Index, e.Term)
+		if e.Type == raft.EntryConfChange {
+			sm.confApplied = e.Index
+			if id, proposer, ok := confProposal(e); ok {
+				sm.ids[id] = e.Index
+				if proposer == m.id {
+					done = append(done, node.Applied{ID: id, Result: e.Index})
+				}
+			}
+			continue
+		}
 		if !isWrite {
 			continue
 		}
