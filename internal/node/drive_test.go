@@ -12,73 +12,6 @@ import (
 	"github.com/caucus/caucus/raft"
 )
 
-// manualClock is a Clock whose time moves only when the test says.
-type manualClock struct {
-	now    time.Time
-	timers []*manualTimer
-}
-
-type manualTimer struct {
-	c      chan time.Time
-	at     time.Time
-	period time.Duration
-	active bool
-}
-
-func (c *manualClock) Now() time.Time { return c.now }
-
-func (c *manualClock) NewTimer(d time.Duration) Timer {
-	t := &manualTimer{c: make(chan time.Time, 1), at: c.now.Add(d), active: true}
-	c.timers = append(c.timers, t)
-	return manualHandle{t, c}
-}
-
-func (c *manualClock) NewTicker(d time.Duration) Ticker {
-	t := &manualTimer{c: make(chan time.Time, 1), at: c.now.Add(d), period: d, active: true}
-	c.timers = append(c.timers, t)
-	return manualTicker{manualHandle{t, c}}
-}
-
-func (c *manualClock) advance(d time.Duration) {
-	c.now = c.now.Add(d)
-	for _, t := range c.timers {
-		for t.active && !t.at.After(c.now) {
-			select {
-			case t.c <- t.at:
-			default:
-			}
-			t.active = t.period > 0
-			t.at = t.at.Add(t.period)
-		}
-	}
-}
-
-type manualHandle struct {
-	t *manualTimer
-	c *manualClock
-}
-
-func (h manualHandle) C() <-chan time.Time { return h.t.c }
-func (h manualHandle) Reset(d time.Duration) bool {
-	was := h.Stop()
-	h.t.at, h.t.active = h.c.now.Add(d), true
-	return was
-}
-func (h manualHandle) Stop() bool {
-	was := h.t.active
-	h.t.active = false
-	select {
-	case <-h.t.c:
-	default:
-	}
-	return was
-}
-
-type manualTicker struct{ h manualHandle }
-
-func (t manualTicker) C() <-chan time.Time { return t.h.C() }
-func (t manualTicker) Stop()               { t.h.Stop() }
-
 // queueExec holds background tasks until the test runs them.
 type queueExec struct{ tasks []func() }
 
@@ -149,7 +82,7 @@ func (v listView) Close() error { return nil }
 // machine only when the group-commit timer fires on the manual clock, and leaves a snapshot
 // unrecorded until the executor runs its writer and the driver takes the report.
 func TestDriverRunsTheLoopOnManualTime(t *testing.T) {
-	clock := &manualClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := NewManualClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	exec := &queueExec{}
 	sm := &listSM{}
 	fs := vfs.NewSim(1)
@@ -174,7 +107,7 @@ func TestDriverRunsTheLoopOnManualTime(t *testing.T) {
 		if i == 100 {
 			t.Fatal("no leader after 100 ticks")
 		}
-		clock.advance(10 * time.Millisecond)
+		clock.Set(clock.Now().Add(10 * time.Millisecond))
 		if err := d.Tick(); err != nil {
 			t.Fatal(err)
 		}
@@ -194,11 +127,11 @@ func TestDriverRunsTheLoopOnManualTime(t *testing.T) {
 	if sm.AppliedIndex() >= idx {
 		t.Fatalf("state machine committed through %d at once; group commit should wait for its timer", sm.AppliedIndex())
 	}
-	clock.advance(49 * time.Millisecond)
+	clock.Set(clock.Now().Add(49 * time.Millisecond))
 	if more, err := d.Poll(); more || err != nil {
 		t.Fatalf("an input before the group-commit timer fired: %v %v", more, err)
 	}
-	clock.advance(time.Millisecond)
+	clock.Set(clock.Now().Add(time.Millisecond))
 	if more, err := d.Poll(); !more || err != nil || sm.AppliedIndex() != idx {
 		t.Fatalf("the group-commit timer did not commit: more=%v err=%v committed=%d want %d", more, err, sm.AppliedIndex(), idx)
 	}

@@ -77,7 +77,7 @@ type member struct {
 	n     *node.Node // nil while down
 	d     *node.Driver
 	sm    *memSM
-	clock *simClock
+	clock *node.ManualClock
 	exec  *simExec
 	inc   uint64
 
@@ -166,7 +166,7 @@ func (s *simulation) runNodes() {
 			if !m.up() {
 				continue
 			}
-			m.clock.advance(now)
+			m.clock.Set(now)
 			r.poll(m)
 			if m.up() {
 				r.step(m, "tick", m.d.Tick)
@@ -229,7 +229,7 @@ func (r *nodeRun) startMember(m *member) {
 			r.fail(StorageFault, "node %d: the recovered log is inconsistent: %v", m.id, err)
 		}
 	}
-	m.clock = &simClock{now: r.epoch.Add(time.Duration(r.now) * nodeTick)}
+	m.clock = node.NewManualClock(r.epoch.Add(time.Duration(r.now) * nodeTick))
 	m.exec = &simExec{}
 	m.d = nil // memSM reads the driver; set below before anything is applied
 	sm, err := newMemSM(r, m)

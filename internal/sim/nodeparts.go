@@ -7,14 +7,14 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/caucus/caucus/internal/node"
 	"github.com/caucus/caucus/raft"
 )
 
 // The pieces a real internal/node member runs on in the simulator (nodedriver.go): its state
-// machine, the observer of its log, simulated time and the executor of its background work.
+// machine, the observer of its log and the executor of its background work (its time is a
+// node.ManualClock).
 
 // memSM is a member's application: the simulator's register map (kv) behind node.StateMachine,
 // checked as it applies. Applied entries are pending until Commit; the committed image is what
@@ -262,82 +262,6 @@ func (l *trackedLog) unsynced() bool {
 		}
 	}
 	return false
-}
-
-// simClock is a member's node.Clock: simulated time, shared by every member and moved by the
-// simulator only. A member's timers die with it.
-type simClock struct {
-	now    time.Time
-	timers []*simTimer
-}
-
-type simTimer struct {
-	c      chan time.Time
-	at     time.Time
-	period time.Duration // tickers only
-	active bool
-}
-
-func (c *simClock) Now() time.Time { return c.now }
-
-func (c *simClock) NewTimer(d time.Duration) node.Timer {
-	t := &simTimer{c: make(chan time.Time, 1), at: c.now.Add(d), active: true}
-	c.timers = append(c.timers, t)
-	return simTimerHandle{t, c}
-}
-
-func (c *simClock) NewTicker(d time.Duration) node.Ticker {
-	t := &simTimer{c: make(chan time.Time, 1), at: c.now.Add(d), period: d, active: true}
-	c.timers = append(c.timers, t)
-	return simTicker{simTimerHandle{t, c}}
-}
-
-type simTicker struct{ h simTimerHandle }
-
-func (t simTicker) C() <-chan time.Time { return t.h.C() }
-func (t simTicker) Stop()               { t.h.Stop() }
-
-// advance moves time to now and fires every timer due, as time.Timer does: one value in the
-// channel, none queued behind it.
-func (c *simClock) advance(now time.Time) {
-	c.now = now
-	for _, t := range c.timers {
-		for t.active && !t.at.After(now) {
-			select {
-			case t.c <- t.at:
-			default:
-			}
-			if t.period == 0 {
-				t.active = false
-			} else {
-				t.at = t.at.Add(t.period)
-			}
-		}
-	}
-}
-
-type simTimerHandle struct {
-	t *simTimer
-	c *simClock
-}
-
-func (h simTimerHandle) C() <-chan time.Time { return h.t.c }
-
-// Reset and Stop leave no stale value in the channel (time.Timer's behaviour since Go 1.23).
-func (h simTimerHandle) Reset(d time.Duration) bool {
-	was := h.Stop()
-	h.t.at, h.t.active = h.c.now.Add(d), true
-	return was
-}
-
-func (h simTimerHandle) Stop() bool {
-	was := h.t.active
-	h.t.active = false
-	select {
-	case <-h.t.c:
-	default:
-	}
-	return was
 }
 
 // simExec is a member's node.Executor: tasks wait until the simulator runs them (runTask), or
