@@ -212,4 +212,3 @@ func (r *nodeRun) clusterState() string {
 	}
 	return string(b)
 }
-
