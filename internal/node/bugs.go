@@ -19,4 +19,7 @@ type DriverBugs struct {
 	AnswerBeforeApply bool
 	// NeverSyncLog writes every Ready to the log without fsync (persist).
 	NeverSyncLog bool
+	// ReportAppliedAsLost fails this member's proposals as certainly not applied when their
+	// entries commit, as if another entry had taken their place (lostProposals).
+	ReportAppliedAsLost bool
 }

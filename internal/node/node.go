@@ -631,7 +631,7 @@ func (n *Node) lostProposals(ents []raft.Entry) []appendedProposal {
 			continue
 		}
 		delete(n.appendedAt, e.Index)
-		if a.term != e.Term {
+		if a.term != e.Term || n.cfg.Bugs.ReportAppliedAsLost {
 			lost = append(lost, a)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 // nodeBugNames lists node.DriverBugs switches by field name, in declaration order.
 var nodeBugNames = []string{
 	"AckBeforePersist", "ReportUnsyncedLeaderSync", "SkipApplyAfterSnapshot", "AnswerBeforeApply", "NeverSyncLog",
+	"ReportAppliedAsLost",
 }
 
 // NodeBugNames returns the names ParseNodeBugs accepts.
@@ -28,6 +29,8 @@ func nodeBugField(b *node.DriverBugs, name string) *bool {
 		return &b.AnswerBeforeApply
 	case "NeverSyncLog":
 		return &b.NeverSyncLog
+	case "ReportAppliedAsLost":
+		return &b.ReportAppliedAsLost
 	}
 	return nil
 }

@@ -129,6 +129,12 @@ var plantedNodeBugs = []struct {
 			NodeBugs: node.DriverBugs{NeverSyncLog: true}},
 		bound: 20, expect: []Kind{CorePanic, LeaderCompleteness, StateMachineSafety, Linearizability, ElectionSafety},
 	},
+	{
+		// A committed proposal failed as certainly not applied: its client would retry it
+		// without a session and write twice.
+		name: "ReportAppliedAsLost", opts: Options{NodeBugs: node.DriverBugs{ReportAppliedAsLost: true}},
+		bound: 10, expect: []Kind{LostApplied},
+	},
 }
 
 func TestPlantedNodeBugs(t *testing.T) {
