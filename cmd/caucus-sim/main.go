@@ -6,6 +6,8 @@
 //	caucus-sim -seeds 500 -bug VoteNotPersisted -profile hostile   # demo a planted bug
 //	caucus-sim -seeds 200 -store wal          # nodes persist through internal/wal on a faulty simulated disk
 //	caucus-sim -seeds 500 -defer-leader-sync on -bug ReportUnsyncedLeaderWrites -profile hostile
+//	caucus-sim -seeds 20000 -driver node      # real internal/node members over internal/wal on simulated disks
+//	caucus-sim -seeds 500 -driver node -node-bug NeverSyncLog
 //
 // Seeds run on one goroutine per core; each seed is itself single-threaded and deterministic, so
 // the outcome of a seed never depends on the parallelism. On a violation the lowest failing seed
@@ -25,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caucus/caucus/internal/node"
 	"github.com/caucus/caucus/internal/sim"
 	"github.com/caucus/caucus/internal/sim/walstore"
 )
@@ -49,7 +52,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	all := fs.Bool("all", false, "keep going after violations and list every failing seed")
 	deferSync := fs.String("defer-leader-sync", sim.SwitchRandom.String(), "raft.Config.DeferLeaderSync (leaders sync their own appends later): random (the seed decides, half of the seeds), on or off")
 	store := fs.String("store", "mem", "durable store of each node: mem, or wal (internal/wal on internal/vfs's simulated disk, which loses unsynced writes, tears writes and loses power inside saves)")
+	driver := fs.String("driver", string(sim.DriverCore), "what drives the Raft cores: core (the simulator's own Ready loop) or node (real internal/node members over internal/wal and internal/snap on simulated disks; -store does not apply)")
+	nodeBug := fs.String("node-bug", "", "plant internal/node driver bugs with -driver node (comma-separated): "+strings.Join(sim.NodeBugNames(), ", "))
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	nodeBugs, err := sim.ParseNodeBugs(*nodeBug)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
 		return 2
 	}
 	bugs, driverBugs, err := sim.ParseBugs(*bug)
@@ -71,7 +81,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	base := sim.Options{Nodes: *nodes, Ticks: *ticks, Profile: sim.Profile(*profile), Bugs: bugs, DriverBugs: driverBugs,
-		DeferLeaderSync: deferLeaderSync, NoAckCheck: !*ackCheck}
+		DeferLeaderSync: deferLeaderSync, NoAckCheck: !*ackCheck, NodeBugs: nodeBugs}
+	switch sim.Driver(*driver) {
+	case sim.DriverCore:
+	case sim.DriverNode:
+		base.Driver = sim.DriverNode
+	default:
+		fmt.Fprintf(stderr, "caucus-sim: unknown driver %q\n", *driver)
+		return 2
+	}
+	if base.Driver != sim.DriverNode && nodeBugs != (node.DriverBugs{}) {
+		fmt.Fprintln(stderr, "caucus-sim: -node-bug needs -driver node")
+		return 2
+	}
 	switch *store {
 	case "mem":
 	case "wal":
@@ -156,7 +178,7 @@ func sweep(base sim.Options, first, count uint64, workers int, all bool, stderr 
 				}
 				o := base
 				o.Seed = s
-				if o.StorageName == "wal" {
+				if o.StorageName == "wal" && o.Driver != sim.DriverNode {
 					o.NewStorage = walstore.Factory(s, walstore.Options{})
 				}
 				res := sim.Run(o)

@@ -44,10 +44,27 @@ func TestPlantedBugExits1(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"-bug", "Nope"}, {"-nodes", "0"}, {"-profile", "x"}, {"-store", "x"}, {"-defer-leader-sync", "maybe"}, {"-v"}} {
+	for _, args := range [][]string{{"-bug", "Nope"}, {"-nodes", "0"}, {"-profile", "x"}, {"-store", "x"}, {"-defer-leader-sync", "maybe"}, {"-v"},
+		{"-driver", "x"}, {"-node-bug", "Nope", "-driver", "node"}, {"-node-bug", "NeverSyncLog"}} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
+	}
+}
+
+// TestNodeDriver runs real internal/node members, and reports a planted node bug with a replay
+// command that plants it again.
+func TestNodeDriver(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"-seeds", "4", "-driver", "node", "-store", "wal"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := run([]string{"-seeds", "4", "-driver", "node", "-node-bug", "AckBeforePersist"}, &out, &errb); code != 1 {
+		t.Fatalf("planted AckBeforePersist: exit %d, want 1\n%s", code, out.String())
+	}
+	if want := "-driver node -node-bug AckBeforePersist -v"; !strings.Contains(out.String(), want) {
+		t.Fatalf("the replay command lacks %q:\n%s", want, out.String())
 	}
 }

@@ -1,5 +1,6 @@
 // Package node runs one caucus member's consensus: it drives the pure Raft core (package raft)
-// with real time, a durable log, a snapshot store and a peer transport, and hands committed
+// with time (real, or the simulator's), a durable log, a snapshot store and a peer transport,
+// and hands committed
 // entries to a StateMachine (statemachine.go states the contract). It knows nothing of what an
 // entry means: the application (internal/fsm) encodes proposals, decodes entries, and returns
 // the results the node hands to the waiting proposers. Proposals carry an id the application
@@ -44,6 +45,16 @@
 // reads chunks from the snapshot file when a follower needs them, and a follower writes received
 // chunks into a file and installs from it (snaprecv.go). Maintenance that must not overlap
 // applying (defragmenting the state machine file) runs on the loop too (Exclusive).
+//
+// # Time, background work and the simulator
+//
+// The loop reads time and arms its timers (the tick, group commit, commit broadcast, leader
+// sync) only through Config.Time, a Clock, and hands its background work to Config.Executor;
+// both default to the real thing (clock.go, drive.go). The deterministic simulator
+// (internal/sim) gives each member simulated ones and runs the loop from its own goroutine
+// through a Driver, one input at a time, with the very code run uses after each input. It opens
+// members with OpenFS: the log and snapshots on a simulated disk, and its own StateMachine.
+// DriverBugs plants driver bugs for its tests.
 //
 // # Invariants
 //

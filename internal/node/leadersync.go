@@ -68,16 +68,13 @@ type leaderSync struct {
 
 	req    chan struct{}
 	res    chan error
-	timer  *time.Timer
+	timer  Timer
 	armed  bool
 	armFor time.Time
 }
 
-func newLeaderSync(enabled bool, delay time.Duration) *leaderSync {
-	ls := &leaderSync{enabled: enabled, delay: delay, req: make(chan struct{}), res: make(chan error, 1)}
-	ls.timer = time.NewTimer(time.Hour)
-	ls.timer.Stop()
-	return ls
+func newLeaderSync(enabled bool, delay time.Duration, clock Clock) *leaderSync {
+	return &leaderSync{enabled: enabled, delay: delay, req: make(chan struct{}), res: make(chan error, 1), timer: stoppedTimer(clock)}
 }
 
 // runSyncer syncs the WAL on request until req is closed.
@@ -109,13 +106,13 @@ func (n *Node) scheduleLeaderSync() {
 		ls.disarm()
 		return
 	}
-	now := time.Now()
+	now := n.clock.Now()
 	var due time.Time
 	due, ls.waitingSince = leaderSyncDue(now, ls.oldest, ls.waitingSince, ls.delay, n.rn.QuorumNeedsLeader(), n.rn.CommitWaitsOnLeaderSync())
 	if !due.After(now) {
 		ls.disarm()
 		ls.inFlight, ls.flightTerm, ls.flightIndex = true, ls.term, ls.index
-		ls.req <- struct{}{}
+		n.startLeaderSync()
 		return
 	}
 	if ls.armed && ls.armFor.Equal(due) {
@@ -173,11 +170,14 @@ func (n *Node) stopSyncer() {
 		return
 	}
 	if ls.inFlight {
+		n.flushBackground()
 		if err := <-ls.res; err != nil {
 			n.log.Warn("background sync of the raft log at stop", "err", err)
 		}
 		ls.inFlight = false
 	}
-	close(ls.req)
+	if n.exec == nil {
+		close(ls.req)
+	}
 	ls.disarm()
 }

@@ -134,7 +134,7 @@ func (f *fakeLog) Save(hs raft.HardState, ents []raft.Entry, sync bool) error {
 // commit index is waiting to be written.
 func TestStopSyncsDeferredWrites(t *testing.T) {
 	log := &fakeLog{}
-	n := &Node{wal: log, lsync: newLeaderSync(true, time.Millisecond)}
+	n := &Node{wal: log, lsync: newLeaderSync(true, time.Millisecond, realClock{})}
 	n.lsync.wroteDeferred([]raft.Entry{{Index: 7, Term: 2}}, time.Now())
 	n.flushHardState()
 	if log.syncs != 1 || n.lsync.pending {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caucus/caucus/internal/snap"
+	"github.com/caucus/caucus/internal/vfs"
 	"github.com/caucus/caucus/raft"
 )
 
@@ -120,6 +121,14 @@ type Config struct {
 	// syncs every write before it counts itself, as etcd does. See leadersync.go for when
 	// each is faster.
 	LeaderSyncDelay time.Duration
+	// Time is the loop's source of time: the tick source, its timers, and the time it reads
+	// (clock.go). Nil means the real clock; the simulator runs members on simulated time.
+	Time Clock
+	// Executor runs the loop's background work: the snapshot writer and the leader's log sync
+	// (drive.go). Nil means goroutines; the simulator runs the work when it chooses.
+	Executor Executor
+	// Bugs plants driver bugs, for tests of the simulator's checkers only (bugs.go).
+	Bugs DriverBugs
 	// PeerAddr extracts the transport address from a member's peer URLs.
 	PeerAddr func(peerURLs []string) string
 	Logger   *slog.Logger
@@ -135,6 +144,9 @@ type Node struct {
 	snaps SnapshotStore
 	sm    StateMachine
 	trans Transport
+	clock Clock
+	exec  Executor
+	fs    vfs.FS // holds snapDir
 	// peers is the transport's peer set, as last synced from the state machine (syncPeers).
 	peers  map[raft.NodeID]string
 	recvc  chan raft.Message
@@ -159,10 +171,12 @@ type Node struct {
 	// pending counts the entries applied to the state machine and not yet committed;
 	// commitTimer fires ApplyCommitInterval after the first of them was applied.
 	pending     int
-	commitTimer *time.Timer
+	commitTimer Timer
+	// restored: a snapshot was installed and nothing applied since (DriverBugs).
+	restored bool
 	// bcastTimer fires CommitBroadcastDelay after the leader first owed a follower its commit
 	// index; bcastArmed says it is running.
-	bcastTimer *time.Timer
+	bcastTimer Timer
 	bcastArmed bool
 	// leading: this member is the leader, as of the last Ready's SoftState.
 	leading bool
@@ -212,6 +226,7 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, sm St
 	if lg == nil {
 		lg = slog.Default()
 	}
+	clock := clockOrReal(cfg.Time)
 	n := &Node{
 		cfg:        cfg,
 		id:         cfg.Raft.ID,
@@ -222,6 +237,9 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, sm St
 		sm:         sm,
 		trans:      trans,
 		peers:      map[raft.NodeID]string{},
+		clock:      clock,
+		exec:       cfg.Executor,
+		fs:         vfs.NewOS(),
 		recvc:      make(chan raft.Message, MaxQueuedPeerMessages),
 		propc:      make(chan *proposal, MaxQueuedProposals),
 		readc:      make(chan *readWaiter, MaxQueuedProposals),
@@ -238,14 +256,15 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, sm St
 	if n.cfg.ApplyCommitInterval <= 0 {
 		n.cfg.ApplyCommitInterval = DefaultApplyCommitInterval
 	}
-	n.commitTimer = time.NewTimer(time.Hour)
-	n.commitTimer.Stop()
-	n.bcastTimer = time.NewTimer(time.Hour)
-	n.bcastTimer.Stop()
-	n.lsync = newLeaderSync(cfg.Raft.DeferLeaderSync, cfg.LeaderSyncDelay)
+	n.commitTimer = stoppedTimer(clock)
+	n.bcastTimer = stoppedTimer(clock)
+	n.lsync = newLeaderSync(cfg.Raft.DeferLeaderSync, cfg.LeaderSyncDelay, clock)
 	// Proposal ids must not repeat across restarts while old entries may still be applied: seed
 	// them from the clock.
-	n.nextID.Store(uint64(time.Now().UnixNano()))
+	n.nextID.Store(uint64(clock.Now().UnixNano()))
+	// So must read-index contexts: a leader's answer to a read of the previous process may
+	// arrive after a restart, and must not confirm a new read with an older index.
+	n.reads.seq = uint64(clock.Now().UnixNano())
 	n.status = rn.Status()
 	return n
 }
@@ -381,7 +400,7 @@ func (n *Node) TransferLeadership(ctx context.Context, to raft.NodeID) error {
 			return fmt.Errorf("%w: leadership did not move to %x before the deadline: %w", ErrUnavailable, uint64(to), ctx.Err())
 		case <-n.donec:
 			return ErrStopped
-		case <-time.After(n.cfg.TickInterval):
+		case <-n.clock.NewTimer(n.cfg.TickInterval).C():
 		}
 	}
 }
@@ -406,7 +425,7 @@ func (n *Node) run() {
 	}()
 	defer n.discardReceive()
 	defer n.stopSyncer()
-	if n.lsync.enabled {
+	if n.lsync.enabled && n.exec == nil {
 		go n.runSyncer()
 	}
 	defer n.closeSnapshotReader()
@@ -414,16 +433,15 @@ func (n *Node) run() {
 	defer n.flushHardState()
 	defer n.failAllWaiters()
 	defer n.finishApplied()
-	ticker := time.NewTicker(n.cfg.TickInterval)
+	ticker := n.clock.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	for {
+		var err error
 		select {
 		case <-n.stopc:
 			return
-		case <-ticker.C:
-			n.rn.Tick()
-			n.onTick()
-			n.statusDirty = true
+		case <-ticker.C():
+			n.tick()
 		case m := <-n.recvc:
 			n.stepPeer(m)
 		case p := <-n.propc:
@@ -434,60 +452,77 @@ func (n *Node) run() {
 			f()
 		case id := <-n.unreac:
 			n.rn.ReportUnreachable(id)
-		case <-n.commitTimer.C:
-			if err := n.commitApplied(); err != nil {
-				n.fail(err)
-				return
-			}
-		case <-n.bcastTimer.C:
-			n.bcastArmed = false
-			n.rn.BroadcastCommit()
-		case <-n.lsync.timer.C:
+		case <-n.commitTimer.C():
+			err = n.commitApplied()
+		case <-n.bcastTimer.C():
+			n.broadcastTimerFired()
+		case <-n.lsync.timer.C():
 			n.lsync.armed = false
-		case err := <-n.lsync.res:
-			if err := n.finishLeaderSync(err); err != nil {
-				n.fail(err)
-				return
-			}
+		case r := <-n.lsync.res:
+			err = n.finishLeaderSync(r)
 		case r := <-n.snapDone:
-			n.snapInFlight = false
-			if err := n.finishSnapshot(r); err != nil {
-				n.fail(err)
-				return
-			}
+			err = n.snapshotWritten(r)
 		}
-		n.drain()
-		if n.stepErr != nil {
-			n.fail(n.stepErr)
+		if err == nil {
+			err = n.process()
+		}
+		if err != nil {
+			n.fail(err)
 			return
 		}
-		n.reads.issue(n)
-		for n.rn.HasReady() {
-			if err := n.handleReady(); err != nil {
-				n.fail(err)
-				return
-			}
-		}
-		n.armCommitBroadcast()
-		if n.lsync.enabled {
-			n.scheduleLeaderSync()
-		}
-		if n.pending > 0 && (n.pending >= MaxUncommittedApplied || n.reads.waitsFor(n.sm.AppliedIndex(), n.applied)) {
-			if err := n.commitApplied(); err != nil {
-				n.fail(err)
-				return
-			}
-		}
-		// Status builds maps and copies slices; under load the loop runs thousands of times a
-		// second, so the published copy is refreshed on ticks and role or term changes only.
-		if n.statusDirty {
-			n.statusDirty = false
-			st := n.rn.Status()
-			n.mu.Lock()
-			n.status = st
-			n.mu.Unlock()
+	}
+}
+
+// tick advances the Raft core's clock by one tick and runs the node's periodic work.
+func (n *Node) tick() {
+	n.rn.Tick()
+	n.onTick()
+	n.statusDirty = true
+}
+
+func (n *Node) broadcastTimerFired() {
+	n.bcastArmed = false
+	n.rn.BroadcastCommit()
+}
+
+// snapshotWritten takes the background snapshot writer's result.
+func (n *Node) snapshotWritten(r snapResult) error {
+	n.snapInFlight = false
+	return n.finishSnapshot(r)
+}
+
+// process runs after each input the loop took: it drains the inputs already queued, handles
+// every Ready, arms the timers and publishes the status. An error is fatal.
+func (n *Node) process() error {
+	n.drain()
+	if n.stepErr != nil {
+		return n.stepErr
+	}
+	n.reads.issue(n)
+	for n.rn.HasReady() {
+		if err := n.handleReady(); err != nil {
+			return err
 		}
 	}
+	n.armCommitBroadcast()
+	if n.lsync.enabled {
+		n.scheduleLeaderSync()
+	}
+	if n.pending > 0 && (n.pending >= MaxUncommittedApplied || n.reads.waitsFor(n.sm.AppliedIndex(), n.applied)) {
+		if err := n.commitApplied(); err != nil {
+			return err
+		}
+	}
+	// Status builds maps and copies slices; under load the loop runs thousands of times a
+	// second, so the published copy is refreshed on ticks and role or term changes only.
+	if n.statusDirty {
+		n.statusDirty = false
+		st := n.rn.Status()
+		n.mu.Lock()
+		n.status = st
+		n.mu.Unlock()
+	}
+	return nil
 }
 
 // drain takes inputs that are already queued, without blocking, so that they share one Ready.
@@ -574,7 +609,7 @@ func (n *Node) lostProposals(ents []raft.Entry) []appendedProposal {
 			continue
 		}
 		delete(n.appendedAt, e.Index)
-		if a.term != e.Term {
+		if a.term != e.Term || n.cfg.Bugs.ReportAppliedAsLost {
 			lost = append(lost, a)
 		}
 	}
@@ -610,7 +645,7 @@ func mapRaftErr(err error) error {
 }
 
 func (n *Node) onTick() {
-	n.expireReceive(time.Now())
+	n.expireReceive(n.clock.Now())
 }
 
 func (n *Node) handleReady() error {
@@ -638,6 +673,10 @@ func (n *Node) handleReady() error {
 		if err := n.applyReady(&rd); err != nil {
 			return err
 		}
+	}
+	if n.cfg.Bugs.AckBeforePersist {
+		n.send(n.fillSnapshotChunks(rd.MessagesAfterPersist), false) // planted bug
+		rd.MessagesAfterPersist = nil
 	}
 	if err := n.persist(rd); err != nil {
 		return err
@@ -726,14 +765,14 @@ func (n *Node) persist(rd raft.Ready) error {
 	if hs.IsEmpty() {
 		hs = n.pendingHS
 	}
-	if err := n.wal.Save(hs, rd.Entries, rd.MustSync); err != nil {
+	if err := n.wal.Save(hs, rd.Entries, rd.MustSync && !n.cfg.Bugs.NeverSyncLog); err != nil {
 		return fmt.Errorf("node: persist raft log: %w", err)
 	}
 	n.pendingHS = raft.HardState{}
 	if rd.MustSync {
 		n.lsync.synced()
 	} else if len(rd.Entries) > 0 {
-		n.lsync.wroteDeferred(rd.Entries, time.Now())
+		n.lsync.wroteDeferred(rd.Entries, n.clock.Now())
 	}
 	return nil
 }
@@ -769,7 +808,7 @@ func (n *Node) installSnapshot(s *raft.Snapshot) error {
 	if n.snapInFlight {
 		// One writer at a time in the snapshot store: let the local snapshot finish first.
 		n.snapInFlight = false
-		if err := n.finishSnapshot(<-n.snapDone); err != nil {
+		if err := n.finishSnapshot(n.awaitSnapshot()); err != nil {
 			return err
 		}
 	}
@@ -794,6 +833,7 @@ func (n *Node) installSnapshot(s *raft.Snapshot) error {
 	}
 	n.applied, n.appliedTerm = s.Meta.Index, s.Meta.Term
 	n.snapIndex = s.Meta.Index
+	n.restored = true
 	n.syncPeers()
 	n.log.Info("installed snapshot", "index", s.Meta.Index, "term", s.Meta.Term, "bytes", size)
 	return nil
@@ -833,13 +873,21 @@ func (n *Node) syncPeers() {
 // proposals this member made. The state machine commits them later, in groups (commitApplied;
 // see the group-commit notes at DefaultApplyCommitInterval).
 func (n *Node) apply(ents []raft.Entry) error {
+	if n.cfg.Bugs.AnswerBeforeApply {
+		n.answerCommitted(ents) // planted bug: answered before Apply
+	}
 	n.failLost(n.lostProposals(ents))
 	for len(ents) > 0 && ents[0].Index <= n.applied {
+		ents = ents[1:]
+	}
+	if len(ents) > 0 && n.restored && n.cfg.Bugs.SkipApplyAfterSnapshot {
+		n.applied, n.appliedTerm = ents[0].Index, ents[0].Term // planted bug: never applied
 		ents = ents[1:]
 	}
 	if len(ents) == 0 {
 		return nil
 	}
+	n.restored = false
 	// The state machine must see every index once, in order: a gap means entries were lost
 	// between the log and the state machine (a snapshot installed at the wrong index, say).
 	if ents[0].Index != n.applied+1 {
@@ -858,6 +906,10 @@ func (n *Node) apply(ents []raft.Entry) error {
 	n.applied, n.appliedTerm = last.Index, last.Term
 	for i := range ents {
 		if ents[i].Type == raft.EntryConfChange {
+			// Membership is read back from the committed state (Peers): commit it first.
+			if err := n.commitApplied(); err != nil {
+				return err
+			}
 			n.syncPeers()
 			break
 		}
@@ -937,11 +989,11 @@ func (n *Node) maybeSnapshot() error {
 	meta := raft.SnapshotMeta{Index: n.applied, Term: n.appliedTerm, ConfState: n.rn.Status().ConfState}
 	n.snapInFlight = true
 	n.snapWG.Add(1)
-	go func() {
+	n.background(func() {
 		defer n.snapWG.Done()
 		snap, err := n.writeSnapshot(view, meta)
 		n.snapDone <- snapResult{snap: snap, err: err}
-	}()
+	})
 	return nil
 }
 
@@ -1030,6 +1082,12 @@ func (n *Node) finishSnapshot(r snapResult) error {
 		return fmt.Errorf("node: record snapshot at index %d in the log: %w", index, err)
 	}
 	if err := n.rn.Compact(r.snap); err != nil {
+		if errors.Is(err, raft.ErrSnapshotOutOfDate) {
+			// The core took a newer snapshot from the leader, which installSnapshot is about
+			// to install: this one is superseded.
+			n.log.Info("local snapshot superseded by a received one", "index", index)
+			return nil
+		}
 		return fmt.Errorf("node: compact raft log to %d: %w", index, err)
 	}
 	// Release the log only up to the previous snapshot: if the newest snapshot file turns out to

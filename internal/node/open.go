@@ -131,61 +131,18 @@ func Open(cfg OpenConfig) (*Node, error) {
 			return fail(fmt.Errorf("node: restore state machine from snapshot %d: %w", snapshot.Meta.Index, err))
 		}
 	}
-	var snapIndex uint64
-	ents := rs.Entries
-	if snapshot != nil {
-		snapIndex = snapshot.Meta.Index
-		// The log may still hold entries the snapshot covers (segments are released lazily).
-		i := 0
-		for i < len(ents) && ents[i].Index <= snapIndex {
-			i++
-		}
-		ents = ents[i:]
-	}
-	ps := raft.PersistentState{HardState: rs.HardState, Snapshot: snapshot, Entries: ents}
-	rc := cfg.Raft
-	rc.SnapshotReceiveOutside = true // see snaprecv.go
-	rc.Applied = sm.AppliedIndex()
-	if rc.Applied < snapIndex {
-		rc.Applied = snapIndex
-	}
-	if rc.Applied > rs.HardState.Commit && rs.HardState.Commit != 0 {
-		// Applied entries were committed; a HardState that lags them was not synced yet when the
-		// process died. Raft's commit index only moves forward, so trust the state machine.
-		ps.HardState.Commit = rc.Applied
-	}
 	if rs.HardState.IsEmpty() && len(rs.Entries) == 0 && rs.Snapshot == nil && appliedAtOpen > 0 {
 		// checkLogNotLost's case for a log directory holding segments without records. Not
 		// after a restore from the snapshot file alone: see checkLogNotLost.
 		return fail(lostLogError(logDir, appliedAtOpen))
 	}
-	fresh := rs.HardState.IsEmpty() && len(rs.Entries) == 0 && snapshot == nil
-	if fresh && cfg.NewCluster {
-		ids := make([]raft.NodeID, 0, len(cfg.InitialMembers))
-		for _, m := range sortedMembers(cfg.InitialMembers) {
-			ids = append(ids, m.ID)
-		}
-		rc.InitialVoters = ids
-		rc.InitialContext = cfg.BootstrapContext
-		lg.Info("bootstrapping a new cluster", "members", len(ids))
-	} else {
-		rc.InitialVoters = nil
-	}
-	if cfg.CommitBroadcastDelay == 0 {
-		cfg.CommitBroadcastDelay = DefaultCommitBroadcastDelay
-	}
-	rc.DeferCommitBroadcast = cfg.CommitBroadcastDelay > 0
-	rc.DeferLeaderSync = cfg.LeaderSyncDelay > 0
-	cfg.Raft = rc
-	rn, err := raft.New(rc, ps)
+	rn, cfg, snapIndex, err := startRaft(cfg, rs, snapshot, sm.AppliedIndex(), lg)
 	if err != nil {
-		return fail(fmt.Errorf("node: start raft: %w", err))
+		return fail(err)
 	}
-	n := newNode(cfg.Config, rn, w, snaps, sm, nil, rc.Applied, snapIndex)
+	n := newNode(cfg.Config, rn, w, snaps, sm, nil, cfg.Raft.Applied, snapIndex)
 	n.snapDir = snapDir(cfg.DataDir)
 	n.closers = append(n.closers, closeLog, sm.Close)
-	lg.Info("opened member state", "dir", cfg.DataDir, "term", ps.HardState.Term, "commit", ps.HardState.Commit,
-		"applied", rc.Applied, "snapshot", snapIndex, "entries", len(ents))
 	return n, nil
 }
 

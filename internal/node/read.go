@@ -37,6 +37,8 @@ func (n *Node) LinearizableRead(ctx context.Context) error {
 
 type readWaiter struct {
 	done chan error // buffered(1): the loop never blocks on it
+	// served is the state machine's visible applied index when the read was released.
+	served uint64
 }
 
 type readBatch struct {
@@ -59,7 +61,7 @@ func (q *readQueue) add(rw *readWaiter) { q.pending = append(q.pending, rw) }
 
 // issue starts one read-index round for every pending reader.
 func (q *readQueue) issue(n *Node) {
-	now := time.Now()
+	now := n.clock.Now()
 	q.expire(now)
 	if len(q.pending) == 0 {
 		return
@@ -96,6 +98,7 @@ func (q *readQueue) release(applied uint64) {
 	for _, b := range q.inflight {
 		if b.confirmed && b.index <= applied {
 			for _, w := range b.waiters {
+				w.served = applied
 				w.done <- nil
 			}
 			continue

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/caucus/caucus/internal/vfs"
 	"github.com/caucus/caucus/raft"
 )
 
@@ -28,7 +29,7 @@ type snapReceive struct {
 	from        raft.NodeID
 	index, term uint64
 	path        string
-	f           *os.File
+	f           vfs.File
 	last        time.Time // when the last chunk was stored
 }
 
@@ -43,21 +44,23 @@ func (n *Node) storeSnapshotChunk(m raft.Message) (raft.Message, error) {
 	ch := *m.Chunk
 	from, index, term := m.From, m.Snapshot.Index, m.Snapshot.Term
 	// A transfer of what this member already has (a resent start after the install) is
-	// answered by the core without the data: do not open a file for it.
-	if ch.Offset == 0 && !n.recv.matches(from, index, term) && index > n.rn.Status().HardState.Commit {
+	// answered by the core without the data: do not open a file for it. Nor for a chunk of a
+	// term the core has left (a deposed leader's, delayed): the core drops it, and discarding
+	// the current transfer's file for it would leave that transfer without its data.
+	if hs := n.rn.Status().HardState; ch.Offset == 0 && !n.recv.matches(from, index, term) && index > hs.Commit && m.Term >= hs.Term {
 		n.discardReceive()
 		path := filepath.Join(n.snapDir, fmt.Sprintf("receive-%016x-%016x-%016x.tmp", uint64(from), index, term))
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
+		f, err := n.fs.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
 		if err != nil {
 			return m, fmt.Errorf("node: receive snapshot %d from %x: %w", index, uint64(from), err)
 		}
-		n.recv = &snapReceive{from: from, index: index, term: term, path: path, f: f, last: time.Now()}
+		n.recv = &snapReceive{from: from, index: index, term: term, path: path, f: f, last: n.clock.Now()}
 	}
 	if n.recv.matches(from, index, term) && len(ch.Data) > 0 {
 		if _, err := n.recv.f.WriteAt(ch.Data, int64(ch.Offset)); err != nil {
 			return m, fmt.Errorf("node: store chunk at offset %d of snapshot %d: %w", ch.Offset, index, err)
 		}
-		n.recv.last = time.Now()
+		n.recv.last = n.clock.Now()
 	}
 	// A chunk of another transfer is stepped without being stored: the core, which is not
 	// receiving it either, answers by asking for the transfer from its start.
@@ -80,7 +83,7 @@ func (n *Node) discardReceive() {
 		return
 	}
 	n.recv.f.Close()
-	if err := os.Remove(n.recv.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := n.fs.Remove(n.recv.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		n.log.Warn("removing snapshot receive file", "file", n.recv.path, "err", err)
 	}
 	n.recv = nil

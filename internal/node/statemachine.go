@@ -37,7 +37,9 @@ import (
 //   - Restore replaces the whole state with a snapshot's data (size bytes from r) taken at
 //     meta.Index; nothing is pending when it is called. Afterwards AppliedIndex is meta.Index.
 //   - Peers returns the peer URLs of every member the committed state knows, so that the node's
-//     transport reaches them; it is read after a configuration change and after Restore.
+//     transport reaches them; it is read after Restore, and after a batch with a configuration
+//     change, which the node commits first. A state machine that knows no members (nil) leaves
+//     the transport's peers as they are.
 //   - Close releases the state machine once the loop has exited.
 type StateMachine interface {
 	Apply(ents []raft.Entry) ([]Applied, error)

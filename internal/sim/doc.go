@@ -66,6 +66,37 @@
 //     a Ready without MustSync carries entries only under DeferLeaderSync, from a leader, of its
 //     own term, and never a snapshot or a new term or vote.
 //
+// # The node driver
+//
+// With Options.Driver set to DriverNode (caucus-sim -driver node) the cores are not driven by
+// this package's Ready loop but by internal/node itself: each member is a real node.Node,
+// opened by node.OpenFS over internal/wal and internal/snap on its own simulated disk
+// (vfs.Sim, with torn writes and, on half of the disks, reordered write-back), with the
+// simulated network as its node.Transport, simulated time as its node.Clock, an executor that
+// runs its background work (snapshot writes, the leader's deferred sync) when the simulator
+// chooses, and an in-memory node.StateMachine (memSM) that checks what it applies. The
+// simulator feeds it one input at a time through node.Driver, so the driver's own behaviours
+// run under every fault: applying before the log write on the leader, the deferred commit-only
+// HardState, the leader's background sync, group commit and its timer, snapshots written off
+// the loop, received snapshot chunks written to a file, lost-proposal fail-fast. Crashes drop
+// the node without stopping it (kill -9: the disk's page cache and the state machine's
+// committed image survive) or lose power (unsynced writes are lost or torn and the state
+// machine is rebuilt from the snapshot and the log, as a member does after a reboot); power
+// also fails inside a step's disk operations and inside a background task, and a member may
+// crash after a task and before the node takes its report. Membership changes go through
+// node.Driver.ProposeConfChange with the core driver's choices (nodemembers.go).
+//
+// The node's log is observed (trackedLog): the simulator keeps the reference of what the node's
+// calls made durable (a synced Save, SyncWritten, a snapshot marker), judges acknowledgements by
+// it, and checks every recovered log against it. Besides the checks above it checks that:
+//
+//   - an entry is applied only once a quorum of voters holds it durably (CommitDurability);
+//   - a proposal is answered only after the proposing member applied it (AckBeforeApply);
+//   - a proposal failed as certainly not applied (node.ProposalLost) never is (LostApplied);
+//   - a crash loses nothing durable (StorageFault).
+//
+// node.DriverBugs plants driver bugs, each caught within a few seeds (TestPlantedNodeBugs).
+//
 // Determinism rules for this package: no goroutines, no time.Now, no map iteration that decides
 // anything (maps are only used for lookups), randomness only from the run's PRNG (and from a
 // store's own PRNG, seeded from the run's seed, for what a crash keeps of unsynced writes).

@@ -67,6 +67,9 @@ func (s *simulation) heal() {
 
 // members are the nodes a partition is laid over: started and not removed, up or down.
 func (s *simulation) members() []raft.NodeID {
+	if s.nr != nil {
+		return s.nr.memberIDs()
+	}
 	var ids []raft.NodeID
 	for _, n := range s.nodes[1:] {
 		if n.started && !n.removed {
@@ -83,10 +86,7 @@ func (s *simulation) partition() {
 	}
 	s.rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	kind := s.w.partKinds[s.rng.IntN(len(s.w.partKinds))]
-	lead := raft.None
-	if l := s.leader(); l != nil {
-		lead = l.id
-	}
+	lead := s.leaderID()
 	if (kind == partIsolateLeader || kind == partLeaderOneWay) && lead == raft.None {
 		kind = partSplit
 	}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/caucus/caucus/internal/node"
 	"github.com/caucus/caucus/raft"
 )
 
@@ -26,6 +27,12 @@ type Options struct {
 	Bugs    raft.Bugs
 	// DriverBugs plants bugs in the simulator's driver of the cores (tests only).
 	DriverBugs DriverBugs
+	// Driver selects what drives the cores: "" or DriverCore, the simulator's own Ready loop;
+	// DriverNode, real internal/node members over internal/wal on simulated disks
+	// (nodedriver.go; NewStorage and the core driver's DriverBugs do not apply).
+	Driver Driver
+	// NodeBugs plants bugs in internal/node under DriverNode (tests only).
+	NodeBugs node.DriverBugs
 	// DeferLeaderSync forces raft.Config.DeferLeaderSync on or off; by default the seed decides
 	// (half of the seeds).
 	DeferLeaderSync Switch
@@ -81,6 +88,12 @@ func ReplayCommand(o Options) string {
 	}
 	if o.StorageName != "" {
 		fmt.Fprintf(&b, " -store %s", o.StorageName)
+	}
+	if o.Driver != "" && o.Driver != DriverCore {
+		fmt.Fprintf(&b, " -driver %s", o.Driver)
+	}
+	if nb := FormatNodeBugs(o.NodeBugs); nb != "" {
+		fmt.Fprintf(&b, " -node-bug %s", nb)
 	}
 	b.WriteString(" -v")
 	return b.String()
@@ -205,6 +218,7 @@ type simulation struct {
 	liveBy    uint64 // the tick by which the liveness probe must have succeeded
 	logger    *slog.Logger
 	joint     jointSchedule
+	nr        *nodeRun // set under DriverNode
 }
 
 // Run executes one seed to completion: the chaos phase, then the quiesce phase, stopping at the
@@ -226,7 +240,11 @@ func Run(o Options) (res Result) {
 		}
 		res = Result{Stats: s.st, Violation: s.viol, TraceHash: s.hash}
 	}()
-	s.run()
+	if o.Driver == DriverNode {
+		s.runNodes()
+	} else {
+		s.run()
+	}
 	return res
 }
 
@@ -693,55 +711,14 @@ func (s *simulation) persist(n *simNode, rd raft.Ready, armed bool) bool {
 
 // send checks what a message acknowledges, then puts it on the wire with the run's faults.
 func (s *simulation) send(n *simNode, m raft.Message) {
-	s.st.Sent++
-	switch m.Type {
-	case raft.MsgVoteResp:
-		// The durable state must make a different vote in m.Term impossible after a crash: it
-		// records this vote, or a later term.
-		if hs := n.store.HardState(); !m.Reject && !s.o.NoAckCheck && (hs.Term < m.Term || hs.Term == m.Term && hs.Vote != m.To) {
-			s.fail(AckDurability, "node %d grants its vote to %d in term %d but its durable state is term %d vote %d",
-				n.id, m.To, m.Term, hs.Term, hs.Vote)
+	var unsynced func() string
+	if k := len(n.unsynced); k > 0 {
+		unsynced = func() string {
+			return fmt.Sprintf("its writes of entries %d..%d", n.unsynced[0].Index, n.unsynced[k-1].Index)
 		}
-		// A former leader syncs its unsynced appends before it votes or acknowledges again
-		// (raft.Config.DeferLeaderSync).
-		if k := len(n.unsynced); !m.Reject && !s.o.NoAckCheck && k > 0 {
-			s.fail(AckDurability, "node %d grants its vote to %d in term %d with its writes of entries %d..%d not synced",
-				n.id, m.To, m.Term, n.unsynced[0].Index, n.unsynced[k-1].Index)
-		}
-	case raft.MsgAppResp:
-		// The store's accessors describe the durable log only, so an acknowledgement of entries
-		// a leader wrote without syncing fails here too.
-		if !m.Reject && !s.o.NoAckCheck && m.Index > n.store.LastIndex() {
-			s.fail(AckDurability, "node %d acknowledges entries through %d but its durable log ends at %d",
-				n.id, m.Index, n.store.LastIndex())
-		}
-		// Index 0 is a stale leader being told the term, and acknowledges nothing.
-		if k := len(n.unsynced); !m.Reject && m.Index > 0 && !s.o.NoAckCheck && k > 0 {
-			s.fail(AckDurability, "node %d acknowledges entries through %d with its writes of entries %d..%d not synced",
-				n.id, m.Index, n.unsynced[0].Index, n.unsynced[k-1].Index)
-		}
-	case raft.MsgApp, raft.MsgHeartbeat, raft.MsgSnap:
-		// Only a leader replicates: a sender of these in term T leads T.
-		s.check(ElectionSafety, s.chk.leader(m.Term, m.From, m.Type.String()+" sent"))
 	}
-	// A forwarded request (MsgProp, MsgReadIndex, MsgTransferLeader) keeps its origin's From, so
-	// that the leader answers the origin directly; only the destination must be sane.
-	if m.To == n.id || m.To == raft.None || int(m.To) >= len(s.nodes) {
-		s.fail(CoreContract, "node %d emits a misaddressed %s from %d to %d", n.id, m.Type, m.From, m.To)
-	}
-	s.ev(0xf1, uint64(m.Type), uint64(m.From), uint64(m.To), m.Term, m.Index, uint64(len(m.Entries)))
-	if s.net.blocked(n.id, m.To) && s.rng.IntN(4) == 0 {
-		// A real transport notices some failed connections and says so.
+	if s.transmit(n.id, m, n.store.HardState(), n.store.LastIndex(), unsynced, len(s.nodes)) {
 		n.unreachable = append(n.unreachable, m.To)
-	}
-	if s.w.drop > 0 && s.rng.Float64() < s.w.drop {
-		s.st.Dropped++
-		return
-	}
-	s.net.push(s.now+1+uint64(s.rng.IntN(s.w.maxLatency)), n.id, cloneMessage(m))
-	if s.w.dup > 0 && s.rng.Float64() < s.w.dup {
-		s.st.Duplicated++
-		s.net.push(s.now+1+uint64(s.rng.IntN(s.w.maxLatency)), n.id, cloneMessage(m))
 	}
 }
 

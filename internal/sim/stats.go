@@ -63,6 +63,8 @@ type Stats struct {
 	Elections          int64
 	Compactions        int64
 	SnapshotsInstalled int64
+	// LostProposals counts proposals a node failed as certainly not applied (node driver).
+	LostProposals int64
 }
 
 // Add accumulates o into s.
@@ -91,6 +93,7 @@ func (s *Stats) Add(o Stats) {
 	s.Elections += o.Elections
 	s.Compactions += o.Compactions
 	s.SnapshotsInstalled += o.SnapshotsInstalled
+	s.LostProposals += o.LostProposals
 }
 
 // String renders a multi-line summary.
@@ -107,7 +110,7 @@ func (s Stats) String() string {
 		s.LeaderWrites, s.LeaderSyncs, s.UnsyncedCrashes, s.SyncCrashes)
 	fmt.Fprintf(&b, "messages:           sent=%d delivered=%d dropped=%d duplicated=%d step-errors=%d\n",
 		s.Sent, s.Delivered, s.Dropped, s.Duplicated, s.StepErrors)
-	fmt.Fprintf(&b, "proposals:          accepted=%d committed+acknowledged=%d\n", s.Proposed, s.Committed)
+	fmt.Fprintf(&b, "proposals:          accepted=%d committed+acknowledged=%d failed-as-lost=%d\n", s.Proposed, s.Committed, s.LostProposals)
 	fmt.Fprintf(&b, "reads checked:      %d\n", s.ReadsChecked)
 	fmt.Fprintf(&b, "leaders elected:    %d   compactions: %d   snapshots installed: %d\n", s.Elections, s.Compactions, s.SnapshotsInstalled)
 	fmt.Fprintf(&b, "violations:         %d\n", s.Violations)
