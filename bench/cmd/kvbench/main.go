@@ -214,6 +214,16 @@ func run() error {
 	}
 	fmt.Printf("kvbench: %d rounds; per run %d requests (cap %v), %d-byte keys, %d-byte values, %d conns; 3 members per system, loopback, fsync on\n",
 		cfg.rounds, cfg.w.Requests, cfg.w.Duration, cfg.w.KeySize, cfg.w.ValueSize, cfg.conns)
+	// The disk, measured before and after the rounds: the ratios follow it.
+	reportFsync := func(when string) {
+		if p50, p99, err := kvbench.FsyncLatency(base, 500); err != nil {
+			fmt.Fprintf(os.Stderr, "kvbench: fsync probe: %v\n", err)
+		} else {
+			fmt.Printf("kvbench: disk %s: 4 KiB append + fdatasync p50 %v, p99 %v (500 in a row)\n", when, p50.Round(time.Microsecond), p99.Round(time.Microsecond))
+		}
+	}
+	reportFsync("before the rounds")
+	defer reportFsync("after the rounds")
 
 	samples := map[string]map[string][]sample{} // workload -> system -> per round
 	for r := range cfg.rounds {
