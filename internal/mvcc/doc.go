@@ -30,7 +30,8 @@
 // and in memory, the key index (index.go): a B-tree from each key that has a stored version to
 // the revisions of its stored versions (oldest first, tombstones flagged) and the create
 // revision, version and lease of the newest one. It is rebuilt from the history bucket at Open
-// and Restore (the file is the whole state: a snapshot is the file, WriteTo).
+// and Restore (the file is the whole state: a snapshot is the file, WriteTo), about 1.5 s per
+// million keys (BenchmarkOpenLargeKeyspace).
 //
 // Revisions only grow, so every write appends to the history bucket's last page (etcd's layout):
 // a put dirties the same page as the put before it, and finds the previous version's fields in
