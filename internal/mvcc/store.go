@@ -527,8 +527,12 @@ func checkSnapshotFile(path string) error {
 		if m == nil {
 			return fmt.Errorf("mvcc: restore: snapshot has no meta bucket")
 		}
-		if v := u64(m.Get(metaSchema)); v == 0 || checkSchema(v) != nil { // 2 and 3 migrate on open
-			return fmt.Errorf("mvcc: restore: snapshot: %w", checkSchema(v))
+		v := u64(m.Get(metaSchema))
+		if v == 0 {
+			return fmt.Errorf("mvcc: restore: snapshot has no schema version")
+		}
+		if err := checkSchema(v); err != nil { // 2 and 3 migrate on open
+			return fmt.Errorf("mvcc: restore: snapshot: %w", err)
 		}
 		return nil
 	})
