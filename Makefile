@@ -1,7 +1,7 @@
 GO ?= go
 GOBIN := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: test test-race generate verify sim bench fuzz image cluster cluster5 check-ci check-long
+.PHONY: test test-race generate verify sim sim-node bench fuzz image cluster cluster5 check-ci check-long
 
 # The default suite: what CI runs (see .ci/run).
 test:
@@ -35,6 +35,10 @@ SEEDS ?= 10000
 NODES ?= 5
 sim:
 	$(GO) run ./cmd/caucus-sim -seeds $(SEEDS) -nodes $(NODES)
+
+# The same with real internal/node members on simulated disks: make sim-node SEEDS=20000 NODES=3
+sim-node:
+	$(GO) run ./cmd/caucus-sim -driver node -seeds $(SEEDS) -nodes $(NODES)
 
 # Containers (no registry here: the static binary is built on the host, the image is FROM scratch).
 image:
