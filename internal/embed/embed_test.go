@@ -31,6 +31,8 @@ type testCluster struct {
 	members []*Member
 }
 
+// quietLogger discards the members' logs, unless CAUCUS_TEST_LOG is set (to read them while
+// debugging a test).
 func quietLogger() *slog.Logger {
 	if os.Getenv("CAUCUS_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, nil))
