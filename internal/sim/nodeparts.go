@@ -20,7 +20,7 @@ import (
 // checked as it applies. Applied entries are pending until Commit; the committed image is what
 // survives a process crash (the member's image field), as a state machine committed without
 // fsync survives in the page cache; a power loss loses it, as the production member discards
-// its state machine after a reboot (internal/node/unsynced.go) and rebuilds it from the
+// its state machine after a reboot (internal/fsm/unsynced.go) and rebuilds it from the
 // snapshot and the log.
 type memSM struct {
 	r       *nodeRun
