@@ -97,44 +97,19 @@ func Open(cfg OpenConfig) (*Node, error) {
 		closeLog()
 		return nil, fmt.Errorf("node: open snapshots: %w", err)
 	}
-	// The snapshot's data stays on disk: the Raft core keeps only its metadata and size (the
-	// data is read back in chunks when a follower needs it), and the state machine is restored
-	// from the file by streaming.
-	var snapshot *raft.Snapshot
-	snapRd, err := openRecordedSnapshot(snaps, rs.Snapshot, lg)
-	switch {
-	case err == nil:
-		defer snapRd.Close()
-		snapshot = &raft.Snapshot{Meta: snapRd.Meta, Size: snapRd.Size}
-	case errors.Is(err, snap.ErrNoSnapshot):
-	default:
-		closeLog()
-		return nil, fmt.Errorf("node: load snapshot: %w", err)
-	}
 	sm, err := cfg.OpenStateMachine()
 	if err != nil {
 		closeLog()
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	// What the state machine had applied by itself, before any restore from the snapshot below.
-	appliedAtOpen := sm.AppliedIndex()
 	fail := func(err error) (*Node, error) {
 		sm.Close()
 		closeLog()
 		return nil, err
 	}
-	// The state machine may lag the snapshot (it syncs lazily; the WAL is the source of truth) or
-	// have been wiped: bring it to the snapshot first, then replay the log after it.
-	if snapshot != nil && sm.AppliedIndex() < snapshot.Meta.Index {
-		size := int64(snapRd.Size)
-		if err := sm.Restore(snapshot.Meta, size, io.NewSectionReader(snapRd, 0, size)); err != nil {
-			return fail(fmt.Errorf("node: restore state machine from snapshot %d: %w", snapshot.Meta.Index, err))
-		}
-	}
-	if rs.HardState.IsEmpty() && len(rs.Entries) == 0 && rs.Snapshot == nil && appliedAtOpen > 0 {
-		// checkLogNotLost's case for a log directory holding segments without records. Not
-		// after a restore from the snapshot file alone: see checkLogNotLost.
-		return fail(lostLogError(logDir, appliedAtOpen))
+	snapshot, err := restoreState(snaps, rs, sm, logDir, lg)
+	if err != nil {
+		return fail(err)
 	}
 	rn, cfg, snapIndex, err := startRaft(cfg, rs, snapshot, sm.AppliedIndex(), lg)
 	if err != nil {
@@ -144,6 +119,37 @@ func Open(cfg OpenConfig) (*Node, error) {
 	n.snapDir = snapDir(cfg.DataDir)
 	n.closers = append(n.closers, closeLog, sm.Close)
 	return n, nil
+}
+
+// restoreState opens the newest snapshot the log (rs) records and brings sm up to it if it
+// lags (it syncs lazily, or was rebuilt: the snapshot and the log are the source of truth; the
+// log after the snapshot is replayed once the node runs). The snapshot's data stays on disk:
+// the Raft core keeps only its metadata and size, reads chunks back when a follower needs them,
+// and the state machine is restored by streaming. It refuses a log without records beside a
+// state machine that applied entries by itself (checkLogNotLost's case for a log directory
+// holding segments without records; not after a restore from the snapshot file alone).
+func restoreState(snaps *snap.Store, rs wal.State, sm StateMachine, logDir string, lg *slog.Logger) (*raft.Snapshot, error) {
+	appliedAtOpen := sm.AppliedIndex()
+	var snapshot *raft.Snapshot
+	snapRd, err := openRecordedSnapshot(snaps, rs.Snapshot, lg)
+	switch {
+	case err == nil:
+		defer snapRd.Close()
+		snapshot = &raft.Snapshot{Meta: snapRd.Meta, Size: snapRd.Size}
+		if appliedAtOpen < snapshot.Meta.Index {
+			size := int64(snapRd.Size)
+			if err := sm.Restore(snapshot.Meta, size, io.NewSectionReader(snapRd, 0, size)); err != nil {
+				return nil, fmt.Errorf("node: restore state machine from snapshot %d: %w", snapshot.Meta.Index, err)
+			}
+		}
+	case errors.Is(err, snap.ErrNoSnapshot):
+	default:
+		return nil, fmt.Errorf("node: load snapshot: %w", err)
+	}
+	if rs.HardState.IsEmpty() && len(rs.Entries) == 0 && rs.Snapshot == nil && appliedAtOpen > 0 {
+		return nil, lostLogError(logDir, appliedAtOpen)
+	}
+	return snapshot, nil
 }
 
 // SetTransport attaches the peer transport; it must be called before Start. The node adds every

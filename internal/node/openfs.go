@@ -3,7 +3,6 @@ package node
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 
 	"github.com/caucus/caucus/internal/snap"
@@ -57,24 +56,9 @@ func OpenFS(cfg OpenConfig, o FSOpen) (*Node, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("node: open snapshots: %w", err), w.Close())
 	}
-	var snapshot *raft.Snapshot
-	snapRd, err := openRecordedSnapshot(snaps, rs.Snapshot, lg)
-	switch {
-	case err == nil:
-		defer snapRd.Close()
-		snapshot = &raft.Snapshot{Meta: snapRd.Meta, Size: snapRd.Size}
-	case errors.Is(err, snap.ErrNoSnapshot):
-	default:
-		return nil, errors.Join(fmt.Errorf("node: load snapshot: %w", err), w.Close())
-	}
-	appliedAtOpen := sm.AppliedIndex()
-	if snapshot != nil && appliedAtOpen < snapshot.Meta.Index {
-		if err := sm.Restore(snapshot.Meta, int64(snapRd.Size), io.NewSectionReader(snapRd, 0, int64(snapRd.Size))); err != nil {
-			return nil, errors.Join(fmt.Errorf("node: restore state machine from snapshot %d: %w", snapshot.Meta.Index, err), w.Close())
-		}
-	}
-	if rs.HardState.IsEmpty() && len(rs.Entries) == 0 && rs.Snapshot == nil && appliedAtOpen > 0 {
-		return nil, errors.Join(lostLogError(logDir, appliedAtOpen), w.Close())
+	snapshot, err := restoreState(snaps, rs, sm, logDir, lg)
+	if err != nil {
+		return nil, errors.Join(err, w.Close())
 	}
 	rn, cfg, snapIndex, err := startRaft(cfg, rs, snapshot, sm.AppliedIndex(), lg)
 	if err != nil {
