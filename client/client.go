@@ -147,6 +147,8 @@ type endpoint struct {
 	lease    caucusv1connect.LeaseClient
 	cluster  caucusv1connect.ClusterClient
 	maint    caucusv1connect.MaintenanceClient
+	events   caucusv1connect.EventsClient
+	consumer caucusv1connect.ConsumersClient
 	// connectMaint is set beside a native maint: snapshots fall back to it when the member
 	// predates native streams.
 	connectMaint caucusv1connect.MaintenanceClient

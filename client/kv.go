@@ -25,6 +25,7 @@ const (
 	opGet opType = iota + 1
 	opPut
 	opDelete
+	opPublish
 )
 
 // Op is one key-value operation, for Txn's Then and Else. Build it with OpGet, OpPut, OpDelete.
@@ -42,6 +43,7 @@ type Op struct {
 	count    bool
 	prefix   bool
 	fromKey  bool
+	events   []*caucusv1.Event
 }
 
 // OpOption modifies an Op (and so a Get, Put or Delete).
@@ -88,6 +90,10 @@ func OpPut(key, value string, opts ...OpOption) Op { return newOp(opPut, key, va
 
 // OpDelete returns a deletion of key, for a transaction.
 func OpDelete(key string, opts ...OpOption) Op { return newOp(opDelete, key, "", opts) }
+
+// OpPublish returns a publication of events, for a transaction: they are published if, and
+// only if, the branch that holds the op runs.
+func OpPublish(events ...*Event) Op { return Op{typ: opPublish, events: events} }
 
 func newOp(t opType, key, value string, opts []OpOption) Op {
 	op := Op{typ: t, key: []byte(key)}
@@ -141,11 +147,11 @@ func (op Op) rangeRequest() *caucusv1.RangeRequest {
 }
 
 func (op Op) putRequest() *caucusv1.PutRequest {
-	return &caucusv1.PutRequest{Key: op.key, Value: op.value, Lease: op.lease, PrevKv: op.prevKV}
+	return &caucusv1.PutRequest{Key: op.key, Value: op.value, Lease: op.lease, PrevKv: op.prevKV, Events: op.events}
 }
 
 func (op Op) deleteRequest() *caucusv1.DeleteRangeRequest {
-	return &caucusv1.DeleteRangeRequest{Key: op.key, RangeEnd: op.end, PrevKv: op.prevKV}
+	return &caucusv1.DeleteRangeRequest{Key: op.key, RangeEnd: op.end, PrevKv: op.prevKV, Events: op.events}
 }
 
 func (op Op) requestOp() *caucusv1.RequestOp {
@@ -156,8 +162,10 @@ func (op Op) requestOp() *caucusv1.RequestOp {
 		return &caucusv1.RequestOp{Request: &caucusv1.RequestOp_RequestPut{RequestPut: op.putRequest()}}
 	case opDelete:
 		return &caucusv1.RequestOp{Request: &caucusv1.RequestOp_RequestDeleteRange{RequestDeleteRange: op.deleteRequest()}}
+	case opPublish:
+		return &caucusv1.RequestOp{Request: &caucusv1.RequestOp_RequestPublish{RequestPublish: &caucusv1.PublishRequest{Events: op.events}}}
 	}
-	panic(fmt.Sprintf("client: Op of unknown type %d (build Ops with OpGet, OpPut, OpDelete)", op.typ))
+	panic(fmt.Sprintf("client: Op of unknown type %d (build Ops with OpGet, OpPut, OpDelete, OpPublish)", op.typ))
 }
 
 // Put writes value under key, exactly once across retries.

@@ -57,6 +57,8 @@ func (c *Client) newEndpoint(u, protocol string) *endpoint {
 		ep.lease = nativeapi.LeaseClient{C: ep.native}
 		ep.cluster = nativeapi.ClusterClient{C: ep.native}
 		ep.maint = nativeapi.MaintenanceClient{C: ep.native}
+		ep.events = nativeapi.EventsClient{C: ep.native}
+		ep.consumer = nativeapi.ConsumersClient{C: ep.native}
 		ep.connectMaint = maint
 		return ep
 	}
@@ -64,5 +66,7 @@ func (c *Client) newEndpoint(u, protocol string) *endpoint {
 	ep.lease = caucusv1connect.NewLeaseClient(c.httpc, u)
 	ep.cluster = caucusv1connect.NewClusterClient(c.httpc, u)
 	ep.maint = maint
+	ep.events = caucusv1connect.NewEventsClient(c.httpc, u)
+	ep.consumer = caucusv1connect.NewConsumersClient(c.httpc, u)
 	return ep
 }

@@ -90,6 +90,7 @@ func commands() []*command {
 		delCommand(),
 		txnCommand(),
 		compactionCommand(),
+		publishCommand(),
 		{name: "lease", summary: "Lease commands", sub: []*command{
 			leaseGrantCommand(), leaseRevokeCommand(), leaseTimeToLiveCommand(), leaseListCommand(), leaseKeepAliveCommand(),
 		}},

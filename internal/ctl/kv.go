@@ -15,11 +15,13 @@ import (
 type putFlags struct {
 	lease  string
 	prevKV bool
+	events eventFlag
 }
 
 func (f *putFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.lease, "lease", "", "attach the key to lease `ID` (hexadecimal)")
 	fs.BoolVar(&f.prevKV, "prev-kv", false, "print the previous key-value")
+	f.events.register(fs)
 }
 
 func (f *putFlags) opts() ([]client.OpOption, error) {
@@ -98,12 +100,14 @@ func (f *getFlags) opts(nargs int) ([]client.OpOption, error) {
 // delFlags are the options of del, also accepted by del lines of txn.
 type delFlags struct {
 	prefix, fromKey, prevKV bool
+	events                  eventFlag
 }
 
 func (f *delFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.prefix, "prefix", false, "delete the keys with prefix KEY")
 	fs.BoolVar(&f.fromKey, "from-key", false, "delete the keys >= KEY")
 	fs.BoolVar(&f.prevKV, "prev-kv", false, "print the deleted key-values")
+	f.events.register(fs)
 }
 
 func (f *delFlags) opts(nargs int) ([]client.OpOption, error) {
@@ -164,6 +168,9 @@ func putCommand() *command {
 				}
 				value = string(b)
 			}
+			if evs := f.events.events(args[0]); len(evs) > 0 {
+				opts = append(opts, client.WithEvents(evs...))
+			}
 			return e.withClient(func(ctx context.Context, cli *client.Client) error {
 				resp, err := cli.Put(ctx, args[0], value, opts...)
 				if err != nil {
@@ -174,6 +181,7 @@ func putCommand() *command {
 					if f.prevKV && resp.GetPrevKv() != nil {
 						printKV(w, resp.GetPrevKv(), kvPrint{})
 					}
+					printEventIDs(w, resp.GetEventIds())
 				})
 			})
 		},
@@ -233,6 +241,9 @@ func delCommand() *command {
 			if len(args) == 2 {
 				opts = append(opts, client.WithRange(args[1]))
 			}
+			if evs := f.events.events(args[0]); len(evs) > 0 {
+				opts = append(opts, client.WithEvents(evs...))
+			}
 			return e.withClient(func(ctx context.Context, cli *client.Client) error {
 				resp, err := cli.Delete(ctx, args[0], opts...)
 				if err != nil {
@@ -243,6 +254,7 @@ func delCommand() *command {
 					for _, kv := range resp.GetPrevKvs() {
 						printKV(w, kv, kvPrint{})
 					}
+					printEventIDs(w, resp.GetEventIds())
 				})
 			})
 		},

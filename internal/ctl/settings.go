@@ -34,6 +34,9 @@ func settingFields() []settingField {
 		{"max-sessions", false, (*caucusv1.ClusterSettings).GetMaxSessions, func(s *caucusv1.ClusterSettings, v int64) { s.MaxSessions = v }},
 		{"session-ttl", true, (*caucusv1.ClusterSettings).GetSessionTtlMs, func(s *caucusv1.ClusterSettings, v int64) { s.SessionTtlMs = v }},
 		{"session-retry-window", true, (*caucusv1.ClusterSettings).GetSessionRetryWindowMs, func(s *caucusv1.ClusterSettings, v int64) { s.SessionRetryWindowMs = v }},
+		{"max-event-bytes", false, (*caucusv1.ClusterSettings).GetMaxEventBytes, func(s *caucusv1.ClusterSettings, v int64) { s.MaxEventBytes = v }},
+		{"max-events-per-write", false, (*caucusv1.ClusterSettings).GetMaxEventsPerWrite, func(s *caucusv1.ClusterSettings, v int64) { s.MaxEventsPerWrite = v }},
+		{"max-topics", false, (*caucusv1.ClusterSettings).GetMaxTopics, func(s *caucusv1.ClusterSettings, v int64) { s.MaxTopics = v }},
 	}
 }
 
@@ -100,7 +103,8 @@ func clusterSettingsCommand() *command {
 		summary: "Shows the replicated cluster settings (the limits every member applies); with set, changes them " +
 			"through the log. NAME is a server flag that sets a new cluster's initial value: " +
 			"max-key-bytes, max-value-bytes, max-request-bytes, max-txn-ops, max-range-results, " +
-			"max-lease-ttl-seconds, max-leases, max-sessions, session-ttl, session-retry-window.",
+			"max-lease-ttl-seconds, max-leases, max-sessions, session-ttl, session-retry-window, " +
+			"max-event-bytes, max-events-per-write, max-topics.",
 		run: func(e *env, args []string) error {
 			if len(args) == 0 {
 				return e.showSettings()

@@ -6,7 +6,7 @@ import (
 )
 
 // Applying a normal entry: the command's kind picks its applier, one per concern (keys.go,
-// leases.go, compaction.go, members.go, settings.go), which runs inside mvcc.Batch.ApplyOp.
+// events.go, leases.go, compaction.go, members.go, settings.go), which runs inside mvcc.Batch.ApplyOp.
 // ApplyOp does what every command shares: the applied index, the command clock, the
 // exactly-once session check and record (sessions), validation against the replicated limits,
 // and the revision the command's writes take.
@@ -41,6 +41,8 @@ func applierOf(cmd *logpb.Command) mvcc.Op {
 		return memberAttributes(op.MemberAttributes)
 	case *logpb.Command_Settings:
 		return updateSettings(op.Settings)
+	case *logpb.Command_Publish:
+		return publish(op.Publish)
 	}
 	return refuse
 }

@@ -8,7 +8,8 @@ import (
 )
 
 // The key-value concern: puts, range deletes and transactions, applied to the store's revisions.
-// (The events a write publishes will be appended here, in the same batch as its data.)
+// The events a write carries are stored by the same Op, in the same batch as its data (see
+// events.go and mvcc's events.go).
 
 func putKey(p *logpb.PutRequest) mvcc.Op {
 	return func(b *mvcc.Batch) (proto.Message, error) { return b.Put(p) }

@@ -41,7 +41,10 @@ func TestApplyRefusesUnknownLogVersion(t *testing.T) {
 	if !errors.As(err, &uv) || uv.Index != 2 || uv.Version != logpb.MaxVersion+1 {
 		t.Fatalf("apply of a version %d entry: %v, want an UnknownVersionError for entry 2", logpb.MaxVersion+1, err)
 	}
-	for _, want := range []string{"log entry 2 needs log format version 3", "applies versions 1 to 2", "upgrade this member"} {
+	for _, want := range []string{
+		fmt.Sprintf("log entry 2 needs log format version %d", logpb.MaxVersion+1),
+		fmt.Sprintf("applies versions 1 to %d", logpb.MaxVersion), "upgrade this member",
+	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Fatalf("error %q does not say %q", err, want)
 		}

@@ -218,6 +218,7 @@ type Command struct {
 	//	*Command_LeaseExpire
 	//	*Command_MemberAttributes
 	//	*Command_Settings
+	//	*Command_Publish
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -385,6 +386,15 @@ func (x *Command) GetSettings() *SettingsUpdate {
 	return nil
 }
 
+func (x *Command) GetPublish() *PublishRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Publish); ok {
+			return x.Publish
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -432,6 +442,11 @@ type Command_Settings struct {
 	Settings *SettingsUpdate `protobuf:"bytes,19,opt,name=settings,proto3,oneof"`
 }
 
+type Command_Publish struct {
+	// publish publishes events without changing a key (version 3).
+	Publish *PublishRequest `protobuf:"bytes,20,opt,name=publish,proto3,oneof"` // Fields 21-29 are kept for the durable consumers' commands (version 3).
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_DeleteRange) isCommand_Op() {}
@@ -451,6 +466,8 @@ func (*Command_LeaseExpire) isCommand_Op() {}
 func (*Command_MemberAttributes) isCommand_Op() {}
 
 func (*Command_Settings) isCommand_Op() {}
+
+func (*Command_Publish) isCommand_Op() {}
 
 // Session makes a write exactly-once across retries.
 type Session struct {
@@ -827,12 +844,14 @@ func (x *RangeResponse) GetCount() int64 {
 }
 
 type PutRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	Lease         int64                  `protobuf:"varint,3,opt,name=lease,proto3" json:"lease,omitempty"`
-	PrevKv        bool                   `protobuf:"varint,4,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
-	Session       *Session               `protobuf:"bytes,5,opt,name=session,proto3" json:"session,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Key     []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value   []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Lease   int64                  `protobuf:"varint,3,opt,name=lease,proto3" json:"lease,omitempty"`
+	PrevKv  bool                   `protobuf:"varint,4,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	Session *Session               `protobuf:"bytes,5,opt,name=session,proto3" json:"session,omitempty"`
+	// events (version 3) are published with the write.
+	Events        []*Event `protobuf:"bytes,6,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -902,10 +921,18 @@ func (x *PutRequest) GetSession() *Session {
 	return nil
 }
 
+func (x *PutRequest) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 type PutResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	PrevKv        *KeyValue              `protobuf:"bytes,2,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	EventIds      []string               `protobuf:"bytes,3,rep,name=event_ids,json=eventIds,proto3" json:"event_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -954,12 +981,20 @@ func (x *PutResponse) GetPrevKv() *KeyValue {
 	return nil
 }
 
+func (x *PutResponse) GetEventIds() []string {
+	if x != nil {
+		return x.EventIds
+	}
+	return nil
+}
+
 type DeleteRangeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	RangeEnd      []byte                 `protobuf:"bytes,2,opt,name=range_end,json=rangeEnd,proto3" json:"range_end,omitempty"`
 	PrevKv        bool                   `protobuf:"varint,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
 	Session       *Session               `protobuf:"bytes,4,opt,name=session,proto3" json:"session,omitempty"`
+	Events        []*Event               `protobuf:"bytes,5,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1022,11 +1057,19 @@ func (x *DeleteRangeRequest) GetSession() *Session {
 	return nil
 }
 
+func (x *DeleteRangeRequest) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 type DeleteRangeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	Deleted       int64                  `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	PrevKvs       []*KeyValue            `protobuf:"bytes,3,rep,name=prev_kvs,json=prevKvs,proto3" json:"prev_kvs,omitempty"`
+	EventIds      []string               `protobuf:"bytes,4,rep,name=event_ids,json=eventIds,proto3" json:"event_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1078,6 +1121,13 @@ func (x *DeleteRangeResponse) GetDeleted() int64 {
 func (x *DeleteRangeResponse) GetPrevKvs() []*KeyValue {
 	if x != nil {
 		return x.PrevKvs
+	}
+	return nil
+}
+
+func (x *DeleteRangeResponse) GetEventIds() []string {
+	if x != nil {
+		return x.EventIds
 	}
 	return nil
 }
@@ -1251,6 +1301,7 @@ type RequestOp struct {
 	//	*RequestOp_RequestRange
 	//	*RequestOp_RequestPut
 	//	*RequestOp_RequestDeleteRange
+	//	*RequestOp_RequestPublish
 	Request       isRequestOp_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1320,6 +1371,15 @@ func (x *RequestOp) GetRequestDeleteRange() *DeleteRangeRequest {
 	return nil
 }
 
+func (x *RequestOp) GetRequestPublish() *PublishRequest {
+	if x != nil {
+		if x, ok := x.Request.(*RequestOp_RequestPublish); ok {
+			return x.RequestPublish
+		}
+	}
+	return nil
+}
+
 type isRequestOp_Request interface {
 	isRequestOp_Request()
 }
@@ -1336,11 +1396,17 @@ type RequestOp_RequestDeleteRange struct {
 	RequestDeleteRange *DeleteRangeRequest `protobuf:"bytes,3,opt,name=request_delete_range,json=requestDeleteRange,proto3,oneof"`
 }
 
+type RequestOp_RequestPublish struct {
+	RequestPublish *PublishRequest `protobuf:"bytes,4,opt,name=request_publish,json=requestPublish,proto3,oneof"`
+}
+
 func (*RequestOp_RequestRange) isRequestOp_Request() {}
 
 func (*RequestOp_RequestPut) isRequestOp_Request() {}
 
 func (*RequestOp_RequestDeleteRange) isRequestOp_Request() {}
+
+func (*RequestOp_RequestPublish) isRequestOp_Request() {}
 
 type ResponseOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1349,6 +1415,7 @@ type ResponseOp struct {
 	//	*ResponseOp_ResponseRange
 	//	*ResponseOp_ResponsePut
 	//	*ResponseOp_ResponseDeleteRange
+	//	*ResponseOp_ResponsePublish
 	Response      isResponseOp_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1418,6 +1485,15 @@ func (x *ResponseOp) GetResponseDeleteRange() *DeleteRangeResponse {
 	return nil
 }
 
+func (x *ResponseOp) GetResponsePublish() *PublishResponse {
+	if x != nil {
+		if x, ok := x.Response.(*ResponseOp_ResponsePublish); ok {
+			return x.ResponsePublish
+		}
+	}
+	return nil
+}
+
 type isResponseOp_Response interface {
 	isResponseOp_Response()
 }
@@ -1434,11 +1510,17 @@ type ResponseOp_ResponseDeleteRange struct {
 	ResponseDeleteRange *DeleteRangeResponse `protobuf:"bytes,3,opt,name=response_delete_range,json=responseDeleteRange,proto3,oneof"`
 }
 
+type ResponseOp_ResponsePublish struct {
+	ResponsePublish *PublishResponse `protobuf:"bytes,4,opt,name=response_publish,json=responsePublish,proto3,oneof"`
+}
+
 func (*ResponseOp_ResponseRange) isResponseOp_Response() {}
 
 func (*ResponseOp_ResponsePut) isResponseOp_Response() {}
 
 func (*ResponseOp_ResponseDeleteRange) isResponseOp_Response() {}
+
+func (*ResponseOp_ResponsePublish) isResponseOp_Response() {}
 
 type TxnRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2350,8 +2432,12 @@ type Settings struct {
 	MaxSessions             int64                  `protobuf:"varint,8,opt,name=max_sessions,json=maxSessions,proto3" json:"max_sessions,omitempty"`
 	SessionTtlNanos         int64                  `protobuf:"varint,9,opt,name=session_ttl_nanos,json=sessionTtlNanos,proto3" json:"session_ttl_nanos,omitempty"`
 	SessionRetryWindowNanos int64                  `protobuf:"varint,10,opt,name=session_retry_window_nanos,json=sessionRetryWindowNanos,proto3" json:"session_retry_window_nanos,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Version 3.
+	MaxEventBytes     int64 `protobuf:"varint,11,opt,name=max_event_bytes,json=maxEventBytes,proto3" json:"max_event_bytes,omitempty"`
+	MaxEventsPerWrite int64 `protobuf:"varint,12,opt,name=max_events_per_write,json=maxEventsPerWrite,proto3" json:"max_events_per_write,omitempty"`
+	MaxTopics         int64 `protobuf:"varint,13,opt,name=max_topics,json=maxTopics,proto3" json:"max_topics,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Settings) Reset() {
@@ -2454,6 +2540,27 @@ func (x *Settings) GetSessionRetryWindowNanos() int64 {
 	return 0
 }
 
+func (x *Settings) GetMaxEventBytes() int64 {
+	if x != nil {
+		return x.MaxEventBytes
+	}
+	return 0
+}
+
+func (x *Settings) GetMaxEventsPerWrite() int64 {
+	if x != nil {
+		return x.MaxEventsPerWrite
+	}
+	return 0
+}
+
+func (x *Settings) GetMaxTopics() int64 {
+	if x != nil {
+		return x.MaxTopics
+	}
+	return 0
+}
+
 // SettingsUpdate changes the fields it sets (non-zero) and keeps the others. initial marks the
 // proposal of a new cluster's first leader, taken from its flags: it applies only while the
 // cluster has no settings yet, so a late or repeated one changes nothing.
@@ -2509,12 +2616,218 @@ func (x *SettingsUpdate) GetInitial() bool {
 	return false
 }
 
+// Event is an event as published (version 3). revision, index and time are not set in the
+// log: the store assigns them when it applies the write, and fills them in what it returns.
+type Event struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Payload       []byte                 `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	Headers       map[string]string      `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Id            string                 `protobuf:"bytes,5,opt,name=id,proto3" json:"id,omitempty"`
+	Revision      int64                  `protobuf:"varint,6,opt,name=revision,proto3" json:"revision,omitempty"`
+	Index         int32                  `protobuf:"varint,7,opt,name=index,proto3" json:"index,omitempty"`
+	TimeUnixNano  int64                  `protobuf:"varint,8,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_log_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *Event) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *Event) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Event) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *Event) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *Event) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Event) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Event) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Event) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+type PublishRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Session       *Session               `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishRequest) Reset() {
+	*x = PublishRequest{}
+	mi := &file_log_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishRequest) ProtoMessage() {}
+
+func (x *PublishRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
+func (*PublishRequest) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PublishRequest) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *PublishRequest) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+type PublishResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	EventIds      []string               `protobuf:"bytes,2,rep,name=event_ids,json=eventIds,proto3" json:"event_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishResponse) Reset() {
+	*x = PublishResponse{}
+	mi := &file_log_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishResponse) ProtoMessage() {}
+
+func (x *PublishResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
+func (*PublishResponse) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *PublishResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *PublishResponse) GetEventIds() []string {
+	if x != nil {
+		return x.EventIds
+	}
+	return nil
+}
+
 var File_log_proto protoreflect.FileDescriptor
 
 const file_log_proto_rawDesc = "" +
 	"\n" +
 	"\tlog.proto\x12\n" +
-	"caucus.log\"\x96\x06\n" +
+	"caucus.log\"\xce\x06\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1a\n" +
 	"\bproposer\x18\x02 \x01(\x04R\bproposer\x12$\n" +
@@ -2534,7 +2847,8 @@ const file_log_proto_rawDesc = "" +
 	"\x10lease_keep_alive\x18\x10 \x01(\v2!.caucus.log.LeaseKeepAliveRequestH\x00R\x0eleaseKeepAlive\x12<\n" +
 	"\flease_expire\x18\x11 \x01(\v2\x17.caucus.log.LeaseExpireH\x00R\vleaseExpire\x12K\n" +
 	"\x11member_attributes\x18\x12 \x01(\v2\x1c.caucus.log.MemberAttributesH\x00R\x10memberAttributes\x128\n" +
-	"\bsettings\x18\x13 \x01(\v2\x1a.caucus.log.SettingsUpdateH\x00R\bsettingsB\x04\n" +
+	"\bsettings\x18\x13 \x01(\v2\x1a.caucus.log.SettingsUpdateH\x00R\bsettings\x126\n" +
+	"\apublish\x18\x14 \x01(\v2\x1a.caucus.log.PublishRequestH\x00R\apublishB\x04\n" +
 	"\x02opJ\x04\b\x1e\x10(\"B\n" +
 	"\aSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x1a\n" +
@@ -2566,26 +2880,30 @@ const file_log_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x1a.caucus.log.ResponseHeaderR\x06header\x12&\n" +
 	"\x03kvs\x18\x02 \x03(\v2\x14.caucus.log.KeyValueR\x03kvs\x12\x12\n" +
 	"\x04more\x18\x03 \x01(\bR\x04more\x12\x14\n" +
-	"\x05count\x18\x04 \x01(\x03R\x05count\"\x92\x01\n" +
+	"\x05count\x18\x04 \x01(\x03R\x05count\"\xbd\x01\n" +
 	"\n" +
 	"PutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x14\n" +
 	"\x05lease\x18\x03 \x01(\x03R\x05lease\x12\x17\n" +
 	"\aprev_kv\x18\x04 \x01(\bR\x06prevKv\x12-\n" +
-	"\asession\x18\x05 \x01(\v2\x13.caucus.log.SessionR\asession\"p\n" +
+	"\asession\x18\x05 \x01(\v2\x13.caucus.log.SessionR\asession\x12)\n" +
+	"\x06events\x18\x06 \x03(\v2\x11.caucus.log.EventR\x06events\"\x8d\x01\n" +
 	"\vPutResponse\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.caucus.log.ResponseHeaderR\x06header\x12-\n" +
-	"\aprev_kv\x18\x02 \x01(\v2\x14.caucus.log.KeyValueR\x06prevKv\"\x8b\x01\n" +
+	"\aprev_kv\x18\x02 \x01(\v2\x14.caucus.log.KeyValueR\x06prevKv\x12\x1b\n" +
+	"\tevent_ids\x18\x03 \x03(\tR\beventIds\"\xb6\x01\n" +
 	"\x12DeleteRangeRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x1b\n" +
 	"\trange_end\x18\x02 \x01(\fR\brangeEnd\x12\x17\n" +
 	"\aprev_kv\x18\x03 \x01(\bR\x06prevKv\x12-\n" +
-	"\asession\x18\x04 \x01(\v2\x13.caucus.log.SessionR\asession\"\x94\x01\n" +
+	"\asession\x18\x04 \x01(\v2\x13.caucus.log.SessionR\asession\x12)\n" +
+	"\x06events\x18\x05 \x03(\v2\x11.caucus.log.EventR\x06events\"\xb1\x01\n" +
 	"\x13DeleteRangeResponse\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.caucus.log.ResponseHeaderR\x06header\x12\x18\n" +
 	"\adeleted\x18\x02 \x01(\x03R\adeleted\x12/\n" +
-	"\bprev_kvs\x18\x03 \x03(\v2\x14.caucus.log.KeyValueR\aprevKvs\"\xc9\x03\n" +
+	"\bprev_kvs\x18\x03 \x03(\v2\x14.caucus.log.KeyValueR\aprevKvs\x12\x1b\n" +
+	"\tevent_ids\x18\x04 \x03(\tR\beventIds\"\xc9\x03\n" +
 	"\aCompare\x122\n" +
 	"\x06result\x18\x01 \x01(\x0e2\x1a.caucus.log.Compare.ResultR\x06result\x122\n" +
 	"\x06target\x18\x02 \x01(\x0e2\x1a.caucus.log.Compare.TargetR\x06target\x12\x10\n" +
@@ -2608,18 +2926,20 @@ const file_log_proto_rawDesc = "" +
 	"\x03MOD\x10\x02\x12\t\n" +
 	"\x05VALUE\x10\x03\x12\t\n" +
 	"\x05LEASE\x10\x04B\x0e\n" +
-	"\ftarget_union\"\xe6\x01\n" +
+	"\ftarget_union\"\xad\x02\n" +
 	"\tRequestOp\x12?\n" +
 	"\rrequest_range\x18\x01 \x01(\v2\x18.caucus.log.RangeRequestH\x00R\frequestRange\x129\n" +
 	"\vrequest_put\x18\x02 \x01(\v2\x16.caucus.log.PutRequestH\x00R\n" +
 	"requestPut\x12R\n" +
-	"\x14request_delete_range\x18\x03 \x01(\v2\x1e.caucus.log.DeleteRangeRequestH\x00R\x12requestDeleteRangeB\t\n" +
-	"\arequest\"\xf1\x01\n" +
+	"\x14request_delete_range\x18\x03 \x01(\v2\x1e.caucus.log.DeleteRangeRequestH\x00R\x12requestDeleteRange\x12E\n" +
+	"\x0frequest_publish\x18\x04 \x01(\v2\x1a.caucus.log.PublishRequestH\x00R\x0erequestPublishB\t\n" +
+	"\arequest\"\xbb\x02\n" +
 	"\n" +
 	"ResponseOp\x12B\n" +
 	"\x0eresponse_range\x18\x01 \x01(\v2\x19.caucus.log.RangeResponseH\x00R\rresponseRange\x12<\n" +
 	"\fresponse_put\x18\x02 \x01(\v2\x17.caucus.log.PutResponseH\x00R\vresponsePut\x12U\n" +
-	"\x15response_delete_range\x18\x03 \x01(\v2\x1f.caucus.log.DeleteRangeResponseH\x00R\x13responseDeleteRangeB\n" +
+	"\x15response_delete_range\x18\x03 \x01(\v2\x1f.caucus.log.DeleteRangeResponseH\x00R\x13responseDeleteRange\x12H\n" +
+	"\x10response_publish\x18\x04 \x01(\v2\x1b.caucus.log.PublishResponseH\x00R\x0fresponsePublishB\n" +
 	"\n" +
 	"\bresponse\"\xcc\x01\n" +
 	"\n" +
@@ -2683,7 +3003,7 @@ const file_log_proto_rawDesc = "" +
 	"\vclient_urls\x18\x02 \x03(\tR\n" +
 	"clientUrls\x12\x1f\n" +
 	"\vlog_version\x18\x03 \x01(\rR\n" +
-	"logVersion\"\xac\x03\n" +
+	"logVersion\"\xa4\x04\n" +
 	"\bSettings\x12\"\n" +
 	"\rmax_key_bytes\x18\x01 \x01(\x03R\vmaxKeyBytes\x12&\n" +
 	"\x0fmax_value_bytes\x18\x02 \x01(\x03R\rmaxValueBytes\x12*\n" +
@@ -2696,10 +3016,32 @@ const file_log_proto_rawDesc = "" +
 	"\fmax_sessions\x18\b \x01(\x03R\vmaxSessions\x12*\n" +
 	"\x11session_ttl_nanos\x18\t \x01(\x03R\x0fsessionTtlNanos\x12;\n" +
 	"\x1asession_retry_window_nanos\x18\n" +
-	" \x01(\x03R\x17sessionRetryWindowNanos\"R\n" +
+	" \x01(\x03R\x17sessionRetryWindowNanos\x12&\n" +
+	"\x0fmax_event_bytes\x18\v \x01(\x03R\rmaxEventBytes\x12/\n" +
+	"\x14max_events_per_write\x18\f \x01(\x03R\x11maxEventsPerWrite\x12\x1d\n" +
+	"\n" +
+	"max_topics\x18\r \x01(\x03R\tmaxTopics\"R\n" +
 	"\x0eSettingsUpdate\x12&\n" +
 	"\x03set\x18\x01 \x01(\v2\x14.caucus.log.SettingsR\x03set\x12\x18\n" +
-	"\ainitial\x18\x02 \x01(\bR\ainitial*U\n" +
+	"\ainitial\x18\x02 \x01(\bR\ainitial\"\xa7\x02\n" +
+	"\x05Event\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x18\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\x128\n" +
+	"\aheaders\x18\x04 \x03(\v2\x1e.caucus.log.Event.HeadersEntryR\aheaders\x12\x0e\n" +
+	"\x02id\x18\x05 \x01(\tR\x02id\x12\x1a\n" +
+	"\brevision\x18\x06 \x01(\x03R\brevision\x12\x14\n" +
+	"\x05index\x18\a \x01(\x05R\x05index\x12$\n" +
+	"\x0etime_unix_nano\x18\b \x01(\x03R\ftimeUnixNano\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"j\n" +
+	"\x0ePublishRequest\x12)\n" +
+	"\x06events\x18\x01 \x03(\v2\x11.caucus.log.EventR\x06events\x12-\n" +
+	"\asession\x18\x02 \x01(\v2\x13.caucus.log.SessionR\asession\"b\n" +
+	"\x0fPublishResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.caucus.log.ResponseHeaderR\x06header\x12\x1b\n" +
+	"\tevent_ids\x18\x02 \x03(\tR\beventIds*U\n" +
 	"\vConsistency\x12(\n" +
 	"$CONSISTENCY_LINEARIZABLE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_SERIALIZABLE\x10\x01B)Z'github.com/caucus/caucus/internal/logpbb\x06proto3"
@@ -2717,7 +3059,7 @@ func file_log_proto_rawDescGZIP() []byte {
 }
 
 var file_log_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_log_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_log_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_log_proto_goTypes = []any{
 	(Consistency)(0),               // 0: caucus.log.Consistency
 	(Compare_Result)(0),            // 1: caucus.log.Compare.Result
@@ -2753,6 +3095,10 @@ var file_log_proto_goTypes = []any{
 	(*MemberAttributes)(nil),       // 31: caucus.log.MemberAttributes
 	(*Settings)(nil),               // 32: caucus.log.Settings
 	(*SettingsUpdate)(nil),         // 33: caucus.log.SettingsUpdate
+	(*Event)(nil),                  // 34: caucus.log.Event
+	(*PublishRequest)(nil),         // 35: caucus.log.PublishRequest
+	(*PublishResponse)(nil),        // 36: caucus.log.PublishResponse
+	nil,                            // 37: caucus.log.Event.HeadersEntry
 }
 var file_log_proto_depIdxs = []int32{
 	9,  // 0: caucus.log.Command.put:type_name -> caucus.log.PutRequest
@@ -2765,41 +3111,50 @@ var file_log_proto_depIdxs = []int32{
 	26, // 7: caucus.log.Command.lease_expire:type_name -> caucus.log.LeaseExpire
 	31, // 8: caucus.log.Command.member_attributes:type_name -> caucus.log.MemberAttributes
 	33, // 9: caucus.log.Command.settings:type_name -> caucus.log.SettingsUpdate
-	0,  // 10: caucus.log.RangeRequest.consistency:type_name -> caucus.log.Consistency
-	5,  // 11: caucus.log.RangeResponse.header:type_name -> caucus.log.ResponseHeader
-	6,  // 12: caucus.log.RangeResponse.kvs:type_name -> caucus.log.KeyValue
-	4,  // 13: caucus.log.PutRequest.session:type_name -> caucus.log.Session
-	5,  // 14: caucus.log.PutResponse.header:type_name -> caucus.log.ResponseHeader
-	6,  // 15: caucus.log.PutResponse.prev_kv:type_name -> caucus.log.KeyValue
-	4,  // 16: caucus.log.DeleteRangeRequest.session:type_name -> caucus.log.Session
-	5,  // 17: caucus.log.DeleteRangeResponse.header:type_name -> caucus.log.ResponseHeader
-	6,  // 18: caucus.log.DeleteRangeResponse.prev_kvs:type_name -> caucus.log.KeyValue
-	1,  // 19: caucus.log.Compare.result:type_name -> caucus.log.Compare.Result
-	2,  // 20: caucus.log.Compare.target:type_name -> caucus.log.Compare.Target
-	7,  // 21: caucus.log.RequestOp.request_range:type_name -> caucus.log.RangeRequest
-	9,  // 22: caucus.log.RequestOp.request_put:type_name -> caucus.log.PutRequest
-	11, // 23: caucus.log.RequestOp.request_delete_range:type_name -> caucus.log.DeleteRangeRequest
-	8,  // 24: caucus.log.ResponseOp.response_range:type_name -> caucus.log.RangeResponse
-	10, // 25: caucus.log.ResponseOp.response_put:type_name -> caucus.log.PutResponse
-	12, // 26: caucus.log.ResponseOp.response_delete_range:type_name -> caucus.log.DeleteRangeResponse
-	13, // 27: caucus.log.TxnRequest.compare:type_name -> caucus.log.Compare
-	14, // 28: caucus.log.TxnRequest.success:type_name -> caucus.log.RequestOp
-	14, // 29: caucus.log.TxnRequest.failure:type_name -> caucus.log.RequestOp
-	4,  // 30: caucus.log.TxnRequest.session:type_name -> caucus.log.Session
-	5,  // 31: caucus.log.TxnResponse.header:type_name -> caucus.log.ResponseHeader
-	15, // 32: caucus.log.TxnResponse.responses:type_name -> caucus.log.ResponseOp
-	5,  // 33: caucus.log.CompactionResponse.header:type_name -> caucus.log.ResponseHeader
-	5,  // 34: caucus.log.LeaseGrantResponse.header:type_name -> caucus.log.ResponseHeader
-	5,  // 35: caucus.log.LeaseRevokeResponse.header:type_name -> caucus.log.ResponseHeader
-	5,  // 36: caucus.log.LeaseKeepAliveResponse.header:type_name -> caucus.log.ResponseHeader
-	28, // 37: caucus.log.BootstrapMembers.members:type_name -> caucus.log.MemberContext
-	28, // 38: caucus.log.ConfChangeContext.member:type_name -> caucus.log.MemberContext
-	32, // 39: caucus.log.SettingsUpdate.set:type_name -> caucus.log.Settings
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	35, // 10: caucus.log.Command.publish:type_name -> caucus.log.PublishRequest
+	0,  // 11: caucus.log.RangeRequest.consistency:type_name -> caucus.log.Consistency
+	5,  // 12: caucus.log.RangeResponse.header:type_name -> caucus.log.ResponseHeader
+	6,  // 13: caucus.log.RangeResponse.kvs:type_name -> caucus.log.KeyValue
+	4,  // 14: caucus.log.PutRequest.session:type_name -> caucus.log.Session
+	34, // 15: caucus.log.PutRequest.events:type_name -> caucus.log.Event
+	5,  // 16: caucus.log.PutResponse.header:type_name -> caucus.log.ResponseHeader
+	6,  // 17: caucus.log.PutResponse.prev_kv:type_name -> caucus.log.KeyValue
+	4,  // 18: caucus.log.DeleteRangeRequest.session:type_name -> caucus.log.Session
+	34, // 19: caucus.log.DeleteRangeRequest.events:type_name -> caucus.log.Event
+	5,  // 20: caucus.log.DeleteRangeResponse.header:type_name -> caucus.log.ResponseHeader
+	6,  // 21: caucus.log.DeleteRangeResponse.prev_kvs:type_name -> caucus.log.KeyValue
+	1,  // 22: caucus.log.Compare.result:type_name -> caucus.log.Compare.Result
+	2,  // 23: caucus.log.Compare.target:type_name -> caucus.log.Compare.Target
+	7,  // 24: caucus.log.RequestOp.request_range:type_name -> caucus.log.RangeRequest
+	9,  // 25: caucus.log.RequestOp.request_put:type_name -> caucus.log.PutRequest
+	11, // 26: caucus.log.RequestOp.request_delete_range:type_name -> caucus.log.DeleteRangeRequest
+	35, // 27: caucus.log.RequestOp.request_publish:type_name -> caucus.log.PublishRequest
+	8,  // 28: caucus.log.ResponseOp.response_range:type_name -> caucus.log.RangeResponse
+	10, // 29: caucus.log.ResponseOp.response_put:type_name -> caucus.log.PutResponse
+	12, // 30: caucus.log.ResponseOp.response_delete_range:type_name -> caucus.log.DeleteRangeResponse
+	36, // 31: caucus.log.ResponseOp.response_publish:type_name -> caucus.log.PublishResponse
+	13, // 32: caucus.log.TxnRequest.compare:type_name -> caucus.log.Compare
+	14, // 33: caucus.log.TxnRequest.success:type_name -> caucus.log.RequestOp
+	14, // 34: caucus.log.TxnRequest.failure:type_name -> caucus.log.RequestOp
+	4,  // 35: caucus.log.TxnRequest.session:type_name -> caucus.log.Session
+	5,  // 36: caucus.log.TxnResponse.header:type_name -> caucus.log.ResponseHeader
+	15, // 37: caucus.log.TxnResponse.responses:type_name -> caucus.log.ResponseOp
+	5,  // 38: caucus.log.CompactionResponse.header:type_name -> caucus.log.ResponseHeader
+	5,  // 39: caucus.log.LeaseGrantResponse.header:type_name -> caucus.log.ResponseHeader
+	5,  // 40: caucus.log.LeaseRevokeResponse.header:type_name -> caucus.log.ResponseHeader
+	5,  // 41: caucus.log.LeaseKeepAliveResponse.header:type_name -> caucus.log.ResponseHeader
+	28, // 42: caucus.log.BootstrapMembers.members:type_name -> caucus.log.MemberContext
+	28, // 43: caucus.log.ConfChangeContext.member:type_name -> caucus.log.MemberContext
+	32, // 44: caucus.log.SettingsUpdate.set:type_name -> caucus.log.Settings
+	37, // 45: caucus.log.Event.headers:type_name -> caucus.log.Event.HeadersEntry
+	34, // 46: caucus.log.PublishRequest.events:type_name -> caucus.log.Event
+	4,  // 47: caucus.log.PublishRequest.session:type_name -> caucus.log.Session
+	5,  // 48: caucus.log.PublishResponse.header:type_name -> caucus.log.ResponseHeader
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_log_proto_init() }
@@ -2818,6 +3173,7 @@ func file_log_proto_init() {
 		(*Command_LeaseExpire)(nil),
 		(*Command_MemberAttributes)(nil),
 		(*Command_Settings)(nil),
+		(*Command_Publish)(nil),
 	}
 	file_log_proto_msgTypes[10].OneofWrappers = []any{
 		(*Compare_Version)(nil),
@@ -2830,11 +3186,13 @@ func file_log_proto_init() {
 		(*RequestOp_RequestRange)(nil),
 		(*RequestOp_RequestPut)(nil),
 		(*RequestOp_RequestDeleteRange)(nil),
+		(*RequestOp_RequestPublish)(nil),
 	}
 	file_log_proto_msgTypes[12].OneofWrappers = []any{
 		(*ResponseOp_ResponseRange)(nil),
 		(*ResponseOp_ResponsePut)(nil),
 		(*ResponseOp_ResponseDeleteRange)(nil),
+		(*ResponseOp_ResponsePublish)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2842,7 +3200,7 @@ func file_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_log_proto_rawDesc), len(file_log_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   31,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -20,8 +20,11 @@ const (
 	Version1 uint32 = 1
 	// Version2 adds replicated cluster settings (Command.settings).
 	Version2 uint32 = 2
+	// Version3 adds events published with writes (PutRequest.events, DeleteRangeRequest.events,
+	// Command.publish, RequestOp.request_publish) and the durable consumers' commands.
+	Version3 uint32 = 3
 	// MaxVersion is the newest version this release applies.
-	MaxVersion = Version2
+	MaxVersion = Version3
 )
 
 // VersionOf returns the format version a command was stamped with (1 if none).
@@ -34,10 +37,42 @@ func VersionOf(c *Command) uint32 {
 
 // Needs returns the lowest format version that can apply c.
 func Needs(c *Command) uint32 {
-	if _, ok := c.GetOp().(*Command_Settings); ok {
+	switch op := c.GetOp().(type) {
+	case *Command_Settings:
 		return Version2
+	case *Command_Publish:
+		return Version3
+	case *Command_Put:
+		if len(op.Put.GetEvents()) > 0 {
+			return Version3
+		}
+	case *Command_DeleteRange:
+		if len(op.DeleteRange.GetEvents()) > 0 {
+			return Version3
+		}
+	case *Command_Txn:
+		for _, ops := range [][]*RequestOp{op.Txn.GetSuccess(), op.Txn.GetFailure()} {
+			for _, o := range ops {
+				if opNeedsVersion3(o) {
+					return Version3
+				}
+			}
+		}
 	}
 	return Version1
+}
+
+// opNeedsVersion3 reports whether a transaction op publishes or acknowledges events.
+func opNeedsVersion3(o *RequestOp) bool {
+	switch r := o.GetRequest().(type) {
+	case *RequestOp_RequestPublish:
+		return true
+	case *RequestOp_RequestPut:
+		return len(r.RequestPut.GetEvents()) > 0
+	case *RequestOp_RequestDeleteRange:
+		return len(r.RequestDeleteRange.GetEvents()) > 0
+	}
+	return false
 }
 
 // UnknownVersionError is a command of a format version this release does not apply.
@@ -59,4 +94,17 @@ func CheckVersion(index uint64, c *Command) error {
 		return &UnknownVersionError{Index: index, Version: v}
 	}
 	return nil
+}
+
+// VersionFeature names what a format version added, for messages.
+func VersionFeature(v uint32) string {
+	switch v {
+	case Version1:
+		return "the key-value store"
+	case Version2:
+		return "replicated settings"
+	case Version3:
+		return "events and durable consumers"
+	}
+	return fmt.Sprintf("log format version %d", v)
 }

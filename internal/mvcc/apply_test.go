@@ -33,6 +33,8 @@ func (b *Batch) Apply(index uint64, cmd *logpb.Command) Result {
 			return b.MemberAttributes(op.MemberAttributes)
 		case *logpb.Command_Settings:
 			return b.UpdateSettings(op.Settings)
+		case *logpb.Command_Publish:
+			return b.Publish(op.Publish)
 		}
 		return nil, fmt.Errorf("test dispatcher: no op for %T", cmd.GetOp())
 	})

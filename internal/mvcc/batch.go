@@ -46,14 +46,15 @@ type Batch struct {
 	limits          Limits
 	settingsChanged bool
 
-	hist, lease, leaseExp, leaseKey, sess, sessLRU, member *bolt.Bucket
+	hist, lease, leaseExp, leaseKey, sess, sessLRU, member, events, topics *bolt.Bucket
 
 	// Per command.
 	index   uint64
 	now     int64 // the command's time_unix_nano
 	pendRev int64 // the revision the command's writes take
 	sub     int64 // the next sub-revision
-	wrote   bool  // the command wrote a key version: it takes pendRev
+	wrote   bool  // the command wrote a key version or an event: it takes pendRev
+	evIndex int32 // the index of the command's next event
 }
 
 // Begin starts a batch. It blocks while another batch is open. Errors surface in Apply results
@@ -82,6 +83,9 @@ func (s *Store) Begin() *Batch {
 	b.sess = tx.Bucket(bucketSession)
 	b.sessLRU = tx.Bucket(bucketSessLRU)
 	b.member = tx.Bucket(bucketMember)
+	b.events = tx.Bucket(bucketEvents)
+	b.events.FillPercent = 1
+	b.topics = tx.Bucket(bucketTopics)
 	b.rd = reader{hist: b.hist, idx: s.idx}
 	b.st = loadState(tx)
 	b.limits = *s.limits.Load()
@@ -221,6 +225,8 @@ func setRevision(m proto.Message, rev int64) {
 				setRevision(n.ResponsePut, rev)
 			case *logpb.ResponseOp_ResponseDeleteRange:
 				setRevision(n.ResponseDeleteRange, rev)
+			case *logpb.ResponseOp_ResponsePublish:
+				setRevision(n.ResponsePublish, rev)
 			}
 		}
 	case *logpb.CompactionResponse:
@@ -230,6 +236,8 @@ func setRevision(m proto.Message, rev int64) {
 	case *logpb.LeaseRevokeResponse:
 		r.Header = h
 	case *logpb.LeaseKeepAliveResponse:
+		r.Header = h
+	case *logpb.PublishResponse:
 		r.Header = h
 	}
 }
@@ -260,6 +268,9 @@ func (b *Batch) writeVersion(key []byte, rec *record) {
 // put checks a put; doPut applies it.
 func (b *Batch) put(p *logpb.PutRequest) (*logpb.PutResponse, error) {
 	if err := b.checkPut(p); err != nil {
+		return nil, err
+	}
+	if err := b.checkTopics(p.GetEvents()); err != nil {
 		return nil, err
 	}
 	return b.doPut(p), nil
@@ -299,6 +310,7 @@ func (b *Batch) doPut(p *logpb.PutRequest) *logpb.PutResponse {
 		b.attach(rec.lease, key)
 	}
 	b.writeVersion(key, &rec)
+	resp.EventIds = b.publish(p.GetEvents())
 	return resp
 }
 
@@ -334,6 +346,7 @@ func (b *Batch) deleteRange(d *logpb.DeleteRangeRequest) *logpb.DeleteRangeRespo
 			resp.PrevKvs = append(resp.PrevKvs, k.prev)
 		}
 	}
+	resp.EventIds = b.publish(d.GetEvents())
 	return resp
 }
 
@@ -376,6 +389,9 @@ func (b *Batch) txn(t *logpb.TxnRequest) (*logpb.TxnResponse, error) {
 			}
 		}
 	}
+	if err := b.checkTopics(branchEvents(ops)); err != nil {
+		return nil, err
+	}
 	resp := &logpb.TxnResponse{Succeeded: ok, Responses: make([]*logpb.ResponseOp, 0, len(ops))}
 	for _, op := range ops {
 		var out *logpb.ResponseOp
@@ -392,6 +408,9 @@ func (b *Batch) txn(t *logpb.TxnRequest) (*logpb.TxnResponse, error) {
 			out = &logpb.ResponseOp{Response: &logpb.ResponseOp_ResponsePut{ResponsePut: b.doPut(r.RequestPut)}}
 		case *logpb.RequestOp_RequestDeleteRange:
 			out = &logpb.ResponseOp{Response: &logpb.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: b.deleteRange(r.RequestDeleteRange)}}
+		case *logpb.RequestOp_RequestPublish:
+			out = &logpb.ResponseOp{Response: &logpb.ResponseOp_ResponsePublish{ResponsePublish: &logpb.PublishResponse{
+				EventIds: b.publish(r.RequestPublish.GetEvents())}}}
 		}
 		if b.err != nil {
 			return nil, nil
@@ -502,6 +521,11 @@ func (b *Batch) Commit() error {
 			b.abort()
 			return fmt.Errorf("mvcc: compaction step at revision %d: %w", b.st.compactNextRev, err)
 		}
+	}
+	// Events below the compacted revision go the same way, a bounded share per batch.
+	if _, err := b.compactEvents(b.st.compactRev+1, b.s.compactBudget); err != nil {
+		b.abort()
+		return fmt.Errorf("mvcc: compact events below revision %d: %w", b.st.compactRev+1, err)
 	}
 	if err := b.st.save(b.tx); err != nil {
 		b.abort()

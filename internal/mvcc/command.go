@@ -75,7 +75,7 @@ func (b *Batch) exec(cmd *logpb.Command, op Op) Result {
 	if err := b.limits.Validate(cmd); err != nil {
 		return Result{Err: err}
 	}
-	b.pendRev, b.sub, b.wrote = b.st.rev+1, 0, false
+	b.pendRev, b.sub, b.wrote, b.evIndex = b.st.rev+1, 0, false, 0
 	resp, err := op(b)
 	if b.wrote {
 		b.st.rev = b.pendRev
@@ -97,6 +97,9 @@ func (b *Batch) Put(p *logpb.PutRequest) (proto.Message, error) { return nonNil(
 
 // DeleteRange deletes the live keys of a range.
 func (b *Batch) DeleteRange(d *logpb.DeleteRangeRequest) (proto.Message, error) {
+	if err := b.checkTopics(d.GetEvents()); err != nil {
+		return nil, err
+	}
 	return nonNil(b.deleteRange(d), nil)
 }
 

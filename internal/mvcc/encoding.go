@@ -17,7 +17,7 @@ var (
 	bucketMember   = []byte("member")
 
 	allBuckets = [][]byte{bucketMeta, bucketHistory, bucketLease, bucketLeaseExp,
-		bucketLeaseKey, bucketSession, bucketSessLRU, bucketMember}
+		bucketLeaseKey, bucketSession, bucketSessLRU, bucketMember, bucketEvents, bucketTopics}
 )
 
 // Keys of the meta bucket.

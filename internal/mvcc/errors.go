@@ -46,6 +46,12 @@ var (
 	ErrUnknownKeyspace = &Error{Code: "unknown_keyspace", Message: "unknown keyspace"}
 	ErrEmptyKey        = &Error{Code: "empty_key", Message: "key is not provided"}
 	ErrInvalidArgument = &Error{Code: "invalid_argument", Message: "invalid argument"}
+	ErrInvalidTopic    = &Error{Code: "invalid_topic", Message: "invalid topic"}
+	ErrEventTooLarge   = &Error{Code: "event_too_large", Message: "event is too large"}
+	ErrTooManyEvents   = &Error{Code: "too_many_events", Message: "too many events in one write"}
+	// ErrTooManyTopics: the write would add a topic past Limits.MaxTopics. Nothing was applied;
+	// it may succeed once compaction empties a topic.
+	ErrTooManyTopics = &Error{Code: "too_many_topics", Message: "too many topics"}
 )
 
 var sentinels = map[string]*Error{}
@@ -53,7 +59,8 @@ var sentinels = map[string]*Error{}
 func init() {
 	for _, e := range []*Error{ErrCompacted, ErrFutureRev, ErrLeaseNotFound, ErrLeaseExists, ErrTooManyLeases,
 		ErrKeyTooLarge, ErrValueTooLarge, ErrRequestTooLarge, ErrTooManyOps, ErrDuplicateKey,
-		ErrStaleSequence, ErrSessionExpired, ErrTooManySessions, ErrUnknownKeyspace, ErrEmptyKey, ErrInvalidArgument} {
+		ErrStaleSequence, ErrSessionExpired, ErrTooManySessions, ErrUnknownKeyspace, ErrEmptyKey, ErrInvalidArgument,
+		ErrInvalidTopic, ErrEventTooLarge, ErrTooManyEvents, ErrTooManyTopics} {
 		sentinels[e.Code] = e
 	}
 }

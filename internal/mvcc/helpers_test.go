@@ -122,6 +122,8 @@ func cmdOf(op any) *logpb.Command {
 		c.Op = &logpb.Command_LeaseKeepAlive{LeaseKeepAlive: o}
 	case *logpb.LeaseExpire:
 		c.Op = &logpb.Command_LeaseExpire{LeaseExpire: o}
+	case *logpb.PublishRequest:
+		c.Op = &logpb.Command_Publish{Publish: o}
 	default:
 		panic("unknown op")
 	}

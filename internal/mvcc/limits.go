@@ -41,6 +41,15 @@ const (
 	// between members. When SessionTTL is shorter, the window defaults to SessionTTL.
 	DefaultSessionRetryWindow = 2 * time.Minute
 
+	// DefaultMaxEventBytes bounds one event as encoded (topic, key, payload, headers, id).
+	DefaultMaxEventBytes = 1 << 20
+	// DefaultMaxEventsPerWrite bounds the events one write publishes.
+	DefaultMaxEventsPerWrite = 128
+	// DefaultMaxTopics bounds the topics holding retained events at once.
+	DefaultMaxTopics = 10_000
+	// MaxTopicBytes bounds a topic name (not a setting: names are part of the stored format).
+	MaxTopicBytes = 255
+
 	// maxKeyBytesCeiling keeps an escaped key plus its 18-byte suffix within bbolt's MaxKeySize
 	// (32768).
 	maxKeyBytesCeiling = (32768 - 18) / 2
@@ -66,6 +75,11 @@ type Limits struct {
 	// a retry of a write with sequence 1 safe; the timing assumption it rests on is stated in
 	// session.go.
 	SessionRetryWindow time.Duration
+	// MaxEventBytes bounds one event, MaxEventsPerWrite the events of one write, MaxTopics the
+	// topics holding retained events (a write that would add one more is refused).
+	MaxEventBytes     int
+	MaxEventsPerWrite int
+	MaxTopics         int
 }
 
 // DefaultLimits returns the default limits.
@@ -81,6 +95,9 @@ func DefaultLimits() Limits {
 		SessionTTL:         DefaultSessionTTL,
 		MaxSessions:        DefaultMaxSessions,
 		SessionRetryWindow: DefaultSessionRetryWindow,
+		MaxEventBytes:      DefaultMaxEventBytes,
+		MaxEventsPerWrite:  DefaultMaxEventsPerWrite,
+		MaxTopics:          DefaultMaxTopics,
 	}
 }
 
@@ -114,6 +131,15 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxSessions == 0 {
 		l.MaxSessions = d.MaxSessions
 	}
+	if l.MaxEventBytes == 0 {
+		l.MaxEventBytes = d.MaxEventBytes
+	}
+	if l.MaxEventsPerWrite == 0 {
+		l.MaxEventsPerWrite = d.MaxEventsPerWrite
+	}
+	if l.MaxTopics == 0 {
+		l.MaxTopics = d.MaxTopics
+	}
 	if l.SessionRetryWindow == 0 {
 		// A shorter TTL caps the default, so that setting only SessionTTL stays valid.
 		l.SessionRetryWindow = min(d.SessionRetryWindow, l.SessionTTL)
@@ -142,6 +168,12 @@ func (l Limits) check() error {
 		return fmt.Errorf("mvcc: invalid limits: SessionTTL %v <= 0", l.SessionTTL)
 	case l.MaxSessions < 1:
 		return fmt.Errorf("mvcc: invalid limits: MaxSessions %d < 1", l.MaxSessions)
+	case l.MaxEventBytes < 1:
+		return fmt.Errorf("mvcc: invalid limits: MaxEventBytes %d < 1", l.MaxEventBytes)
+	case l.MaxEventsPerWrite < 1:
+		return fmt.Errorf("mvcc: invalid limits: MaxEventsPerWrite %d < 1", l.MaxEventsPerWrite)
+	case l.MaxTopics < 1:
+		return fmt.Errorf("mvcc: invalid limits: MaxTopics %d < 1", l.MaxTopics)
 	case l.SessionRetryWindow <= 0 || l.SessionRetryWindow > l.SessionTTL:
 		// A window beyond the TTL would promise protection that expiry takes away.
 		return fmt.Errorf("mvcc: invalid limits: SessionRetryWindow %v outside (0, SessionTTL %v]", l.SessionRetryWindow, l.SessionTTL)
@@ -194,6 +226,15 @@ func (l Limits) Validate(cmd *logpb.Command) error {
 		if op.LeaseKeepAlive.GetId() <= 0 {
 			return errorf(ErrLeaseNotFound, "lease id %d", op.LeaseKeepAlive.GetId())
 		}
+	case *logpb.Command_Publish:
+		evs := op.Publish.GetEvents()
+		if len(evs) == 0 {
+			return errorf(ErrInvalidArgument, "publish without events")
+		}
+		if err := l.checkEventCount(len(evs)); err != nil {
+			return err
+		}
+		return l.validateEvents(evs)
 	case *logpb.Command_LeaseExpire:
 	case *logpb.Command_Settings:
 		if op.Settings.GetSet() == nil {
@@ -249,7 +290,10 @@ func (l Limits) validatePut(p *logpb.PutRequest) error {
 	if p.GetLease() < 0 {
 		return errorf(ErrLeaseNotFound, "lease id %d", p.GetLease())
 	}
-	return nil
+	if err := l.checkEventCount(len(p.GetEvents())); err != nil {
+		return err
+	}
+	return l.validateEvents(p.GetEvents())
 }
 
 func (l Limits) validateDelete(d *logpb.DeleteRangeRequest) error {
@@ -259,7 +303,10 @@ func (l Limits) validateDelete(d *logpb.DeleteRangeRequest) error {
 	if len(d.GetRangeEnd()) > l.MaxKeyBytes {
 		return errorf(ErrKeyTooLarge, "range end is %d bytes, limit %d", len(d.GetRangeEnd()), l.MaxKeyBytes)
 	}
-	return nil
+	if err := l.checkEventCount(len(d.GetEvents())); err != nil {
+		return err
+	}
+	return l.validateEvents(d.GetEvents())
 }
 
 func (l Limits) validateTxn(t *logpb.TxnRequest) error {
@@ -296,6 +343,12 @@ func (l Limits) validateTxn(t *logpb.TxnRequest) error {
 				err = l.validatePut(r.RequestPut)
 			case *logpb.RequestOp_RequestDeleteRange:
 				err = l.validateDelete(r.RequestDeleteRange)
+			case *logpb.RequestOp_RequestPublish:
+				if r.RequestPublish.GetSession() != nil {
+					err = errorf(ErrInvalidArgument, "a publish inside a transaction takes the transaction's session, not its own")
+				} else {
+					err = l.validateEvents(r.RequestPublish.GetEvents())
+				}
 			default:
 				err = errorf(ErrInvalidArgument, "txn op without a request")
 			}
@@ -304,6 +357,9 @@ func (l Limits) validateTxn(t *logpb.TxnRequest) error {
 			}
 		}
 		if err := checkDuplicates(ops); err != nil {
+			return err
+		}
+		if err := l.checkEventCount(len(branchEvents(ops))); err != nil {
 			return err
 		}
 	}

@@ -72,6 +72,7 @@ const (
 	resultPut
 	resultDelete
 	resultTxn
+	resultPublish
 )
 
 func sessionOf(cmd *logpb.Command) *logpb.Session {
@@ -82,6 +83,8 @@ func sessionOf(cmd *logpb.Command) *logpb.Session {
 		return op.DeleteRange.GetSession()
 	case *logpb.Command_Txn:
 		return op.Txn.GetSession()
+	case *logpb.Command_Publish:
+		return op.Publish.GetSession()
 	}
 	return nil
 }
@@ -270,6 +273,8 @@ func encodeResult(res Result) ([]byte, error) {
 		kind = resultDelete
 	case *logpb.TxnResponse:
 		kind = resultTxn
+	case *logpb.PublishResponse:
+		kind = resultPublish
 	default:
 		return nil, fmt.Errorf("cannot store response %T", res.Resp)
 	}
@@ -299,6 +304,8 @@ func decodeResult(v []byte) (Result, error) {
 		m = &logpb.DeleteRangeResponse{}
 	case resultTxn:
 		m = &logpb.TxnResponse{}
+	case resultPublish:
+		m = &logpb.PublishResponse{}
 	default:
 		return Result{}, errorCorrupt(fmt.Sprintf("stored result kind %d", v[0]))
 	}

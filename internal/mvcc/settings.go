@@ -32,6 +32,9 @@ func (l Limits) Settings() *logpb.Settings {
 		MaxSessions:             int64(l.MaxSessions),
 		SessionTtlNanos:         int64(l.SessionTTL),
 		SessionRetryWindowNanos: int64(l.SessionRetryWindow),
+		MaxEventBytes:           int64(l.MaxEventBytes),
+		MaxEventsPerWrite:       int64(l.MaxEventsPerWrite),
+		MaxTopics:               int64(l.MaxTopics),
 	}
 }
 
@@ -48,6 +51,9 @@ func (l Limits) Merge(s *logpb.Settings) Limits {
 	set(&l.MaxTxnOps, s.GetMaxTxnOps())
 	set(&l.MaxLeases, s.GetMaxLeases())
 	set(&l.MaxSessions, s.GetMaxSessions())
+	set(&l.MaxEventBytes, s.GetMaxEventBytes())
+	set(&l.MaxEventsPerWrite, s.GetMaxEventsPerWrite())
+	set(&l.MaxTopics, s.GetMaxTopics())
 	if v := s.GetMaxRangeResults(); v != 0 {
 		l.MaxRangeResults = v
 	}

@@ -292,6 +292,7 @@ type state struct {
 	clock      int64 // the largest command time applied; session times are measured with it
 	sessions   int64 // number of sessions
 	leases     int64 // number of leases
+	topics     int64 // entries of the topics bucket
 	// compactNextRev and compactNextSub are where physical compaction resumes; it has caught up
 	// when compactNextRev > compactRev.
 	compactNextRev, compactNextSub int64
@@ -306,6 +307,7 @@ func loadState(tx *bolt.Tx) state {
 		clock:      int64(u64(m.Get(metaClock))),
 		sessions:   int64(u64(m.Get(metaSessions))),
 		leases:     int64(u64(m.Get(metaLeases))),
+		topics:     int64(u64(m.Get(metaTopics))),
 	}
 	if v := m.Get(metaCompactNext); len(v) == 16 {
 		st.compactNextRev, st.compactNextSub = int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:]))
@@ -319,7 +321,8 @@ func (st state) save(tx *bolt.Tx) error {
 		k []byte
 		v uint64
 	}{{metaRev, uint64(st.rev)}, {metaCompactRev, uint64(st.compactRev)}, {metaApplied, st.applied},
-		{metaClock, uint64(st.clock)}, {metaSessions, uint64(st.sessions)}, {metaLeases, uint64(st.leases)}} {
+		{metaClock, uint64(st.clock)}, {metaSessions, uint64(st.sessions)}, {metaLeases, uint64(st.leases)},
+		{metaTopics, uint64(st.topics)}} {
 		if err := m.Put(kv.k, putU64(kv.v)); err != nil {
 			return fmt.Errorf("mvcc: save meta %s: %w", kv.k, err)
 		}

@@ -36,6 +36,16 @@ const (
 	MethodMaintenanceSnapshot   Method = 51 // /caucus.v1.Maintenance/Snapshot (server-streaming)
 	MethodMaintenanceMoveLeader Method = 49 // /caucus.v1.Maintenance/MoveLeader
 	MethodMaintenanceDefragment Method = 50 // /caucus.v1.Maintenance/Defragment
+
+	MethodEventsPublish Method = 64 // /caucus.v1.Events/Publish
+	MethodEventsWatch   Method = 65 // /caucus.v1.Events/Watch (server-streaming)
+
+	MethodConsumersConsumerCreate Method = 80 // /caucus.v1.Consumers/ConsumerCreate
+	MethodConsumersConsumerDelete Method = 81 // /caucus.v1.Consumers/ConsumerDelete
+	MethodConsumersConsumerInfo   Method = 82 // /caucus.v1.Consumers/ConsumerInfo
+	MethodConsumersConsumerList   Method = 83 // /caucus.v1.Consumers/ConsumerList
+	MethodConsumersFetch          Method = 84 // /caucus.v1.Consumers/Fetch
+	MethodConsumersAck            Method = 85 // /caucus.v1.Consumers/Ack
 )
 
 // Handlers are the services a Server dispatches to: the same implementations the connect
@@ -45,6 +55,8 @@ type Handlers struct {
 	Lease       caucusv1connect.LeaseHandler
 	Cluster     caucusv1connect.ClusterHandler
 	Maintenance caucusv1connect.MaintenanceHandler
+	Events      caucusv1connect.EventsHandler
+	Consumers   caucusv1connect.ConsumersHandler
 	// Intercept, when set, wraps every unary call, like a connect unary interceptor: procedure
 	// is the connect procedure name (e.g. caucusv1connect.KVPutProcedure) and next runs the
 	// handler. req.Spec() is empty on this protocol: use procedure. Streams are not intercepted.
@@ -173,6 +185,54 @@ func methodSpecs() map[Method]methodSpec {
 				return nil
 			}
 			return h.Maintenance.Defragment
+		}),
+		MethodEventsPublish: unary(caucusv1connect.EventsPublishProcedure, func(h *Handlers) func(context.Context, *connect.Request[caucusv1.PublishRequest]) (*connect.Response[caucusv1.PublishResponse], error) {
+			if h.Events == nil {
+				return nil
+			}
+			return h.Events.Publish
+		}),
+		MethodEventsWatch: streaming(caucusv1connect.EventsWatchProcedure, connect.StreamTypeServer, func(h *Handlers, opts ...connect.HandlerOption) *connect.Handler {
+			if h.Events == nil {
+				return nil
+			}
+			return connect.NewServerStreamHandler(caucusv1connect.EventsWatchProcedure, h.Events.Watch, opts...)
+		}),
+		MethodConsumersConsumerCreate: unary(caucusv1connect.ConsumersConsumerCreateProcedure, func(h *Handlers) func(context.Context, *connect.Request[caucusv1.ConsumerCreateRequest]) (*connect.Response[caucusv1.ConsumerCreateResponse], error) {
+			if h.Consumers == nil {
+				return nil
+			}
+			return h.Consumers.ConsumerCreate
+		}),
+		MethodConsumersConsumerDelete: unary(caucusv1connect.ConsumersConsumerDeleteProcedure, func(h *Handlers) func(context.Context, *connect.Request[caucusv1.ConsumerDeleteRequest]) (*connect.Response[caucusv1.ConsumerDeleteResponse], error) {
+			if h.Consumers == nil {
+				return nil
+			}
+			return h.Consumers.ConsumerDelete
+		}),
+		MethodConsumersConsumerInfo: unary(caucusv1connect.ConsumersConsumerInfoProcedure, func(h *Handlers) func(context.Context, *connect.Request[caucusv1.ConsumerInfoRequest]) (*connect.Response[caucusv1.ConsumerInfoResponse], error) {
+			if h.Consumers == nil {
+				return nil
+			}
+			return h.Consumers.ConsumerInfo
+		}),
+		MethodConsumersConsumerList: unary(caucusv1connect.ConsumersConsumerListProcedure, func(h *Handlers) func(context.Context, *connect.Request[caucusv1.ConsumerListRequest]) (*connect.Response[caucusv1.ConsumerListResponse], error) {
+			if h.Consumers == nil {
+				return nil
+			}
+			return h.Consumers.ConsumerList
+		}),
+		MethodConsumersFetch: unary(caucusv1connect.ConsumersFetchProcedure, func(h *Handlers) func(context.Context, *connect.Request[caucusv1.FetchRequest]) (*connect.Response[caucusv1.FetchResponse], error) {
+			if h.Consumers == nil {
+				return nil
+			}
+			return h.Consumers.Fetch
+		}),
+		MethodConsumersAck: unary(caucusv1connect.ConsumersAckProcedure, func(h *Handlers) func(context.Context, *connect.Request[caucusv1.AckRequest]) (*connect.Response[caucusv1.AckResponse], error) {
+			if h.Consumers == nil {
+				return nil
+			}
+			return h.Consumers.Ack
 		}),
 	}
 }

@@ -133,3 +133,53 @@ func (x MaintenanceClient) MoveLeader(ctx context.Context, req *connect.Request[
 func (x MaintenanceClient) Defragment(ctx context.Context, req *connect.Request[caucusv1.DefragmentRequest]) (*connect.Response[caucusv1.DefragmentResponse], error) {
 	return invoke[caucusv1.DefragmentResponse](ctx, x.C, MethodMaintenanceDefragment, req.Msg)
 }
+
+// EventsClient implements caucusv1connect.EventsClient over the native protocol.
+type EventsClient struct{ C *Client }
+
+var _ caucusv1connect.EventsClient = EventsClient{}
+
+// Publish calls /caucus.v1.Events/Publish.
+func (x EventsClient) Publish(ctx context.Context, req *connect.Request[caucusv1.PublishRequest]) (*connect.Response[caucusv1.PublishResponse], error) {
+	return invoke[caucusv1.PublishResponse](ctx, x.C, MethodEventsPublish, req.Msg)
+}
+
+// Watch calls /caucus.v1.Events/Watch (server-streaming).
+func (x EventsClient) Watch(ctx context.Context, req *connect.Request[caucusv1.WatchRequest]) (*connect.ServerStreamForClient[caucusv1.WatchResponse], error) {
+	return streamClient[caucusv1.WatchRequest, caucusv1.WatchResponse](x.C, MethodEventsWatch).CallServerStream(ctx, req)
+}
+
+// ConsumersClient implements caucusv1connect.ConsumersClient over the native protocol.
+type ConsumersClient struct{ C *Client }
+
+var _ caucusv1connect.ConsumersClient = ConsumersClient{}
+
+// ConsumerCreate calls /caucus.v1.Consumers/ConsumerCreate.
+func (x ConsumersClient) ConsumerCreate(ctx context.Context, req *connect.Request[caucusv1.ConsumerCreateRequest]) (*connect.Response[caucusv1.ConsumerCreateResponse], error) {
+	return invoke[caucusv1.ConsumerCreateResponse](ctx, x.C, MethodConsumersConsumerCreate, req.Msg)
+}
+
+// ConsumerDelete calls /caucus.v1.Consumers/ConsumerDelete.
+func (x ConsumersClient) ConsumerDelete(ctx context.Context, req *connect.Request[caucusv1.ConsumerDeleteRequest]) (*connect.Response[caucusv1.ConsumerDeleteResponse], error) {
+	return invoke[caucusv1.ConsumerDeleteResponse](ctx, x.C, MethodConsumersConsumerDelete, req.Msg)
+}
+
+// ConsumerInfo calls /caucus.v1.Consumers/ConsumerInfo.
+func (x ConsumersClient) ConsumerInfo(ctx context.Context, req *connect.Request[caucusv1.ConsumerInfoRequest]) (*connect.Response[caucusv1.ConsumerInfoResponse], error) {
+	return invoke[caucusv1.ConsumerInfoResponse](ctx, x.C, MethodConsumersConsumerInfo, req.Msg)
+}
+
+// ConsumerList calls /caucus.v1.Consumers/ConsumerList.
+func (x ConsumersClient) ConsumerList(ctx context.Context, req *connect.Request[caucusv1.ConsumerListRequest]) (*connect.Response[caucusv1.ConsumerListResponse], error) {
+	return invoke[caucusv1.ConsumerListResponse](ctx, x.C, MethodConsumersConsumerList, req.Msg)
+}
+
+// Fetch calls /caucus.v1.Consumers/Fetch.
+func (x ConsumersClient) Fetch(ctx context.Context, req *connect.Request[caucusv1.FetchRequest]) (*connect.Response[caucusv1.FetchResponse], error) {
+	return invoke[caucusv1.FetchResponse](ctx, x.C, MethodConsumersFetch, req.Msg)
+}
+
+// Ack calls /caucus.v1.Consumers/Ack.
+func (x ConsumersClient) Ack(ctx context.Context, req *connect.Request[caucusv1.AckRequest]) (*connect.Response[caucusv1.AckResponse], error) {
+	return invoke[caucusv1.AckResponse](ctx, x.C, MethodConsumersAck, req.Msg)
+}

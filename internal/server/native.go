@@ -28,5 +28,6 @@ func (s *Server) NativeHandlers() nativeapi.Handlers {
 		Lease:       &leaseService{s},
 		Cluster:     &clusterService{s},
 		Maintenance: &maintenanceService{s},
+		Events:      &eventsService{s: s},
 	}
 }

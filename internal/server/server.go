@@ -126,6 +126,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(caucusv1connect.NewLeaseHandler(&leaseService{s}, opts...))
 	mux.Handle(caucusv1connect.NewClusterHandler(&clusterService{s}, opts...))
 	mux.Handle(caucusv1connect.NewMaintenanceHandler(&maintenanceService{s}, opts...))
+	mux.Handle(caucusv1connect.NewEventsHandler(&eventsService{s: s}, opts...))
 	mux.HandleFunc("/health", s.health)
 	return mux
 }
@@ -185,6 +186,9 @@ func (s *Server) propose(ctx context.Context, cmd *logpb.Command) (any, error) {
 		return nil, toConnect(err)
 	}
 	if err := s.checkQuota(cmd); err != nil {
+		return nil, err
+	}
+	if err := s.checkLogVersion(cmd); err != nil {
 		return nil, err
 	}
 	if _, put := cmd.GetOp().(*logpb.Command_Put); put && s.cfg.Bug == BugAckBeforeCommit {
@@ -308,12 +312,13 @@ func toConnect(err error) error {
 		// Nothing was applied, and re-sending the same request cannot succeed: the client has
 		// to decide (package client moves to a new session or reports an unknown outcome).
 		code = connect.CodeFailedPrecondition
-	case errors.Is(err, mvcc.ErrTooManySessions):
+	case errors.Is(err, mvcc.ErrTooManySessions), errors.Is(err, mvcc.ErrTooManyTopics):
 		code = connect.CodeResourceExhausted
 	case errors.Is(err, mvcc.ErrKeyTooLarge), errors.Is(err, mvcc.ErrValueTooLarge),
 		errors.Is(err, mvcc.ErrRequestTooLarge), errors.Is(err, mvcc.ErrTooManyOps),
 		errors.Is(err, mvcc.ErrDuplicateKey), errors.Is(err, mvcc.ErrUnknownKeyspace),
-		errors.Is(err, mvcc.ErrEmptyKey), errors.Is(err, mvcc.ErrInvalidArgument):
+		errors.Is(err, mvcc.ErrEmptyKey), errors.Is(err, mvcc.ErrInvalidArgument),
+		errors.Is(err, mvcc.ErrInvalidTopic), errors.Is(err, mvcc.ErrEventTooLarge), errors.Is(err, mvcc.ErrTooManyEvents):
 		code = connect.CodeInvalidArgument
 	case errors.Is(err, errMember):
 		code = connect.CodeInvalidArgument
@@ -322,3 +327,22 @@ func toConnect(err error) error {
 }
 
 var errMember = errors.New("server: invalid member request")
+
+// checkLogVersion refuses a command of a newer log format version than some member applies:
+// that member would stop at the entry (logpb.CheckVersion). Members publish the version they
+// apply when they start (logpb.MemberAttributes.log_version), so the refusal ends once the
+// last member runs a release that knows the version.
+func (s *Server) checkLogVersion(cmd *logpb.Command) error {
+	v := logpb.Needs(cmd)
+	if v == logpb.Version1 {
+		return nil // every release applies it; and the common path reads no membership
+	}
+	for _, m := range s.store.Members() {
+		if have := max(m.LogVersion, logpb.Version1); have < v {
+			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+				"server: member %x (%s) runs a release that applies log format versions up to %d, and this request needs %d (%s): upgrade it first",
+				m.ID, m.Name, have, v, logpb.VersionFeature(v)))
+		}
+	}
+	return nil
+}

@@ -24,6 +24,7 @@ func settingsToAPI(l mvcc.Limits) *caucusv1.ClusterSettings {
 		MaxLeases: s.MaxLeases, MaxSessions: s.MaxSessions,
 		SessionTtlMs:         time.Duration(s.SessionTtlNanos).Milliseconds(),
 		SessionRetryWindowMs: time.Duration(s.SessionRetryWindowNanos).Milliseconds(),
+		MaxEventBytes:        s.MaxEventBytes, MaxEventsPerWrite: s.MaxEventsPerWrite, MaxTopics: s.MaxTopics,
 	}
 }
 
@@ -38,6 +39,8 @@ func settingsToLog(s *caucusv1.ClusterSettings) (*logpb.Settings, error) {
 		{"max_range_results", s.GetMaxRangeResults()}, {"max_lease_ttl_seconds", s.GetMaxLeaseTtlSeconds()},
 		{"max_leases", s.GetMaxLeases()}, {"max_sessions", s.GetMaxSessions()},
 		{"session_ttl_ms", s.GetSessionTtlMs()}, {"session_retry_window_ms", s.GetSessionRetryWindowMs()},
+		{"max_event_bytes", s.GetMaxEventBytes()}, {"max_events_per_write", s.GetMaxEventsPerWrite()},
+		{"max_topics", s.GetMaxTopics()},
 	} {
 		if f.v < 0 {
 			return nil, fmt.Errorf("%w: setting %s is negative (%d)", mvcc.ErrInvalidArgument, f.name, f.v)
@@ -53,6 +56,7 @@ func settingsToLog(s *caucusv1.ClusterSettings) (*logpb.Settings, error) {
 		MaxLeases: s.GetMaxLeases(), MaxSessions: s.GetMaxSessions(),
 		SessionTtlNanos:         int64(time.Duration(s.GetSessionTtlMs()) * time.Millisecond),
 		SessionRetryWindowNanos: int64(time.Duration(s.GetSessionRetryWindowMs()) * time.Millisecond),
+		MaxEventBytes:           s.GetMaxEventBytes(), MaxEventsPerWrite: s.GetMaxEventsPerWrite(), MaxTopics: s.GetMaxTopics(),
 	}, nil
 }
 
@@ -71,15 +75,6 @@ func (c *clusterService) UpdateSettings(ctx context.Context, req *connect.Reques
 	set, err := settingsToLog(req.Msg.GetSet())
 	if err != nil {
 		return nil, toConnect(err)
-	}
-	// Members of a release without replicated settings would stop at the entry: refuse until
-	// every member applies log format version 2.
-	for _, m := range c.s.store.Members() {
-		if m.LogVersion < logpb.Version2 {
-			return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
-				"server: member %x (%s) runs a release that does not apply replicated settings (log format version %d, settings need %d): upgrade it first",
-				m.ID, m.Name, max(m.LogVersion, logpb.Version1), logpb.Version2))
-		}
 	}
 	r, err := c.s.propose(ctx, &logpb.Command{Op: &logpb.Command_Settings{Settings: &logpb.SettingsUpdate{Set: set}}})
 	if err != nil {

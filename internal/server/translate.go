@@ -36,14 +36,42 @@ func putToLog(p *caucusv1.PutRequest) *logpb.PutRequest {
 	if p == nil {
 		return nil
 	}
-	return &logpb.PutRequest{Key: p.Key, Value: p.Value, Lease: p.Lease, PrevKv: p.PrevKv, Session: sessionToLog(p.Session)}
+	return &logpb.PutRequest{Key: p.Key, Value: p.Value, Lease: p.Lease, PrevKv: p.PrevKv, Session: sessionToLog(p.Session),
+		Events: eventsToLog(p.Events)}
+}
+
+func eventToLog(e *caucusv1.Event) *logpb.Event {
+	if e == nil {
+		return nil
+	}
+	return &logpb.Event{Topic: e.Topic, Key: e.Key, Payload: e.Payload, Headers: e.Headers, Id: e.Id,
+		Revision: e.Revision, Index: e.Index, TimeUnixNano: e.TimeUnixNano}
+}
+
+func eventsToLog(evs []*caucusv1.Event) []*logpb.Event {
+	if evs == nil {
+		return nil
+	}
+	out := make([]*logpb.Event, len(evs))
+	for i, e := range evs {
+		out[i] = eventToLog(e)
+	}
+	return out
+}
+
+func publishToLog(p *caucusv1.PublishRequest) *logpb.PublishRequest {
+	if p == nil {
+		return nil
+	}
+	return &logpb.PublishRequest{Events: eventsToLog(p.Events), Session: sessionToLog(p.Session)}
 }
 
 func deleteToLog(d *caucusv1.DeleteRangeRequest) *logpb.DeleteRangeRequest {
 	if d == nil {
 		return nil
 	}
-	return &logpb.DeleteRangeRequest{Key: d.Key, RangeEnd: d.RangeEnd, PrevKv: d.PrevKv, Session: sessionToLog(d.Session)}
+	return &logpb.DeleteRangeRequest{Key: d.Key, RangeEnd: d.RangeEnd, PrevKv: d.PrevKv, Session: sessionToLog(d.Session),
+		Events: eventsToLog(d.Events)}
 }
 
 func compareToLog(c *caucusv1.Compare) *logpb.Compare {
@@ -83,6 +111,8 @@ func requestOpsToLog(ops []*caucusv1.RequestOp) []*logpb.RequestOp {
 			o.Request = &logpb.RequestOp_RequestPut{RequestPut: putToLog(r.RequestPut)}
 		case *caucusv1.RequestOp_RequestDeleteRange:
 			o.Request = &logpb.RequestOp_RequestDeleteRange{RequestDeleteRange: deleteToLog(r.RequestDeleteRange)}
+		case *caucusv1.RequestOp_RequestPublish:
+			o.Request = &logpb.RequestOp_RequestPublish{RequestPublish: publishToLog(r.RequestPublish)}
 		}
 		out[i] = o
 	}
@@ -194,14 +224,30 @@ func putFromLog(r *logpb.PutResponse, h *caucusv1.ResponseHeader) *caucusv1.PutR
 	if r == nil {
 		return nil
 	}
-	return &caucusv1.PutResponse{Header: pickHeader(r.Header, h), PrevKv: kvFromLog(r.PrevKv)}
+	return &caucusv1.PutResponse{Header: pickHeader(r.Header, h), PrevKv: kvFromLog(r.PrevKv), EventIds: r.EventIds}
+}
+
+// EventFromLog translates a stored event to the API.
+func EventFromLog(e *logpb.Event) *caucusv1.Event {
+	if e == nil {
+		return nil
+	}
+	return &caucusv1.Event{Topic: e.Topic, Key: e.Key, Payload: e.Payload, Headers: e.Headers, Id: e.Id,
+		Revision: e.Revision, Index: e.Index, TimeUnixNano: e.TimeUnixNano}
+}
+
+func publishFromLog(r *logpb.PublishResponse, h *caucusv1.ResponseHeader) *caucusv1.PublishResponse {
+	if r == nil {
+		return nil
+	}
+	return &caucusv1.PublishResponse{Header: pickHeader(r.Header, h), EventIds: r.EventIds}
 }
 
 func deleteFromLog(r *logpb.DeleteRangeResponse, h *caucusv1.ResponseHeader) *caucusv1.DeleteRangeResponse {
 	if r == nil {
 		return nil
 	}
-	return &caucusv1.DeleteRangeResponse{Header: pickHeader(r.Header, h), Deleted: r.Deleted, PrevKvs: kvsFromLog(r.PrevKvs)}
+	return &caucusv1.DeleteRangeResponse{Header: pickHeader(r.Header, h), Deleted: r.Deleted, PrevKvs: kvsFromLog(r.PrevKvs), EventIds: r.EventIds}
 }
 
 func txnFromLog(r *logpb.TxnResponse, h *caucusv1.ResponseHeader) *caucusv1.TxnResponse {
@@ -220,6 +266,8 @@ func txnFromLog(r *logpb.TxnResponse, h *caucusv1.ResponseHeader) *caucusv1.TxnR
 				o.Response = &caucusv1.ResponseOp_ResponsePut{ResponsePut: putFromLog(x.ResponsePut, nil)}
 			case *logpb.ResponseOp_ResponseDeleteRange:
 				o.Response = &caucusv1.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: deleteFromLog(x.ResponseDeleteRange, nil)}
+			case *logpb.ResponseOp_ResponsePublish:
+				o.Response = &caucusv1.ResponseOp_ResponsePublish{ResponsePublish: publishFromLog(x.ResponsePublish, nil)}
 			}
 			out.Responses[i] = o
 		}

@@ -101,6 +101,13 @@ func populate(m protoreflect.Message, rng *rand.Rand, depth int) {
 		if fd.Kind() == protoreflect.MessageKind && depth == 0 {
 			continue
 		}
+		if fd.IsMap() {
+			mp := m.Mutable(fd).Map()
+			for n := 1 + rng.IntN(2); n > 0; n-- {
+				mp.Set(scalar(fd.MapKey(), rng).MapKey(), scalar(fd.MapValue(), rng))
+			}
+			continue
+		}
 		if fd.IsList() {
 			l := m.Mutable(fd).List()
 			for n := 1 + rng.IntN(2); n > 0; n-- {
@@ -132,6 +139,8 @@ func scalar(fd protoreflect.FieldDescriptor, rng *rand.Rand) protoreflect.Value 
 		return protoreflect.ValueOfUint64(1 + rng.Uint64N(1<<40))
 	case protoreflect.Uint32Kind:
 		return protoreflect.ValueOfUint32(1 + rng.Uint32N(1<<20))
+	case protoreflect.Int32Kind:
+		return protoreflect.ValueOfInt32(1 + rng.Int32N(1<<20))
 	case protoreflect.BytesKind:
 		return protoreflect.ValueOfBytes([]byte(fmt.Sprint(rng.Uint64())))
 	case protoreflect.StringKind:
@@ -164,6 +173,9 @@ func TestTranslationCarriesEveryField(t *testing.T) {
 		{"lease keepalive", func() proto.Message { return &caucusv1.LeaseKeepAliveRequest{} }, func(m proto.Message) proto.Message {
 			return leaseKeepAliveToLog(m.(*caucusv1.LeaseKeepAliveRequest))
 		}},
+		{"publish", func() proto.Message { return &caucusv1.PublishRequest{} }, func(m proto.Message) proto.Message { return publishToLog(m.(*caucusv1.PublishRequest)) }},
+		{"publish response", func() proto.Message { return &logpb.PublishResponse{} }, func(m proto.Message) proto.Message { return publishFromLog(m.(*logpb.PublishResponse), nil) }},
+		{"event", func() proto.Message { return &logpb.Event{} }, func(m proto.Message) proto.Message { return EventFromLog(m.(*logpb.Event)) }},
 		{"put response", func() proto.Message { return &logpb.PutResponse{} }, func(m proto.Message) proto.Message { return putFromLog(m.(*logpb.PutResponse), nil) }},
 		{"delete response", func() proto.Message { return &logpb.DeleteRangeResponse{} }, func(m proto.Message) proto.Message { return deleteFromLog(m.(*logpb.DeleteRangeResponse), nil) }},
 		{"txn response", func() proto.Message { return &logpb.TxnResponse{} }, func(m proto.Message) proto.Message { return txnFromLog(m.(*logpb.TxnResponse), nil) }},

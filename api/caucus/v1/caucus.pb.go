@@ -182,6 +182,52 @@ func (Compare_Target) EnumDescriptor() ([]byte, []int) {
 	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{9, 1}
 }
 
+type WatchChange_Type int32
+
+const (
+	WatchChange_PUT    WatchChange_Type = 0
+	WatchChange_DELETE WatchChange_Type = 1
+)
+
+// Enum value maps for WatchChange_Type.
+var (
+	WatchChange_Type_name = map[int32]string{
+		0: "PUT",
+		1: "DELETE",
+	}
+	WatchChange_Type_value = map[string]int32{
+		"PUT":    0,
+		"DELETE": 1,
+	}
+)
+
+func (x WatchChange_Type) Enum() *WatchChange_Type {
+	p := new(WatchChange_Type)
+	*p = x
+	return p
+}
+
+func (x WatchChange_Type) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WatchChange_Type) Descriptor() protoreflect.EnumDescriptor {
+	return file_caucus_v1_caucus_proto_enumTypes[3].Descriptor()
+}
+
+func (WatchChange_Type) Type() protoreflect.EnumType {
+	return &file_caucus_v1_caucus_proto_enumTypes[3]
+}
+
+func (x WatchChange_Type) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WatchChange_Type.Descriptor instead.
+func (WatchChange_Type) EnumDescriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{52, 0}
+}
+
 // ResponseHeader is attached to every response.
 type ResponseHeader struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -577,8 +623,10 @@ type PutRequest struct {
 	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	Lease int64                  `protobuf:"varint,3,opt,name=lease,proto3" json:"lease,omitempty"`
 	// prev_kv returns the previous version of the key.
-	PrevKv        bool     `protobuf:"varint,4,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
-	Session       *Session `protobuf:"bytes,5,opt,name=session,proto3" json:"session,omitempty"`
+	PrevKv  bool     `protobuf:"varint,4,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	Session *Session `protobuf:"bytes,5,opt,name=session,proto3" json:"session,omitempty"`
+	// events are published in the same log entry as the write: both happen or neither.
+	Events        []*Event `protobuf:"bytes,6,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -648,10 +696,19 @@ func (x *PutRequest) GetSession() *Session {
 	return nil
 }
 
+func (x *PutRequest) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 type PutResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	PrevKv        *KeyValue              `protobuf:"bytes,2,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	PrevKv *KeyValue              `protobuf:"bytes,2,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	// event_ids are the ids of the events published, in request order (generated ones included).
+	EventIds      []string `protobuf:"bytes,3,rep,name=event_ids,json=eventIds,proto3" json:"event_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -700,12 +757,21 @@ func (x *PutResponse) GetPrevKv() *KeyValue {
 	return nil
 }
 
+func (x *PutResponse) GetEventIds() []string {
+	if x != nil {
+		return x.EventIds
+	}
+	return nil
+}
+
 type DeleteRangeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	RangeEnd      []byte                 `protobuf:"bytes,2,opt,name=range_end,json=rangeEnd,proto3" json:"range_end,omitempty"`
-	PrevKv        bool                   `protobuf:"varint,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
-	Session       *Session               `protobuf:"bytes,4,opt,name=session,proto3" json:"session,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Key      []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	RangeEnd []byte                 `protobuf:"bytes,2,opt,name=range_end,json=rangeEnd,proto3" json:"range_end,omitempty"`
+	PrevKv   bool                   `protobuf:"varint,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	Session  *Session               `protobuf:"bytes,4,opt,name=session,proto3" json:"session,omitempty"`
+	// events are published in the same log entry as the delete, even if it deletes nothing.
+	Events        []*Event `protobuf:"bytes,5,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -768,11 +834,19 @@ func (x *DeleteRangeRequest) GetSession() *Session {
 	return nil
 }
 
+func (x *DeleteRangeRequest) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 type DeleteRangeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	Deleted       int64                  `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	PrevKvs       []*KeyValue            `protobuf:"bytes,3,rep,name=prev_kvs,json=prevKvs,proto3" json:"prev_kvs,omitempty"`
+	EventIds      []string               `protobuf:"bytes,4,rep,name=event_ids,json=eventIds,proto3" json:"event_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -824,6 +898,13 @@ func (x *DeleteRangeResponse) GetDeleted() int64 {
 func (x *DeleteRangeResponse) GetPrevKvs() []*KeyValue {
 	if x != nil {
 		return x.PrevKvs
+	}
+	return nil
+}
+
+func (x *DeleteRangeResponse) GetEventIds() []string {
+	if x != nil {
+		return x.EventIds
 	}
 	return nil
 }
@@ -998,6 +1079,7 @@ type RequestOp struct {
 	//	*RequestOp_RequestRange
 	//	*RequestOp_RequestPut
 	//	*RequestOp_RequestDeleteRange
+	//	*RequestOp_RequestPublish
 	Request       isRequestOp_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1067,6 +1149,15 @@ func (x *RequestOp) GetRequestDeleteRange() *DeleteRangeRequest {
 	return nil
 }
 
+func (x *RequestOp) GetRequestPublish() *PublishRequest {
+	if x != nil {
+		if x, ok := x.Request.(*RequestOp_RequestPublish); ok {
+			return x.RequestPublish
+		}
+	}
+	return nil
+}
+
 type isRequestOp_Request interface {
 	isRequestOp_Request()
 }
@@ -1083,11 +1174,18 @@ type RequestOp_RequestDeleteRange struct {
 	RequestDeleteRange *DeleteRangeRequest `protobuf:"bytes,3,opt,name=request_delete_range,json=requestDeleteRange,proto3,oneof"`
 }
 
+type RequestOp_RequestPublish struct {
+	// request_publish publishes events if, and only if, its branch runs.
+	RequestPublish *PublishRequest `protobuf:"bytes,4,opt,name=request_publish,json=requestPublish,proto3,oneof"`
+}
+
 func (*RequestOp_RequestRange) isRequestOp_Request() {}
 
 func (*RequestOp_RequestPut) isRequestOp_Request() {}
 
 func (*RequestOp_RequestDeleteRange) isRequestOp_Request() {}
+
+func (*RequestOp_RequestPublish) isRequestOp_Request() {}
 
 type ResponseOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1096,6 +1194,7 @@ type ResponseOp struct {
 	//	*ResponseOp_ResponseRange
 	//	*ResponseOp_ResponsePut
 	//	*ResponseOp_ResponseDeleteRange
+	//	*ResponseOp_ResponsePublish
 	Response      isResponseOp_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1165,6 +1264,15 @@ func (x *ResponseOp) GetResponseDeleteRange() *DeleteRangeResponse {
 	return nil
 }
 
+func (x *ResponseOp) GetResponsePublish() *PublishResponse {
+	if x != nil {
+		if x, ok := x.Response.(*ResponseOp_ResponsePublish); ok {
+			return x.ResponsePublish
+		}
+	}
+	return nil
+}
+
 type isResponseOp_Response interface {
 	isResponseOp_Response()
 }
@@ -1181,11 +1289,17 @@ type ResponseOp_ResponseDeleteRange struct {
 	ResponseDeleteRange *DeleteRangeResponse `protobuf:"bytes,3,opt,name=response_delete_range,json=responseDeleteRange,proto3,oneof"`
 }
 
+type ResponseOp_ResponsePublish struct {
+	ResponsePublish *PublishResponse `protobuf:"bytes,4,opt,name=response_publish,json=responsePublish,proto3,oneof"`
+}
+
 func (*ResponseOp_ResponseRange) isResponseOp_Response() {}
 
 func (*ResponseOp_ResponsePut) isResponseOp_Response() {}
 
 func (*ResponseOp_ResponseDeleteRange) isResponseOp_Response() {}
+
+func (*ResponseOp_ResponsePublish) isResponseOp_Response() {}
 
 // TxnRequest: if every compare holds, apply success, otherwise failure; atomically, at one revision.
 type TxnRequest struct {
@@ -2436,8 +2550,14 @@ type ClusterSettings struct {
 	SessionTtlMs int64 `protobuf:"varint,9,opt,name=session_ttl_ms,json=sessionTtlMs,proto3" json:"session_ttl_ms,omitempty"`
 	// session_retry_window_ms protects a recently used session from eviction.
 	SessionRetryWindowMs int64 `protobuf:"varint,10,opt,name=session_retry_window_ms,json=sessionRetryWindowMs,proto3" json:"session_retry_window_ms,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// max_event_bytes bounds one event (topic, key, payload, headers and id).
+	MaxEventBytes int64 `protobuf:"varint,11,opt,name=max_event_bytes,json=maxEventBytes,proto3" json:"max_event_bytes,omitempty"`
+	// max_events_per_write bounds the events one write publishes (all branches' ops included).
+	MaxEventsPerWrite int64 `protobuf:"varint,12,opt,name=max_events_per_write,json=maxEventsPerWrite,proto3" json:"max_events_per_write,omitempty"`
+	// max_topics bounds the topics that hold retained events at once.
+	MaxTopics     int64 `protobuf:"varint,13,opt,name=max_topics,json=maxTopics,proto3" json:"max_topics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterSettings) Reset() {
@@ -2536,6 +2656,27 @@ func (x *ClusterSettings) GetSessionTtlMs() int64 {
 func (x *ClusterSettings) GetSessionRetryWindowMs() int64 {
 	if x != nil {
 		return x.SessionRetryWindowMs
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetMaxEventBytes() int64 {
+	if x != nil {
+		return x.MaxEventBytes
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetMaxEventsPerWrite() int64 {
+	if x != nil {
+		return x.MaxEventsPerWrite
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetMaxTopics() int64 {
+	if x != nil {
+		return x.MaxTopics
 	}
 	return 0
 }
@@ -3171,6 +3312,1506 @@ func (x *DefragmentResponse) GetDbSizeAfter() int64 {
 	return 0
 }
 
+// Event is a message published in the same log entry as the write that carries it (the
+// transactional outbox): the data change and its events commit together or not at all.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// topic names the stream of the event: 1 to max-topic-bytes bytes of letters, digits and
+	// "._-/:", not starting with a dot.
+	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// key orders the event: a durable consumer delivers the events of one key in order, one at a
+	// time; events without a key have no ordering constraint.
+	Key     []byte            `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Payload []byte            `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	Headers map[string]string `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// id is the producer's id for the event; empty: the store assigns "<revision>-<index>" (hex).
+	Id string `protobuf:"bytes,5,opt,name=id,proto3" json:"id,omitempty"`
+	// revision and index are the event's position in the stream, set by the store: the revision
+	// of the write that published it and its order within that write.
+	Revision int64 `protobuf:"varint,6,opt,name=revision,proto3" json:"revision,omitempty"`
+	Index    int32 `protobuf:"varint,7,opt,name=index,proto3" json:"index,omitempty"`
+	// time_unix_nano is the time of the write (the proposing member's clock), set by the store.
+	TimeUnixNano  int64 `protobuf:"varint,8,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *Event) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *Event) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Event) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *Event) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *Event) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Event) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Event) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Event) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+// PublishRequest publishes events without changing a key (still one revision of the store).
+type PublishRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Session       *Session               `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishRequest) Reset() {
+	*x = PublishRequest{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishRequest) ProtoMessage() {}
+
+func (x *PublishRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
+func (*PublishRequest) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *PublishRequest) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *PublishRequest) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+type PublishResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	EventIds      []string               `protobuf:"bytes,2,rep,name=event_ids,json=eventIds,proto3" json:"event_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishResponse) Reset() {
+	*x = PublishResponse{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishResponse) ProtoMessage() {}
+
+func (x *PublishResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
+func (*PublishResponse) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *PublishResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *PublishResponse) GetEventIds() []string {
+	if x != nil {
+		return x.EventIds
+	}
+	return nil
+}
+
+// WatchRequest starts a watch of key changes, events, or both, from a revision. A watch sees
+// every matching change and event at revisions >= start_revision in revision order, and
+// within one revision the key changes first, then the events in their index order.
+type WatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key and range_end select key changes, as in RangeRequest; an empty key selects none.
+	Key      []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	RangeEnd []byte `protobuf:"bytes,2,opt,name=range_end,json=rangeEnd,proto3" json:"range_end,omitempty"`
+	// topics select events: a topic name, a prefix ending in "*" ("orders.*"), or "*" for all;
+	// none selects no event.
+	Topics []string `protobuf:"bytes,3,rep,name=topics,proto3" json:"topics,omitempty"`
+	// start_revision is the first revision to report; 0 means the revision after the current one.
+	// A revision at or below the compacted revision fails with OutOfRange, naming the oldest
+	// revision still retained.
+	StartRevision int64 `protobuf:"varint,4,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
+	// prev_kv adds each change's previous version of the key (when still retained).
+	PrevKv bool `protobuf:"varint,5,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	// progress_notify asks for a progress response (no items, progress set) when the watch is idle.
+	ProgressNotify bool `protobuf:"varint,6,opt,name=progress_notify,json=progressNotify,proto3" json:"progress_notify,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *WatchRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetRangeEnd() []byte {
+	if x != nil {
+		return x.RangeEnd
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetStartRevision() int64 {
+	if x != nil {
+		return x.StartRevision
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetPrevKv() bool {
+	if x != nil {
+		return x.PrevKv
+	}
+	return false
+}
+
+func (x *WatchRequest) GetProgressNotify() bool {
+	if x != nil {
+		return x.ProgressNotify
+	}
+	return false
+}
+
+// WatchChange is one change of a key.
+type WatchChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  WatchChange_Type       `protobuf:"varint,1,opt,name=type,proto3,enum=caucus.v1.WatchChange_Type" json:"type,omitempty"`
+	// kv is the version written; for a delete only key and mod_revision are set.
+	Kv            *KeyValue `protobuf:"bytes,2,opt,name=kv,proto3" json:"kv,omitempty"`
+	PrevKv        *KeyValue `protobuf:"bytes,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchChange) Reset() {
+	*x = WatchChange{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchChange) ProtoMessage() {}
+
+func (x *WatchChange) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchChange.ProtoReflect.Descriptor instead.
+func (*WatchChange) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *WatchChange) GetType() WatchChange_Type {
+	if x != nil {
+		return x.Type
+	}
+	return WatchChange_PUT
+}
+
+func (x *WatchChange) GetKv() *KeyValue {
+	if x != nil {
+		return x.Kv
+	}
+	return nil
+}
+
+func (x *WatchChange) GetPrevKv() *KeyValue {
+	if x != nil {
+		return x.PrevKv
+	}
+	return nil
+}
+
+type WatchItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Item:
+	//
+	//	*WatchItem_Change
+	//	*WatchItem_Event
+	Item          isWatchItem_Item `protobuf_oneof:"item"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchItem) Reset() {
+	*x = WatchItem{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchItem) ProtoMessage() {}
+
+func (x *WatchItem) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchItem.ProtoReflect.Descriptor instead.
+func (*WatchItem) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *WatchItem) GetItem() isWatchItem_Item {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *WatchItem) GetChange() *WatchChange {
+	if x != nil {
+		if x, ok := x.Item.(*WatchItem_Change); ok {
+			return x.Change
+		}
+	}
+	return nil
+}
+
+func (x *WatchItem) GetEvent() *Event {
+	if x != nil {
+		if x, ok := x.Item.(*WatchItem_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+type isWatchItem_Item interface {
+	isWatchItem_Item()
+}
+
+type WatchItem_Change struct {
+	Change *WatchChange `protobuf:"bytes,1,opt,name=change,proto3,oneof"`
+}
+
+type WatchItem_Event struct {
+	Event *Event `protobuf:"bytes,2,opt,name=event,proto3,oneof"`
+}
+
+func (*WatchItem_Change) isWatchItem_Item() {}
+
+func (*WatchItem_Event) isWatchItem_Item() {}
+
+// WatchResponse carries items in revision order. header.revision is the store revision up to
+// which the watch is complete once the response is read: a client that reconnects resumes
+// with start_revision = header.revision + 1 and misses nothing, sees nothing twice.
+type WatchResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Items  []*WatchItem           `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
+	// progress marks a response sent only to report progress (items is empty).
+	Progress      bool `protobuf:"varint,3,opt,name=progress,proto3" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchResponse) Reset() {
+	*x = WatchResponse{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchResponse) ProtoMessage() {}
+
+func (x *WatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
+func (*WatchResponse) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *WatchResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetItems() []*WatchItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetProgress() bool {
+	if x != nil {
+		return x.Progress
+	}
+	return false
+}
+
+// ConsumerConfig defines a durable consumer: a position in the event stream and the pending
+// deliveries of the events it selects, kept in the replicated state.
+type ConsumerConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name: 1 to 255 bytes of letters, digits and "._-".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// topics select events as in WatchRequest.
+	Topics []string `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`
+	// start_revision: 0 = events committed after the consumer is created; otherwise the first
+	// revision to deliver (it must still be retained).
+	StartRevision int64 `protobuf:"varint,3,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
+	// ack_wait_ms: a delivery not acknowledged within it is delivered again. 0 = 30 s.
+	AckWaitMs int64 `protobuf:"varint,4,opt,name=ack_wait_ms,json=ackWaitMs,proto3" json:"ack_wait_ms,omitempty"`
+	// max_deliver: after this many deliveries without an ack, the event goes to the dead-letter
+	// topic and counts as acknowledged. 0 = 5.
+	MaxDeliver int32 `protobuf:"varint,5,opt,name=max_deliver,json=maxDeliver,proto3" json:"max_deliver,omitempty"`
+	// dead_letter_topic: where events past max_deliver are published. "" = "<name>.dead-letter".
+	DeadLetterTopic string `protobuf:"bytes,6,opt,name=dead_letter_topic,json=deadLetterTopic,proto3" json:"dead_letter_topic,omitempty"`
+	// max_ack_pending bounds the deliveries awaiting an ack. 0 = 1000.
+	MaxAckPending int32 `protobuf:"varint,7,opt,name=max_ack_pending,json=maxAckPending,proto3" json:"max_ack_pending,omitempty"`
+	// Retention: compaction keeps the events this consumer has not acknowledged, up to this age
+	// and size; past either the consumer is stalled (it reports so, with an alarm) instead of
+	// the disk filling. 0 = 7 days, 1 GiB.
+	MaxAgeSeconds int64 `protobuf:"varint,8,opt,name=max_age_seconds,json=maxAgeSeconds,proto3" json:"max_age_seconds,omitempty"`
+	MaxBytes      int64 `protobuf:"varint,9,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerConfig) Reset() {
+	*x = ConsumerConfig{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerConfig) ProtoMessage() {}
+
+func (x *ConsumerConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerConfig.ProtoReflect.Descriptor instead.
+func (*ConsumerConfig) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ConsumerConfig) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ConsumerConfig) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *ConsumerConfig) GetStartRevision() int64 {
+	if x != nil {
+		return x.StartRevision
+	}
+	return 0
+}
+
+func (x *ConsumerConfig) GetAckWaitMs() int64 {
+	if x != nil {
+		return x.AckWaitMs
+	}
+	return 0
+}
+
+func (x *ConsumerConfig) GetMaxDeliver() int32 {
+	if x != nil {
+		return x.MaxDeliver
+	}
+	return 0
+}
+
+func (x *ConsumerConfig) GetDeadLetterTopic() string {
+	if x != nil {
+		return x.DeadLetterTopic
+	}
+	return ""
+}
+
+func (x *ConsumerConfig) GetMaxAckPending() int32 {
+	if x != nil {
+		return x.MaxAckPending
+	}
+	return 0
+}
+
+func (x *ConsumerConfig) GetMaxAgeSeconds() int64 {
+	if x != nil {
+		return x.MaxAgeSeconds
+	}
+	return 0
+}
+
+func (x *ConsumerConfig) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+// ConsumerState is a consumer's configuration and progress.
+type ConsumerState struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Config          *ConsumerConfig        `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	CreatedRevision int64                  `protobuf:"varint,2,opt,name=created_revision,json=createdRevision,proto3" json:"created_revision,omitempty"`
+	// ack_floor is the revision below which every selected event is acknowledged.
+	AckFloor int64 `protobuf:"varint,3,opt,name=ack_floor,json=ackFloor,proto3" json:"ack_floor,omitempty"`
+	// delivered is the position up to which events have been handed out at least once.
+	DeliveredRevision int64 `protobuf:"varint,4,opt,name=delivered_revision,json=deliveredRevision,proto3" json:"delivered_revision,omitempty"`
+	DeliveredIndex    int32 `protobuf:"varint,5,opt,name=delivered_index,json=deliveredIndex,proto3" json:"delivered_index,omitempty"`
+	// pending counts deliveries awaiting an ack; redelivered counts deliveries after the first.
+	Pending      int64 `protobuf:"varint,6,opt,name=pending,proto3" json:"pending,omitempty"`
+	Redelivered  int64 `protobuf:"varint,7,opt,name=redelivered,proto3" json:"redelivered,omitempty"`
+	DeadLettered int64 `protobuf:"varint,8,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	// lag_events counts selected events not yet acknowledged; lag_seconds is the age of the
+	// oldest of them.
+	LagEvents  int64 `protobuf:"varint,9,opt,name=lag_events,json=lagEvents,proto3" json:"lag_events,omitempty"`
+	LagSeconds int64 `protobuf:"varint,10,opt,name=lag_seconds,json=lagSeconds,proto3" json:"lag_seconds,omitempty"`
+	// stalled is set when retention had to let go of unacknowledged events; reason says which.
+	Stalled       bool   `protobuf:"varint,11,opt,name=stalled,proto3" json:"stalled,omitempty"`
+	StalledReason string `protobuf:"bytes,12,opt,name=stalled_reason,json=stalledReason,proto3" json:"stalled_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerState) Reset() {
+	*x = ConsumerState{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerState) ProtoMessage() {}
+
+func (x *ConsumerState) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerState.ProtoReflect.Descriptor instead.
+func (*ConsumerState) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ConsumerState) GetConfig() *ConsumerConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *ConsumerState) GetCreatedRevision() int64 {
+	if x != nil {
+		return x.CreatedRevision
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetAckFloor() int64 {
+	if x != nil {
+		return x.AckFloor
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetDeliveredRevision() int64 {
+	if x != nil {
+		return x.DeliveredRevision
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetDeliveredIndex() int32 {
+	if x != nil {
+		return x.DeliveredIndex
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetPending() int64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetRedelivered() int64 {
+	if x != nil {
+		return x.Redelivered
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetDeadLettered() int64 {
+	if x != nil {
+		return x.DeadLettered
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetLagEvents() int64 {
+	if x != nil {
+		return x.LagEvents
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetLagSeconds() int64 {
+	if x != nil {
+		return x.LagSeconds
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetStalled() bool {
+	if x != nil {
+		return x.Stalled
+	}
+	return false
+}
+
+func (x *ConsumerState) GetStalledReason() string {
+	if x != nil {
+		return x.StalledReason
+	}
+	return ""
+}
+
+type ConsumerCreateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *ConsumerConfig        `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerCreateRequest) Reset() {
+	*x = ConsumerCreateRequest{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerCreateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerCreateRequest) ProtoMessage() {}
+
+func (x *ConsumerCreateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerCreateRequest.ProtoReflect.Descriptor instead.
+func (*ConsumerCreateRequest) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ConsumerCreateRequest) GetConfig() *ConsumerConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type ConsumerCreateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Consumer      *ConsumerState         `protobuf:"bytes,2,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerCreateResponse) Reset() {
+	*x = ConsumerCreateResponse{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerCreateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerCreateResponse) ProtoMessage() {}
+
+func (x *ConsumerCreateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerCreateResponse.ProtoReflect.Descriptor instead.
+func (*ConsumerCreateResponse) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *ConsumerCreateResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ConsumerCreateResponse) GetConsumer() *ConsumerState {
+	if x != nil {
+		return x.Consumer
+	}
+	return nil
+}
+
+type ConsumerDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerDeleteRequest) Reset() {
+	*x = ConsumerDeleteRequest{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerDeleteRequest) ProtoMessage() {}
+
+func (x *ConsumerDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerDeleteRequest.ProtoReflect.Descriptor instead.
+func (*ConsumerDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ConsumerDeleteRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ConsumerDeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerDeleteResponse) Reset() {
+	*x = ConsumerDeleteResponse{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerDeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerDeleteResponse) ProtoMessage() {}
+
+func (x *ConsumerDeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerDeleteResponse.ProtoReflect.Descriptor instead.
+func (*ConsumerDeleteResponse) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ConsumerDeleteResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+type ConsumerInfoRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerInfoRequest) Reset() {
+	*x = ConsumerInfoRequest{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerInfoRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerInfoRequest) ProtoMessage() {}
+
+func (x *ConsumerInfoRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerInfoRequest.ProtoReflect.Descriptor instead.
+func (*ConsumerInfoRequest) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ConsumerInfoRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ConsumerInfoResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Consumer      *ConsumerState         `protobuf:"bytes,2,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerInfoResponse) Reset() {
+	*x = ConsumerInfoResponse{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerInfoResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerInfoResponse) ProtoMessage() {}
+
+func (x *ConsumerInfoResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerInfoResponse.ProtoReflect.Descriptor instead.
+func (*ConsumerInfoResponse) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *ConsumerInfoResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ConsumerInfoResponse) GetConsumer() *ConsumerState {
+	if x != nil {
+		return x.Consumer
+	}
+	return nil
+}
+
+type ConsumerListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerListRequest) Reset() {
+	*x = ConsumerListRequest{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerListRequest) ProtoMessage() {}
+
+func (x *ConsumerListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerListRequest.ProtoReflect.Descriptor instead.
+func (*ConsumerListRequest) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{63}
+}
+
+type ConsumerListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Consumers     []*ConsumerState       `protobuf:"bytes,2,rep,name=consumers,proto3" json:"consumers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerListResponse) Reset() {
+	*x = ConsumerListResponse{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerListResponse) ProtoMessage() {}
+
+func (x *ConsumerListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerListResponse.ProtoReflect.Descriptor instead.
+func (*ConsumerListResponse) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ConsumerListResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ConsumerListResponse) GetConsumers() []*ConsumerState {
+	if x != nil {
+		return x.Consumers
+	}
+	return nil
+}
+
+// FetchRequest asks for up to max_events deliveries; with wait_ms it waits that long for events
+// to arrive when none is ready.
+type FetchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Consumer      string                 `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	MaxEvents     int32                  `protobuf:"varint,2,opt,name=max_events,json=maxEvents,proto3" json:"max_events,omitempty"`
+	WaitMs        int64                  `protobuf:"varint,3,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchRequest) Reset() {
+	*x = FetchRequest{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchRequest) ProtoMessage() {}
+
+func (x *FetchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
+func (*FetchRequest) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *FetchRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *FetchRequest) GetMaxEvents() int32 {
+	if x != nil {
+		return x.MaxEvents
+	}
+	return 0
+}
+
+func (x *FetchRequest) GetWaitMs() int64 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
+// Delivery is one delivery of an event to a consumer.
+type Delivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Event *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// attempt counts the deliveries of this event to this consumer, 1 for the first.
+	Attempt int32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// deadline_unix_nano: unacknowledged by then, the event is delivered again.
+	DeadlineUnixNano int64 `protobuf:"varint,3,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *Delivery) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *Delivery) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *Delivery) GetDeadlineUnixNano() int64 {
+	if x != nil {
+		return x.DeadlineUnixNano
+	}
+	return 0
+}
+
+type FetchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Deliveries    []*Delivery            `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchResponse) Reset() {
+	*x = FetchResponse{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchResponse) ProtoMessage() {}
+
+func (x *FetchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
+func (*FetchResponse) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *FetchResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *FetchResponse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+// EventPosition names an event delivery to acknowledge.
+type EventPosition struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Index    int32                  `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// attempt is the delivery's attempt; an ack of an older attempt than the latest is refused
+	// (the event was redelivered meanwhile), with FailedPrecondition.
+	Attempt       int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventPosition) Reset() {
+	*x = EventPosition{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventPosition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventPosition) ProtoMessage() {}
+
+func (x *EventPosition) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventPosition.ProtoReflect.Descriptor instead.
+func (*EventPosition) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *EventPosition) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *EventPosition) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *EventPosition) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+type AckRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Consumer string                 `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	Acks     []*EventPosition       `protobuf:"bytes,2,rep,name=acks,proto3" json:"acks,omitempty"`
+	// naks ask for the events to be delivered again at once (they count as attempts).
+	Naks          []*EventPosition `protobuf:"bytes,3,rep,name=naks,proto3" json:"naks,omitempty"`
+	Session       *Session         `protobuf:"bytes,4,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckRequest) Reset() {
+	*x = AckRequest{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckRequest) ProtoMessage() {}
+
+func (x *AckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
+func (*AckRequest) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *AckRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *AckRequest) GetAcks() []*EventPosition {
+	if x != nil {
+		return x.Acks
+	}
+	return nil
+}
+
+func (x *AckRequest) GetNaks() []*EventPosition {
+	if x != nil {
+		return x.Naks
+	}
+	return nil
+}
+
+func (x *AckRequest) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+type AckResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckResponse) Reset() {
+	*x = AckResponse{}
+	mi := &file_caucus_v1_caucus_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckResponse) ProtoMessage() {}
+
+func (x *AckResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_caucus_v1_caucus_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckResponse.ProtoReflect.Descriptor instead.
+func (*AckResponse) Descriptor() ([]byte, []int) {
+	return file_caucus_v1_caucus_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *AckResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
 var File_caucus_v1_caucus_proto protoreflect.FileDescriptor
 
 const file_caucus_v1_caucus_proto_rawDesc = "" +
@@ -3206,26 +4847,30 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x12%\n" +
 	"\x03kvs\x18\x02 \x03(\v2\x13.caucus.v1.KeyValueR\x03kvs\x12\x12\n" +
 	"\x04more\x18\x03 \x01(\bR\x04more\x12\x14\n" +
-	"\x05count\x18\x04 \x01(\x03R\x05count\"\x91\x01\n" +
+	"\x05count\x18\x04 \x01(\x03R\x05count\"\xbb\x01\n" +
 	"\n" +
 	"PutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x14\n" +
 	"\x05lease\x18\x03 \x01(\x03R\x05lease\x12\x17\n" +
 	"\aprev_kv\x18\x04 \x01(\bR\x06prevKv\x12,\n" +
-	"\asession\x18\x05 \x01(\v2\x12.caucus.v1.SessionR\asession\"n\n" +
+	"\asession\x18\x05 \x01(\v2\x12.caucus.v1.SessionR\asession\x12(\n" +
+	"\x06events\x18\x06 \x03(\v2\x10.caucus.v1.EventR\x06events\"\x8b\x01\n" +
 	"\vPutResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x12,\n" +
-	"\aprev_kv\x18\x02 \x01(\v2\x13.caucus.v1.KeyValueR\x06prevKv\"\x8a\x01\n" +
+	"\aprev_kv\x18\x02 \x01(\v2\x13.caucus.v1.KeyValueR\x06prevKv\x12\x1b\n" +
+	"\tevent_ids\x18\x03 \x03(\tR\beventIds\"\xb4\x01\n" +
 	"\x12DeleteRangeRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x1b\n" +
 	"\trange_end\x18\x02 \x01(\fR\brangeEnd\x12\x17\n" +
 	"\aprev_kv\x18\x03 \x01(\bR\x06prevKv\x12,\n" +
-	"\asession\x18\x04 \x01(\v2\x12.caucus.v1.SessionR\asession\"\x92\x01\n" +
+	"\asession\x18\x04 \x01(\v2\x12.caucus.v1.SessionR\asession\x12(\n" +
+	"\x06events\x18\x05 \x03(\v2\x10.caucus.v1.EventR\x06events\"\xaf\x01\n" +
 	"\x13DeleteRangeResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x12\x18\n" +
 	"\adeleted\x18\x02 \x01(\x03R\adeleted\x12.\n" +
-	"\bprev_kvs\x18\x03 \x03(\v2\x13.caucus.v1.KeyValueR\aprevKvs\"\xc7\x03\n" +
+	"\bprev_kvs\x18\x03 \x03(\v2\x13.caucus.v1.KeyValueR\aprevKvs\x12\x1b\n" +
+	"\tevent_ids\x18\x04 \x03(\tR\beventIds\"\xc7\x03\n" +
 	"\aCompare\x121\n" +
 	"\x06result\x18\x01 \x01(\x0e2\x19.caucus.v1.Compare.ResultR\x06result\x121\n" +
 	"\x06target\x18\x02 \x01(\x0e2\x19.caucus.v1.Compare.TargetR\x06target\x12\x10\n" +
@@ -3248,18 +4893,20 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\x03MOD\x10\x02\x12\t\n" +
 	"\x05VALUE\x10\x03\x12\t\n" +
 	"\x05LEASE\x10\x04B\x0e\n" +
-	"\ftarget_union\"\xe3\x01\n" +
+	"\ftarget_union\"\xa9\x02\n" +
 	"\tRequestOp\x12>\n" +
 	"\rrequest_range\x18\x01 \x01(\v2\x17.caucus.v1.RangeRequestH\x00R\frequestRange\x128\n" +
 	"\vrequest_put\x18\x02 \x01(\v2\x15.caucus.v1.PutRequestH\x00R\n" +
 	"requestPut\x12Q\n" +
-	"\x14request_delete_range\x18\x03 \x01(\v2\x1d.caucus.v1.DeleteRangeRequestH\x00R\x12requestDeleteRangeB\t\n" +
-	"\arequest\"\xee\x01\n" +
+	"\x14request_delete_range\x18\x03 \x01(\v2\x1d.caucus.v1.DeleteRangeRequestH\x00R\x12requestDeleteRange\x12D\n" +
+	"\x0frequest_publish\x18\x04 \x01(\v2\x19.caucus.v1.PublishRequestH\x00R\x0erequestPublishB\t\n" +
+	"\arequest\"\xb7\x02\n" +
 	"\n" +
 	"ResponseOp\x12A\n" +
 	"\x0eresponse_range\x18\x01 \x01(\v2\x18.caucus.v1.RangeResponseH\x00R\rresponseRange\x12;\n" +
 	"\fresponse_put\x18\x02 \x01(\v2\x16.caucus.v1.PutResponseH\x00R\vresponsePut\x12T\n" +
-	"\x15response_delete_range\x18\x03 \x01(\v2\x1e.caucus.v1.DeleteRangeResponseH\x00R\x13responseDeleteRangeB\n" +
+	"\x15response_delete_range\x18\x03 \x01(\v2\x1e.caucus.v1.DeleteRangeResponseH\x00R\x13responseDeleteRange\x12G\n" +
+	"\x10response_publish\x18\x04 \x01(\v2\x1a.caucus.v1.PublishResponseH\x00R\x0fresponsePublishB\n" +
 	"\n" +
 	"\bresponse\"\xc8\x01\n" +
 	"\n" +
@@ -3338,7 +4985,7 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\"w\n" +
 	"\x15MemberPromoteResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x12+\n" +
-	"\amembers\x18\x02 \x03(\v2\x11.caucus.v1.MemberR\amembers\"\xa7\x03\n" +
+	"\amembers\x18\x02 \x03(\v2\x11.caucus.v1.MemberR\amembers\"\x9f\x04\n" +
 	"\x0fClusterSettings\x12\"\n" +
 	"\rmax_key_bytes\x18\x01 \x01(\x03R\vmaxKeyBytes\x12&\n" +
 	"\x0fmax_value_bytes\x18\x02 \x01(\x03R\rmaxValueBytes\x12*\n" +
@@ -3351,7 +4998,11 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\fmax_sessions\x18\b \x01(\x03R\vmaxSessions\x12$\n" +
 	"\x0esession_ttl_ms\x18\t \x01(\x03R\fsessionTtlMs\x125\n" +
 	"\x17session_retry_window_ms\x18\n" +
-	" \x01(\x03R\x14sessionRetryWindowMs\"5\n" +
+	" \x01(\x03R\x14sessionRetryWindowMs\x12&\n" +
+	"\x0fmax_event_bytes\x18\v \x01(\x03R\rmaxEventBytes\x12/\n" +
+	"\x14max_events_per_write\x18\f \x01(\x03R\x11maxEventsPerWrite\x12\x1d\n" +
+	"\n" +
+	"max_topics\x18\r \x01(\x03R\tmaxTopics\"5\n" +
 	"\x0fSettingsRequest\x12\"\n" +
 	"\flinearizable\x18\x01 \x01(\bR\flinearizable\"\x9d\x01\n" +
 	"\x10SettingsResponse\x121\n" +
@@ -3391,7 +5042,119 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\x12DefragmentResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x12$\n" +
 	"\x0edb_size_before\x18\x02 \x01(\x03R\fdbSizeBefore\x12\"\n" +
-	"\rdb_size_after\x18\x03 \x01(\x03R\vdbSizeAfter*U\n" +
+	"\rdb_size_after\x18\x03 \x01(\x03R\vdbSizeAfter\"\xa6\x02\n" +
+	"\x05Event\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x18\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\x127\n" +
+	"\aheaders\x18\x04 \x03(\v2\x1d.caucus.v1.Event.HeadersEntryR\aheaders\x12\x0e\n" +
+	"\x02id\x18\x05 \x01(\tR\x02id\x12\x1a\n" +
+	"\brevision\x18\x06 \x01(\x03R\brevision\x12\x14\n" +
+	"\x05index\x18\a \x01(\x05R\x05index\x12$\n" +
+	"\x0etime_unix_nano\x18\b \x01(\x03R\ftimeUnixNano\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
+	"\x0ePublishRequest\x12(\n" +
+	"\x06events\x18\x01 \x03(\v2\x10.caucus.v1.EventR\x06events\x12,\n" +
+	"\asession\x18\x02 \x01(\v2\x12.caucus.v1.SessionR\asession\"a\n" +
+	"\x0fPublishResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x12\x1b\n" +
+	"\tevent_ids\x18\x02 \x03(\tR\beventIds\"\xbe\x01\n" +
+	"\fWatchRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x1b\n" +
+	"\trange_end\x18\x02 \x01(\fR\brangeEnd\x12\x16\n" +
+	"\x06topics\x18\x03 \x03(\tR\x06topics\x12%\n" +
+	"\x0estart_revision\x18\x04 \x01(\x03R\rstartRevision\x12\x17\n" +
+	"\aprev_kv\x18\x05 \x01(\bR\x06prevKv\x12'\n" +
+	"\x0fprogress_notify\x18\x06 \x01(\bR\x0eprogressNotify\"\xae\x01\n" +
+	"\vWatchChange\x12/\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x1b.caucus.v1.WatchChange.TypeR\x04type\x12#\n" +
+	"\x02kv\x18\x02 \x01(\v2\x13.caucus.v1.KeyValueR\x02kv\x12,\n" +
+	"\aprev_kv\x18\x03 \x01(\v2\x13.caucus.v1.KeyValueR\x06prevKv\"\x1b\n" +
+	"\x04Type\x12\a\n" +
+	"\x03PUT\x10\x00\x12\n" +
+	"\n" +
+	"\x06DELETE\x10\x01\"o\n" +
+	"\tWatchItem\x120\n" +
+	"\x06change\x18\x01 \x01(\v2\x16.caucus.v1.WatchChangeH\x00R\x06change\x12(\n" +
+	"\x05event\x18\x02 \x01(\v2\x10.caucus.v1.EventH\x00R\x05eventB\x06\n" +
+	"\x04item\"\x8a\x01\n" +
+	"\rWatchResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x12*\n" +
+	"\x05items\x18\x02 \x03(\v2\x14.caucus.v1.WatchItemR\x05items\x12\x1a\n" +
+	"\bprogress\x18\x03 \x01(\bR\bprogress\"\xbd\x02\n" +
+	"\x0eConsumerConfig\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06topics\x18\x02 \x03(\tR\x06topics\x12%\n" +
+	"\x0estart_revision\x18\x03 \x01(\x03R\rstartRevision\x12\x1e\n" +
+	"\vack_wait_ms\x18\x04 \x01(\x03R\tackWaitMs\x12\x1f\n" +
+	"\vmax_deliver\x18\x05 \x01(\x05R\n" +
+	"maxDeliver\x12*\n" +
+	"\x11dead_letter_topic\x18\x06 \x01(\tR\x0fdeadLetterTopic\x12&\n" +
+	"\x0fmax_ack_pending\x18\a \x01(\x05R\rmaxAckPending\x12&\n" +
+	"\x0fmax_age_seconds\x18\b \x01(\x03R\rmaxAgeSeconds\x12\x1b\n" +
+	"\tmax_bytes\x18\t \x01(\x03R\bmaxBytes\"\xc4\x03\n" +
+	"\rConsumerState\x121\n" +
+	"\x06config\x18\x01 \x01(\v2\x19.caucus.v1.ConsumerConfigR\x06config\x12)\n" +
+	"\x10created_revision\x18\x02 \x01(\x03R\x0fcreatedRevision\x12\x1b\n" +
+	"\tack_floor\x18\x03 \x01(\x03R\backFloor\x12-\n" +
+	"\x12delivered_revision\x18\x04 \x01(\x03R\x11deliveredRevision\x12'\n" +
+	"\x0fdelivered_index\x18\x05 \x01(\x05R\x0edeliveredIndex\x12\x18\n" +
+	"\apending\x18\x06 \x01(\x03R\apending\x12 \n" +
+	"\vredelivered\x18\a \x01(\x03R\vredelivered\x12#\n" +
+	"\rdead_lettered\x18\b \x01(\x03R\fdeadLettered\x12\x1d\n" +
+	"\n" +
+	"lag_events\x18\t \x01(\x03R\tlagEvents\x12\x1f\n" +
+	"\vlag_seconds\x18\n" +
+	" \x01(\x03R\n" +
+	"lagSeconds\x12\x18\n" +
+	"\astalled\x18\v \x01(\bR\astalled\x12%\n" +
+	"\x0estalled_reason\x18\f \x01(\tR\rstalledReason\"J\n" +
+	"\x15ConsumerCreateRequest\x121\n" +
+	"\x06config\x18\x01 \x01(\v2\x19.caucus.v1.ConsumerConfigR\x06config\"\x81\x01\n" +
+	"\x16ConsumerCreateResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x124\n" +
+	"\bconsumer\x18\x02 \x01(\v2\x18.caucus.v1.ConsumerStateR\bconsumer\"+\n" +
+	"\x15ConsumerDeleteRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"K\n" +
+	"\x16ConsumerDeleteResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\")\n" +
+	"\x13ConsumerInfoRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x7f\n" +
+	"\x14ConsumerInfoResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x124\n" +
+	"\bconsumer\x18\x02 \x01(\v2\x18.caucus.v1.ConsumerStateR\bconsumer\"\x15\n" +
+	"\x13ConsumerListRequest\"\x81\x01\n" +
+	"\x14ConsumerListResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x126\n" +
+	"\tconsumers\x18\x02 \x03(\v2\x18.caucus.v1.ConsumerStateR\tconsumers\"b\n" +
+	"\fFetchRequest\x12\x1a\n" +
+	"\bconsumer\x18\x01 \x01(\tR\bconsumer\x12\x1d\n" +
+	"\n" +
+	"max_events\x18\x02 \x01(\x05R\tmaxEvents\x12\x17\n" +
+	"\await_ms\x18\x03 \x01(\x03R\x06waitMs\"z\n" +
+	"\bDelivery\x12&\n" +
+	"\x05event\x18\x01 \x01(\v2\x10.caucus.v1.EventR\x05event\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12,\n" +
+	"\x12deadline_unix_nano\x18\x03 \x01(\x03R\x10deadlineUnixNano\"w\n" +
+	"\rFetchResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x123\n" +
+	"\n" +
+	"deliveries\x18\x02 \x03(\v2\x13.caucus.v1.DeliveryR\n" +
+	"deliveries\"[\n" +
+	"\rEventPosition\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x05R\x05index\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\"\xb2\x01\n" +
+	"\n" +
+	"AckRequest\x12\x1a\n" +
+	"\bconsumer\x18\x01 \x01(\tR\bconsumer\x12,\n" +
+	"\x04acks\x18\x02 \x03(\v2\x18.caucus.v1.EventPositionR\x04acks\x12,\n" +
+	"\x04naks\x18\x03 \x03(\v2\x18.caucus.v1.EventPositionR\x04naks\x12,\n" +
+	"\asession\x18\x04 \x01(\v2\x12.caucus.v1.SessionR\asession\"@\n" +
+	"\vAckResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header*U\n" +
 	"\vConsistency\x12(\n" +
 	"$CONSISTENCY_LINEARIZABLE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_SERIALIZABLE\x10\x012\xc2\x02\n" +
@@ -3422,7 +5185,17 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\n" +
 	"MoveLeader\x12\x1c.caucus.v1.MoveLeaderRequest\x1a\x1d.caucus.v1.MoveLeaderResponse\x12I\n" +
 	"\n" +
-	"Defragment\x12\x1c.caucus.v1.DefragmentRequest\x1a\x1d.caucus.v1.DefragmentResponseB1Z/github.com/caucus/caucus/api/caucus/v1;caucusv1b\x06proto3"
+	"Defragment\x12\x1c.caucus.v1.DefragmentRequest\x1a\x1d.caucus.v1.DefragmentResponse2\x88\x01\n" +
+	"\x06Events\x12@\n" +
+	"\aPublish\x12\x19.caucus.v1.PublishRequest\x1a\x1a.caucus.v1.PublishResponse\x12<\n" +
+	"\x05Watch\x12\x17.caucus.v1.WatchRequest\x1a\x18.caucus.v1.WatchResponse0\x012\xcd\x03\n" +
+	"\tConsumers\x12U\n" +
+	"\x0eConsumerCreate\x12 .caucus.v1.ConsumerCreateRequest\x1a!.caucus.v1.ConsumerCreateResponse\x12U\n" +
+	"\x0eConsumerDelete\x12 .caucus.v1.ConsumerDeleteRequest\x1a!.caucus.v1.ConsumerDeleteResponse\x12O\n" +
+	"\fConsumerInfo\x12\x1e.caucus.v1.ConsumerInfoRequest\x1a\x1f.caucus.v1.ConsumerInfoResponse\x12O\n" +
+	"\fConsumerList\x12\x1e.caucus.v1.ConsumerListRequest\x1a\x1f.caucus.v1.ConsumerListResponse\x12:\n" +
+	"\x05Fetch\x12\x17.caucus.v1.FetchRequest\x1a\x18.caucus.v1.FetchResponse\x124\n" +
+	"\x03Ack\x12\x15.caucus.v1.AckRequest\x1a\x16.caucus.v1.AckResponseB1Z/github.com/caucus/caucus/api/caucus/v1;caucusv1b\x06proto3"
 
 var (
 	file_caucus_v1_caucus_proto_rawDescOnce sync.Once
@@ -3436,154 +5209,226 @@ func file_caucus_v1_caucus_proto_rawDescGZIP() []byte {
 	return file_caucus_v1_caucus_proto_rawDescData
 }
 
-var file_caucus_v1_caucus_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_caucus_v1_caucus_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_caucus_v1_caucus_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_caucus_v1_caucus_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
 var file_caucus_v1_caucus_proto_goTypes = []any{
 	(Consistency)(0),                // 0: caucus.v1.Consistency
 	(Compare_Result)(0),             // 1: caucus.v1.Compare.Result
 	(Compare_Target)(0),             // 2: caucus.v1.Compare.Target
-	(*ResponseHeader)(nil),          // 3: caucus.v1.ResponseHeader
-	(*KeyValue)(nil),                // 4: caucus.v1.KeyValue
-	(*Session)(nil),                 // 5: caucus.v1.Session
-	(*RangeRequest)(nil),            // 6: caucus.v1.RangeRequest
-	(*RangeResponse)(nil),           // 7: caucus.v1.RangeResponse
-	(*PutRequest)(nil),              // 8: caucus.v1.PutRequest
-	(*PutResponse)(nil),             // 9: caucus.v1.PutResponse
-	(*DeleteRangeRequest)(nil),      // 10: caucus.v1.DeleteRangeRequest
-	(*DeleteRangeResponse)(nil),     // 11: caucus.v1.DeleteRangeResponse
-	(*Compare)(nil),                 // 12: caucus.v1.Compare
-	(*RequestOp)(nil),               // 13: caucus.v1.RequestOp
-	(*ResponseOp)(nil),              // 14: caucus.v1.ResponseOp
-	(*TxnRequest)(nil),              // 15: caucus.v1.TxnRequest
-	(*TxnResponse)(nil),             // 16: caucus.v1.TxnResponse
-	(*CompactionRequest)(nil),       // 17: caucus.v1.CompactionRequest
-	(*CompactionResponse)(nil),      // 18: caucus.v1.CompactionResponse
-	(*LeaseGrantRequest)(nil),       // 19: caucus.v1.LeaseGrantRequest
-	(*LeaseGrantResponse)(nil),      // 20: caucus.v1.LeaseGrantResponse
-	(*LeaseRevokeRequest)(nil),      // 21: caucus.v1.LeaseRevokeRequest
-	(*LeaseRevokeResponse)(nil),     // 22: caucus.v1.LeaseRevokeResponse
-	(*LeaseKeepAliveRequest)(nil),   // 23: caucus.v1.LeaseKeepAliveRequest
-	(*LeaseKeepAliveResponse)(nil),  // 24: caucus.v1.LeaseKeepAliveResponse
-	(*LeaseTimeToLiveRequest)(nil),  // 25: caucus.v1.LeaseTimeToLiveRequest
-	(*LeaseTimeToLiveResponse)(nil), // 26: caucus.v1.LeaseTimeToLiveResponse
-	(*LeaseLeasesRequest)(nil),      // 27: caucus.v1.LeaseLeasesRequest
-	(*LeaseLeasesResponse)(nil),     // 28: caucus.v1.LeaseLeasesResponse
-	(*Member)(nil),                  // 29: caucus.v1.Member
-	(*MemberListRequest)(nil),       // 30: caucus.v1.MemberListRequest
-	(*MemberListResponse)(nil),      // 31: caucus.v1.MemberListResponse
-	(*MemberAddRequest)(nil),        // 32: caucus.v1.MemberAddRequest
-	(*MemberAddResponse)(nil),       // 33: caucus.v1.MemberAddResponse
-	(*MemberRemoveRequest)(nil),     // 34: caucus.v1.MemberRemoveRequest
-	(*MemberRemoveResponse)(nil),    // 35: caucus.v1.MemberRemoveResponse
-	(*MemberPromoteRequest)(nil),    // 36: caucus.v1.MemberPromoteRequest
-	(*MemberPromoteResponse)(nil),   // 37: caucus.v1.MemberPromoteResponse
-	(*ClusterSettings)(nil),         // 38: caucus.v1.ClusterSettings
-	(*SettingsRequest)(nil),         // 39: caucus.v1.SettingsRequest
-	(*SettingsResponse)(nil),        // 40: caucus.v1.SettingsResponse
-	(*UpdateSettingsRequest)(nil),   // 41: caucus.v1.UpdateSettingsRequest
-	(*UpdateSettingsResponse)(nil),  // 42: caucus.v1.UpdateSettingsResponse
-	(*StatusRequest)(nil),           // 43: caucus.v1.StatusRequest
-	(*StatusResponse)(nil),          // 44: caucus.v1.StatusResponse
-	(*SnapshotRequest)(nil),         // 45: caucus.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),        // 46: caucus.v1.SnapshotResponse
-	(*MoveLeaderRequest)(nil),       // 47: caucus.v1.MoveLeaderRequest
-	(*MoveLeaderResponse)(nil),      // 48: caucus.v1.MoveLeaderResponse
-	(*DefragmentRequest)(nil),       // 49: caucus.v1.DefragmentRequest
-	(*DefragmentResponse)(nil),      // 50: caucus.v1.DefragmentResponse
+	(WatchChange_Type)(0),           // 3: caucus.v1.WatchChange.Type
+	(*ResponseHeader)(nil),          // 4: caucus.v1.ResponseHeader
+	(*KeyValue)(nil),                // 5: caucus.v1.KeyValue
+	(*Session)(nil),                 // 6: caucus.v1.Session
+	(*RangeRequest)(nil),            // 7: caucus.v1.RangeRequest
+	(*RangeResponse)(nil),           // 8: caucus.v1.RangeResponse
+	(*PutRequest)(nil),              // 9: caucus.v1.PutRequest
+	(*PutResponse)(nil),             // 10: caucus.v1.PutResponse
+	(*DeleteRangeRequest)(nil),      // 11: caucus.v1.DeleteRangeRequest
+	(*DeleteRangeResponse)(nil),     // 12: caucus.v1.DeleteRangeResponse
+	(*Compare)(nil),                 // 13: caucus.v1.Compare
+	(*RequestOp)(nil),               // 14: caucus.v1.RequestOp
+	(*ResponseOp)(nil),              // 15: caucus.v1.ResponseOp
+	(*TxnRequest)(nil),              // 16: caucus.v1.TxnRequest
+	(*TxnResponse)(nil),             // 17: caucus.v1.TxnResponse
+	(*CompactionRequest)(nil),       // 18: caucus.v1.CompactionRequest
+	(*CompactionResponse)(nil),      // 19: caucus.v1.CompactionResponse
+	(*LeaseGrantRequest)(nil),       // 20: caucus.v1.LeaseGrantRequest
+	(*LeaseGrantResponse)(nil),      // 21: caucus.v1.LeaseGrantResponse
+	(*LeaseRevokeRequest)(nil),      // 22: caucus.v1.LeaseRevokeRequest
+	(*LeaseRevokeResponse)(nil),     // 23: caucus.v1.LeaseRevokeResponse
+	(*LeaseKeepAliveRequest)(nil),   // 24: caucus.v1.LeaseKeepAliveRequest
+	(*LeaseKeepAliveResponse)(nil),  // 25: caucus.v1.LeaseKeepAliveResponse
+	(*LeaseTimeToLiveRequest)(nil),  // 26: caucus.v1.LeaseTimeToLiveRequest
+	(*LeaseTimeToLiveResponse)(nil), // 27: caucus.v1.LeaseTimeToLiveResponse
+	(*LeaseLeasesRequest)(nil),      // 28: caucus.v1.LeaseLeasesRequest
+	(*LeaseLeasesResponse)(nil),     // 29: caucus.v1.LeaseLeasesResponse
+	(*Member)(nil),                  // 30: caucus.v1.Member
+	(*MemberListRequest)(nil),       // 31: caucus.v1.MemberListRequest
+	(*MemberListResponse)(nil),      // 32: caucus.v1.MemberListResponse
+	(*MemberAddRequest)(nil),        // 33: caucus.v1.MemberAddRequest
+	(*MemberAddResponse)(nil),       // 34: caucus.v1.MemberAddResponse
+	(*MemberRemoveRequest)(nil),     // 35: caucus.v1.MemberRemoveRequest
+	(*MemberRemoveResponse)(nil),    // 36: caucus.v1.MemberRemoveResponse
+	(*MemberPromoteRequest)(nil),    // 37: caucus.v1.MemberPromoteRequest
+	(*MemberPromoteResponse)(nil),   // 38: caucus.v1.MemberPromoteResponse
+	(*ClusterSettings)(nil),         // 39: caucus.v1.ClusterSettings
+	(*SettingsRequest)(nil),         // 40: caucus.v1.SettingsRequest
+	(*SettingsResponse)(nil),        // 41: caucus.v1.SettingsResponse
+	(*UpdateSettingsRequest)(nil),   // 42: caucus.v1.UpdateSettingsRequest
+	(*UpdateSettingsResponse)(nil),  // 43: caucus.v1.UpdateSettingsResponse
+	(*StatusRequest)(nil),           // 44: caucus.v1.StatusRequest
+	(*StatusResponse)(nil),          // 45: caucus.v1.StatusResponse
+	(*SnapshotRequest)(nil),         // 46: caucus.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),        // 47: caucus.v1.SnapshotResponse
+	(*MoveLeaderRequest)(nil),       // 48: caucus.v1.MoveLeaderRequest
+	(*MoveLeaderResponse)(nil),      // 49: caucus.v1.MoveLeaderResponse
+	(*DefragmentRequest)(nil),       // 50: caucus.v1.DefragmentRequest
+	(*DefragmentResponse)(nil),      // 51: caucus.v1.DefragmentResponse
+	(*Event)(nil),                   // 52: caucus.v1.Event
+	(*PublishRequest)(nil),          // 53: caucus.v1.PublishRequest
+	(*PublishResponse)(nil),         // 54: caucus.v1.PublishResponse
+	(*WatchRequest)(nil),            // 55: caucus.v1.WatchRequest
+	(*WatchChange)(nil),             // 56: caucus.v1.WatchChange
+	(*WatchItem)(nil),               // 57: caucus.v1.WatchItem
+	(*WatchResponse)(nil),           // 58: caucus.v1.WatchResponse
+	(*ConsumerConfig)(nil),          // 59: caucus.v1.ConsumerConfig
+	(*ConsumerState)(nil),           // 60: caucus.v1.ConsumerState
+	(*ConsumerCreateRequest)(nil),   // 61: caucus.v1.ConsumerCreateRequest
+	(*ConsumerCreateResponse)(nil),  // 62: caucus.v1.ConsumerCreateResponse
+	(*ConsumerDeleteRequest)(nil),   // 63: caucus.v1.ConsumerDeleteRequest
+	(*ConsumerDeleteResponse)(nil),  // 64: caucus.v1.ConsumerDeleteResponse
+	(*ConsumerInfoRequest)(nil),     // 65: caucus.v1.ConsumerInfoRequest
+	(*ConsumerInfoResponse)(nil),    // 66: caucus.v1.ConsumerInfoResponse
+	(*ConsumerListRequest)(nil),     // 67: caucus.v1.ConsumerListRequest
+	(*ConsumerListResponse)(nil),    // 68: caucus.v1.ConsumerListResponse
+	(*FetchRequest)(nil),            // 69: caucus.v1.FetchRequest
+	(*Delivery)(nil),                // 70: caucus.v1.Delivery
+	(*FetchResponse)(nil),           // 71: caucus.v1.FetchResponse
+	(*EventPosition)(nil),           // 72: caucus.v1.EventPosition
+	(*AckRequest)(nil),              // 73: caucus.v1.AckRequest
+	(*AckResponse)(nil),             // 74: caucus.v1.AckResponse
+	nil,                             // 75: caucus.v1.Event.HeadersEntry
 }
 var file_caucus_v1_caucus_proto_depIdxs = []int32{
-	0,  // 0: caucus.v1.RangeRequest.consistency:type_name -> caucus.v1.Consistency
-	3,  // 1: caucus.v1.RangeResponse.header:type_name -> caucus.v1.ResponseHeader
-	4,  // 2: caucus.v1.RangeResponse.kvs:type_name -> caucus.v1.KeyValue
-	5,  // 3: caucus.v1.PutRequest.session:type_name -> caucus.v1.Session
-	3,  // 4: caucus.v1.PutResponse.header:type_name -> caucus.v1.ResponseHeader
-	4,  // 5: caucus.v1.PutResponse.prev_kv:type_name -> caucus.v1.KeyValue
-	5,  // 6: caucus.v1.DeleteRangeRequest.session:type_name -> caucus.v1.Session
-	3,  // 7: caucus.v1.DeleteRangeResponse.header:type_name -> caucus.v1.ResponseHeader
-	4,  // 8: caucus.v1.DeleteRangeResponse.prev_kvs:type_name -> caucus.v1.KeyValue
-	1,  // 9: caucus.v1.Compare.result:type_name -> caucus.v1.Compare.Result
-	2,  // 10: caucus.v1.Compare.target:type_name -> caucus.v1.Compare.Target
-	6,  // 11: caucus.v1.RequestOp.request_range:type_name -> caucus.v1.RangeRequest
-	8,  // 12: caucus.v1.RequestOp.request_put:type_name -> caucus.v1.PutRequest
-	10, // 13: caucus.v1.RequestOp.request_delete_range:type_name -> caucus.v1.DeleteRangeRequest
-	7,  // 14: caucus.v1.ResponseOp.response_range:type_name -> caucus.v1.RangeResponse
-	9,  // 15: caucus.v1.ResponseOp.response_put:type_name -> caucus.v1.PutResponse
-	11, // 16: caucus.v1.ResponseOp.response_delete_range:type_name -> caucus.v1.DeleteRangeResponse
-	12, // 17: caucus.v1.TxnRequest.compare:type_name -> caucus.v1.Compare
-	13, // 18: caucus.v1.TxnRequest.success:type_name -> caucus.v1.RequestOp
-	13, // 19: caucus.v1.TxnRequest.failure:type_name -> caucus.v1.RequestOp
-	5,  // 20: caucus.v1.TxnRequest.session:type_name -> caucus.v1.Session
-	3,  // 21: caucus.v1.TxnResponse.header:type_name -> caucus.v1.ResponseHeader
-	14, // 22: caucus.v1.TxnResponse.responses:type_name -> caucus.v1.ResponseOp
-	3,  // 23: caucus.v1.CompactionResponse.header:type_name -> caucus.v1.ResponseHeader
-	3,  // 24: caucus.v1.LeaseGrantResponse.header:type_name -> caucus.v1.ResponseHeader
-	3,  // 25: caucus.v1.LeaseRevokeResponse.header:type_name -> caucus.v1.ResponseHeader
-	3,  // 26: caucus.v1.LeaseKeepAliveResponse.header:type_name -> caucus.v1.ResponseHeader
-	3,  // 27: caucus.v1.LeaseTimeToLiveResponse.header:type_name -> caucus.v1.ResponseHeader
-	3,  // 28: caucus.v1.LeaseLeasesResponse.header:type_name -> caucus.v1.ResponseHeader
-	3,  // 29: caucus.v1.MemberListResponse.header:type_name -> caucus.v1.ResponseHeader
-	29, // 30: caucus.v1.MemberListResponse.members:type_name -> caucus.v1.Member
-	3,  // 31: caucus.v1.MemberAddResponse.header:type_name -> caucus.v1.ResponseHeader
-	29, // 32: caucus.v1.MemberAddResponse.member:type_name -> caucus.v1.Member
-	29, // 33: caucus.v1.MemberAddResponse.members:type_name -> caucus.v1.Member
-	3,  // 34: caucus.v1.MemberRemoveResponse.header:type_name -> caucus.v1.ResponseHeader
-	29, // 35: caucus.v1.MemberRemoveResponse.members:type_name -> caucus.v1.Member
-	3,  // 36: caucus.v1.MemberPromoteResponse.header:type_name -> caucus.v1.ResponseHeader
-	29, // 37: caucus.v1.MemberPromoteResponse.members:type_name -> caucus.v1.Member
-	3,  // 38: caucus.v1.SettingsResponse.header:type_name -> caucus.v1.ResponseHeader
-	38, // 39: caucus.v1.SettingsResponse.settings:type_name -> caucus.v1.ClusterSettings
-	38, // 40: caucus.v1.UpdateSettingsRequest.set:type_name -> caucus.v1.ClusterSettings
-	3,  // 41: caucus.v1.UpdateSettingsResponse.header:type_name -> caucus.v1.ResponseHeader
-	38, // 42: caucus.v1.UpdateSettingsResponse.settings:type_name -> caucus.v1.ClusterSettings
-	3,  // 43: caucus.v1.StatusResponse.header:type_name -> caucus.v1.ResponseHeader
-	3,  // 44: caucus.v1.SnapshotResponse.header:type_name -> caucus.v1.ResponseHeader
-	3,  // 45: caucus.v1.MoveLeaderResponse.header:type_name -> caucus.v1.ResponseHeader
-	3,  // 46: caucus.v1.DefragmentResponse.header:type_name -> caucus.v1.ResponseHeader
-	6,  // 47: caucus.v1.KV.Range:input_type -> caucus.v1.RangeRequest
-	8,  // 48: caucus.v1.KV.Put:input_type -> caucus.v1.PutRequest
-	10, // 49: caucus.v1.KV.DeleteRange:input_type -> caucus.v1.DeleteRangeRequest
-	15, // 50: caucus.v1.KV.Txn:input_type -> caucus.v1.TxnRequest
-	17, // 51: caucus.v1.KV.Compact:input_type -> caucus.v1.CompactionRequest
-	19, // 52: caucus.v1.Lease.LeaseGrant:input_type -> caucus.v1.LeaseGrantRequest
-	21, // 53: caucus.v1.Lease.LeaseRevoke:input_type -> caucus.v1.LeaseRevokeRequest
-	23, // 54: caucus.v1.Lease.LeaseKeepAlive:input_type -> caucus.v1.LeaseKeepAliveRequest
-	25, // 55: caucus.v1.Lease.LeaseTimeToLive:input_type -> caucus.v1.LeaseTimeToLiveRequest
-	27, // 56: caucus.v1.Lease.LeaseLeases:input_type -> caucus.v1.LeaseLeasesRequest
-	30, // 57: caucus.v1.Cluster.MemberList:input_type -> caucus.v1.MemberListRequest
-	32, // 58: caucus.v1.Cluster.MemberAdd:input_type -> caucus.v1.MemberAddRequest
-	34, // 59: caucus.v1.Cluster.MemberRemove:input_type -> caucus.v1.MemberRemoveRequest
-	36, // 60: caucus.v1.Cluster.MemberPromote:input_type -> caucus.v1.MemberPromoteRequest
-	39, // 61: caucus.v1.Cluster.Settings:input_type -> caucus.v1.SettingsRequest
-	41, // 62: caucus.v1.Cluster.UpdateSettings:input_type -> caucus.v1.UpdateSettingsRequest
-	43, // 63: caucus.v1.Maintenance.Status:input_type -> caucus.v1.StatusRequest
-	45, // 64: caucus.v1.Maintenance.Snapshot:input_type -> caucus.v1.SnapshotRequest
-	47, // 65: caucus.v1.Maintenance.MoveLeader:input_type -> caucus.v1.MoveLeaderRequest
-	49, // 66: caucus.v1.Maintenance.Defragment:input_type -> caucus.v1.DefragmentRequest
-	7,  // 67: caucus.v1.KV.Range:output_type -> caucus.v1.RangeResponse
-	9,  // 68: caucus.v1.KV.Put:output_type -> caucus.v1.PutResponse
-	11, // 69: caucus.v1.KV.DeleteRange:output_type -> caucus.v1.DeleteRangeResponse
-	16, // 70: caucus.v1.KV.Txn:output_type -> caucus.v1.TxnResponse
-	18, // 71: caucus.v1.KV.Compact:output_type -> caucus.v1.CompactionResponse
-	20, // 72: caucus.v1.Lease.LeaseGrant:output_type -> caucus.v1.LeaseGrantResponse
-	22, // 73: caucus.v1.Lease.LeaseRevoke:output_type -> caucus.v1.LeaseRevokeResponse
-	24, // 74: caucus.v1.Lease.LeaseKeepAlive:output_type -> caucus.v1.LeaseKeepAliveResponse
-	26, // 75: caucus.v1.Lease.LeaseTimeToLive:output_type -> caucus.v1.LeaseTimeToLiveResponse
-	28, // 76: caucus.v1.Lease.LeaseLeases:output_type -> caucus.v1.LeaseLeasesResponse
-	31, // 77: caucus.v1.Cluster.MemberList:output_type -> caucus.v1.MemberListResponse
-	33, // 78: caucus.v1.Cluster.MemberAdd:output_type -> caucus.v1.MemberAddResponse
-	35, // 79: caucus.v1.Cluster.MemberRemove:output_type -> caucus.v1.MemberRemoveResponse
-	37, // 80: caucus.v1.Cluster.MemberPromote:output_type -> caucus.v1.MemberPromoteResponse
-	40, // 81: caucus.v1.Cluster.Settings:output_type -> caucus.v1.SettingsResponse
-	42, // 82: caucus.v1.Cluster.UpdateSettings:output_type -> caucus.v1.UpdateSettingsResponse
-	44, // 83: caucus.v1.Maintenance.Status:output_type -> caucus.v1.StatusResponse
-	46, // 84: caucus.v1.Maintenance.Snapshot:output_type -> caucus.v1.SnapshotResponse
-	48, // 85: caucus.v1.Maintenance.MoveLeader:output_type -> caucus.v1.MoveLeaderResponse
-	50, // 86: caucus.v1.Maintenance.Defragment:output_type -> caucus.v1.DefragmentResponse
-	67, // [67:87] is the sub-list for method output_type
-	47, // [47:67] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	0,   // 0: caucus.v1.RangeRequest.consistency:type_name -> caucus.v1.Consistency
+	4,   // 1: caucus.v1.RangeResponse.header:type_name -> caucus.v1.ResponseHeader
+	5,   // 2: caucus.v1.RangeResponse.kvs:type_name -> caucus.v1.KeyValue
+	6,   // 3: caucus.v1.PutRequest.session:type_name -> caucus.v1.Session
+	52,  // 4: caucus.v1.PutRequest.events:type_name -> caucus.v1.Event
+	4,   // 5: caucus.v1.PutResponse.header:type_name -> caucus.v1.ResponseHeader
+	5,   // 6: caucus.v1.PutResponse.prev_kv:type_name -> caucus.v1.KeyValue
+	6,   // 7: caucus.v1.DeleteRangeRequest.session:type_name -> caucus.v1.Session
+	52,  // 8: caucus.v1.DeleteRangeRequest.events:type_name -> caucus.v1.Event
+	4,   // 9: caucus.v1.DeleteRangeResponse.header:type_name -> caucus.v1.ResponseHeader
+	5,   // 10: caucus.v1.DeleteRangeResponse.prev_kvs:type_name -> caucus.v1.KeyValue
+	1,   // 11: caucus.v1.Compare.result:type_name -> caucus.v1.Compare.Result
+	2,   // 12: caucus.v1.Compare.target:type_name -> caucus.v1.Compare.Target
+	7,   // 13: caucus.v1.RequestOp.request_range:type_name -> caucus.v1.RangeRequest
+	9,   // 14: caucus.v1.RequestOp.request_put:type_name -> caucus.v1.PutRequest
+	11,  // 15: caucus.v1.RequestOp.request_delete_range:type_name -> caucus.v1.DeleteRangeRequest
+	53,  // 16: caucus.v1.RequestOp.request_publish:type_name -> caucus.v1.PublishRequest
+	8,   // 17: caucus.v1.ResponseOp.response_range:type_name -> caucus.v1.RangeResponse
+	10,  // 18: caucus.v1.ResponseOp.response_put:type_name -> caucus.v1.PutResponse
+	12,  // 19: caucus.v1.ResponseOp.response_delete_range:type_name -> caucus.v1.DeleteRangeResponse
+	54,  // 20: caucus.v1.ResponseOp.response_publish:type_name -> caucus.v1.PublishResponse
+	13,  // 21: caucus.v1.TxnRequest.compare:type_name -> caucus.v1.Compare
+	14,  // 22: caucus.v1.TxnRequest.success:type_name -> caucus.v1.RequestOp
+	14,  // 23: caucus.v1.TxnRequest.failure:type_name -> caucus.v1.RequestOp
+	6,   // 24: caucus.v1.TxnRequest.session:type_name -> caucus.v1.Session
+	4,   // 25: caucus.v1.TxnResponse.header:type_name -> caucus.v1.ResponseHeader
+	15,  // 26: caucus.v1.TxnResponse.responses:type_name -> caucus.v1.ResponseOp
+	4,   // 27: caucus.v1.CompactionResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 28: caucus.v1.LeaseGrantResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 29: caucus.v1.LeaseRevokeResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 30: caucus.v1.LeaseKeepAliveResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 31: caucus.v1.LeaseTimeToLiveResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 32: caucus.v1.LeaseLeasesResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 33: caucus.v1.MemberListResponse.header:type_name -> caucus.v1.ResponseHeader
+	30,  // 34: caucus.v1.MemberListResponse.members:type_name -> caucus.v1.Member
+	4,   // 35: caucus.v1.MemberAddResponse.header:type_name -> caucus.v1.ResponseHeader
+	30,  // 36: caucus.v1.MemberAddResponse.member:type_name -> caucus.v1.Member
+	30,  // 37: caucus.v1.MemberAddResponse.members:type_name -> caucus.v1.Member
+	4,   // 38: caucus.v1.MemberRemoveResponse.header:type_name -> caucus.v1.ResponseHeader
+	30,  // 39: caucus.v1.MemberRemoveResponse.members:type_name -> caucus.v1.Member
+	4,   // 40: caucus.v1.MemberPromoteResponse.header:type_name -> caucus.v1.ResponseHeader
+	30,  // 41: caucus.v1.MemberPromoteResponse.members:type_name -> caucus.v1.Member
+	4,   // 42: caucus.v1.SettingsResponse.header:type_name -> caucus.v1.ResponseHeader
+	39,  // 43: caucus.v1.SettingsResponse.settings:type_name -> caucus.v1.ClusterSettings
+	39,  // 44: caucus.v1.UpdateSettingsRequest.set:type_name -> caucus.v1.ClusterSettings
+	4,   // 45: caucus.v1.UpdateSettingsResponse.header:type_name -> caucus.v1.ResponseHeader
+	39,  // 46: caucus.v1.UpdateSettingsResponse.settings:type_name -> caucus.v1.ClusterSettings
+	4,   // 47: caucus.v1.StatusResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 48: caucus.v1.SnapshotResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 49: caucus.v1.MoveLeaderResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 50: caucus.v1.DefragmentResponse.header:type_name -> caucus.v1.ResponseHeader
+	75,  // 51: caucus.v1.Event.headers:type_name -> caucus.v1.Event.HeadersEntry
+	52,  // 52: caucus.v1.PublishRequest.events:type_name -> caucus.v1.Event
+	6,   // 53: caucus.v1.PublishRequest.session:type_name -> caucus.v1.Session
+	4,   // 54: caucus.v1.PublishResponse.header:type_name -> caucus.v1.ResponseHeader
+	3,   // 55: caucus.v1.WatchChange.type:type_name -> caucus.v1.WatchChange.Type
+	5,   // 56: caucus.v1.WatchChange.kv:type_name -> caucus.v1.KeyValue
+	5,   // 57: caucus.v1.WatchChange.prev_kv:type_name -> caucus.v1.KeyValue
+	56,  // 58: caucus.v1.WatchItem.change:type_name -> caucus.v1.WatchChange
+	52,  // 59: caucus.v1.WatchItem.event:type_name -> caucus.v1.Event
+	4,   // 60: caucus.v1.WatchResponse.header:type_name -> caucus.v1.ResponseHeader
+	57,  // 61: caucus.v1.WatchResponse.items:type_name -> caucus.v1.WatchItem
+	59,  // 62: caucus.v1.ConsumerState.config:type_name -> caucus.v1.ConsumerConfig
+	59,  // 63: caucus.v1.ConsumerCreateRequest.config:type_name -> caucus.v1.ConsumerConfig
+	4,   // 64: caucus.v1.ConsumerCreateResponse.header:type_name -> caucus.v1.ResponseHeader
+	60,  // 65: caucus.v1.ConsumerCreateResponse.consumer:type_name -> caucus.v1.ConsumerState
+	4,   // 66: caucus.v1.ConsumerDeleteResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 67: caucus.v1.ConsumerInfoResponse.header:type_name -> caucus.v1.ResponseHeader
+	60,  // 68: caucus.v1.ConsumerInfoResponse.consumer:type_name -> caucus.v1.ConsumerState
+	4,   // 69: caucus.v1.ConsumerListResponse.header:type_name -> caucus.v1.ResponseHeader
+	60,  // 70: caucus.v1.ConsumerListResponse.consumers:type_name -> caucus.v1.ConsumerState
+	52,  // 71: caucus.v1.Delivery.event:type_name -> caucus.v1.Event
+	4,   // 72: caucus.v1.FetchResponse.header:type_name -> caucus.v1.ResponseHeader
+	70,  // 73: caucus.v1.FetchResponse.deliveries:type_name -> caucus.v1.Delivery
+	72,  // 74: caucus.v1.AckRequest.acks:type_name -> caucus.v1.EventPosition
+	72,  // 75: caucus.v1.AckRequest.naks:type_name -> caucus.v1.EventPosition
+	6,   // 76: caucus.v1.AckRequest.session:type_name -> caucus.v1.Session
+	4,   // 77: caucus.v1.AckResponse.header:type_name -> caucus.v1.ResponseHeader
+	7,   // 78: caucus.v1.KV.Range:input_type -> caucus.v1.RangeRequest
+	9,   // 79: caucus.v1.KV.Put:input_type -> caucus.v1.PutRequest
+	11,  // 80: caucus.v1.KV.DeleteRange:input_type -> caucus.v1.DeleteRangeRequest
+	16,  // 81: caucus.v1.KV.Txn:input_type -> caucus.v1.TxnRequest
+	18,  // 82: caucus.v1.KV.Compact:input_type -> caucus.v1.CompactionRequest
+	20,  // 83: caucus.v1.Lease.LeaseGrant:input_type -> caucus.v1.LeaseGrantRequest
+	22,  // 84: caucus.v1.Lease.LeaseRevoke:input_type -> caucus.v1.LeaseRevokeRequest
+	24,  // 85: caucus.v1.Lease.LeaseKeepAlive:input_type -> caucus.v1.LeaseKeepAliveRequest
+	26,  // 86: caucus.v1.Lease.LeaseTimeToLive:input_type -> caucus.v1.LeaseTimeToLiveRequest
+	28,  // 87: caucus.v1.Lease.LeaseLeases:input_type -> caucus.v1.LeaseLeasesRequest
+	31,  // 88: caucus.v1.Cluster.MemberList:input_type -> caucus.v1.MemberListRequest
+	33,  // 89: caucus.v1.Cluster.MemberAdd:input_type -> caucus.v1.MemberAddRequest
+	35,  // 90: caucus.v1.Cluster.MemberRemove:input_type -> caucus.v1.MemberRemoveRequest
+	37,  // 91: caucus.v1.Cluster.MemberPromote:input_type -> caucus.v1.MemberPromoteRequest
+	40,  // 92: caucus.v1.Cluster.Settings:input_type -> caucus.v1.SettingsRequest
+	42,  // 93: caucus.v1.Cluster.UpdateSettings:input_type -> caucus.v1.UpdateSettingsRequest
+	44,  // 94: caucus.v1.Maintenance.Status:input_type -> caucus.v1.StatusRequest
+	46,  // 95: caucus.v1.Maintenance.Snapshot:input_type -> caucus.v1.SnapshotRequest
+	48,  // 96: caucus.v1.Maintenance.MoveLeader:input_type -> caucus.v1.MoveLeaderRequest
+	50,  // 97: caucus.v1.Maintenance.Defragment:input_type -> caucus.v1.DefragmentRequest
+	53,  // 98: caucus.v1.Events.Publish:input_type -> caucus.v1.PublishRequest
+	55,  // 99: caucus.v1.Events.Watch:input_type -> caucus.v1.WatchRequest
+	61,  // 100: caucus.v1.Consumers.ConsumerCreate:input_type -> caucus.v1.ConsumerCreateRequest
+	63,  // 101: caucus.v1.Consumers.ConsumerDelete:input_type -> caucus.v1.ConsumerDeleteRequest
+	65,  // 102: caucus.v1.Consumers.ConsumerInfo:input_type -> caucus.v1.ConsumerInfoRequest
+	67,  // 103: caucus.v1.Consumers.ConsumerList:input_type -> caucus.v1.ConsumerListRequest
+	69,  // 104: caucus.v1.Consumers.Fetch:input_type -> caucus.v1.FetchRequest
+	73,  // 105: caucus.v1.Consumers.Ack:input_type -> caucus.v1.AckRequest
+	8,   // 106: caucus.v1.KV.Range:output_type -> caucus.v1.RangeResponse
+	10,  // 107: caucus.v1.KV.Put:output_type -> caucus.v1.PutResponse
+	12,  // 108: caucus.v1.KV.DeleteRange:output_type -> caucus.v1.DeleteRangeResponse
+	17,  // 109: caucus.v1.KV.Txn:output_type -> caucus.v1.TxnResponse
+	19,  // 110: caucus.v1.KV.Compact:output_type -> caucus.v1.CompactionResponse
+	21,  // 111: caucus.v1.Lease.LeaseGrant:output_type -> caucus.v1.LeaseGrantResponse
+	23,  // 112: caucus.v1.Lease.LeaseRevoke:output_type -> caucus.v1.LeaseRevokeResponse
+	25,  // 113: caucus.v1.Lease.LeaseKeepAlive:output_type -> caucus.v1.LeaseKeepAliveResponse
+	27,  // 114: caucus.v1.Lease.LeaseTimeToLive:output_type -> caucus.v1.LeaseTimeToLiveResponse
+	29,  // 115: caucus.v1.Lease.LeaseLeases:output_type -> caucus.v1.LeaseLeasesResponse
+	32,  // 116: caucus.v1.Cluster.MemberList:output_type -> caucus.v1.MemberListResponse
+	34,  // 117: caucus.v1.Cluster.MemberAdd:output_type -> caucus.v1.MemberAddResponse
+	36,  // 118: caucus.v1.Cluster.MemberRemove:output_type -> caucus.v1.MemberRemoveResponse
+	38,  // 119: caucus.v1.Cluster.MemberPromote:output_type -> caucus.v1.MemberPromoteResponse
+	41,  // 120: caucus.v1.Cluster.Settings:output_type -> caucus.v1.SettingsResponse
+	43,  // 121: caucus.v1.Cluster.UpdateSettings:output_type -> caucus.v1.UpdateSettingsResponse
+	45,  // 122: caucus.v1.Maintenance.Status:output_type -> caucus.v1.StatusResponse
+	47,  // 123: caucus.v1.Maintenance.Snapshot:output_type -> caucus.v1.SnapshotResponse
+	49,  // 124: caucus.v1.Maintenance.MoveLeader:output_type -> caucus.v1.MoveLeaderResponse
+	51,  // 125: caucus.v1.Maintenance.Defragment:output_type -> caucus.v1.DefragmentResponse
+	54,  // 126: caucus.v1.Events.Publish:output_type -> caucus.v1.PublishResponse
+	58,  // 127: caucus.v1.Events.Watch:output_type -> caucus.v1.WatchResponse
+	62,  // 128: caucus.v1.Consumers.ConsumerCreate:output_type -> caucus.v1.ConsumerCreateResponse
+	64,  // 129: caucus.v1.Consumers.ConsumerDelete:output_type -> caucus.v1.ConsumerDeleteResponse
+	66,  // 130: caucus.v1.Consumers.ConsumerInfo:output_type -> caucus.v1.ConsumerInfoResponse
+	68,  // 131: caucus.v1.Consumers.ConsumerList:output_type -> caucus.v1.ConsumerListResponse
+	71,  // 132: caucus.v1.Consumers.Fetch:output_type -> caucus.v1.FetchResponse
+	74,  // 133: caucus.v1.Consumers.Ack:output_type -> caucus.v1.AckResponse
+	106, // [106:134] is the sub-list for method output_type
+	78,  // [78:106] is the sub-list for method input_type
+	78,  // [78:78] is the sub-list for extension type_name
+	78,  // [78:78] is the sub-list for extension extendee
+	0,   // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_caucus_v1_caucus_proto_init() }
@@ -3602,21 +5447,27 @@ func file_caucus_v1_caucus_proto_init() {
 		(*RequestOp_RequestRange)(nil),
 		(*RequestOp_RequestPut)(nil),
 		(*RequestOp_RequestDeleteRange)(nil),
+		(*RequestOp_RequestPublish)(nil),
 	}
 	file_caucus_v1_caucus_proto_msgTypes[11].OneofWrappers = []any{
 		(*ResponseOp_ResponseRange)(nil),
 		(*ResponseOp_ResponsePut)(nil),
 		(*ResponseOp_ResponseDeleteRange)(nil),
+		(*ResponseOp_ResponsePublish)(nil),
+	}
+	file_caucus_v1_caucus_proto_msgTypes[53].OneofWrappers = []any{
+		(*WatchItem_Change)(nil),
+		(*WatchItem_Event)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_caucus_v1_caucus_proto_rawDesc), len(file_caucus_v1_caucus_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   48,
+			NumEnums:      4,
+			NumMessages:   72,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   6,
 		},
 		GoTypes:           file_caucus_v1_caucus_proto_goTypes,
 		DependencyIndexes: file_caucus_v1_caucus_proto_depIdxs,

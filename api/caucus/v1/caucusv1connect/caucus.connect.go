@@ -34,6 +34,10 @@ const (
 	ClusterName = "caucus.v1.Cluster"
 	// MaintenanceName is the fully-qualified name of the Maintenance service.
 	MaintenanceName = "caucus.v1.Maintenance"
+	// EventsName is the fully-qualified name of the Events service.
+	EventsName = "caucus.v1.Events"
+	// ConsumersName is the fully-qualified name of the Consumers service.
+	ConsumersName = "caucus.v1.Consumers"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -84,6 +88,24 @@ const (
 	MaintenanceMoveLeaderProcedure = "/caucus.v1.Maintenance/MoveLeader"
 	// MaintenanceDefragmentProcedure is the fully-qualified name of the Maintenance's Defragment RPC.
 	MaintenanceDefragmentProcedure = "/caucus.v1.Maintenance/Defragment"
+	// EventsPublishProcedure is the fully-qualified name of the Events's Publish RPC.
+	EventsPublishProcedure = "/caucus.v1.Events/Publish"
+	// EventsWatchProcedure is the fully-qualified name of the Events's Watch RPC.
+	EventsWatchProcedure = "/caucus.v1.Events/Watch"
+	// ConsumersConsumerCreateProcedure is the fully-qualified name of the Consumers's ConsumerCreate
+	// RPC.
+	ConsumersConsumerCreateProcedure = "/caucus.v1.Consumers/ConsumerCreate"
+	// ConsumersConsumerDeleteProcedure is the fully-qualified name of the Consumers's ConsumerDelete
+	// RPC.
+	ConsumersConsumerDeleteProcedure = "/caucus.v1.Consumers/ConsumerDelete"
+	// ConsumersConsumerInfoProcedure is the fully-qualified name of the Consumers's ConsumerInfo RPC.
+	ConsumersConsumerInfoProcedure = "/caucus.v1.Consumers/ConsumerInfo"
+	// ConsumersConsumerListProcedure is the fully-qualified name of the Consumers's ConsumerList RPC.
+	ConsumersConsumerListProcedure = "/caucus.v1.Consumers/ConsumerList"
+	// ConsumersFetchProcedure is the fully-qualified name of the Consumers's Fetch RPC.
+	ConsumersFetchProcedure = "/caucus.v1.Consumers/Fetch"
+	// ConsumersAckProcedure is the fully-qualified name of the Consumers's Ack RPC.
+	ConsumersAckProcedure = "/caucus.v1.Consumers/Ack"
 )
 
 // KVClient is a client for the caucus.v1.KV service.
@@ -794,4 +816,306 @@ func (UnimplementedMaintenanceHandler) MoveLeader(context.Context, *connect.Requ
 
 func (UnimplementedMaintenanceHandler) Defragment(context.Context, *connect.Request[v1.DefragmentRequest]) (*connect.Response[v1.DefragmentResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("caucus.v1.Maintenance.Defragment is not implemented"))
+}
+
+// EventsClient is a client for the caucus.v1.Events service.
+type EventsClient interface {
+	// Publish publishes events alone (a write that changes no key).
+	Publish(context.Context, *connect.Request[v1.PublishRequest]) (*connect.Response[v1.PublishResponse], error)
+	// Watch streams key changes and events. A watcher that falls behind is caught up from storage;
+	// one that does not read ends with ResourceExhausted, naming the revision to resume from.
+	Watch(context.Context, *connect.Request[v1.WatchRequest]) (*connect.ServerStreamForClient[v1.WatchResponse], error)
+}
+
+// NewEventsClient constructs a client for the caucus.v1.Events service. By default, it uses the
+// Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and sends
+// uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC() or
+// connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewEventsClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) EventsClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	eventsMethods := v1.File_caucus_v1_caucus_proto.Services().ByName("Events").Methods()
+	return &eventsClient{
+		publish: connect.NewClient[v1.PublishRequest, v1.PublishResponse](
+			httpClient,
+			baseURL+EventsPublishProcedure,
+			connect.WithSchema(eventsMethods.ByName("Publish")),
+			connect.WithClientOptions(opts...),
+		),
+		watch: connect.NewClient[v1.WatchRequest, v1.WatchResponse](
+			httpClient,
+			baseURL+EventsWatchProcedure,
+			connect.WithSchema(eventsMethods.ByName("Watch")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// eventsClient implements EventsClient.
+type eventsClient struct {
+	publish *connect.Client[v1.PublishRequest, v1.PublishResponse]
+	watch   *connect.Client[v1.WatchRequest, v1.WatchResponse]
+}
+
+// Publish calls caucus.v1.Events.Publish.
+func (c *eventsClient) Publish(ctx context.Context, req *connect.Request[v1.PublishRequest]) (*connect.Response[v1.PublishResponse], error) {
+	return c.publish.CallUnary(ctx, req)
+}
+
+// Watch calls caucus.v1.Events.Watch.
+func (c *eventsClient) Watch(ctx context.Context, req *connect.Request[v1.WatchRequest]) (*connect.ServerStreamForClient[v1.WatchResponse], error) {
+	return c.watch.CallServerStream(ctx, req)
+}
+
+// EventsHandler is an implementation of the caucus.v1.Events service.
+type EventsHandler interface {
+	// Publish publishes events alone (a write that changes no key).
+	Publish(context.Context, *connect.Request[v1.PublishRequest]) (*connect.Response[v1.PublishResponse], error)
+	// Watch streams key changes and events. A watcher that falls behind is caught up from storage;
+	// one that does not read ends with ResourceExhausted, naming the revision to resume from.
+	Watch(context.Context, *connect.Request[v1.WatchRequest], *connect.ServerStream[v1.WatchResponse]) error
+}
+
+// NewEventsHandler builds an HTTP handler from the service implementation. It returns the path on
+// which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewEventsHandler(svc EventsHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	eventsMethods := v1.File_caucus_v1_caucus_proto.Services().ByName("Events").Methods()
+	eventsPublishHandler := connect.NewUnaryHandler(
+		EventsPublishProcedure,
+		svc.Publish,
+		connect.WithSchema(eventsMethods.ByName("Publish")),
+		connect.WithHandlerOptions(opts...),
+	)
+	eventsWatchHandler := connect.NewServerStreamHandler(
+		EventsWatchProcedure,
+		svc.Watch,
+		connect.WithSchema(eventsMethods.ByName("Watch")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/caucus.v1.Events/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case EventsPublishProcedure:
+			eventsPublishHandler.ServeHTTP(w, r)
+		case EventsWatchProcedure:
+			eventsWatchHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedEventsHandler returns CodeUnimplemented from all methods.
+type UnimplementedEventsHandler struct{}
+
+func (UnimplementedEventsHandler) Publish(context.Context, *connect.Request[v1.PublishRequest]) (*connect.Response[v1.PublishResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("caucus.v1.Events.Publish is not implemented"))
+}
+
+func (UnimplementedEventsHandler) Watch(context.Context, *connect.Request[v1.WatchRequest], *connect.ServerStream[v1.WatchResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("caucus.v1.Events.Watch is not implemented"))
+}
+
+// ConsumersClient is a client for the caucus.v1.Consumers service.
+type ConsumersClient interface {
+	ConsumerCreate(context.Context, *connect.Request[v1.ConsumerCreateRequest]) (*connect.Response[v1.ConsumerCreateResponse], error)
+	ConsumerDelete(context.Context, *connect.Request[v1.ConsumerDeleteRequest]) (*connect.Response[v1.ConsumerDeleteResponse], error)
+	ConsumerInfo(context.Context, *connect.Request[v1.ConsumerInfoRequest]) (*connect.Response[v1.ConsumerInfoResponse], error)
+	ConsumerList(context.Context, *connect.Request[v1.ConsumerListRequest]) (*connect.Response[v1.ConsumerListResponse], error)
+	Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error)
+	Ack(context.Context, *connect.Request[v1.AckRequest]) (*connect.Response[v1.AckResponse], error)
+}
+
+// NewConsumersClient constructs a client for the caucus.v1.Consumers service. By default, it uses
+// the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and sends
+// uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC() or
+// connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewConsumersClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) ConsumersClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	consumersMethods := v1.File_caucus_v1_caucus_proto.Services().ByName("Consumers").Methods()
+	return &consumersClient{
+		consumerCreate: connect.NewClient[v1.ConsumerCreateRequest, v1.ConsumerCreateResponse](
+			httpClient,
+			baseURL+ConsumersConsumerCreateProcedure,
+			connect.WithSchema(consumersMethods.ByName("ConsumerCreate")),
+			connect.WithClientOptions(opts...),
+		),
+		consumerDelete: connect.NewClient[v1.ConsumerDeleteRequest, v1.ConsumerDeleteResponse](
+			httpClient,
+			baseURL+ConsumersConsumerDeleteProcedure,
+			connect.WithSchema(consumersMethods.ByName("ConsumerDelete")),
+			connect.WithClientOptions(opts...),
+		),
+		consumerInfo: connect.NewClient[v1.ConsumerInfoRequest, v1.ConsumerInfoResponse](
+			httpClient,
+			baseURL+ConsumersConsumerInfoProcedure,
+			connect.WithSchema(consumersMethods.ByName("ConsumerInfo")),
+			connect.WithClientOptions(opts...),
+		),
+		consumerList: connect.NewClient[v1.ConsumerListRequest, v1.ConsumerListResponse](
+			httpClient,
+			baseURL+ConsumersConsumerListProcedure,
+			connect.WithSchema(consumersMethods.ByName("ConsumerList")),
+			connect.WithClientOptions(opts...),
+		),
+		fetch: connect.NewClient[v1.FetchRequest, v1.FetchResponse](
+			httpClient,
+			baseURL+ConsumersFetchProcedure,
+			connect.WithSchema(consumersMethods.ByName("Fetch")),
+			connect.WithClientOptions(opts...),
+		),
+		ack: connect.NewClient[v1.AckRequest, v1.AckResponse](
+			httpClient,
+			baseURL+ConsumersAckProcedure,
+			connect.WithSchema(consumersMethods.ByName("Ack")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// consumersClient implements ConsumersClient.
+type consumersClient struct {
+	consumerCreate *connect.Client[v1.ConsumerCreateRequest, v1.ConsumerCreateResponse]
+	consumerDelete *connect.Client[v1.ConsumerDeleteRequest, v1.ConsumerDeleteResponse]
+	consumerInfo   *connect.Client[v1.ConsumerInfoRequest, v1.ConsumerInfoResponse]
+	consumerList   *connect.Client[v1.ConsumerListRequest, v1.ConsumerListResponse]
+	fetch          *connect.Client[v1.FetchRequest, v1.FetchResponse]
+	ack            *connect.Client[v1.AckRequest, v1.AckResponse]
+}
+
+// ConsumerCreate calls caucus.v1.Consumers.ConsumerCreate.
+func (c *consumersClient) ConsumerCreate(ctx context.Context, req *connect.Request[v1.ConsumerCreateRequest]) (*connect.Response[v1.ConsumerCreateResponse], error) {
+	return c.consumerCreate.CallUnary(ctx, req)
+}
+
+// ConsumerDelete calls caucus.v1.Consumers.ConsumerDelete.
+func (c *consumersClient) ConsumerDelete(ctx context.Context, req *connect.Request[v1.ConsumerDeleteRequest]) (*connect.Response[v1.ConsumerDeleteResponse], error) {
+	return c.consumerDelete.CallUnary(ctx, req)
+}
+
+// ConsumerInfo calls caucus.v1.Consumers.ConsumerInfo.
+func (c *consumersClient) ConsumerInfo(ctx context.Context, req *connect.Request[v1.ConsumerInfoRequest]) (*connect.Response[v1.ConsumerInfoResponse], error) {
+	return c.consumerInfo.CallUnary(ctx, req)
+}
+
+// ConsumerList calls caucus.v1.Consumers.ConsumerList.
+func (c *consumersClient) ConsumerList(ctx context.Context, req *connect.Request[v1.ConsumerListRequest]) (*connect.Response[v1.ConsumerListResponse], error) {
+	return c.consumerList.CallUnary(ctx, req)
+}
+
+// Fetch calls caucus.v1.Consumers.Fetch.
+func (c *consumersClient) Fetch(ctx context.Context, req *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error) {
+	return c.fetch.CallUnary(ctx, req)
+}
+
+// Ack calls caucus.v1.Consumers.Ack.
+func (c *consumersClient) Ack(ctx context.Context, req *connect.Request[v1.AckRequest]) (*connect.Response[v1.AckResponse], error) {
+	return c.ack.CallUnary(ctx, req)
+}
+
+// ConsumersHandler is an implementation of the caucus.v1.Consumers service.
+type ConsumersHandler interface {
+	ConsumerCreate(context.Context, *connect.Request[v1.ConsumerCreateRequest]) (*connect.Response[v1.ConsumerCreateResponse], error)
+	ConsumerDelete(context.Context, *connect.Request[v1.ConsumerDeleteRequest]) (*connect.Response[v1.ConsumerDeleteResponse], error)
+	ConsumerInfo(context.Context, *connect.Request[v1.ConsumerInfoRequest]) (*connect.Response[v1.ConsumerInfoResponse], error)
+	ConsumerList(context.Context, *connect.Request[v1.ConsumerListRequest]) (*connect.Response[v1.ConsumerListResponse], error)
+	Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error)
+	Ack(context.Context, *connect.Request[v1.AckRequest]) (*connect.Response[v1.AckResponse], error)
+}
+
+// NewConsumersHandler builds an HTTP handler from the service implementation. It returns the path
+// on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewConsumersHandler(svc ConsumersHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	consumersMethods := v1.File_caucus_v1_caucus_proto.Services().ByName("Consumers").Methods()
+	consumersConsumerCreateHandler := connect.NewUnaryHandler(
+		ConsumersConsumerCreateProcedure,
+		svc.ConsumerCreate,
+		connect.WithSchema(consumersMethods.ByName("ConsumerCreate")),
+		connect.WithHandlerOptions(opts...),
+	)
+	consumersConsumerDeleteHandler := connect.NewUnaryHandler(
+		ConsumersConsumerDeleteProcedure,
+		svc.ConsumerDelete,
+		connect.WithSchema(consumersMethods.ByName("ConsumerDelete")),
+		connect.WithHandlerOptions(opts...),
+	)
+	consumersConsumerInfoHandler := connect.NewUnaryHandler(
+		ConsumersConsumerInfoProcedure,
+		svc.ConsumerInfo,
+		connect.WithSchema(consumersMethods.ByName("ConsumerInfo")),
+		connect.WithHandlerOptions(opts...),
+	)
+	consumersConsumerListHandler := connect.NewUnaryHandler(
+		ConsumersConsumerListProcedure,
+		svc.ConsumerList,
+		connect.WithSchema(consumersMethods.ByName("ConsumerList")),
+		connect.WithHandlerOptions(opts...),
+	)
+	consumersFetchHandler := connect.NewUnaryHandler(
+		ConsumersFetchProcedure,
+		svc.Fetch,
+		connect.WithSchema(consumersMethods.ByName("Fetch")),
+		connect.WithHandlerOptions(opts...),
+	)
+	consumersAckHandler := connect.NewUnaryHandler(
+		ConsumersAckProcedure,
+		svc.Ack,
+		connect.WithSchema(consumersMethods.ByName("Ack")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/caucus.v1.Consumers/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case ConsumersConsumerCreateProcedure:
+			consumersConsumerCreateHandler.ServeHTTP(w, r)
+		case ConsumersConsumerDeleteProcedure:
+			consumersConsumerDeleteHandler.ServeHTTP(w, r)
+		case ConsumersConsumerInfoProcedure:
+			consumersConsumerInfoHandler.ServeHTTP(w, r)
+		case ConsumersConsumerListProcedure:
+			consumersConsumerListHandler.ServeHTTP(w, r)
+		case ConsumersFetchProcedure:
+			consumersFetchHandler.ServeHTTP(w, r)
+		case ConsumersAckProcedure:
+			consumersAckHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedConsumersHandler returns CodeUnimplemented from all methods.
+type UnimplementedConsumersHandler struct{}
+
+func (UnimplementedConsumersHandler) ConsumerCreate(context.Context, *connect.Request[v1.ConsumerCreateRequest]) (*connect.Response[v1.ConsumerCreateResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("caucus.v1.Consumers.ConsumerCreate is not implemented"))
+}
+
+func (UnimplementedConsumersHandler) ConsumerDelete(context.Context, *connect.Request[v1.ConsumerDeleteRequest]) (*connect.Response[v1.ConsumerDeleteResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("caucus.v1.Consumers.ConsumerDelete is not implemented"))
+}
+
+func (UnimplementedConsumersHandler) ConsumerInfo(context.Context, *connect.Request[v1.ConsumerInfoRequest]) (*connect.Response[v1.ConsumerInfoResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("caucus.v1.Consumers.ConsumerInfo is not implemented"))
+}
+
+func (UnimplementedConsumersHandler) ConsumerList(context.Context, *connect.Request[v1.ConsumerListRequest]) (*connect.Response[v1.ConsumerListResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("caucus.v1.Consumers.ConsumerList is not implemented"))
+}
+
+func (UnimplementedConsumersHandler) Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("caucus.v1.Consumers.Fetch is not implemented"))
+}
+
+func (UnimplementedConsumersHandler) Ack(context.Context, *connect.Request[v1.AckRequest]) (*connect.Response[v1.AckResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("caucus.v1.Consumers.Ack is not implemented"))
 }
