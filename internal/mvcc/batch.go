@@ -541,9 +541,13 @@ func (b *Batch) Commit() error {
 	if len(cuts) > 0 {
 		b.s.idx.compact(cuts, b.st.compactRev)
 	}
+	changed := b.s.rev.Load() != b.st.rev || b.s.compactRev.Load() != b.st.compactRev
 	b.s.rev.Store(b.st.rev)
 	b.s.compactRev.Store(b.st.compactRev)
 	b.s.applied.Store(b.st.applied)
+	if changed {
+		b.s.revs.notify()
+	}
 	if b.settingsChanged {
 		l := b.limits
 		b.s.limits.Store(&l)

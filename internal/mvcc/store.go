@@ -74,6 +74,7 @@ type Store struct {
 	rev        atomic.Int64
 	compactRev atomic.Int64
 	applied    atomic.Uint64
+	revs       revNotifier
 }
 
 // ErrClosed is returned by operations on a closed Store.
@@ -487,6 +488,7 @@ func (s *Store) Restore(r io.Reader) error {
 		return fmt.Errorf("mvcc: restore: reopen: %w", err)
 	}
 	s.db, s.idx = db, idx
+	s.revs.notify()
 	s.log.Info("restored snapshot", "applied_index", s.applied.Load(), "revision", s.rev.Load())
 	return nil
 }
