@@ -91,6 +91,10 @@ func commands() []*command {
 		txnCommand(),
 		compactionCommand(),
 		publishCommand(),
+		{name: "consumer", summary: "Durable consumer commands", sub: []*command{
+			consumerCreateCommand(), consumerListCommand(), consumerInfoCommand(), consumerRemoveCommand(),
+		}},
+		consumeCommand(),
 		{name: "lease", summary: "Lease commands", sub: []*command{
 			leaseGrantCommand(), leaseRevokeCommand(), leaseTimeToLiveCommand(), leaseListCommand(), leaseKeepAliveCommand(),
 		}},
