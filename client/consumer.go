@@ -168,6 +168,9 @@ func WithSettled(f func(d *Delivery, handlerErr, ackErr error)) ConsumeOption {
 	return func(o *consumeOptions) { o.settled = f }
 }
 
+// maxFetchEvents is the most deliveries one fetch may ask for (the server's limit).
+const maxFetchEvents = 1000
+
 // ackTimeout bounds the acks and naks Consume sends, which outlive its context at shutdown.
 const ackTimeout = 10 * time.Second
 
@@ -194,7 +197,7 @@ func (c *Client) Consume(ctx context.Context, consumer string, handler Handler, 
 			}
 			continue
 		}
-		ds, err := c.Fetch(ctx, consumer, min(free, 1000), o.wait)
+		ds, err := c.Fetch(ctx, consumer, min(free, maxFetchEvents), o.wait)
 		if err != nil {
 			if ctx.Err() != nil {
 				break

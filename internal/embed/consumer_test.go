@@ -405,3 +405,67 @@ func TestConsumerCLI(t *testing.T) {
 		t.Fatalf("consume of a deleted consumer: %v", err)
 	}
 }
+
+// TestConsumeShutsDownGracefully: when its context ends, Consume stops fetching, lets the
+// handlers that run finish (their context is not canceled), acknowledges them, and only then
+// returns.
+func TestConsumeShutsDownGracefully(t *testing.T) {
+	tc := newTestCluster(t, 1)
+	tc.waitLeader()
+	waitLogVersion(t, tc, logpb.Version3)
+	cli := clusterClient(t, tc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := cli.ConsumerCreate(ctx, &client.ConsumerConfig{Name: "g", Topics: []string{"t"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := cli.Publish(ctx, client.NewEvent("t", fmt.Sprint("k", i), []byte(fmt.Sprint(i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	started, release := make(chan struct{}, 3), make(chan struct{})
+	var finished atomic.Int32
+	cctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	var atReturn atomic.Int32 // handlers finished when Consume returned
+	go func() {
+		defer close(done)
+		err := cli.Consume(cctx, "g", func(hctx context.Context, d *client.Delivery) error {
+			started <- struct{}{}
+			<-release
+			if hctx.Err() != nil {
+				return hctx.Err() // a canceled handler context would nak
+			}
+			finished.Add(1)
+			return nil
+		}, client.WithParallelism(2), client.WithFetchWait(time.Second))
+		atReturn.Store(finished.Load())
+		done <- err
+	}()
+	<-started
+	<-started
+	stop()
+	// A Consume that did not wait would return at once: give it the chance to show it. (The
+	// wait cannot fail a Consume that waits.)
+	select {
+	case err := <-done:
+		t.Fatalf("Consume returned (%v) while its handlers ran", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := atReturn.Load(); n != 2 {
+		t.Fatalf("%d handlers had finished when Consume returned, want the 2 running at cancel", n)
+	}
+	st, err := cli.ConsumerInfo(ctx, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The two handled events are acknowledged; the third was never fetched.
+	if st.Pending != 0 || st.LagEvents != 1 || st.DeliveredRevision == 0 {
+		t.Fatalf("after shutdown: %v", st)
+	}
+}

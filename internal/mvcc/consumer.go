@@ -78,6 +78,10 @@ const (
 	// fetchScanBudget bounds the stored events one fetch examines for new ones (those of other
 	// topics included); the next fetch goes on from there.
 	fetchScanBudget = 10_000
+	// retentionScanBudget bounds the events one compaction command examines to move idle
+	// consumers past the topics they do not select; consumers left over are checked by the
+	// next compaction (or their next fetch).
+	retentionScanBudget = 100_000
 )
 
 // Headers of a dead-letter event, naming the event it stands for.
@@ -300,7 +304,7 @@ func validateConsumerConfig(cfg *logpb.ConsumerConfig) error {
 		return errorf(ErrInvalidArgument, "negative retention (max age %d s, max bytes %d)", c.MaxAgeSeconds, c.MaxBytes)
 	}
 	if err := CheckTopic(c.DeadLetterTopic); err != nil {
-		return fmt.Errorf("dead-letter topic: %w", err)
+		return errorf(ErrInvalidTopic, "dead-letter topic %q of consumer %q", c.DeadLetterTopic, c.Name)
 	}
 	if f.Match(c.DeadLetterTopic) {
 		// Its own dead letters would come back to it, and fail again, for ever.

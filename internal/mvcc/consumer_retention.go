@@ -101,29 +101,34 @@ func (b *Batch) holdForConsumers() {
 		}
 		names = append(names, string(k[8:]))
 	}
+	budget := retentionScanBudget
 	for _, name := range names {
+		if budget <= 0 {
+			break
+		}
 		c, err := b.loadConsumer(name)
 		if err != nil {
 			b.fail(fmt.Errorf("consumer %q of the retention index: %w", name, err))
 			return
 		}
-		b.checkRetention(c)
+		budget -= b.checkRetention(c)
 	}
 	b.refreshEventsFloor()
 }
 
 // checkRetention moves a holding consumer past the events it does not select up to the
 // compacted revision (a consumer idle on a quiet topic holds nothing), then stalls it if the
-// events it still holds below the compacted revision are past its max age or max bytes.
-func (b *Batch) checkRetention(c *consumer) {
+// events it still holds below the compacted revision are past its max age or max bytes. It
+// returns how many events it examined. A consumer whose scan stops at its budget, short of an
+// event it selects, is not judged this time: it holds what it holds until a later check.
+func (b *Batch) checkRetention(c *consumer) (scanned int) {
 	if c.rec.Stalled || c.rec.AckFloorRevision > b.st.compactRev {
-		return
+		return 0
 	}
 	limit := position{b.st.compactRev + 1, 0}
 	next := nextOf(c.rec)
 	if next.less(limit) {
 		ec := b.events.Cursor()
-		scanned := 0
 		for k, v := ec.Seek(next.key()); ; k, v = ec.Next() {
 			p, ok := splitPos(k)
 			if k == nil || !p.less(limit) {
@@ -135,7 +140,9 @@ func (b *Batch) checkRetention(c *consumer) {
 				return
 			}
 			if scanned == fetchScanBudget {
-				break
+				c.rec.NextRevision, c.rec.NextIndex = next.rev, next.idx
+				b.settle(c)
+				return scanned
 			}
 			scanned++
 			topic, err := eventTopic(v)
@@ -151,7 +158,7 @@ func (b *Batch) checkRetention(c *consumer) {
 		c.rec.NextRevision, c.rec.NextIndex = next.rev, next.idx
 		b.settle(c)
 		if b.err != nil || c.rec.AckFloorRevision > b.st.compactRev {
-			return
+			return scanned
 		}
 	}
 	floor := ackFloorOf(c.rec)
@@ -174,6 +181,7 @@ func (b *Batch) checkRetention(c *consumer) {
 				time.Duration(cfg.MaxAgeSeconds)*time.Second))
 		}
 	}
+	return scanned
 }
 
 // stall lets go of the events a consumer holds.
