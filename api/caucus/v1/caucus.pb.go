@@ -4495,8 +4495,10 @@ func (x *ConsumerListResponse) GetConsumers() []*ConsumerState {
 	return nil
 }
 
-// FetchRequest asks for up to max_events deliveries; with wait_ms it waits that long for events
-// to arrive when none is ready.
+// FetchRequest asks for up to max_events deliveries (1 to 1000; 0 = 1; at most 8 MiB of events
+// beyond the first); with wait_ms it waits that long (at most 30 s) at the server for events to
+// become ready when none is. A fetch is a command of the log: the deliveries, their attempts and
+// deadlines are the same on every member and survive leader changes.
 type FetchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Consumer      string                 `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
