@@ -95,6 +95,9 @@ func commands() []*command {
 			consumerCreateCommand(), consumerListCommand(), consumerInfoCommand(), consumerRemoveCommand(),
 		}},
 		consumeCommand(),
+		{name: "relay", summary: "Forward a durable consumer's events to other systems", sub: []*command{
+			relayNATSCommand(), relayWebhookCommand(),
+		}},
 		{name: "lease", summary: "Lease commands", sub: []*command{
 			leaseGrantCommand(), leaseRevokeCommand(), leaseTimeToLiveCommand(), leaseListCommand(), leaseKeepAliveCommand(),
 		}},
