@@ -44,6 +44,8 @@ type Op struct {
 	prefix   bool
 	fromKey  bool
 	events   []*caucusv1.Event
+	topics   []string // Watch
+	progress bool     // Watch
 }
 
 // OpOption modifies an Op (and so a Get, Put or Delete).
