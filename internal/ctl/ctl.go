@@ -91,6 +91,7 @@ func commands() []*command {
 		txnCommand(),
 		compactionCommand(),
 		publishCommand(),
+		watchCommand(),
 		{name: "lease", summary: "Lease commands", sub: []*command{
 			leaseGrantCommand(), leaseRevokeCommand(), leaseTimeToLiveCommand(), leaseListCommand(), leaseKeepAliveCommand(),
 		}},
