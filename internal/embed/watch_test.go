@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/api/caucus/v1/caucusv1connect"
 	"github.com/caucus/caucus/client"
 	"github.com/caucus/caucus/internal/ctl"
 	"github.com/caucus/caucus/internal/logpb"
@@ -452,4 +454,75 @@ func TestWatchSlowReader(t *testing.T) {
 		}
 	}
 	sameLines(t, "read then resumed", got, watchHistory(t, m, "s/", first.Header.Revision, last.Header.Revision))
+}
+
+// TestWatchOverHTTP: the same watch is served over connect (HTTP/2), and a client there that
+// stops reading is cut off too: its stream is reset (over HTTP the status cannot overtake the
+// unread messages) and the member releases the watcher.
+func TestWatchOverHTTP(t *testing.T) {
+	tc := newTestClusterWith(t, 1, func(c *Config) {
+		c.Watch = watch.Options{StallTimeout: 300 * time.Millisecond, ProgressInterval: 100 * time.Millisecond}
+	})
+	tc.waitLeader()
+	m := tc.members[0]
+	cli, err := client.New(client.Config{Endpoints: []string{m.ClientURL}, Protocol: client.ProtocolConnect, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	ch := cli.Watch(wctx, "w", client.WithProgressNotify())
+	start := <-ch
+	if start.Err != nil || !start.Progress {
+		t.Fatalf("first response %+v", start)
+	}
+	put, err := cli.Put(ctx, "w", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r := range ch {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		if len(r.Items) > 0 {
+			if got := renderWatchItem(r.Items[0]); got != fmt.Sprintf("%d PUT w=1", put.Header.Revision) {
+				t.Fatalf("watch over HTTP delivered %q", got)
+			}
+			break
+		}
+	}
+	wcancel()
+
+	// A stream with a small HTTP/2 window that nobody reads.
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	hc := &http.Client{Transport: &http.Transport{Protocols: &protocols,
+		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 64 << 10, MaxReceiveBufferPerConnection: 64 << 10}}}
+	stream, err := caucusv1connect.NewEventsClient(hc, m.ClientURL).Watch(ctx, connect.NewRequest(&caucusv1.WatchRequest{Key: []byte("w")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	value := strings.Repeat("x", 16<<10)
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; m.Server.WatchStats().Watchers != 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("the member did not cut the HTTP reader off within 20s: %+v", m.Server.WatchStats())
+		}
+		if i < 100 {
+			if _, err := cli.Put(ctx, "w", value); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			time.Sleep(5 * time.Millisecond) // polling a real member
+		}
+	}
+	for stream.Receive() {
+	}
+	if stream.Err() == nil {
+		t.Fatal("the cut-off HTTP stream ended without an error")
+	}
 }

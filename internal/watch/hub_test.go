@@ -421,3 +421,27 @@ func TestProgressNotify(t *testing.T) {
 		t.Fatalf("got %+v, want a progress response through 4", r)
 	}
 }
+
+// TestLimitsAndClose: past MaxWatchers a watch is refused; closing the hub ends every watch
+// with ErrClosed at once, queued responses or not, and refuses new ones.
+func TestLimitsAndClose(t *testing.T) {
+	s := openStore(t)
+	h := newHub(t, s, Options{MaxWatchers: 2})
+	a := watch(t, h, Request{Key: []byte("a")})
+	b := watch(t, h, Request{Key: []byte("b")})
+	if _, err := h.Watch(Request{Key: []byte("c")}); !errors.Is(err, ErrTooManyWatchers) {
+		t.Fatalf("third watch: %v, want ErrTooManyWatchers", err)
+	}
+	a.next()
+	s.apply(put("b", "1"), put("b", "2"))
+	h.pull()
+	h.Close()
+	for _, c := range []*client{a, b} {
+		if err, _ := c.end(); !errors.Is(err, ErrClosed) {
+			t.Fatalf("watch ended with %v, want ErrClosed", err)
+		}
+	}
+	if _, err := h.Watch(Request{Key: []byte("c")}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("watch after Close: %v, want ErrClosed", err)
+	}
+}

@@ -208,12 +208,17 @@ func (w *Watcher) Run(ctx context.Context, send func(*Response) error, abort fun
 		if err == nil {
 			w.sent = r.Revision
 		}
-		stalled, sent := w.stalled, w.sent
-		h.mu.Unlock()
-		if stalled {
-			return stalledError(sent+1, h.opt.StallTimeout)
+		stalled, sent, ended := w.stalled, w.sent, w.err
+		if !w.errNow {
+			ended = nil
 		}
-		if err != nil {
+		h.mu.Unlock()
+		switch {
+		case stalled:
+			return stalledError(sent+1, h.opt.StallTimeout)
+		case err != nil && ended != nil:
+			return ended // the hub aborted the send as it closed
+		case err != nil:
 			return err
 		}
 	}
