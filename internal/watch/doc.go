@@ -51,7 +51,9 @@
 // # Limits (Options)
 //
 // ProgressInterval (DefaultProgressInterval, 1 s): an idle live watcher that asked for progress
-// gets a progress response at most this often. StallTimeout (DefaultStallTimeout, 30 s).
+// gets a progress response at most this often; it is also the period of the sweep that finds
+// stalled sends, so a client that stopped reading is cut off between StallTimeout
+// (DefaultStallTimeout, 30 s) and StallTimeout + ProgressInterval after the send began.
 // MaxWatchers (DefaultMaxWatchers, 10,000) per member. MaxResponseItems (1000) and
 // MaxResponseBytes (256 KiB) per response; a single larger item travels alone. BufferBytes
 // (1 MiB) per watcher, TotalBufferBytes (64 MiB) per member. ReadChunk (1000 items) per read of
