@@ -26,6 +26,7 @@ const (
 	opPut
 	opDelete
 	opPublish
+	opAck
 )
 
 // Op is one key-value operation, for Txn's Then and Else. Build it with OpGet, OpPut, OpDelete.
@@ -44,6 +45,7 @@ type Op struct {
 	prefix   bool
 	fromKey  bool
 	events   []*caucusv1.Event
+	ack      *caucusv1.AckRequest
 	topics   []string // Watch
 	progress bool     // Watch
 }
@@ -166,8 +168,10 @@ func (op Op) requestOp() *caucusv1.RequestOp {
 		return &caucusv1.RequestOp{Request: &caucusv1.RequestOp_RequestDeleteRange{RequestDeleteRange: op.deleteRequest()}}
 	case opPublish:
 		return &caucusv1.RequestOp{Request: &caucusv1.RequestOp_RequestPublish{RequestPublish: &caucusv1.PublishRequest{Events: op.events}}}
+	case opAck:
+		return &caucusv1.RequestOp{Request: &caucusv1.RequestOp_RequestAck{RequestAck: op.ack}}
 	}
-	panic(fmt.Sprintf("client: Op of unknown type %d (build Ops with OpGet, OpPut, OpDelete, OpPublish)", op.typ))
+	panic(fmt.Sprintf("client: Op of unknown type %d (build Ops with OpGet, OpPut, OpDelete, OpPublish, OpAck)", op.typ))
 }
 
 // Put writes value under key, exactly once across retries.

@@ -34,6 +34,15 @@ func (c *Client) Grant(ctx context.Context, ttl int64) (*LeaseGrantResponse, err
 	})
 }
 
+// GrantID creates a lease of ttl seconds with the given id (non-zero); it fails with
+// AlreadyExists if a lease has that id.
+func (c *Client) GrantID(ctx context.Context, id, ttl int64) (*LeaseGrantResponse, error) {
+	req := &caucusv1.LeaseGrantRequest{Ttl: ttl, Id: id}
+	return unary(ctx, c, "lease grant", leaderEndpoint, retryNotApplied, func(ctx context.Context, ep *endpoint) (*connect.Response[LeaseGrantResponse], error) {
+		return ep.lease.LeaseGrant(ctx, connect.NewRequest(req))
+	})
+}
+
 // Revoke deletes lease id and every key attached to it. It is retried like a read: when a retry
 // finds the lease gone after an attempt whose outcome is unknown, that attempt revoked it, and
 // Revoke succeeds.

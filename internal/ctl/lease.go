@@ -13,9 +13,13 @@ import (
 )
 
 func leaseGrantCommand() *command {
+	var idFlag string
 	return &command{
 		name: "grant", args: "TTL",
 		summary: "Creates a lease of TTL seconds and prints its hexadecimal id.",
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&idFlag, "id", "", "the lease's `ID` (hexadecimal; default: chosen by the cluster)")
+		},
 		run: func(e *env, args []string) error {
 			if err := wantArgs(args, 1, 1, "TTL"); err != nil {
 				return err
@@ -24,8 +28,14 @@ func leaseGrantCommand() *command {
 			if err != nil || ttl <= 0 {
 				return usagef("TTL %q is not a positive number of seconds", args[0])
 			}
+			var id int64
+			if idFlag != "" {
+				if id, err = parseLeaseID(idFlag); err != nil {
+					return err
+				}
+			}
 			return e.withClient(func(ctx context.Context, cli *client.Client) error {
-				resp, err := cli.Grant(ctx, ttl)
+				resp, err := cli.GrantID(ctx, id, ttl)
 				if err != nil {
 					return err
 				}

@@ -6,7 +6,7 @@ import (
 )
 
 // Applying a normal entry: the command's kind picks its applier, one per concern (keys.go,
-// events.go, leases.go, compaction.go, members.go, settings.go), which runs inside mvcc.Batch.ApplyOp.
+// events.go, consumers.go, leases.go, compaction.go, members.go, settings.go), which runs inside mvcc.Batch.ApplyOp.
 // ApplyOp does what every command shares: the applied index, the command clock, the
 // exactly-once session check and record (sessions), validation against the replicated limits,
 // and the revision the command's writes take.
@@ -43,6 +43,14 @@ func applierOf(cmd *logpb.Command) mvcc.Op {
 		return updateSettings(op.Settings)
 	case *logpb.Command_Publish:
 		return publish(op.Publish)
+	case *logpb.Command_ConsumerCreate:
+		return createConsumer(op.ConsumerCreate)
+	case *logpb.Command_ConsumerDelete:
+		return deleteConsumer(op.ConsumerDelete)
+	case *logpb.Command_Fetch:
+		return fetch(op.Fetch)
+	case *logpb.Command_Ack:
+		return ack(op.Ack)
 	}
 	return refuse
 }

@@ -11,12 +11,18 @@
 //
 //	entry ── node ──► FSM.Apply ─┬─ normal entry: format version check, then the applier of its
 //	                             │    kind, run inside mvcc.Batch.ApplyOp (apply.go): keys.go,
-//	                             │    leases.go, compaction.go, members.go, settings.go
+//	                             │    events.go, consumers.go, leases.go, compaction.go,
+//	                             │    members.go, settings.go
 //	                             └─ configuration change: the membership table (members.go)
 //
 // ApplyOp does what every command shares: the exactly-once session check and record (the
 // session table lives in the store, in the same transaction as the data), validation against
 // the replicated limits, and the revision the command's writes take.
+//
+// Durable consumers (consumers.go) are state machine state like keys: a fetch is a command, so
+// which events it hands out, their attempts and deadlines (the command's time plus the ack
+// wait) are decided in the log, the same on every member, and survive leader changes. Nothing
+// in this package keeps consumer state in memory.
 //
 // The walk goes one way: the node calls the FSM, the FSM calls mvcc; nothing calls back up.
 // What the node needs back (the peers' addresses after a membership change, the results of

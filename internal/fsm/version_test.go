@@ -143,3 +143,20 @@ func TestEveryOperationHasAnApplier(t *testing.T) {
 		t.Fatalf("refusal %v is not a deterministic InvalidArgument", err)
 	}
 }
+
+// TestConsumerCommandsNeedVersion3: the consumers' commands, and a transaction that
+// acknowledges, are stamped with log format version 3, so that a member of an older release
+// never meets one (it would stop).
+func TestConsumerCommandsNeedVersion3(t *testing.T) {
+	for _, c := range []*logpb.Command{
+		{Op: &logpb.Command_ConsumerCreate{ConsumerCreate: &logpb.ConsumerCreateRequest{}}},
+		{Op: &logpb.Command_ConsumerDelete{ConsumerDelete: &logpb.ConsumerDeleteRequest{}}},
+		{Op: &logpb.Command_Fetch{Fetch: &logpb.FetchRequest{}}},
+		{Op: &logpb.Command_Ack{Ack: &logpb.AckRequest{}}},
+		{Op: &logpb.Command_Txn{Txn: &logpb.TxnRequest{Failure: []*logpb.RequestOp{{Request: &logpb.RequestOp_RequestAck{RequestAck: &logpb.AckRequest{}}}}}}},
+	} {
+		if v := logpb.Needs(c); v != logpb.Version3 {
+			t.Errorf("%T needs version %d, want 3", c.GetOp(), v)
+		}
+	}
+}

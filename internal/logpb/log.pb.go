@@ -219,6 +219,10 @@ type Command struct {
 	//	*Command_MemberAttributes
 	//	*Command_Settings
 	//	*Command_Publish
+	//	*Command_ConsumerCreate
+	//	*Command_ConsumerDelete
+	//	*Command_Fetch
+	//	*Command_Ack
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -395,6 +399,42 @@ func (x *Command) GetPublish() *PublishRequest {
 	return nil
 }
 
+func (x *Command) GetConsumerCreate() *ConsumerCreateRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ConsumerCreate); ok {
+			return x.ConsumerCreate
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetConsumerDelete() *ConsumerDeleteRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ConsumerDelete); ok {
+			return x.ConsumerDelete
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetFetch() *FetchRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Fetch); ok {
+			return x.Fetch
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAck() *AckRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -444,7 +484,24 @@ type Command_Settings struct {
 
 type Command_Publish struct {
 	// publish publishes events without changing a key (version 3).
-	Publish *PublishRequest `protobuf:"bytes,20,opt,name=publish,proto3,oneof"` // Fields 21-29 are kept for the durable consumers' commands (version 3).
+	Publish *PublishRequest `protobuf:"bytes,20,opt,name=publish,proto3,oneof"`
+}
+
+type Command_ConsumerCreate struct {
+	// The durable consumers' commands (version 3).
+	ConsumerCreate *ConsumerCreateRequest `protobuf:"bytes,21,opt,name=consumer_create,json=consumerCreate,proto3,oneof"`
+}
+
+type Command_ConsumerDelete struct {
+	ConsumerDelete *ConsumerDeleteRequest `protobuf:"bytes,22,opt,name=consumer_delete,json=consumerDelete,proto3,oneof"`
+}
+
+type Command_Fetch struct {
+	Fetch *FetchRequest `protobuf:"bytes,23,opt,name=fetch,proto3,oneof"`
+}
+
+type Command_Ack struct {
+	Ack *AckRequest `protobuf:"bytes,24,opt,name=ack,proto3,oneof"` // Fields 25-29 are kept for more consumer commands.
 }
 
 func (*Command_Put) isCommand_Op() {}
@@ -468,6 +525,14 @@ func (*Command_MemberAttributes) isCommand_Op() {}
 func (*Command_Settings) isCommand_Op() {}
 
 func (*Command_Publish) isCommand_Op() {}
+
+func (*Command_ConsumerCreate) isCommand_Op() {}
+
+func (*Command_ConsumerDelete) isCommand_Op() {}
+
+func (*Command_Fetch) isCommand_Op() {}
+
+func (*Command_Ack) isCommand_Op() {}
 
 // Session makes a write exactly-once across retries.
 type Session struct {
@@ -1302,6 +1367,7 @@ type RequestOp struct {
 	//	*RequestOp_RequestPut
 	//	*RequestOp_RequestDeleteRange
 	//	*RequestOp_RequestPublish
+	//	*RequestOp_RequestAck
 	Request       isRequestOp_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1380,6 +1446,15 @@ func (x *RequestOp) GetRequestPublish() *PublishRequest {
 	return nil
 }
 
+func (x *RequestOp) GetRequestAck() *AckRequest {
+	if x != nil {
+		if x, ok := x.Request.(*RequestOp_RequestAck); ok {
+			return x.RequestAck
+		}
+	}
+	return nil
+}
+
 type isRequestOp_Request interface {
 	isRequestOp_Request()
 }
@@ -1400,6 +1475,11 @@ type RequestOp_RequestPublish struct {
 	RequestPublish *PublishRequest `protobuf:"bytes,4,opt,name=request_publish,json=requestPublish,proto3,oneof"`
 }
 
+type RequestOp_RequestAck struct {
+	// request_ack (version 3) acknowledges a consumer's deliveries inside the transaction.
+	RequestAck *AckRequest `protobuf:"bytes,5,opt,name=request_ack,json=requestAck,proto3,oneof"`
+}
+
 func (*RequestOp_RequestRange) isRequestOp_Request() {}
 
 func (*RequestOp_RequestPut) isRequestOp_Request() {}
@@ -1407,6 +1487,8 @@ func (*RequestOp_RequestPut) isRequestOp_Request() {}
 func (*RequestOp_RequestDeleteRange) isRequestOp_Request() {}
 
 func (*RequestOp_RequestPublish) isRequestOp_Request() {}
+
+func (*RequestOp_RequestAck) isRequestOp_Request() {}
 
 type ResponseOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1416,6 +1498,7 @@ type ResponseOp struct {
 	//	*ResponseOp_ResponsePut
 	//	*ResponseOp_ResponseDeleteRange
 	//	*ResponseOp_ResponsePublish
+	//	*ResponseOp_ResponseAck
 	Response      isResponseOp_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1494,6 +1577,15 @@ func (x *ResponseOp) GetResponsePublish() *PublishResponse {
 	return nil
 }
 
+func (x *ResponseOp) GetResponseAck() *AckResponse {
+	if x != nil {
+		if x, ok := x.Response.(*ResponseOp_ResponseAck); ok {
+			return x.ResponseAck
+		}
+	}
+	return nil
+}
+
 type isResponseOp_Response interface {
 	isResponseOp_Response()
 }
@@ -1514,6 +1606,10 @@ type ResponseOp_ResponsePublish struct {
 	ResponsePublish *PublishResponse `protobuf:"bytes,4,opt,name=response_publish,json=responsePublish,proto3,oneof"`
 }
 
+type ResponseOp_ResponseAck struct {
+	ResponseAck *AckResponse `protobuf:"bytes,5,opt,name=response_ack,json=responseAck,proto3,oneof"`
+}
+
 func (*ResponseOp_ResponseRange) isResponseOp_Response() {}
 
 func (*ResponseOp_ResponsePut) isResponseOp_Response() {}
@@ -1521,6 +1617,8 @@ func (*ResponseOp_ResponsePut) isResponseOp_Response() {}
 func (*ResponseOp_ResponseDeleteRange) isResponseOp_Response() {}
 
 func (*ResponseOp_ResponsePublish) isResponseOp_Response() {}
+
+func (*ResponseOp_ResponseAck) isResponseOp_Response() {}
 
 type TxnRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2822,12 +2920,945 @@ func (x *PublishResponse) GetEventIds() []string {
 	return nil
 }
 
+type ConsumerConfig struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Topics          []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`
+	StartRevision   int64                  `protobuf:"varint,3,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
+	AckWaitMs       int64                  `protobuf:"varint,4,opt,name=ack_wait_ms,json=ackWaitMs,proto3" json:"ack_wait_ms,omitempty"`
+	MaxDeliver      int32                  `protobuf:"varint,5,opt,name=max_deliver,json=maxDeliver,proto3" json:"max_deliver,omitempty"`
+	DeadLetterTopic string                 `protobuf:"bytes,6,opt,name=dead_letter_topic,json=deadLetterTopic,proto3" json:"dead_letter_topic,omitempty"`
+	MaxAckPending   int32                  `protobuf:"varint,7,opt,name=max_ack_pending,json=maxAckPending,proto3" json:"max_ack_pending,omitempty"`
+	MaxAgeSeconds   int64                  `protobuf:"varint,8,opt,name=max_age_seconds,json=maxAgeSeconds,proto3" json:"max_age_seconds,omitempty"`
+	MaxBytes        int64                  `protobuf:"varint,9,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ConsumerConfig) Reset() {
+	*x = ConsumerConfig{}
+	mi := &file_log_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerConfig) ProtoMessage() {}
+
+func (x *ConsumerConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerConfig.ProtoReflect.Descriptor instead.
+func (*ConsumerConfig) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ConsumerConfig) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ConsumerConfig) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *ConsumerConfig) GetStartRevision() int64 {
+	if x != nil {
+		return x.StartRevision
+	}
+	return 0
+}
+
+func (x *ConsumerConfig) GetAckWaitMs() int64 {
+	if x != nil {
+		return x.AckWaitMs
+	}
+	return 0
+}
+
+func (x *ConsumerConfig) GetMaxDeliver() int32 {
+	if x != nil {
+		return x.MaxDeliver
+	}
+	return 0
+}
+
+func (x *ConsumerConfig) GetDeadLetterTopic() string {
+	if x != nil {
+		return x.DeadLetterTopic
+	}
+	return ""
+}
+
+func (x *ConsumerConfig) GetMaxAckPending() int32 {
+	if x != nil {
+		return x.MaxAckPending
+	}
+	return 0
+}
+
+func (x *ConsumerConfig) GetMaxAgeSeconds() int64 {
+	if x != nil {
+		return x.MaxAgeSeconds
+	}
+	return 0
+}
+
+func (x *ConsumerConfig) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+type ConsumerState struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Config            *ConsumerConfig        `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	CreatedRevision   int64                  `protobuf:"varint,2,opt,name=created_revision,json=createdRevision,proto3" json:"created_revision,omitempty"`
+	AckFloor          int64                  `protobuf:"varint,3,opt,name=ack_floor,json=ackFloor,proto3" json:"ack_floor,omitempty"`
+	DeliveredRevision int64                  `protobuf:"varint,4,opt,name=delivered_revision,json=deliveredRevision,proto3" json:"delivered_revision,omitempty"`
+	DeliveredIndex    int32                  `protobuf:"varint,5,opt,name=delivered_index,json=deliveredIndex,proto3" json:"delivered_index,omitempty"`
+	Pending           int64                  `protobuf:"varint,6,opt,name=pending,proto3" json:"pending,omitempty"`
+	Redelivered       int64                  `protobuf:"varint,7,opt,name=redelivered,proto3" json:"redelivered,omitempty"`
+	DeadLettered      int64                  `protobuf:"varint,8,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	LagEvents         int64                  `protobuf:"varint,9,opt,name=lag_events,json=lagEvents,proto3" json:"lag_events,omitempty"`
+	LagSeconds        int64                  `protobuf:"varint,10,opt,name=lag_seconds,json=lagSeconds,proto3" json:"lag_seconds,omitempty"`
+	Stalled           bool                   `protobuf:"varint,11,opt,name=stalled,proto3" json:"stalled,omitempty"`
+	StalledReason     string                 `protobuf:"bytes,12,opt,name=stalled_reason,json=stalledReason,proto3" json:"stalled_reason,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ConsumerState) Reset() {
+	*x = ConsumerState{}
+	mi := &file_log_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerState) ProtoMessage() {}
+
+func (x *ConsumerState) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerState.ProtoReflect.Descriptor instead.
+func (*ConsumerState) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ConsumerState) GetConfig() *ConsumerConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *ConsumerState) GetCreatedRevision() int64 {
+	if x != nil {
+		return x.CreatedRevision
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetAckFloor() int64 {
+	if x != nil {
+		return x.AckFloor
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetDeliveredRevision() int64 {
+	if x != nil {
+		return x.DeliveredRevision
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetDeliveredIndex() int32 {
+	if x != nil {
+		return x.DeliveredIndex
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetPending() int64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetRedelivered() int64 {
+	if x != nil {
+		return x.Redelivered
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetDeadLettered() int64 {
+	if x != nil {
+		return x.DeadLettered
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetLagEvents() int64 {
+	if x != nil {
+		return x.LagEvents
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetLagSeconds() int64 {
+	if x != nil {
+		return x.LagSeconds
+	}
+	return 0
+}
+
+func (x *ConsumerState) GetStalled() bool {
+	if x != nil {
+		return x.Stalled
+	}
+	return false
+}
+
+func (x *ConsumerState) GetStalledReason() string {
+	if x != nil {
+		return x.StalledReason
+	}
+	return ""
+}
+
+// ConsumerRecord is a consumer as stored (mvcc's consumer bucket): its configuration with the
+// defaults filled in, and its progress. Positions are (revision, index) in the event stream.
+type ConsumerRecord struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Config          *ConsumerConfig        `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	CreatedRevision int64                  `protobuf:"varint,2,opt,name=created_revision,json=createdRevision,proto3" json:"created_revision,omitempty"`
+	// next is where the search for new events resumes: every selected event before it is
+	// delivered, waiting behind its key, or acknowledged.
+	NextRevision int64 `protobuf:"varint,3,opt,name=next_revision,json=nextRevision,proto3" json:"next_revision,omitempty"`
+	NextIndex    int32 `protobuf:"varint,4,opt,name=next_index,json=nextIndex,proto3" json:"next_index,omitempty"`
+	// ack_floor: every selected event before it is acknowledged (or dead-lettered).
+	AckFloorRevision int64 `protobuf:"varint,5,opt,name=ack_floor_revision,json=ackFloorRevision,proto3" json:"ack_floor_revision,omitempty"`
+	AckFloorIndex    int32 `protobuf:"varint,6,opt,name=ack_floor_index,json=ackFloorIndex,proto3" json:"ack_floor_index,omitempty"`
+	// delivered: the last event handed out for the first time.
+	DeliveredRevision int64 `protobuf:"varint,7,opt,name=delivered_revision,json=deliveredRevision,proto3" json:"delivered_revision,omitempty"`
+	DeliveredIndex    int32 `protobuf:"varint,8,opt,name=delivered_index,json=deliveredIndex,proto3" json:"delivered_index,omitempty"`
+	// ack_pending counts deliveries awaiting an ack; waiting counts events held back behind an
+	// earlier event of their key.
+	AckPending    int64  `protobuf:"varint,9,opt,name=ack_pending,json=ackPending,proto3" json:"ack_pending,omitempty"`
+	Waiting       int64  `protobuf:"varint,10,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	Redelivered   int64  `protobuf:"varint,11,opt,name=redelivered,proto3" json:"redelivered,omitempty"`
+	DeadLettered  int64  `protobuf:"varint,12,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	Stalled       bool   `protobuf:"varint,13,opt,name=stalled,proto3" json:"stalled,omitempty"`
+	StalledReason string `protobuf:"bytes,14,opt,name=stalled_reason,json=stalledReason,proto3" json:"stalled_reason,omitempty"`
+	// lost counts selected events retention let go of before they were acknowledged.
+	Lost          int64 `protobuf:"varint,15,opt,name=lost,proto3" json:"lost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerRecord) Reset() {
+	*x = ConsumerRecord{}
+	mi := &file_log_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerRecord) ProtoMessage() {}
+
+func (x *ConsumerRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerRecord.ProtoReflect.Descriptor instead.
+func (*ConsumerRecord) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ConsumerRecord) GetConfig() *ConsumerConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *ConsumerRecord) GetCreatedRevision() int64 {
+	if x != nil {
+		return x.CreatedRevision
+	}
+	return 0
+}
+
+func (x *ConsumerRecord) GetNextRevision() int64 {
+	if x != nil {
+		return x.NextRevision
+	}
+	return 0
+}
+
+func (x *ConsumerRecord) GetNextIndex() int32 {
+	if x != nil {
+		return x.NextIndex
+	}
+	return 0
+}
+
+func (x *ConsumerRecord) GetAckFloorRevision() int64 {
+	if x != nil {
+		return x.AckFloorRevision
+	}
+	return 0
+}
+
+func (x *ConsumerRecord) GetAckFloorIndex() int32 {
+	if x != nil {
+		return x.AckFloorIndex
+	}
+	return 0
+}
+
+func (x *ConsumerRecord) GetDeliveredRevision() int64 {
+	if x != nil {
+		return x.DeliveredRevision
+	}
+	return 0
+}
+
+func (x *ConsumerRecord) GetDeliveredIndex() int32 {
+	if x != nil {
+		return x.DeliveredIndex
+	}
+	return 0
+}
+
+func (x *ConsumerRecord) GetAckPending() int64 {
+	if x != nil {
+		return x.AckPending
+	}
+	return 0
+}
+
+func (x *ConsumerRecord) GetWaiting() int64 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *ConsumerRecord) GetRedelivered() int64 {
+	if x != nil {
+		return x.Redelivered
+	}
+	return 0
+}
+
+func (x *ConsumerRecord) GetDeadLettered() int64 {
+	if x != nil {
+		return x.DeadLettered
+	}
+	return 0
+}
+
+func (x *ConsumerRecord) GetStalled() bool {
+	if x != nil {
+		return x.Stalled
+	}
+	return false
+}
+
+func (x *ConsumerRecord) GetStalledReason() string {
+	if x != nil {
+		return x.StalledReason
+	}
+	return ""
+}
+
+func (x *ConsumerRecord) GetLost() int64 {
+	if x != nil {
+		return x.Lost
+	}
+	return 0
+}
+
+type ConsumerCreateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *ConsumerConfig        `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerCreateRequest) Reset() {
+	*x = ConsumerCreateRequest{}
+	mi := &file_log_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerCreateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerCreateRequest) ProtoMessage() {}
+
+func (x *ConsumerCreateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerCreateRequest.ProtoReflect.Descriptor instead.
+func (*ConsumerCreateRequest) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ConsumerCreateRequest) GetConfig() *ConsumerConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type ConsumerCreateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Consumer      *ConsumerState         `protobuf:"bytes,2,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerCreateResponse) Reset() {
+	*x = ConsumerCreateResponse{}
+	mi := &file_log_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerCreateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerCreateResponse) ProtoMessage() {}
+
+func (x *ConsumerCreateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerCreateResponse.ProtoReflect.Descriptor instead.
+func (*ConsumerCreateResponse) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ConsumerCreateResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ConsumerCreateResponse) GetConsumer() *ConsumerState {
+	if x != nil {
+		return x.Consumer
+	}
+	return nil
+}
+
+type ConsumerDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerDeleteRequest) Reset() {
+	*x = ConsumerDeleteRequest{}
+	mi := &file_log_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerDeleteRequest) ProtoMessage() {}
+
+func (x *ConsumerDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerDeleteRequest.ProtoReflect.Descriptor instead.
+func (*ConsumerDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ConsumerDeleteRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ConsumerDeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerDeleteResponse) Reset() {
+	*x = ConsumerDeleteResponse{}
+	mi := &file_log_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerDeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerDeleteResponse) ProtoMessage() {}
+
+func (x *ConsumerDeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerDeleteResponse.ProtoReflect.Descriptor instead.
+func (*ConsumerDeleteResponse) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ConsumerDeleteResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+type FetchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Consumer      string                 `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	MaxEvents     int32                  `protobuf:"varint,2,opt,name=max_events,json=maxEvents,proto3" json:"max_events,omitempty"`
+	WaitMs        int64                  `protobuf:"varint,3,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchRequest) Reset() {
+	*x = FetchRequest{}
+	mi := &file_log_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchRequest) ProtoMessage() {}
+
+func (x *FetchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
+func (*FetchRequest) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *FetchRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *FetchRequest) GetMaxEvents() int32 {
+	if x != nil {
+		return x.MaxEvents
+	}
+	return 0
+}
+
+func (x *FetchRequest) GetWaitMs() int64 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
+type Delivery struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Event            *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	Attempt          int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	DeadlineUnixNano int64                  `protobuf:"varint,3,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_log_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *Delivery) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *Delivery) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *Delivery) GetDeadlineUnixNano() int64 {
+	if x != nil {
+		return x.DeadlineUnixNano
+	}
+	return 0
+}
+
+type FetchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Deliveries    []*Delivery            `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchResponse) Reset() {
+	*x = FetchResponse{}
+	mi := &file_log_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchResponse) ProtoMessage() {}
+
+func (x *FetchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
+func (*FetchResponse) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *FetchResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *FetchResponse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+type EventPosition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Index         int32                  `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Attempt       int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventPosition) Reset() {
+	*x = EventPosition{}
+	mi := &file_log_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventPosition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventPosition) ProtoMessage() {}
+
+func (x *EventPosition) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventPosition.ProtoReflect.Descriptor instead.
+func (*EventPosition) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *EventPosition) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *EventPosition) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *EventPosition) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+type AckRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Consumer      string                 `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	Acks          []*EventPosition       `protobuf:"bytes,2,rep,name=acks,proto3" json:"acks,omitempty"`
+	Naks          []*EventPosition       `protobuf:"bytes,3,rep,name=naks,proto3" json:"naks,omitempty"`
+	Session       *Session               `protobuf:"bytes,4,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckRequest) Reset() {
+	*x = AckRequest{}
+	mi := &file_log_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckRequest) ProtoMessage() {}
+
+func (x *AckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
+func (*AckRequest) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *AckRequest) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *AckRequest) GetAcks() []*EventPosition {
+	if x != nil {
+		return x.Acks
+	}
+	return nil
+}
+
+func (x *AckRequest) GetNaks() []*EventPosition {
+	if x != nil {
+		return x.Naks
+	}
+	return nil
+}
+
+func (x *AckRequest) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+type AckResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckResponse) Reset() {
+	*x = AckResponse{}
+	mi := &file_log_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckResponse) ProtoMessage() {}
+
+func (x *AckResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_log_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckResponse.ProtoReflect.Descriptor instead.
+func (*AckResponse) Descriptor() ([]byte, []int) {
+	return file_log_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *AckResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
 var File_log_proto protoreflect.FileDescriptor
 
 const file_log_proto_rawDesc = "" +
 	"\n" +
 	"\tlog.proto\x12\n" +
-	"caucus.log\"\xce\x06\n" +
+	"caucus.log\"\xc8\b\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1a\n" +
 	"\bproposer\x18\x02 \x01(\x04R\bproposer\x12$\n" +
@@ -2848,7 +3879,11 @@ const file_log_proto_rawDesc = "" +
 	"\flease_expire\x18\x11 \x01(\v2\x17.caucus.log.LeaseExpireH\x00R\vleaseExpire\x12K\n" +
 	"\x11member_attributes\x18\x12 \x01(\v2\x1c.caucus.log.MemberAttributesH\x00R\x10memberAttributes\x128\n" +
 	"\bsettings\x18\x13 \x01(\v2\x1a.caucus.log.SettingsUpdateH\x00R\bsettings\x126\n" +
-	"\apublish\x18\x14 \x01(\v2\x1a.caucus.log.PublishRequestH\x00R\apublishB\x04\n" +
+	"\apublish\x18\x14 \x01(\v2\x1a.caucus.log.PublishRequestH\x00R\apublish\x12L\n" +
+	"\x0fconsumer_create\x18\x15 \x01(\v2!.caucus.log.ConsumerCreateRequestH\x00R\x0econsumerCreate\x12L\n" +
+	"\x0fconsumer_delete\x18\x16 \x01(\v2!.caucus.log.ConsumerDeleteRequestH\x00R\x0econsumerDelete\x120\n" +
+	"\x05fetch\x18\x17 \x01(\v2\x18.caucus.log.FetchRequestH\x00R\x05fetch\x12*\n" +
+	"\x03ack\x18\x18 \x01(\v2\x16.caucus.log.AckRequestH\x00R\x03ackB\x04\n" +
 	"\x02opJ\x04\b\x1e\x10(\"B\n" +
 	"\aSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x1a\n" +
@@ -2926,20 +3961,23 @@ const file_log_proto_rawDesc = "" +
 	"\x03MOD\x10\x02\x12\t\n" +
 	"\x05VALUE\x10\x03\x12\t\n" +
 	"\x05LEASE\x10\x04B\x0e\n" +
-	"\ftarget_union\"\xad\x02\n" +
+	"\ftarget_union\"\xe8\x02\n" +
 	"\tRequestOp\x12?\n" +
 	"\rrequest_range\x18\x01 \x01(\v2\x18.caucus.log.RangeRequestH\x00R\frequestRange\x129\n" +
 	"\vrequest_put\x18\x02 \x01(\v2\x16.caucus.log.PutRequestH\x00R\n" +
 	"requestPut\x12R\n" +
 	"\x14request_delete_range\x18\x03 \x01(\v2\x1e.caucus.log.DeleteRangeRequestH\x00R\x12requestDeleteRange\x12E\n" +
-	"\x0frequest_publish\x18\x04 \x01(\v2\x1a.caucus.log.PublishRequestH\x00R\x0erequestPublishB\t\n" +
-	"\arequest\"\xbb\x02\n" +
+	"\x0frequest_publish\x18\x04 \x01(\v2\x1a.caucus.log.PublishRequestH\x00R\x0erequestPublish\x129\n" +
+	"\vrequest_ack\x18\x05 \x01(\v2\x16.caucus.log.AckRequestH\x00R\n" +
+	"requestAckB\t\n" +
+	"\arequest\"\xf9\x02\n" +
 	"\n" +
 	"ResponseOp\x12B\n" +
 	"\x0eresponse_range\x18\x01 \x01(\v2\x19.caucus.log.RangeResponseH\x00R\rresponseRange\x12<\n" +
 	"\fresponse_put\x18\x02 \x01(\v2\x17.caucus.log.PutResponseH\x00R\vresponsePut\x12U\n" +
 	"\x15response_delete_range\x18\x03 \x01(\v2\x1f.caucus.log.DeleteRangeResponseH\x00R\x13responseDeleteRange\x12H\n" +
-	"\x10response_publish\x18\x04 \x01(\v2\x1b.caucus.log.PublishResponseH\x00R\x0fresponsePublishB\n" +
+	"\x10response_publish\x18\x04 \x01(\v2\x1b.caucus.log.PublishResponseH\x00R\x0fresponsePublish\x12<\n" +
+	"\fresponse_ack\x18\x05 \x01(\v2\x17.caucus.log.AckResponseH\x00R\vresponseAckB\n" +
 	"\n" +
 	"\bresponse\"\xcc\x01\n" +
 	"\n" +
@@ -3041,7 +4079,88 @@ const file_log_proto_rawDesc = "" +
 	"\asession\x18\x02 \x01(\v2\x13.caucus.log.SessionR\asession\"b\n" +
 	"\x0fPublishResponse\x122\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.caucus.log.ResponseHeaderR\x06header\x12\x1b\n" +
-	"\tevent_ids\x18\x02 \x03(\tR\beventIds*U\n" +
+	"\tevent_ids\x18\x02 \x03(\tR\beventIds\"\xbd\x02\n" +
+	"\x0eConsumerConfig\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06topics\x18\x02 \x03(\tR\x06topics\x12%\n" +
+	"\x0estart_revision\x18\x03 \x01(\x03R\rstartRevision\x12\x1e\n" +
+	"\vack_wait_ms\x18\x04 \x01(\x03R\tackWaitMs\x12\x1f\n" +
+	"\vmax_deliver\x18\x05 \x01(\x05R\n" +
+	"maxDeliver\x12*\n" +
+	"\x11dead_letter_topic\x18\x06 \x01(\tR\x0fdeadLetterTopic\x12&\n" +
+	"\x0fmax_ack_pending\x18\a \x01(\x05R\rmaxAckPending\x12&\n" +
+	"\x0fmax_age_seconds\x18\b \x01(\x03R\rmaxAgeSeconds\x12\x1b\n" +
+	"\tmax_bytes\x18\t \x01(\x03R\bmaxBytes\"\xc5\x03\n" +
+	"\rConsumerState\x122\n" +
+	"\x06config\x18\x01 \x01(\v2\x1a.caucus.log.ConsumerConfigR\x06config\x12)\n" +
+	"\x10created_revision\x18\x02 \x01(\x03R\x0fcreatedRevision\x12\x1b\n" +
+	"\tack_floor\x18\x03 \x01(\x03R\backFloor\x12-\n" +
+	"\x12delivered_revision\x18\x04 \x01(\x03R\x11deliveredRevision\x12'\n" +
+	"\x0fdelivered_index\x18\x05 \x01(\x05R\x0edeliveredIndex\x12\x18\n" +
+	"\apending\x18\x06 \x01(\x03R\apending\x12 \n" +
+	"\vredelivered\x18\a \x01(\x03R\vredelivered\x12#\n" +
+	"\rdead_lettered\x18\b \x01(\x03R\fdeadLettered\x12\x1d\n" +
+	"\n" +
+	"lag_events\x18\t \x01(\x03R\tlagEvents\x12\x1f\n" +
+	"\vlag_seconds\x18\n" +
+	" \x01(\x03R\n" +
+	"lagSeconds\x12\x18\n" +
+	"\astalled\x18\v \x01(\bR\astalled\x12%\n" +
+	"\x0estalled_reason\x18\f \x01(\tR\rstalledReason\"\xb8\x04\n" +
+	"\x0eConsumerRecord\x122\n" +
+	"\x06config\x18\x01 \x01(\v2\x1a.caucus.log.ConsumerConfigR\x06config\x12)\n" +
+	"\x10created_revision\x18\x02 \x01(\x03R\x0fcreatedRevision\x12#\n" +
+	"\rnext_revision\x18\x03 \x01(\x03R\fnextRevision\x12\x1d\n" +
+	"\n" +
+	"next_index\x18\x04 \x01(\x05R\tnextIndex\x12,\n" +
+	"\x12ack_floor_revision\x18\x05 \x01(\x03R\x10ackFloorRevision\x12&\n" +
+	"\x0fack_floor_index\x18\x06 \x01(\x05R\rackFloorIndex\x12-\n" +
+	"\x12delivered_revision\x18\a \x01(\x03R\x11deliveredRevision\x12'\n" +
+	"\x0fdelivered_index\x18\b \x01(\x05R\x0edeliveredIndex\x12\x1f\n" +
+	"\vack_pending\x18\t \x01(\x03R\n" +
+	"ackPending\x12\x18\n" +
+	"\awaiting\x18\n" +
+	" \x01(\x03R\awaiting\x12 \n" +
+	"\vredelivered\x18\v \x01(\x03R\vredelivered\x12#\n" +
+	"\rdead_lettered\x18\f \x01(\x03R\fdeadLettered\x12\x18\n" +
+	"\astalled\x18\r \x01(\bR\astalled\x12%\n" +
+	"\x0estalled_reason\x18\x0e \x01(\tR\rstalledReason\x12\x12\n" +
+	"\x04lost\x18\x0f \x01(\x03R\x04lost\"K\n" +
+	"\x15ConsumerCreateRequest\x122\n" +
+	"\x06config\x18\x01 \x01(\v2\x1a.caucus.log.ConsumerConfigR\x06config\"\x83\x01\n" +
+	"\x16ConsumerCreateResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.caucus.log.ResponseHeaderR\x06header\x125\n" +
+	"\bconsumer\x18\x02 \x01(\v2\x19.caucus.log.ConsumerStateR\bconsumer\"+\n" +
+	"\x15ConsumerDeleteRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"L\n" +
+	"\x16ConsumerDeleteResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.caucus.log.ResponseHeaderR\x06header\"b\n" +
+	"\fFetchRequest\x12\x1a\n" +
+	"\bconsumer\x18\x01 \x01(\tR\bconsumer\x12\x1d\n" +
+	"\n" +
+	"max_events\x18\x02 \x01(\x05R\tmaxEvents\x12\x17\n" +
+	"\await_ms\x18\x03 \x01(\x03R\x06waitMs\"{\n" +
+	"\bDelivery\x12'\n" +
+	"\x05event\x18\x01 \x01(\v2\x11.caucus.log.EventR\x05event\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12,\n" +
+	"\x12deadline_unix_nano\x18\x03 \x01(\x03R\x10deadlineUnixNano\"y\n" +
+	"\rFetchResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.caucus.log.ResponseHeaderR\x06header\x124\n" +
+	"\n" +
+	"deliveries\x18\x02 \x03(\v2\x14.caucus.log.DeliveryR\n" +
+	"deliveries\"[\n" +
+	"\rEventPosition\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x05R\x05index\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\"\xb5\x01\n" +
+	"\n" +
+	"AckRequest\x12\x1a\n" +
+	"\bconsumer\x18\x01 \x01(\tR\bconsumer\x12-\n" +
+	"\x04acks\x18\x02 \x03(\v2\x19.caucus.log.EventPositionR\x04acks\x12-\n" +
+	"\x04naks\x18\x03 \x03(\v2\x19.caucus.log.EventPositionR\x04naks\x12-\n" +
+	"\asession\x18\x04 \x01(\v2\x13.caucus.log.SessionR\asession\"A\n" +
+	"\vAckResponse\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.caucus.log.ResponseHeaderR\x06header*U\n" +
 	"\vConsistency\x12(\n" +
 	"$CONSISTENCY_LINEARIZABLE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_SERIALIZABLE\x10\x01B)Z'github.com/caucus/caucus/internal/logpbb\x06proto3"
@@ -3059,7 +4178,7 @@ func file_log_proto_rawDescGZIP() []byte {
 }
 
 var file_log_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_log_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_log_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_log_proto_goTypes = []any{
 	(Consistency)(0),               // 0: caucus.log.Consistency
 	(Compare_Result)(0),            // 1: caucus.log.Compare.Result
@@ -3098,7 +4217,20 @@ var file_log_proto_goTypes = []any{
 	(*Event)(nil),                  // 34: caucus.log.Event
 	(*PublishRequest)(nil),         // 35: caucus.log.PublishRequest
 	(*PublishResponse)(nil),        // 36: caucus.log.PublishResponse
-	nil,                            // 37: caucus.log.Event.HeadersEntry
+	(*ConsumerConfig)(nil),         // 37: caucus.log.ConsumerConfig
+	(*ConsumerState)(nil),          // 38: caucus.log.ConsumerState
+	(*ConsumerRecord)(nil),         // 39: caucus.log.ConsumerRecord
+	(*ConsumerCreateRequest)(nil),  // 40: caucus.log.ConsumerCreateRequest
+	(*ConsumerCreateResponse)(nil), // 41: caucus.log.ConsumerCreateResponse
+	(*ConsumerDeleteRequest)(nil),  // 42: caucus.log.ConsumerDeleteRequest
+	(*ConsumerDeleteResponse)(nil), // 43: caucus.log.ConsumerDeleteResponse
+	(*FetchRequest)(nil),           // 44: caucus.log.FetchRequest
+	(*Delivery)(nil),               // 45: caucus.log.Delivery
+	(*FetchResponse)(nil),          // 46: caucus.log.FetchResponse
+	(*EventPosition)(nil),          // 47: caucus.log.EventPosition
+	(*AckRequest)(nil),             // 48: caucus.log.AckRequest
+	(*AckResponse)(nil),            // 49: caucus.log.AckResponse
+	nil,                            // 50: caucus.log.Event.HeadersEntry
 }
 var file_log_proto_depIdxs = []int32{
 	9,  // 0: caucus.log.Command.put:type_name -> caucus.log.PutRequest
@@ -3112,49 +4244,68 @@ var file_log_proto_depIdxs = []int32{
 	31, // 8: caucus.log.Command.member_attributes:type_name -> caucus.log.MemberAttributes
 	33, // 9: caucus.log.Command.settings:type_name -> caucus.log.SettingsUpdate
 	35, // 10: caucus.log.Command.publish:type_name -> caucus.log.PublishRequest
-	0,  // 11: caucus.log.RangeRequest.consistency:type_name -> caucus.log.Consistency
-	5,  // 12: caucus.log.RangeResponse.header:type_name -> caucus.log.ResponseHeader
-	6,  // 13: caucus.log.RangeResponse.kvs:type_name -> caucus.log.KeyValue
-	4,  // 14: caucus.log.PutRequest.session:type_name -> caucus.log.Session
-	34, // 15: caucus.log.PutRequest.events:type_name -> caucus.log.Event
-	5,  // 16: caucus.log.PutResponse.header:type_name -> caucus.log.ResponseHeader
-	6,  // 17: caucus.log.PutResponse.prev_kv:type_name -> caucus.log.KeyValue
-	4,  // 18: caucus.log.DeleteRangeRequest.session:type_name -> caucus.log.Session
-	34, // 19: caucus.log.DeleteRangeRequest.events:type_name -> caucus.log.Event
-	5,  // 20: caucus.log.DeleteRangeResponse.header:type_name -> caucus.log.ResponseHeader
-	6,  // 21: caucus.log.DeleteRangeResponse.prev_kvs:type_name -> caucus.log.KeyValue
-	1,  // 22: caucus.log.Compare.result:type_name -> caucus.log.Compare.Result
-	2,  // 23: caucus.log.Compare.target:type_name -> caucus.log.Compare.Target
-	7,  // 24: caucus.log.RequestOp.request_range:type_name -> caucus.log.RangeRequest
-	9,  // 25: caucus.log.RequestOp.request_put:type_name -> caucus.log.PutRequest
-	11, // 26: caucus.log.RequestOp.request_delete_range:type_name -> caucus.log.DeleteRangeRequest
-	35, // 27: caucus.log.RequestOp.request_publish:type_name -> caucus.log.PublishRequest
-	8,  // 28: caucus.log.ResponseOp.response_range:type_name -> caucus.log.RangeResponse
-	10, // 29: caucus.log.ResponseOp.response_put:type_name -> caucus.log.PutResponse
-	12, // 30: caucus.log.ResponseOp.response_delete_range:type_name -> caucus.log.DeleteRangeResponse
-	36, // 31: caucus.log.ResponseOp.response_publish:type_name -> caucus.log.PublishResponse
-	13, // 32: caucus.log.TxnRequest.compare:type_name -> caucus.log.Compare
-	14, // 33: caucus.log.TxnRequest.success:type_name -> caucus.log.RequestOp
-	14, // 34: caucus.log.TxnRequest.failure:type_name -> caucus.log.RequestOp
-	4,  // 35: caucus.log.TxnRequest.session:type_name -> caucus.log.Session
-	5,  // 36: caucus.log.TxnResponse.header:type_name -> caucus.log.ResponseHeader
-	15, // 37: caucus.log.TxnResponse.responses:type_name -> caucus.log.ResponseOp
-	5,  // 38: caucus.log.CompactionResponse.header:type_name -> caucus.log.ResponseHeader
-	5,  // 39: caucus.log.LeaseGrantResponse.header:type_name -> caucus.log.ResponseHeader
-	5,  // 40: caucus.log.LeaseRevokeResponse.header:type_name -> caucus.log.ResponseHeader
-	5,  // 41: caucus.log.LeaseKeepAliveResponse.header:type_name -> caucus.log.ResponseHeader
-	28, // 42: caucus.log.BootstrapMembers.members:type_name -> caucus.log.MemberContext
-	28, // 43: caucus.log.ConfChangeContext.member:type_name -> caucus.log.MemberContext
-	32, // 44: caucus.log.SettingsUpdate.set:type_name -> caucus.log.Settings
-	37, // 45: caucus.log.Event.headers:type_name -> caucus.log.Event.HeadersEntry
-	34, // 46: caucus.log.PublishRequest.events:type_name -> caucus.log.Event
-	4,  // 47: caucus.log.PublishRequest.session:type_name -> caucus.log.Session
-	5,  // 48: caucus.log.PublishResponse.header:type_name -> caucus.log.ResponseHeader
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	40, // 11: caucus.log.Command.consumer_create:type_name -> caucus.log.ConsumerCreateRequest
+	42, // 12: caucus.log.Command.consumer_delete:type_name -> caucus.log.ConsumerDeleteRequest
+	44, // 13: caucus.log.Command.fetch:type_name -> caucus.log.FetchRequest
+	48, // 14: caucus.log.Command.ack:type_name -> caucus.log.AckRequest
+	0,  // 15: caucus.log.RangeRequest.consistency:type_name -> caucus.log.Consistency
+	5,  // 16: caucus.log.RangeResponse.header:type_name -> caucus.log.ResponseHeader
+	6,  // 17: caucus.log.RangeResponse.kvs:type_name -> caucus.log.KeyValue
+	4,  // 18: caucus.log.PutRequest.session:type_name -> caucus.log.Session
+	34, // 19: caucus.log.PutRequest.events:type_name -> caucus.log.Event
+	5,  // 20: caucus.log.PutResponse.header:type_name -> caucus.log.ResponseHeader
+	6,  // 21: caucus.log.PutResponse.prev_kv:type_name -> caucus.log.KeyValue
+	4,  // 22: caucus.log.DeleteRangeRequest.session:type_name -> caucus.log.Session
+	34, // 23: caucus.log.DeleteRangeRequest.events:type_name -> caucus.log.Event
+	5,  // 24: caucus.log.DeleteRangeResponse.header:type_name -> caucus.log.ResponseHeader
+	6,  // 25: caucus.log.DeleteRangeResponse.prev_kvs:type_name -> caucus.log.KeyValue
+	1,  // 26: caucus.log.Compare.result:type_name -> caucus.log.Compare.Result
+	2,  // 27: caucus.log.Compare.target:type_name -> caucus.log.Compare.Target
+	7,  // 28: caucus.log.RequestOp.request_range:type_name -> caucus.log.RangeRequest
+	9,  // 29: caucus.log.RequestOp.request_put:type_name -> caucus.log.PutRequest
+	11, // 30: caucus.log.RequestOp.request_delete_range:type_name -> caucus.log.DeleteRangeRequest
+	35, // 31: caucus.log.RequestOp.request_publish:type_name -> caucus.log.PublishRequest
+	48, // 32: caucus.log.RequestOp.request_ack:type_name -> caucus.log.AckRequest
+	8,  // 33: caucus.log.ResponseOp.response_range:type_name -> caucus.log.RangeResponse
+	10, // 34: caucus.log.ResponseOp.response_put:type_name -> caucus.log.PutResponse
+	12, // 35: caucus.log.ResponseOp.response_delete_range:type_name -> caucus.log.DeleteRangeResponse
+	36, // 36: caucus.log.ResponseOp.response_publish:type_name -> caucus.log.PublishResponse
+	49, // 37: caucus.log.ResponseOp.response_ack:type_name -> caucus.log.AckResponse
+	13, // 38: caucus.log.TxnRequest.compare:type_name -> caucus.log.Compare
+	14, // 39: caucus.log.TxnRequest.success:type_name -> caucus.log.RequestOp
+	14, // 40: caucus.log.TxnRequest.failure:type_name -> caucus.log.RequestOp
+	4,  // 41: caucus.log.TxnRequest.session:type_name -> caucus.log.Session
+	5,  // 42: caucus.log.TxnResponse.header:type_name -> caucus.log.ResponseHeader
+	15, // 43: caucus.log.TxnResponse.responses:type_name -> caucus.log.ResponseOp
+	5,  // 44: caucus.log.CompactionResponse.header:type_name -> caucus.log.ResponseHeader
+	5,  // 45: caucus.log.LeaseGrantResponse.header:type_name -> caucus.log.ResponseHeader
+	5,  // 46: caucus.log.LeaseRevokeResponse.header:type_name -> caucus.log.ResponseHeader
+	5,  // 47: caucus.log.LeaseKeepAliveResponse.header:type_name -> caucus.log.ResponseHeader
+	28, // 48: caucus.log.BootstrapMembers.members:type_name -> caucus.log.MemberContext
+	28, // 49: caucus.log.ConfChangeContext.member:type_name -> caucus.log.MemberContext
+	32, // 50: caucus.log.SettingsUpdate.set:type_name -> caucus.log.Settings
+	50, // 51: caucus.log.Event.headers:type_name -> caucus.log.Event.HeadersEntry
+	34, // 52: caucus.log.PublishRequest.events:type_name -> caucus.log.Event
+	4,  // 53: caucus.log.PublishRequest.session:type_name -> caucus.log.Session
+	5,  // 54: caucus.log.PublishResponse.header:type_name -> caucus.log.ResponseHeader
+	37, // 55: caucus.log.ConsumerState.config:type_name -> caucus.log.ConsumerConfig
+	37, // 56: caucus.log.ConsumerRecord.config:type_name -> caucus.log.ConsumerConfig
+	37, // 57: caucus.log.ConsumerCreateRequest.config:type_name -> caucus.log.ConsumerConfig
+	5,  // 58: caucus.log.ConsumerCreateResponse.header:type_name -> caucus.log.ResponseHeader
+	38, // 59: caucus.log.ConsumerCreateResponse.consumer:type_name -> caucus.log.ConsumerState
+	5,  // 60: caucus.log.ConsumerDeleteResponse.header:type_name -> caucus.log.ResponseHeader
+	34, // 61: caucus.log.Delivery.event:type_name -> caucus.log.Event
+	5,  // 62: caucus.log.FetchResponse.header:type_name -> caucus.log.ResponseHeader
+	45, // 63: caucus.log.FetchResponse.deliveries:type_name -> caucus.log.Delivery
+	47, // 64: caucus.log.AckRequest.acks:type_name -> caucus.log.EventPosition
+	47, // 65: caucus.log.AckRequest.naks:type_name -> caucus.log.EventPosition
+	4,  // 66: caucus.log.AckRequest.session:type_name -> caucus.log.Session
+	5,  // 67: caucus.log.AckResponse.header:type_name -> caucus.log.ResponseHeader
+	68, // [68:68] is the sub-list for method output_type
+	68, // [68:68] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_log_proto_init() }
@@ -3174,6 +4325,10 @@ func file_log_proto_init() {
 		(*Command_MemberAttributes)(nil),
 		(*Command_Settings)(nil),
 		(*Command_Publish)(nil),
+		(*Command_ConsumerCreate)(nil),
+		(*Command_ConsumerDelete)(nil),
+		(*Command_Fetch)(nil),
+		(*Command_Ack)(nil),
 	}
 	file_log_proto_msgTypes[10].OneofWrappers = []any{
 		(*Compare_Version)(nil),
@@ -3187,12 +4342,14 @@ func file_log_proto_init() {
 		(*RequestOp_RequestPut)(nil),
 		(*RequestOp_RequestDeleteRange)(nil),
 		(*RequestOp_RequestPublish)(nil),
+		(*RequestOp_RequestAck)(nil),
 	}
 	file_log_proto_msgTypes[12].OneofWrappers = []any{
 		(*ResponseOp_ResponseRange)(nil),
 		(*ResponseOp_ResponsePut)(nil),
 		(*ResponseOp_ResponseDeleteRange)(nil),
 		(*ResponseOp_ResponsePublish)(nil),
+		(*ResponseOp_ResponseAck)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3200,7 +4357,7 @@ func file_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_log_proto_rawDesc), len(file_log_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   35,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -40,7 +40,7 @@ func Needs(c *Command) uint32 {
 	switch op := c.GetOp().(type) {
 	case *Command_Settings:
 		return Version2
-	case *Command_Publish:
+	case *Command_Publish, *Command_ConsumerCreate, *Command_ConsumerDelete, *Command_Fetch, *Command_Ack:
 		return Version3
 	case *Command_Put:
 		if len(op.Put.GetEvents()) > 0 {
@@ -65,7 +65,7 @@ func Needs(c *Command) uint32 {
 // opNeedsVersion3 reports whether a transaction op publishes or acknowledges events.
 func opNeedsVersion3(o *RequestOp) bool {
 	switch r := o.GetRequest().(type) {
-	case *RequestOp_RequestPublish:
+	case *RequestOp_RequestPublish, *RequestOp_RequestAck:
 		return true
 	case *RequestOp_RequestPut:
 		return len(r.RequestPut.GetEvents()) > 0

@@ -35,6 +35,14 @@ func (b *Batch) Apply(index uint64, cmd *logpb.Command) Result {
 			return b.UpdateSettings(op.Settings)
 		case *logpb.Command_Publish:
 			return b.Publish(op.Publish)
+		case *logpb.Command_ConsumerCreate:
+			return b.ConsumerCreate(op.ConsumerCreate)
+		case *logpb.Command_ConsumerDelete:
+			return b.ConsumerDelete(op.ConsumerDelete)
+		case *logpb.Command_Fetch:
+			return b.Fetch(op.Fetch)
+		case *logpb.Command_Ack:
+			return b.Ack(op.Ack)
 		}
 		return nil, fmt.Errorf("test dispatcher: no op for %T", cmd.GetOp())
 	})

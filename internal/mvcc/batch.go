@@ -47,6 +47,10 @@ type Batch struct {
 	settingsChanged bool
 
 	hist, lease, leaseExp, leaseKey, sess, sessLRU, member, events, topics *bolt.Bucket
+	// cons holds the consumer buckets (consumer.go); consChanged is set when a command changed
+	// a consumer, so that Commit wakes the fetches waiting on one.
+	cons        consumerBuckets
+	consChanged bool
 
 	// Per command.
 	index   uint64
@@ -55,6 +59,8 @@ type Batch struct {
 	sub     int64 // the next sub-revision
 	wrote   bool  // the command wrote a key version or an event: it takes pendRev
 	evIndex int32 // the index of the command's next event
+	// evBefore is (st.evBytes, st.evCount) before the command's first event.
+	evBefore [2]int64
 }
 
 // Begin starts a batch. It blocks while another batch is open. Errors surface in Apply results
@@ -86,6 +92,7 @@ func (s *Store) Begin() *Batch {
 	b.events = tx.Bucket(bucketEvents)
 	b.events.FillPercent = 1
 	b.topics = tx.Bucket(bucketTopics)
+	b.cons = openConsumerBuckets(tx)
 	b.rd = reader{hist: b.hist, idx: s.idx}
 	b.st = loadState(tx)
 	b.limits = *s.limits.Load()
@@ -227,6 +234,8 @@ func setRevision(m proto.Message, rev int64) {
 				setRevision(n.ResponseDeleteRange, rev)
 			case *logpb.ResponseOp_ResponsePublish:
 				setRevision(n.ResponsePublish, rev)
+			case *logpb.ResponseOp_ResponseAck:
+				setRevision(n.ResponseAck, rev)
 			}
 		}
 	case *logpb.CompactionResponse:
@@ -238,6 +247,14 @@ func setRevision(m proto.Message, rev int64) {
 	case *logpb.LeaseKeepAliveResponse:
 		r.Header = h
 	case *logpb.PublishResponse:
+		r.Header = h
+	case *logpb.AckResponse:
+		r.Header = h
+	case *logpb.FetchResponse:
+		r.Header = h
+	case *logpb.ConsumerCreateResponse:
+		r.Header = h
+	case *logpb.ConsumerDeleteResponse:
 		r.Header = h
 	}
 }
@@ -387,6 +404,10 @@ func (b *Batch) txn(t *logpb.TxnRequest) (*logpb.TxnResponse, error) {
 			if err := b.checkPut(r.RequestPut); err != nil {
 				return nil, err
 			}
+		case *logpb.RequestOp_RequestAck:
+			if _, err := b.checkAck(r.RequestAck); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := b.checkTopics(branchEvents(ops)); err != nil {
@@ -411,6 +432,8 @@ func (b *Batch) txn(t *logpb.TxnRequest) (*logpb.TxnResponse, error) {
 		case *logpb.RequestOp_RequestPublish:
 			out = &logpb.ResponseOp{Response: &logpb.ResponseOp_ResponsePublish{ResponsePublish: &logpb.PublishResponse{
 				EventIds: b.publish(r.RequestPublish.GetEvents())}}}
+		case *logpb.RequestOp_RequestAck:
+			out = &logpb.ResponseOp{Response: &logpb.ResponseOp_ResponseAck{ResponseAck: b.doAck(r.RequestAck)}}
 		}
 		if b.err != nil {
 			return nil, nil
@@ -522,10 +545,10 @@ func (b *Batch) Commit() error {
 			return fmt.Errorf("mvcc: compaction step at revision %d: %w", b.st.compactNextRev, err)
 		}
 	}
-	// Events below the compacted revision go the same way, a bounded share per batch.
-	if _, err := b.compactEvents(b.st.compactRev+1, b.s.compactBudget); err != nil {
+	// Events below the events floor go the same way, a bounded share per batch.
+	if _, err := b.compactEvents(b.st.evFloor, b.s.compactBudget); err != nil {
 		b.abort()
-		return fmt.Errorf("mvcc: compact events below revision %d: %w", b.st.compactRev+1, err)
+		return fmt.Errorf("mvcc: compact events below revision %d: %w", b.st.evFloor, err)
 	}
 	if err := b.st.save(b.tx); err != nil {
 		b.abort()
@@ -547,6 +570,9 @@ func (b *Batch) Commit() error {
 	b.s.applied.Store(b.st.applied)
 	if changed {
 		b.s.revs.notify()
+	}
+	if b.consChanged {
+		b.s.cons.notify()
 	}
 	if b.settingsChanged {
 		l := b.limits

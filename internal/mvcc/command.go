@@ -106,8 +106,15 @@ func (b *Batch) DeleteRange(d *logpb.DeleteRangeRequest) (proto.Message, error) 
 // Txn runs a transaction: its compares, then one branch.
 func (b *Batch) Txn(t *logpb.TxnRequest) (proto.Message, error) { return nonNil(b.txn(t)) }
 
-// Compact discards the versions no read at or above rev can observe.
-func (b *Batch) Compact(rev int64) (proto.Message, error) { return nonNil(b.compact(rev)) }
+// Compact discards the versions no read at or above rev can observe, and the events below rev
+// that no consumer holds (consumer_retention.go).
+func (b *Batch) Compact(rev int64) (proto.Message, error) {
+	resp, err := b.compact(rev)
+	if err == nil {
+		b.holdForConsumers()
+	}
+	return nonNil(resp, err)
+}
 
 // LeaseGrant creates a lease.
 func (b *Batch) LeaseGrant(g *logpb.LeaseGrantRequest) (proto.Message, error) {
@@ -135,6 +142,9 @@ func (b *Batch) MemberAttributes(a *logpb.MemberAttributes) (proto.Message, erro
 func (b *Batch) UpdateSettings(u *logpb.SettingsUpdate) (proto.Message, error) {
 	return nonNil(b.applySettings(u))
 }
+
+// ConsumerCreate, ConsumerDelete, Fetch and Ack are the durable consumers' operations
+// (consumer.go, consumer_fetch.go, consumer_ack.go).
 
 // nonNil turns a typed nil response into an untyped nil, so that a caller's nil check works.
 func nonNil[M interface {

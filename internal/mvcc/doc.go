@@ -26,6 +26,18 @@
 //	session   client_id -> sequence, last use, stored result
 //	sesslru   last use client_id -> ""   (sessions ordered by last use, for expiry and eviction)
 //	member    id -> logpb.Member
+//	events    rev index -> logpb.Event             (events.go: the stream, from the events floor)
+//	topics    topic -> retained events, last revision
+//	evsize    rev -> bytes and events published before and through rev (retention's measure)
+//	consumer  name -> logpb.ConsumerRecord         (consumer.go: durable consumers)
+//	cpending  name 0 rev index -> attempt, deadline, key   (deliveries awaiting an ack, and
+//	          events waiting behind an earlier event of their key)
+//	ckeys     name 0 len key rev index -> ""       (each key's pending events, in order)
+//	cready    name 0 deadline rev index -> ""     (what a fetch may hand out, by deadline)
+//	cfloor    ack_floor_rev name -> ""             (consumers that hold events, by ack floor)
+//
+// The meta bucket also holds the events floor (events below it are gone), the bytes and events
+// ever published, and the topic and consumer counts.
 //
 // and in memory, the key index (index.go): a B-tree from each key that has a stored version to
 // the revisions of its stored versions (oldest first, tombstones flagged) and the create
@@ -67,6 +79,11 @@
 //     table refuses new sessions instead). A write of a forgotten session is refused unless it
 //     is the client's first (sequence 1); session.go states the timing assumption under which
 //     that first write cannot be applied twice either.
+//   - Consumers: a delivery, its attempt and its deadline are recorded by the fetch command,
+//     with the command's time; positions (next, delivered, ack floor) never go back; only the
+//     head of a key's pending events is ever delivered; an acknowledged event is never
+//     delivered again; events at or after the ack floor of a consumer that is not stalled are
+//     never removed (consumer_retention.go states when a consumer is stalled).
 //   - Within one transaction a key is written at most once (etcd's duplicate-key rule), so every
 //     write of a command sees the pre-command state as its previous version.
 //

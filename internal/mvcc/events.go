@@ -22,15 +22,28 @@ import (
 //
 //	events  rev index -> logpb.Event (revision, index, time and id filled in)
 //	topics  topic     -> retained events (uint64), last revision (uint64)
+//	evsize  rev       -> bytes and events published before rev, and through rev (4 x uint64)
 //
 // The topics bucket bounds the topics alive at once (Limits.MaxTopics): a topic counts while it
-// holds a retained event; compaction that removes its last event frees its slot.
+// holds a retained event; compaction that removes its last event frees its slot. The evsize
+// bucket lets consumer retention measure the bytes of any range of revisions without reading
+// the events (consumer_retention.go).
+//
+// Events are retained from the events floor (meta events_floor) on: the compacted revision + 1,
+// lowered to the ack floor of every consumer that holds events (consumer_retention.go), so that
+// key compaction never removes an event a consumer has not acknowledged.
 
 var (
 	bucketEvents = []byte("events")
 	bucketTopics = []byte("topics")
+	bucketEvSize = []byte("evsize")
 	// metaTopics counts the entries of the topics bucket.
 	metaTopics = []byte("topics")
+	// metaEventsFloor is the oldest revision whose events are retained; metaEventBytes and
+	// metaEventCount count what was ever published.
+	metaEventsFloor = []byte("events_floor")
+	metaEventBytes  = []byte("event_bytes")
+	metaEventCount  = []byte("event_count")
 )
 
 // eventKey is the events bucket key of an event: rev index, big endian (revision order).
@@ -167,10 +180,19 @@ func (b *Batch) publish(evs []*logpb.Event) []string {
 			b.fail(err)
 			return nil
 		}
+		if b.evIndex == 0 {
+			b.evBefore = [2]int64{b.st.evBytes, b.st.evCount}
+		}
+		b.st.evBytes += int64(len(v))
+		b.st.evCount++
 		ids = append(ids, stored.Id)
 		b.evIndex++
 	}
 	b.wrote = true
+	if err := b.recordEventSizes(); err != nil {
+		b.fail(err)
+		return nil
+	}
 	return ids
 }
 
@@ -230,7 +252,7 @@ func (b *Batch) compactEvents(rev int64, budget int) (done bool, err error) {
 			break
 		}
 		if len(todo) == budget {
-			return false, b.removeEvents(todo)
+			return false, b.removeEvents(todo, r)
 		}
 		var e logpb.Event
 		if err := proto.Unmarshal(v, &e); err != nil {
@@ -238,7 +260,7 @@ func (b *Batch) compactEvents(rev int64, budget int) (done bool, err error) {
 		}
 		todo = append(todo, goneEvent{key: append([]byte(nil), k...), topic: e.Topic})
 	}
-	return true, b.removeEvents(todo)
+	return true, b.removeEvents(todo, rev)
 }
 
 // goneEvent is an event compaction removes.
@@ -247,7 +269,13 @@ type goneEvent struct {
 	topic string
 }
 
-func (b *Batch) removeEvents(todo []goneEvent) error {
+// removeEvents removes the events of todo, and the evsize entries below rev that only they needed.
+func (b *Batch) removeEvents(todo []goneEvent, rev int64) error {
+	if len(todo) > 0 {
+		if err := b.pruneEventSizes(rev); err != nil {
+			return err
+		}
+	}
 	for _, g := range todo {
 		if err := b.events.Delete(g.key); err != nil {
 			return fmt.Errorf("compact event %x: %w", g.key, err)
@@ -310,15 +338,17 @@ func (f EventFilter) Match(topic string) bool {
 // Events returns the stored events at positions >= (fromRev, fromIndex) that match f, in stream
 // order: at least max of them when there are that many, never splitting a revision. It also
 // returns the store revision it read at: no event at or below it is missing from the result
-// unless max cut it. Events below the oldest retained revision are gone (ErrCompacted).
+// unless max cut it. Events below the events floor, the oldest retained revision, are gone
+// (ErrCompacted); the floor may be below the key history's compacted revision while a durable
+// consumer holds events.
 func (s *Store) Events(fromRev int64, fromIndex int32, max int, f EventFilter) ([]*logpb.Event, int64, error) {
 	var out []*logpb.Event
 	var cur int64
 	err := s.view(func(tx *bolt.Tx) error {
 		st := loadState(tx)
 		cur = st.rev
-		if fromRev <= st.compactRev {
-			return errorf(ErrCompacted, "events from revision %d, compacted at %d", fromRev, st.compactRev)
+		if fromRev < st.evFloor {
+			return errorf(ErrCompacted, "events from revision %d, compacted below %d", fromRev, st.evFloor)
 		}
 		c := tx.Bucket(bucketEvents).Cursor()
 		var last int64

@@ -235,6 +235,14 @@ func (l Limits) Validate(cmd *logpb.Command) error {
 			return err
 		}
 		return l.validateEvents(evs)
+	case *logpb.Command_ConsumerCreate:
+		return validateConsumerConfig(op.ConsumerCreate.GetConfig())
+	case *logpb.Command_ConsumerDelete:
+		return CheckConsumerName(op.ConsumerDelete.GetName())
+	case *logpb.Command_Fetch:
+		return validateFetch(op.Fetch)
+	case *logpb.Command_Ack:
+		return validateAck(op.Ack)
 	case *logpb.Command_LeaseExpire:
 	case *logpb.Command_Settings:
 		if op.Settings.GetSet() == nil {
@@ -348,6 +356,12 @@ func (l Limits) validateTxn(t *logpb.TxnRequest) error {
 					err = errorf(ErrInvalidArgument, "a publish inside a transaction takes the transaction's session, not its own")
 				} else {
 					err = l.validateEvents(r.RequestPublish.GetEvents())
+				}
+			case *logpb.RequestOp_RequestAck:
+				if r.RequestAck.GetSession() != nil {
+					err = errorf(ErrInvalidArgument, "an ack inside a transaction takes the transaction's session, not its own")
+				} else {
+					err = validateAck(r.RequestAck)
 				}
 			default:
 				err = errorf(ErrInvalidArgument, "txn op without a request")

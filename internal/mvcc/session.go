@@ -73,6 +73,7 @@ const (
 	resultDelete
 	resultTxn
 	resultPublish
+	resultAck
 )
 
 func sessionOf(cmd *logpb.Command) *logpb.Session {
@@ -85,6 +86,8 @@ func sessionOf(cmd *logpb.Command) *logpb.Session {
 		return op.Txn.GetSession()
 	case *logpb.Command_Publish:
 		return op.Publish.GetSession()
+	case *logpb.Command_Ack:
+		return op.Ack.GetSession()
 	}
 	return nil
 }
@@ -275,6 +278,8 @@ func encodeResult(res Result) ([]byte, error) {
 		kind = resultTxn
 	case *logpb.PublishResponse:
 		kind = resultPublish
+	case *logpb.AckResponse:
+		kind = resultAck
 	default:
 		return nil, fmt.Errorf("cannot store response %T", res.Resp)
 	}
@@ -306,6 +311,8 @@ func decodeResult(v []byte) (Result, error) {
 		m = &logpb.TxnResponse{}
 	case resultPublish:
 		m = &logpb.PublishResponse{}
+	case resultAck:
+		m = &logpb.AckResponse{}
 	default:
 		return Result{}, errorCorrupt(fmt.Sprintf("stored result kind %d", v[0]))
 	}

@@ -75,6 +75,8 @@ type Store struct {
 	compactRev atomic.Int64
 	applied    atomic.Uint64
 	revs       revNotifier
+	// cons wakes fetches waiting for a consumer's state to change (consumer.go).
+	cons revNotifier
 }
 
 // ErrClosed is returned by operations on a closed Store.
@@ -294,6 +296,13 @@ type state struct {
 	sessions   int64 // number of sessions
 	leases     int64 // number of leases
 	topics     int64 // entries of the topics bucket
+	// evFloor is the oldest revision whose events are retained: min(compactRev+1, the ack
+	// floor of every consumer that holds events); it only grows (consumer_retention.go).
+	evFloor int64
+	// evBytes and evCount count the bytes and events ever published (consumer retention
+	// measures held bytes with them).
+	evBytes, evCount int64
+	consumers        int64 // entries of the consumer bucket
 	// compactNextRev and compactNextSub are where physical compaction resumes; it has caught up
 	// when compactNextRev > compactRev.
 	compactNextRev, compactNextSub int64
@@ -309,6 +318,14 @@ func loadState(tx *bolt.Tx) state {
 		sessions:   int64(u64(m.Get(metaSessions))),
 		leases:     int64(u64(m.Get(metaLeases))),
 		topics:     int64(u64(m.Get(metaTopics))),
+		evFloor:    int64(u64(m.Get(metaEventsFloor))),
+		evBytes:    int64(u64(m.Get(metaEventBytes))),
+		evCount:    int64(u64(m.Get(metaEventCount))),
+		consumers:  int64(u64(m.Get(metaConsumers))),
+	}
+	if st.evFloor == 0 {
+		// A store written before consumers: events went with the key history.
+		st.evFloor = st.compactRev + 1
 	}
 	if v := m.Get(metaCompactNext); len(v) == 16 {
 		st.compactNextRev, st.compactNextSub = int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:]))
@@ -323,7 +340,8 @@ func (st state) save(tx *bolt.Tx) error {
 		v uint64
 	}{{metaRev, uint64(st.rev)}, {metaCompactRev, uint64(st.compactRev)}, {metaApplied, st.applied},
 		{metaClock, uint64(st.clock)}, {metaSessions, uint64(st.sessions)}, {metaLeases, uint64(st.leases)},
-		{metaTopics, uint64(st.topics)}} {
+		{metaTopics, uint64(st.topics)}, {metaEventsFloor, uint64(st.evFloor)}, {metaEventBytes, uint64(st.evBytes)},
+		{metaEventCount, uint64(st.evCount)}, {metaConsumers, uint64(st.consumers)}} {
 		if err := m.Put(kv.k, putU64(kv.v)); err != nil {
 			return fmt.Errorf("mvcc: save meta %s: %w", kv.k, err)
 		}

@@ -75,6 +75,7 @@ type Server struct {
 	conns  map[*serverConn]struct{}
 	closed bool
 	wg     sync.WaitGroup // connection goroutines and calls
+	work   *workers       // goroutines that run unary calls (workers.go)
 }
 
 // NewServer returns a server for cfg.
@@ -102,6 +103,7 @@ func NewServer(cfg ServerConfig) *Server {
 		log:          lg.With("component", "nativeapi"),
 		maxStreams:   cfg.MaxStreamsPerConn,
 		conns:        make(map[*serverConn]struct{}),
+		work:         newWorkers(),
 		streamFns:    make([]connect.StreamingHandlerFunc, len(methods)),
 	}
 	s.streamWindow = min(max(cfg.StreamWindow, s.maxFrame), math.MaxUint32)
@@ -166,6 +168,7 @@ func (s *Server) Close() error {
 		c.close()
 	}
 	s.wg.Wait()
+	s.work.stop()
 	return nil
 }
 
@@ -249,7 +252,7 @@ func (c *serverConn) readLoop() {
 		}
 		c.s.wg.Add(1)
 		c.handling.Add(1)
-		go c.serve(h, payload, bp)
+		c.s.work.run(unaryCall{c: c, h: h, payload: payload, bp: bp})
 	}
 }
 

@@ -29,5 +29,6 @@ func (s *Server) NativeHandlers() nativeapi.Handlers {
 		Cluster:     &clusterService{s},
 		Maintenance: &maintenanceService{s},
 		Events:      &eventsService{s: s},
+		Consumers:   &consumersService{s},
 	}
 }

@@ -134,6 +134,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(caucusv1connect.NewMaintenanceHandler(&maintenanceService{s}, opts...))
 	path, events := caucusv1connect.NewEventsHandler(&eventsService{s: s}, opts...)
 	mux.Handle(path, withResponseController(events))
+	mux.Handle(caucusv1connect.NewConsumersHandler(&consumersService{s}, opts...))
 	mux.HandleFunc("/health", s.health)
 	return mux
 }
@@ -311,10 +312,15 @@ func toConnect(err error) error {
 		code = connect.CodeCanceled
 	case errors.Is(err, mvcc.ErrCompacted), errors.Is(err, mvcc.ErrFutureRev):
 		code = connect.CodeOutOfRange
-	case errors.Is(err, mvcc.ErrLeaseNotFound):
+	case errors.Is(err, mvcc.ErrLeaseNotFound), errors.Is(err, mvcc.ErrConsumerNotFound):
 		code = connect.CodeNotFound
-	case errors.Is(err, mvcc.ErrLeaseExists):
+	case errors.Is(err, mvcc.ErrLeaseExists), errors.Is(err, mvcc.ErrConsumerExists):
 		code = connect.CodeAlreadyExists
+	case errors.Is(err, mvcc.ErrStaleAttempt), errors.Is(err, mvcc.ErrNotPending):
+		// The delivery was answered, redelivered, or never made: re-sending cannot succeed.
+		code = connect.CodeFailedPrecondition
+	case errors.Is(err, mvcc.ErrTooManyConsumers):
+		code = connect.CodeResourceExhausted
 	case errors.Is(err, mvcc.ErrStaleSequence), errors.Is(err, mvcc.ErrSessionExpired):
 		// Nothing was applied, and re-sending the same request cannot succeed: the client has
 		// to decide (package client moves to a new session or reports an unknown outcome).

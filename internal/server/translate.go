@@ -113,6 +113,8 @@ func requestOpsToLog(ops []*caucusv1.RequestOp) []*logpb.RequestOp {
 			o.Request = &logpb.RequestOp_RequestDeleteRange{RequestDeleteRange: deleteToLog(r.RequestDeleteRange)}
 		case *caucusv1.RequestOp_RequestPublish:
 			o.Request = &logpb.RequestOp_RequestPublish{RequestPublish: publishToLog(r.RequestPublish)}
+		case *caucusv1.RequestOp_RequestAck:
+			o.Request = &logpb.RequestOp_RequestAck{RequestAck: ackToLog(r.RequestAck)}
 		}
 		out[i] = o
 	}
@@ -268,6 +270,8 @@ func txnFromLog(r *logpb.TxnResponse, h *caucusv1.ResponseHeader) *caucusv1.TxnR
 				o.Response = &caucusv1.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: deleteFromLog(x.ResponseDeleteRange, nil)}
 			case *logpb.ResponseOp_ResponsePublish:
 				o.Response = &caucusv1.ResponseOp_ResponsePublish{ResponsePublish: publishFromLog(x.ResponsePublish, nil)}
+			case *logpb.ResponseOp_ResponseAck:
+				o.Response = &caucusv1.ResponseOp_ResponseAck{ResponseAck: ackFromLog(x.ResponseAck, nil)}
 			}
 			out.Responses[i] = o
 		}

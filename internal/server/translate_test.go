@@ -35,6 +35,15 @@ var mirrorPairs = []struct{ api, log proto.Message }{
 	{&caucusv1.LeaseRevokeResponse{}, &logpb.LeaseRevokeResponse{}},
 	{&caucusv1.LeaseKeepAliveResponse{}, &logpb.LeaseKeepAliveResponse{}},
 	{&caucusv1.Member{}, &logpb.Member{}},
+	{&caucusv1.ConsumerCreateRequest{}, &logpb.ConsumerCreateRequest{}},
+	{&caucusv1.ConsumerCreateResponse{}, &logpb.ConsumerCreateResponse{}},
+	{&caucusv1.ConsumerDeleteRequest{}, &logpb.ConsumerDeleteRequest{}},
+	{&caucusv1.ConsumerDeleteResponse{}, &logpb.ConsumerDeleteResponse{}},
+	{&caucusv1.ConsumerState{}, &logpb.ConsumerState{}},
+	{&caucusv1.FetchRequest{}, &logpb.FetchRequest{}},
+	{&caucusv1.FetchResponse{}, &logpb.FetchResponse{}},
+	{&caucusv1.AckRequest{}, &logpb.AckRequest{}},
+	{&caucusv1.AckResponse{}, &logpb.AckResponse{}},
 }
 
 // TestLogFormatMirrorsTheAPI: for each pair, the log message has every field of the API message
@@ -176,6 +185,23 @@ func TestTranslationCarriesEveryField(t *testing.T) {
 		{"publish", func() proto.Message { return &caucusv1.PublishRequest{} }, func(m proto.Message) proto.Message { return publishToLog(m.(*caucusv1.PublishRequest)) }},
 		{"publish response", func() proto.Message { return &logpb.PublishResponse{} }, func(m proto.Message) proto.Message { return publishFromLog(m.(*logpb.PublishResponse), nil) }},
 		{"event", func() proto.Message { return &logpb.Event{} }, func(m proto.Message) proto.Message { return EventFromLog(m.(*logpb.Event)) }},
+		{"consumer create", func() proto.Message { return &caucusv1.ConsumerCreateRequest{} }, func(m proto.Message) proto.Message {
+			return consumerCreateToLog(m.(*caucusv1.ConsumerCreateRequest))
+		}},
+		{"consumer create response", func() proto.Message { return &logpb.ConsumerCreateResponse{} }, func(m proto.Message) proto.Message {
+			return consumerCreateFromLog(m.(*logpb.ConsumerCreateResponse), nil)
+		}},
+		{"consumer delete", func() proto.Message { return &caucusv1.ConsumerDeleteRequest{} }, func(m proto.Message) proto.Message {
+			return consumerDeleteToLog(m.(*caucusv1.ConsumerDeleteRequest))
+		}},
+		{"consumer delete response", func() proto.Message { return &logpb.ConsumerDeleteResponse{} }, func(m proto.Message) proto.Message {
+			return consumerDeleteFromLog(m.(*logpb.ConsumerDeleteResponse), nil)
+		}},
+		{"consumer state", func() proto.Message { return &logpb.ConsumerState{} }, func(m proto.Message) proto.Message { return consumerStateFromLog(m.(*logpb.ConsumerState)) }},
+		{"fetch", func() proto.Message { return &caucusv1.FetchRequest{} }, func(m proto.Message) proto.Message { return fetchToLog(m.(*caucusv1.FetchRequest)) }},
+		{"fetch response", func() proto.Message { return &logpb.FetchResponse{} }, func(m proto.Message) proto.Message { return fetchFromLog(m.(*logpb.FetchResponse), nil) }},
+		{"ack", func() proto.Message { return &caucusv1.AckRequest{} }, func(m proto.Message) proto.Message { return ackToLog(m.(*caucusv1.AckRequest)) }},
+		{"ack response", func() proto.Message { return &logpb.AckResponse{} }, func(m proto.Message) proto.Message { return ackFromLog(m.(*logpb.AckResponse), nil) }},
 		{"put response", func() proto.Message { return &logpb.PutResponse{} }, func(m proto.Message) proto.Message { return putFromLog(m.(*logpb.PutResponse), nil) }},
 		{"delete response", func() proto.Message { return &logpb.DeleteRangeResponse{} }, func(m proto.Message) proto.Message { return deleteFromLog(m.(*logpb.DeleteRangeResponse), nil) }},
 		{"txn response", func() proto.Message { return &logpb.TxnResponse{} }, func(m proto.Message) proto.Message { return txnFromLog(m.(*logpb.TxnResponse), nil) }},

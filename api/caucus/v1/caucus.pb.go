@@ -1080,6 +1080,7 @@ type RequestOp struct {
 	//	*RequestOp_RequestPut
 	//	*RequestOp_RequestDeleteRange
 	//	*RequestOp_RequestPublish
+	//	*RequestOp_RequestAck
 	Request       isRequestOp_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1158,6 +1159,15 @@ func (x *RequestOp) GetRequestPublish() *PublishRequest {
 	return nil
 }
 
+func (x *RequestOp) GetRequestAck() *AckRequest {
+	if x != nil {
+		if x, ok := x.Request.(*RequestOp_RequestAck); ok {
+			return x.RequestAck
+		}
+	}
+	return nil
+}
+
 type isRequestOp_Request interface {
 	isRequestOp_Request()
 }
@@ -1179,6 +1189,14 @@ type RequestOp_RequestPublish struct {
 	RequestPublish *PublishRequest `protobuf:"bytes,4,opt,name=request_publish,json=requestPublish,proto3,oneof"`
 }
 
+type RequestOp_RequestAck struct {
+	// request_ack acknowledges (or naks) a consumer's deliveries if, and only if, its branch
+	// runs: a consumer whose effects live in caucus applies an effect and acknowledges the event
+	// that caused it in one transaction. A refused ack (a stale attempt, an event not awaiting
+	// an ack) refuses the whole transaction. It takes the transaction's session, not its own.
+	RequestAck *AckRequest `protobuf:"bytes,5,opt,name=request_ack,json=requestAck,proto3,oneof"`
+}
+
 func (*RequestOp_RequestRange) isRequestOp_Request() {}
 
 func (*RequestOp_RequestPut) isRequestOp_Request() {}
@@ -1186,6 +1204,8 @@ func (*RequestOp_RequestPut) isRequestOp_Request() {}
 func (*RequestOp_RequestDeleteRange) isRequestOp_Request() {}
 
 func (*RequestOp_RequestPublish) isRequestOp_Request() {}
+
+func (*RequestOp_RequestAck) isRequestOp_Request() {}
 
 type ResponseOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1195,6 +1215,7 @@ type ResponseOp struct {
 	//	*ResponseOp_ResponsePut
 	//	*ResponseOp_ResponseDeleteRange
 	//	*ResponseOp_ResponsePublish
+	//	*ResponseOp_ResponseAck
 	Response      isResponseOp_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1273,6 +1294,15 @@ func (x *ResponseOp) GetResponsePublish() *PublishResponse {
 	return nil
 }
 
+func (x *ResponseOp) GetResponseAck() *AckResponse {
+	if x != nil {
+		if x, ok := x.Response.(*ResponseOp_ResponseAck); ok {
+			return x.ResponseAck
+		}
+	}
+	return nil
+}
+
 type isResponseOp_Response interface {
 	isResponseOp_Response()
 }
@@ -1293,6 +1323,10 @@ type ResponseOp_ResponsePublish struct {
 	ResponsePublish *PublishResponse `protobuf:"bytes,4,opt,name=response_publish,json=responsePublish,proto3,oneof"`
 }
 
+type ResponseOp_ResponseAck struct {
+	ResponseAck *AckResponse `protobuf:"bytes,5,opt,name=response_ack,json=responseAck,proto3,oneof"`
+}
+
 func (*ResponseOp_ResponseRange) isResponseOp_Response() {}
 
 func (*ResponseOp_ResponsePut) isResponseOp_Response() {}
@@ -1300,6 +1334,8 @@ func (*ResponseOp_ResponsePut) isResponseOp_Response() {}
 func (*ResponseOp_ResponseDeleteRange) isResponseOp_Response() {}
 
 func (*ResponseOp_ResponsePublish) isResponseOp_Response() {}
+
+func (*ResponseOp_ResponseAck) isResponseOp_Response() {}
 
 // TxnRequest: if every compare holds, apply success, otherwise failure; atomically, at one revision.
 type TxnRequest struct {
@@ -4465,8 +4501,10 @@ func (x *ConsumerListResponse) GetConsumers() []*ConsumerState {
 	return nil
 }
 
-// FetchRequest asks for up to max_events deliveries; with wait_ms it waits that long for events
-// to arrive when none is ready.
+// FetchRequest asks for up to max_events deliveries (1 to 1000; 0 = 1; at most 8 MiB of events
+// beyond the first); with wait_ms it waits that long (at most 30 s) at the server for events to
+// become ready when none is. A fetch is a command of the log: the deliveries, their attempts and
+// deadlines are the same on every member and survive leader changes.
 type FetchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Consumer      string                 `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
@@ -4899,20 +4937,23 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\x03MOD\x10\x02\x12\t\n" +
 	"\x05VALUE\x10\x03\x12\t\n" +
 	"\x05LEASE\x10\x04B\x0e\n" +
-	"\ftarget_union\"\xa9\x02\n" +
+	"\ftarget_union\"\xe3\x02\n" +
 	"\tRequestOp\x12>\n" +
 	"\rrequest_range\x18\x01 \x01(\v2\x17.caucus.v1.RangeRequestH\x00R\frequestRange\x128\n" +
 	"\vrequest_put\x18\x02 \x01(\v2\x15.caucus.v1.PutRequestH\x00R\n" +
 	"requestPut\x12Q\n" +
 	"\x14request_delete_range\x18\x03 \x01(\v2\x1d.caucus.v1.DeleteRangeRequestH\x00R\x12requestDeleteRange\x12D\n" +
-	"\x0frequest_publish\x18\x04 \x01(\v2\x19.caucus.v1.PublishRequestH\x00R\x0erequestPublishB\t\n" +
-	"\arequest\"\xb7\x02\n" +
+	"\x0frequest_publish\x18\x04 \x01(\v2\x19.caucus.v1.PublishRequestH\x00R\x0erequestPublish\x128\n" +
+	"\vrequest_ack\x18\x05 \x01(\v2\x15.caucus.v1.AckRequestH\x00R\n" +
+	"requestAckB\t\n" +
+	"\arequest\"\xf4\x02\n" +
 	"\n" +
 	"ResponseOp\x12A\n" +
 	"\x0eresponse_range\x18\x01 \x01(\v2\x18.caucus.v1.RangeResponseH\x00R\rresponseRange\x12;\n" +
 	"\fresponse_put\x18\x02 \x01(\v2\x16.caucus.v1.PutResponseH\x00R\vresponsePut\x12T\n" +
 	"\x15response_delete_range\x18\x03 \x01(\v2\x1e.caucus.v1.DeleteRangeResponseH\x00R\x13responseDeleteRange\x12G\n" +
-	"\x10response_publish\x18\x04 \x01(\v2\x1a.caucus.v1.PublishResponseH\x00R\x0fresponsePublishB\n" +
+	"\x10response_publish\x18\x04 \x01(\v2\x1a.caucus.v1.PublishResponseH\x00R\x0fresponsePublish\x12;\n" +
+	"\fresponse_ack\x18\x05 \x01(\v2\x16.caucus.v1.AckResponseH\x00R\vresponseAckB\n" +
 	"\n" +
 	"\bresponse\"\xc8\x01\n" +
 	"\n" +
@@ -5313,128 +5354,130 @@ var file_caucus_v1_caucus_proto_depIdxs = []int32{
 	9,   // 14: caucus.v1.RequestOp.request_put:type_name -> caucus.v1.PutRequest
 	11,  // 15: caucus.v1.RequestOp.request_delete_range:type_name -> caucus.v1.DeleteRangeRequest
 	53,  // 16: caucus.v1.RequestOp.request_publish:type_name -> caucus.v1.PublishRequest
-	8,   // 17: caucus.v1.ResponseOp.response_range:type_name -> caucus.v1.RangeResponse
-	10,  // 18: caucus.v1.ResponseOp.response_put:type_name -> caucus.v1.PutResponse
-	12,  // 19: caucus.v1.ResponseOp.response_delete_range:type_name -> caucus.v1.DeleteRangeResponse
-	54,  // 20: caucus.v1.ResponseOp.response_publish:type_name -> caucus.v1.PublishResponse
-	13,  // 21: caucus.v1.TxnRequest.compare:type_name -> caucus.v1.Compare
-	14,  // 22: caucus.v1.TxnRequest.success:type_name -> caucus.v1.RequestOp
-	14,  // 23: caucus.v1.TxnRequest.failure:type_name -> caucus.v1.RequestOp
-	6,   // 24: caucus.v1.TxnRequest.session:type_name -> caucus.v1.Session
-	4,   // 25: caucus.v1.TxnResponse.header:type_name -> caucus.v1.ResponseHeader
-	15,  // 26: caucus.v1.TxnResponse.responses:type_name -> caucus.v1.ResponseOp
-	4,   // 27: caucus.v1.CompactionResponse.header:type_name -> caucus.v1.ResponseHeader
-	4,   // 28: caucus.v1.LeaseGrantResponse.header:type_name -> caucus.v1.ResponseHeader
-	4,   // 29: caucus.v1.LeaseRevokeResponse.header:type_name -> caucus.v1.ResponseHeader
-	4,   // 30: caucus.v1.LeaseKeepAliveResponse.header:type_name -> caucus.v1.ResponseHeader
-	4,   // 31: caucus.v1.LeaseTimeToLiveResponse.header:type_name -> caucus.v1.ResponseHeader
-	4,   // 32: caucus.v1.LeaseLeasesResponse.header:type_name -> caucus.v1.ResponseHeader
-	4,   // 33: caucus.v1.MemberListResponse.header:type_name -> caucus.v1.ResponseHeader
-	30,  // 34: caucus.v1.MemberListResponse.members:type_name -> caucus.v1.Member
-	4,   // 35: caucus.v1.MemberAddResponse.header:type_name -> caucus.v1.ResponseHeader
-	30,  // 36: caucus.v1.MemberAddResponse.member:type_name -> caucus.v1.Member
-	30,  // 37: caucus.v1.MemberAddResponse.members:type_name -> caucus.v1.Member
-	4,   // 38: caucus.v1.MemberRemoveResponse.header:type_name -> caucus.v1.ResponseHeader
-	30,  // 39: caucus.v1.MemberRemoveResponse.members:type_name -> caucus.v1.Member
-	4,   // 40: caucus.v1.MemberPromoteResponse.header:type_name -> caucus.v1.ResponseHeader
-	30,  // 41: caucus.v1.MemberPromoteResponse.members:type_name -> caucus.v1.Member
-	4,   // 42: caucus.v1.SettingsResponse.header:type_name -> caucus.v1.ResponseHeader
-	39,  // 43: caucus.v1.SettingsResponse.settings:type_name -> caucus.v1.ClusterSettings
-	39,  // 44: caucus.v1.UpdateSettingsRequest.set:type_name -> caucus.v1.ClusterSettings
-	4,   // 45: caucus.v1.UpdateSettingsResponse.header:type_name -> caucus.v1.ResponseHeader
-	39,  // 46: caucus.v1.UpdateSettingsResponse.settings:type_name -> caucus.v1.ClusterSettings
-	4,   // 47: caucus.v1.StatusResponse.header:type_name -> caucus.v1.ResponseHeader
-	4,   // 48: caucus.v1.SnapshotResponse.header:type_name -> caucus.v1.ResponseHeader
-	4,   // 49: caucus.v1.MoveLeaderResponse.header:type_name -> caucus.v1.ResponseHeader
-	4,   // 50: caucus.v1.DefragmentResponse.header:type_name -> caucus.v1.ResponseHeader
-	75,  // 51: caucus.v1.Event.headers:type_name -> caucus.v1.Event.HeadersEntry
-	52,  // 52: caucus.v1.PublishRequest.events:type_name -> caucus.v1.Event
-	6,   // 53: caucus.v1.PublishRequest.session:type_name -> caucus.v1.Session
-	4,   // 54: caucus.v1.PublishResponse.header:type_name -> caucus.v1.ResponseHeader
-	3,   // 55: caucus.v1.WatchChange.type:type_name -> caucus.v1.WatchChange.Type
-	5,   // 56: caucus.v1.WatchChange.kv:type_name -> caucus.v1.KeyValue
-	5,   // 57: caucus.v1.WatchChange.prev_kv:type_name -> caucus.v1.KeyValue
-	56,  // 58: caucus.v1.WatchItem.change:type_name -> caucus.v1.WatchChange
-	52,  // 59: caucus.v1.WatchItem.event:type_name -> caucus.v1.Event
-	4,   // 60: caucus.v1.WatchResponse.header:type_name -> caucus.v1.ResponseHeader
-	57,  // 61: caucus.v1.WatchResponse.items:type_name -> caucus.v1.WatchItem
-	59,  // 62: caucus.v1.ConsumerState.config:type_name -> caucus.v1.ConsumerConfig
-	59,  // 63: caucus.v1.ConsumerCreateRequest.config:type_name -> caucus.v1.ConsumerConfig
-	4,   // 64: caucus.v1.ConsumerCreateResponse.header:type_name -> caucus.v1.ResponseHeader
-	60,  // 65: caucus.v1.ConsumerCreateResponse.consumer:type_name -> caucus.v1.ConsumerState
-	4,   // 66: caucus.v1.ConsumerDeleteResponse.header:type_name -> caucus.v1.ResponseHeader
-	4,   // 67: caucus.v1.ConsumerInfoResponse.header:type_name -> caucus.v1.ResponseHeader
-	60,  // 68: caucus.v1.ConsumerInfoResponse.consumer:type_name -> caucus.v1.ConsumerState
-	4,   // 69: caucus.v1.ConsumerListResponse.header:type_name -> caucus.v1.ResponseHeader
-	60,  // 70: caucus.v1.ConsumerListResponse.consumers:type_name -> caucus.v1.ConsumerState
-	52,  // 71: caucus.v1.Delivery.event:type_name -> caucus.v1.Event
-	4,   // 72: caucus.v1.FetchResponse.header:type_name -> caucus.v1.ResponseHeader
-	70,  // 73: caucus.v1.FetchResponse.deliveries:type_name -> caucus.v1.Delivery
-	72,  // 74: caucus.v1.AckRequest.acks:type_name -> caucus.v1.EventPosition
-	72,  // 75: caucus.v1.AckRequest.naks:type_name -> caucus.v1.EventPosition
-	6,   // 76: caucus.v1.AckRequest.session:type_name -> caucus.v1.Session
-	4,   // 77: caucus.v1.AckResponse.header:type_name -> caucus.v1.ResponseHeader
-	7,   // 78: caucus.v1.KV.Range:input_type -> caucus.v1.RangeRequest
-	9,   // 79: caucus.v1.KV.Put:input_type -> caucus.v1.PutRequest
-	11,  // 80: caucus.v1.KV.DeleteRange:input_type -> caucus.v1.DeleteRangeRequest
-	16,  // 81: caucus.v1.KV.Txn:input_type -> caucus.v1.TxnRequest
-	18,  // 82: caucus.v1.KV.Compact:input_type -> caucus.v1.CompactionRequest
-	20,  // 83: caucus.v1.Lease.LeaseGrant:input_type -> caucus.v1.LeaseGrantRequest
-	22,  // 84: caucus.v1.Lease.LeaseRevoke:input_type -> caucus.v1.LeaseRevokeRequest
-	24,  // 85: caucus.v1.Lease.LeaseKeepAlive:input_type -> caucus.v1.LeaseKeepAliveRequest
-	26,  // 86: caucus.v1.Lease.LeaseTimeToLive:input_type -> caucus.v1.LeaseTimeToLiveRequest
-	28,  // 87: caucus.v1.Lease.LeaseLeases:input_type -> caucus.v1.LeaseLeasesRequest
-	31,  // 88: caucus.v1.Cluster.MemberList:input_type -> caucus.v1.MemberListRequest
-	33,  // 89: caucus.v1.Cluster.MemberAdd:input_type -> caucus.v1.MemberAddRequest
-	35,  // 90: caucus.v1.Cluster.MemberRemove:input_type -> caucus.v1.MemberRemoveRequest
-	37,  // 91: caucus.v1.Cluster.MemberPromote:input_type -> caucus.v1.MemberPromoteRequest
-	40,  // 92: caucus.v1.Cluster.Settings:input_type -> caucus.v1.SettingsRequest
-	42,  // 93: caucus.v1.Cluster.UpdateSettings:input_type -> caucus.v1.UpdateSettingsRequest
-	44,  // 94: caucus.v1.Maintenance.Status:input_type -> caucus.v1.StatusRequest
-	46,  // 95: caucus.v1.Maintenance.Snapshot:input_type -> caucus.v1.SnapshotRequest
-	48,  // 96: caucus.v1.Maintenance.MoveLeader:input_type -> caucus.v1.MoveLeaderRequest
-	50,  // 97: caucus.v1.Maintenance.Defragment:input_type -> caucus.v1.DefragmentRequest
-	53,  // 98: caucus.v1.Events.Publish:input_type -> caucus.v1.PublishRequest
-	55,  // 99: caucus.v1.Events.Watch:input_type -> caucus.v1.WatchRequest
-	61,  // 100: caucus.v1.Consumers.ConsumerCreate:input_type -> caucus.v1.ConsumerCreateRequest
-	63,  // 101: caucus.v1.Consumers.ConsumerDelete:input_type -> caucus.v1.ConsumerDeleteRequest
-	65,  // 102: caucus.v1.Consumers.ConsumerInfo:input_type -> caucus.v1.ConsumerInfoRequest
-	67,  // 103: caucus.v1.Consumers.ConsumerList:input_type -> caucus.v1.ConsumerListRequest
-	69,  // 104: caucus.v1.Consumers.Fetch:input_type -> caucus.v1.FetchRequest
-	73,  // 105: caucus.v1.Consumers.Ack:input_type -> caucus.v1.AckRequest
-	8,   // 106: caucus.v1.KV.Range:output_type -> caucus.v1.RangeResponse
-	10,  // 107: caucus.v1.KV.Put:output_type -> caucus.v1.PutResponse
-	12,  // 108: caucus.v1.KV.DeleteRange:output_type -> caucus.v1.DeleteRangeResponse
-	17,  // 109: caucus.v1.KV.Txn:output_type -> caucus.v1.TxnResponse
-	19,  // 110: caucus.v1.KV.Compact:output_type -> caucus.v1.CompactionResponse
-	21,  // 111: caucus.v1.Lease.LeaseGrant:output_type -> caucus.v1.LeaseGrantResponse
-	23,  // 112: caucus.v1.Lease.LeaseRevoke:output_type -> caucus.v1.LeaseRevokeResponse
-	25,  // 113: caucus.v1.Lease.LeaseKeepAlive:output_type -> caucus.v1.LeaseKeepAliveResponse
-	27,  // 114: caucus.v1.Lease.LeaseTimeToLive:output_type -> caucus.v1.LeaseTimeToLiveResponse
-	29,  // 115: caucus.v1.Lease.LeaseLeases:output_type -> caucus.v1.LeaseLeasesResponse
-	32,  // 116: caucus.v1.Cluster.MemberList:output_type -> caucus.v1.MemberListResponse
-	34,  // 117: caucus.v1.Cluster.MemberAdd:output_type -> caucus.v1.MemberAddResponse
-	36,  // 118: caucus.v1.Cluster.MemberRemove:output_type -> caucus.v1.MemberRemoveResponse
-	38,  // 119: caucus.v1.Cluster.MemberPromote:output_type -> caucus.v1.MemberPromoteResponse
-	41,  // 120: caucus.v1.Cluster.Settings:output_type -> caucus.v1.SettingsResponse
-	43,  // 121: caucus.v1.Cluster.UpdateSettings:output_type -> caucus.v1.UpdateSettingsResponse
-	45,  // 122: caucus.v1.Maintenance.Status:output_type -> caucus.v1.StatusResponse
-	47,  // 123: caucus.v1.Maintenance.Snapshot:output_type -> caucus.v1.SnapshotResponse
-	49,  // 124: caucus.v1.Maintenance.MoveLeader:output_type -> caucus.v1.MoveLeaderResponse
-	51,  // 125: caucus.v1.Maintenance.Defragment:output_type -> caucus.v1.DefragmentResponse
-	54,  // 126: caucus.v1.Events.Publish:output_type -> caucus.v1.PublishResponse
-	58,  // 127: caucus.v1.Events.Watch:output_type -> caucus.v1.WatchResponse
-	62,  // 128: caucus.v1.Consumers.ConsumerCreate:output_type -> caucus.v1.ConsumerCreateResponse
-	64,  // 129: caucus.v1.Consumers.ConsumerDelete:output_type -> caucus.v1.ConsumerDeleteResponse
-	66,  // 130: caucus.v1.Consumers.ConsumerInfo:output_type -> caucus.v1.ConsumerInfoResponse
-	68,  // 131: caucus.v1.Consumers.ConsumerList:output_type -> caucus.v1.ConsumerListResponse
-	71,  // 132: caucus.v1.Consumers.Fetch:output_type -> caucus.v1.FetchResponse
-	74,  // 133: caucus.v1.Consumers.Ack:output_type -> caucus.v1.AckResponse
-	106, // [106:134] is the sub-list for method output_type
-	78,  // [78:106] is the sub-list for method input_type
-	78,  // [78:78] is the sub-list for extension type_name
-	78,  // [78:78] is the sub-list for extension extendee
-	0,   // [0:78] is the sub-list for field type_name
+	73,  // 17: caucus.v1.RequestOp.request_ack:type_name -> caucus.v1.AckRequest
+	8,   // 18: caucus.v1.ResponseOp.response_range:type_name -> caucus.v1.RangeResponse
+	10,  // 19: caucus.v1.ResponseOp.response_put:type_name -> caucus.v1.PutResponse
+	12,  // 20: caucus.v1.ResponseOp.response_delete_range:type_name -> caucus.v1.DeleteRangeResponse
+	54,  // 21: caucus.v1.ResponseOp.response_publish:type_name -> caucus.v1.PublishResponse
+	74,  // 22: caucus.v1.ResponseOp.response_ack:type_name -> caucus.v1.AckResponse
+	13,  // 23: caucus.v1.TxnRequest.compare:type_name -> caucus.v1.Compare
+	14,  // 24: caucus.v1.TxnRequest.success:type_name -> caucus.v1.RequestOp
+	14,  // 25: caucus.v1.TxnRequest.failure:type_name -> caucus.v1.RequestOp
+	6,   // 26: caucus.v1.TxnRequest.session:type_name -> caucus.v1.Session
+	4,   // 27: caucus.v1.TxnResponse.header:type_name -> caucus.v1.ResponseHeader
+	15,  // 28: caucus.v1.TxnResponse.responses:type_name -> caucus.v1.ResponseOp
+	4,   // 29: caucus.v1.CompactionResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 30: caucus.v1.LeaseGrantResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 31: caucus.v1.LeaseRevokeResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 32: caucus.v1.LeaseKeepAliveResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 33: caucus.v1.LeaseTimeToLiveResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 34: caucus.v1.LeaseLeasesResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 35: caucus.v1.MemberListResponse.header:type_name -> caucus.v1.ResponseHeader
+	30,  // 36: caucus.v1.MemberListResponse.members:type_name -> caucus.v1.Member
+	4,   // 37: caucus.v1.MemberAddResponse.header:type_name -> caucus.v1.ResponseHeader
+	30,  // 38: caucus.v1.MemberAddResponse.member:type_name -> caucus.v1.Member
+	30,  // 39: caucus.v1.MemberAddResponse.members:type_name -> caucus.v1.Member
+	4,   // 40: caucus.v1.MemberRemoveResponse.header:type_name -> caucus.v1.ResponseHeader
+	30,  // 41: caucus.v1.MemberRemoveResponse.members:type_name -> caucus.v1.Member
+	4,   // 42: caucus.v1.MemberPromoteResponse.header:type_name -> caucus.v1.ResponseHeader
+	30,  // 43: caucus.v1.MemberPromoteResponse.members:type_name -> caucus.v1.Member
+	4,   // 44: caucus.v1.SettingsResponse.header:type_name -> caucus.v1.ResponseHeader
+	39,  // 45: caucus.v1.SettingsResponse.settings:type_name -> caucus.v1.ClusterSettings
+	39,  // 46: caucus.v1.UpdateSettingsRequest.set:type_name -> caucus.v1.ClusterSettings
+	4,   // 47: caucus.v1.UpdateSettingsResponse.header:type_name -> caucus.v1.ResponseHeader
+	39,  // 48: caucus.v1.UpdateSettingsResponse.settings:type_name -> caucus.v1.ClusterSettings
+	4,   // 49: caucus.v1.StatusResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 50: caucus.v1.SnapshotResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 51: caucus.v1.MoveLeaderResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 52: caucus.v1.DefragmentResponse.header:type_name -> caucus.v1.ResponseHeader
+	75,  // 53: caucus.v1.Event.headers:type_name -> caucus.v1.Event.HeadersEntry
+	52,  // 54: caucus.v1.PublishRequest.events:type_name -> caucus.v1.Event
+	6,   // 55: caucus.v1.PublishRequest.session:type_name -> caucus.v1.Session
+	4,   // 56: caucus.v1.PublishResponse.header:type_name -> caucus.v1.ResponseHeader
+	3,   // 57: caucus.v1.WatchChange.type:type_name -> caucus.v1.WatchChange.Type
+	5,   // 58: caucus.v1.WatchChange.kv:type_name -> caucus.v1.KeyValue
+	5,   // 59: caucus.v1.WatchChange.prev_kv:type_name -> caucus.v1.KeyValue
+	56,  // 60: caucus.v1.WatchItem.change:type_name -> caucus.v1.WatchChange
+	52,  // 61: caucus.v1.WatchItem.event:type_name -> caucus.v1.Event
+	4,   // 62: caucus.v1.WatchResponse.header:type_name -> caucus.v1.ResponseHeader
+	57,  // 63: caucus.v1.WatchResponse.items:type_name -> caucus.v1.WatchItem
+	59,  // 64: caucus.v1.ConsumerState.config:type_name -> caucus.v1.ConsumerConfig
+	59,  // 65: caucus.v1.ConsumerCreateRequest.config:type_name -> caucus.v1.ConsumerConfig
+	4,   // 66: caucus.v1.ConsumerCreateResponse.header:type_name -> caucus.v1.ResponseHeader
+	60,  // 67: caucus.v1.ConsumerCreateResponse.consumer:type_name -> caucus.v1.ConsumerState
+	4,   // 68: caucus.v1.ConsumerDeleteResponse.header:type_name -> caucus.v1.ResponseHeader
+	4,   // 69: caucus.v1.ConsumerInfoResponse.header:type_name -> caucus.v1.ResponseHeader
+	60,  // 70: caucus.v1.ConsumerInfoResponse.consumer:type_name -> caucus.v1.ConsumerState
+	4,   // 71: caucus.v1.ConsumerListResponse.header:type_name -> caucus.v1.ResponseHeader
+	60,  // 72: caucus.v1.ConsumerListResponse.consumers:type_name -> caucus.v1.ConsumerState
+	52,  // 73: caucus.v1.Delivery.event:type_name -> caucus.v1.Event
+	4,   // 74: caucus.v1.FetchResponse.header:type_name -> caucus.v1.ResponseHeader
+	70,  // 75: caucus.v1.FetchResponse.deliveries:type_name -> caucus.v1.Delivery
+	72,  // 76: caucus.v1.AckRequest.acks:type_name -> caucus.v1.EventPosition
+	72,  // 77: caucus.v1.AckRequest.naks:type_name -> caucus.v1.EventPosition
+	6,   // 78: caucus.v1.AckRequest.session:type_name -> caucus.v1.Session
+	4,   // 79: caucus.v1.AckResponse.header:type_name -> caucus.v1.ResponseHeader
+	7,   // 80: caucus.v1.KV.Range:input_type -> caucus.v1.RangeRequest
+	9,   // 81: caucus.v1.KV.Put:input_type -> caucus.v1.PutRequest
+	11,  // 82: caucus.v1.KV.DeleteRange:input_type -> caucus.v1.DeleteRangeRequest
+	16,  // 83: caucus.v1.KV.Txn:input_type -> caucus.v1.TxnRequest
+	18,  // 84: caucus.v1.KV.Compact:input_type -> caucus.v1.CompactionRequest
+	20,  // 85: caucus.v1.Lease.LeaseGrant:input_type -> caucus.v1.LeaseGrantRequest
+	22,  // 86: caucus.v1.Lease.LeaseRevoke:input_type -> caucus.v1.LeaseRevokeRequest
+	24,  // 87: caucus.v1.Lease.LeaseKeepAlive:input_type -> caucus.v1.LeaseKeepAliveRequest
+	26,  // 88: caucus.v1.Lease.LeaseTimeToLive:input_type -> caucus.v1.LeaseTimeToLiveRequest
+	28,  // 89: caucus.v1.Lease.LeaseLeases:input_type -> caucus.v1.LeaseLeasesRequest
+	31,  // 90: caucus.v1.Cluster.MemberList:input_type -> caucus.v1.MemberListRequest
+	33,  // 91: caucus.v1.Cluster.MemberAdd:input_type -> caucus.v1.MemberAddRequest
+	35,  // 92: caucus.v1.Cluster.MemberRemove:input_type -> caucus.v1.MemberRemoveRequest
+	37,  // 93: caucus.v1.Cluster.MemberPromote:input_type -> caucus.v1.MemberPromoteRequest
+	40,  // 94: caucus.v1.Cluster.Settings:input_type -> caucus.v1.SettingsRequest
+	42,  // 95: caucus.v1.Cluster.UpdateSettings:input_type -> caucus.v1.UpdateSettingsRequest
+	44,  // 96: caucus.v1.Maintenance.Status:input_type -> caucus.v1.StatusRequest
+	46,  // 97: caucus.v1.Maintenance.Snapshot:input_type -> caucus.v1.SnapshotRequest
+	48,  // 98: caucus.v1.Maintenance.MoveLeader:input_type -> caucus.v1.MoveLeaderRequest
+	50,  // 99: caucus.v1.Maintenance.Defragment:input_type -> caucus.v1.DefragmentRequest
+	53,  // 100: caucus.v1.Events.Publish:input_type -> caucus.v1.PublishRequest
+	55,  // 101: caucus.v1.Events.Watch:input_type -> caucus.v1.WatchRequest
+	61,  // 102: caucus.v1.Consumers.ConsumerCreate:input_type -> caucus.v1.ConsumerCreateRequest
+	63,  // 103: caucus.v1.Consumers.ConsumerDelete:input_type -> caucus.v1.ConsumerDeleteRequest
+	65,  // 104: caucus.v1.Consumers.ConsumerInfo:input_type -> caucus.v1.ConsumerInfoRequest
+	67,  // 105: caucus.v1.Consumers.ConsumerList:input_type -> caucus.v1.ConsumerListRequest
+	69,  // 106: caucus.v1.Consumers.Fetch:input_type -> caucus.v1.FetchRequest
+	73,  // 107: caucus.v1.Consumers.Ack:input_type -> caucus.v1.AckRequest
+	8,   // 108: caucus.v1.KV.Range:output_type -> caucus.v1.RangeResponse
+	10,  // 109: caucus.v1.KV.Put:output_type -> caucus.v1.PutResponse
+	12,  // 110: caucus.v1.KV.DeleteRange:output_type -> caucus.v1.DeleteRangeResponse
+	17,  // 111: caucus.v1.KV.Txn:output_type -> caucus.v1.TxnResponse
+	19,  // 112: caucus.v1.KV.Compact:output_type -> caucus.v1.CompactionResponse
+	21,  // 113: caucus.v1.Lease.LeaseGrant:output_type -> caucus.v1.LeaseGrantResponse
+	23,  // 114: caucus.v1.Lease.LeaseRevoke:output_type -> caucus.v1.LeaseRevokeResponse
+	25,  // 115: caucus.v1.Lease.LeaseKeepAlive:output_type -> caucus.v1.LeaseKeepAliveResponse
+	27,  // 116: caucus.v1.Lease.LeaseTimeToLive:output_type -> caucus.v1.LeaseTimeToLiveResponse
+	29,  // 117: caucus.v1.Lease.LeaseLeases:output_type -> caucus.v1.LeaseLeasesResponse
+	32,  // 118: caucus.v1.Cluster.MemberList:output_type -> caucus.v1.MemberListResponse
+	34,  // 119: caucus.v1.Cluster.MemberAdd:output_type -> caucus.v1.MemberAddResponse
+	36,  // 120: caucus.v1.Cluster.MemberRemove:output_type -> caucus.v1.MemberRemoveResponse
+	38,  // 121: caucus.v1.Cluster.MemberPromote:output_type -> caucus.v1.MemberPromoteResponse
+	41,  // 122: caucus.v1.Cluster.Settings:output_type -> caucus.v1.SettingsResponse
+	43,  // 123: caucus.v1.Cluster.UpdateSettings:output_type -> caucus.v1.UpdateSettingsResponse
+	45,  // 124: caucus.v1.Maintenance.Status:output_type -> caucus.v1.StatusResponse
+	47,  // 125: caucus.v1.Maintenance.Snapshot:output_type -> caucus.v1.SnapshotResponse
+	49,  // 126: caucus.v1.Maintenance.MoveLeader:output_type -> caucus.v1.MoveLeaderResponse
+	51,  // 127: caucus.v1.Maintenance.Defragment:output_type -> caucus.v1.DefragmentResponse
+	54,  // 128: caucus.v1.Events.Publish:output_type -> caucus.v1.PublishResponse
+	58,  // 129: caucus.v1.Events.Watch:output_type -> caucus.v1.WatchResponse
+	62,  // 130: caucus.v1.Consumers.ConsumerCreate:output_type -> caucus.v1.ConsumerCreateResponse
+	64,  // 131: caucus.v1.Consumers.ConsumerDelete:output_type -> caucus.v1.ConsumerDeleteResponse
+	66,  // 132: caucus.v1.Consumers.ConsumerInfo:output_type -> caucus.v1.ConsumerInfoResponse
+	68,  // 133: caucus.v1.Consumers.ConsumerList:output_type -> caucus.v1.ConsumerListResponse
+	71,  // 134: caucus.v1.Consumers.Fetch:output_type -> caucus.v1.FetchResponse
+	74,  // 135: caucus.v1.Consumers.Ack:output_type -> caucus.v1.AckResponse
+	108, // [108:136] is the sub-list for method output_type
+	80,  // [80:108] is the sub-list for method input_type
+	80,  // [80:80] is the sub-list for extension type_name
+	80,  // [80:80] is the sub-list for extension extendee
+	0,   // [0:80] is the sub-list for field type_name
 }
 
 func init() { file_caucus_v1_caucus_proto_init() }
@@ -5454,12 +5497,14 @@ func file_caucus_v1_caucus_proto_init() {
 		(*RequestOp_RequestPut)(nil),
 		(*RequestOp_RequestDeleteRange)(nil),
 		(*RequestOp_RequestPublish)(nil),
+		(*RequestOp_RequestAck)(nil),
 	}
 	file_caucus_v1_caucus_proto_msgTypes[11].OneofWrappers = []any{
 		(*ResponseOp_ResponseRange)(nil),
 		(*ResponseOp_ResponsePut)(nil),
 		(*ResponseOp_ResponseDeleteRange)(nil),
 		(*ResponseOp_ResponsePublish)(nil),
+		(*ResponseOp_ResponseAck)(nil),
 	}
 	file_caucus_v1_caucus_proto_msgTypes[53].OneofWrappers = []any{
 		(*WatchItem_Change)(nil),
