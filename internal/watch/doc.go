@@ -30,8 +30,9 @@
 //     carry the revision before it (the watch is not complete through it yet), so a client
 //     resuming after a part sees the revision from its start and skips the items it already
 //     has (the order within a revision is fixed).
-//   - The first response of every watch is a progress response (no items) at StartRevision-1:
-//     a watch from the current revision (start 0) tells the client where it starts.
+//   - The first response of every watch is a progress response (no items), complete through
+//     StartRevision-1, or further when nothing the watch selects happened meanwhile: a watch
+//     from the current revision (start 0) tells the client where it stands.
 //   - Bounded memory: a live watcher's queue holds at most BufferBytes of items beyond the
 //     batch it is given when its queue is empty, and all queues together at most
 //     TotalBufferBytes; a batch that does not fit demotes the watcher to catching up from the

@@ -63,9 +63,10 @@ func TestFilterAndOrder(t *testing.T) {
 	sameItems(t, "revision 4 for a and orders", got, want)
 }
 
-// TestStartRevisions: the first response is a progress response at the start revision - 1; a
-// watch from an old revision replays the history; a watch from a future revision waits for it;
-// a compacted start revision is refused, naming the oldest retained revision.
+// TestStartRevisions: the first response is a progress response at the start revision - 1 (the
+// store does not move meanwhile); a watch from an old revision replays the history; a watch
+// from a future revision waits for it; a compacted start revision is refused, naming the oldest
+// retained revision.
 func TestStartRevisions(t *testing.T) {
 	s := openStore(t) // at revision 1
 	for i := range 6 {

@@ -145,7 +145,7 @@ func (h *Hub) Watch(req Request) (*Watcher, error) {
 		return nil, compactedError(start, c)
 	}
 	w.next, w.sent = start, start-1
-	// The first response says where the watch starts.
+	// The first response says where the watch starts (or further on: see nextResponse).
 	w.queue = []*Response{{Revision: start - 1, Progress: true}}
 	h.watchers[w] = struct{}{}
 	h.count(w, 1)

@@ -3809,8 +3809,8 @@ func (*WatchItem_Event) isWatchItem_Item() {}
 // with more items than one response holds (1000 items or 256 KiB by default) is split: every
 // part but the last carries the revision before it, so a client that resumes after such a part
 // receives that revision again from its start and skips the items it already has (their order
-// is fixed). The first response of every watch is a progress response at start_revision - 1,
-// which tells a watch from the current revision where it starts.
+// is fixed). The first response of every watch is a progress response, complete through
+// start_revision - 1 or further: it tells a watch from the current revision where it stands.
 type WatchResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
