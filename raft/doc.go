@@ -45,6 +45,12 @@
 //     confirms reads by a quorum round only, steps down by check-quorum like any leader, and
 //     transfers leadership to the voter with the highest match once its log is committed,
 //     trying another voter each time a transfer times out (leaving.go).
+//   - A refused vote or pre-vote carries the refuser's commit index and the term of its entry
+//     there; a candidate holding that entry adopts the index (by Log Matching its log is the
+//     same up to there, all of it committed). Raft spreads the commit index from the leader
+//     only, and a leaving leader deposed by check-quorum before the others learned that it
+//     left a joint configuration would otherwise leave them needing the outgoing half's votes,
+//     which the learners it made refuse while their logs are longer.
 //   - A follower that receives MsgTimeoutNow while committed configuration changes are not yet
 //     applied campaigns as soon as it has applied them (within an election timeout), instead of
 //     ignoring the request: a transferee often learns that a change committed in the same batch

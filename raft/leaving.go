@@ -9,7 +9,9 @@ package raft
 // and the transferee's campaign bypasses the lease), and hands leadership over: to the voter
 // with the highest match, then, each time a transfer times out, to the best voter not yet tried.
 // MsgTimeoutNow goes out only once its whole log is committed, so that what it appended is
-// answered by itself: a removed leader hears nothing from its successor.
+// answered by itself: a removed leader hears nothing from its successor. Check-quorum still
+// deposes it; the commit index it may then leave unannounced spreads through refused votes
+// (learnCommit).
 
 // leaving reports whether this node leads a configuration in which it is not a voter.
 func (r *raft) leaving() bool { return r.state == StateLeader && !r.conf.isVoter(r.id) }
@@ -101,4 +103,35 @@ func (r *raft) maybeDeferredTransfer() {
 	r.deferredTransfer = false
 	r.logger.Info("raft: configuration changes applied, campaigning as asked by MsgTimeoutNow", "term", r.term)
 	r.hup(campaignTransfer)
+}
+
+// voteRejection is a refused (pre-)vote. It carries this node's commit index and the term of the
+// entry there (Commit, LogTerm), which a candidate holding that entry adopts (learnCommit).
+func (r *raft) voteRejection(to NodeID, typ MessageType) Message {
+	m := Message{To: to, Type: typ, Term: r.term, Reject: true, Commit: r.log.committed}
+	if t, err := r.log.term(r.log.committed); err == nil {
+		m.LogTerm = t
+	}
+	return m
+}
+
+// learnCommit adopts the commit index a refused (pre-)vote reports, if this node holds the entry
+// there: by Log Matching its log is then the same up to that index, all of it committed. Raft
+// spreads the commit index from the leader only; a candidate that never heard it for a
+// configuration change may need it from whoever knows: a joint configuration's members need
+// the outgoing half's votes until they learn it was left, and a member of that half that
+// applied the leave as a learner never campaigns, and refuses them its vote while its log is
+// longer (a leaving leader deposed by check-quorum with entries after the leave).
+func (r *raft) learnCommit(commit, term uint64) {
+	if r.state == StateLeader || commit <= r.log.committed || !r.log.matchTerm(commit, term) {
+		return
+	}
+	r.logger.Info("raft: learned the commit index from a refused vote", "commit", commit, "term", r.term)
+	r.log.commitTo(commit)
+	if (r.state == StateCandidate || r.state == StatePreCandidate) && r.hasUnappliedConfChanges() {
+		// The votes of this campaign would be counted in a configuration about to change, in
+		// which this node may not even be a voter: give it up, as hup would not have started it.
+		r.logger.Info("raft: giving up the campaign: committed configuration changes to apply first", "term", r.term)
+		r.becomeFollower(r.term, None)
+	}
 }

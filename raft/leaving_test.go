@@ -10,18 +10,18 @@ import (
 // A leader that applies a configuration without itself as a voter leads until a voter replaces
 // it (leaving.go). These tests hold it there and check what it does meanwhile.
 
-// TestLeavingLeaderUnstallsJoint is the stall the simulator found when a leader stepped down
-// as soon as it applied its own removal. The joint configuration has incoming voters {3,4,5}
-// and outgoing {1,2,3}: the leader, 1, is in the outgoing half only, and 1 and 2 become
-// learners when it is left. 1 appends the entry leaving it and one more entry; 4 and 5 get the
-// first only, 2 gets both, and the announcement that the leave committed is lost to 3, 4 and
-// 5. Until they learn it they are joint and need two votes of {1,2,3}; 1 and 2 have the longer
-// log and refuse theirs, and as learners they never campaign. A leader that stepped down there
-// stalled the cluster for good; one that leads on announces the commit once messages flow
-// again, and hands leadership to a voter.
-func TestLeavingLeaderUnstallsJoint(t *testing.T) {
+// newLeavingJointNetwork sets up the stall the simulator found when a leader stepped down as
+// soon as it applied its own removal. The joint configuration has incoming voters {3,4,5} and
+// outgoing {1,2,3}: the leader, 1, is in the outgoing half only, and 1 and 2 become learners
+// when it is left. 1 appends the entry leaving it and one more entry; 4 and 5 get the first
+// only, 2 gets both, 3 is down, and the announcement that the leave committed is lost to 3, 4
+// and 5 (the returned drop function keeps losing it). Until they learn it they are joint and
+// need two votes of {1,2,3}; 1 and 2 have the longer log and refuse theirs, and as learners
+// they never campaign.
+func newLeavingJointNetwork(t *testing.T) (nw *network, incoming func(NodeID) bool) {
+	t.Helper()
 	opts := []cfgOpt{withPreVote, withCheckQuorum}
-	nw := newNetwork(t, 3, opts...)
+	nw = newNetwork(t, 3, opts...)
 	for _, id := range []NodeID{4, 5} {
 		nw.add(testConfig(id, opts...))
 	}
@@ -49,7 +49,7 @@ func TestLeavingLeaderUnstallsJoint(t *testing.T) {
 	if err := nw.node(1).Propose([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	incoming := func(id NodeID) bool { return id == 3 || id == 4 || id == 5 }
+	incoming = func(id NodeID) bool { return id == 3 || id == 4 || id == 5 }
 	nw.drop = func(m Message) bool {
 		return incoming(m.To) && (m.Type == MsgApp || m.Type == MsgHeartbeat) && m.Commit >= leave
 	}
@@ -61,7 +61,7 @@ func TestLeavingLeaderUnstallsJoint(t *testing.T) {
 	}
 	nw.stabilize()
 	for _, id := range []NodeID{1, 2} {
-		if st := nw.status(id); st.LastIndex != leave+1 || st.ConfState.Learners == nil || !slices.Contains(st.ConfState.Learners, id) {
+		if st := nw.status(id); st.LastIndex != leave+1 || !slices.Contains(st.ConfState.Learners, id) {
 			t.Fatalf("node %d did not apply leaving the joint configuration with the entry after it: %+v", id, st)
 		}
 	}
@@ -70,11 +70,13 @@ func TestLeavingLeaderUnstallsJoint(t *testing.T) {
 			t.Fatalf("node %d should hold the leave entry, uncommitted, and still be joint: %+v", id, st)
 		}
 	}
+	return nw, incoming
+}
 
-	// The fault ends.
-	nw.down[3] = false
-	nw.drop, nw.rewrite = nil, nil
-	nw.tick(60)
+// checkLeftJoint checks that a voter of {3,4,5} leads, that the old leader follows it, and that
+// a new write is applied everywhere after x.
+func checkLeftJoint(t *testing.T, nw *network, incoming func(NodeID) bool, wantX bool) {
+	t.Helper()
 	l := nw.leader()
 	if !incoming(l) {
 		t.Fatalf("no leader among the voters {3,4,5} (leader %d)\n%s", l, nw)
@@ -83,16 +85,51 @@ func TestLeavingLeaderUnstallsJoint(t *testing.T) {
 		t.Fatalf("the old leader is %v following %d, want a follower of %d", st.State, st.Lead, l)
 	}
 	nw.propose(l, "y")
+	want := []string{"y"}
+	if wantX {
+		want = []string{"x", "y"}
+	}
 	for _, id := range nw.ids {
 		cs := nw.status(id).ConfState
 		if !slices.Equal(cs.Voters, []NodeID{3, 4, 5}) || len(cs.VotersOutgoing) != 0 || !slices.Equal(cs.Learners, []NodeID{1, 2}) {
 			t.Fatalf("node %d conf %+v", id, cs)
 		}
-		if got := nw.appliedData(id); !slices.Equal(got, []string{"x", "y"}) {
-			t.Fatalf("node %d applied %v, want [x y]", id, got)
+		if got := nw.appliedData(id); !slices.Equal(got, want) {
+			t.Fatalf("node %d applied %v, want %v", id, got, want)
 		}
 	}
 	nw.checkApplied()
+}
+
+// TestLeavingLeaderUnstallsJoint: once messages flow again, the leader that leads on after
+// applying the leave announces the commit, and hands leadership to a voter. (One that stepped
+// down at once stalled the cluster for good here.)
+func TestLeavingLeaderUnstallsJoint(t *testing.T) {
+	nw, incoming := newLeavingJointNetwork(t)
+	nw.down[3] = false
+	nw.drop, nw.rewrite = nil, nil
+	nw.tick(60)
+	checkLeftJoint(t, nw, incoming, true)
+}
+
+// TestLeavingLeaderDeposedUnstallsJoint: the fault lasts, so check-quorum deposes the leaving
+// leader before 3, 4 and 5 learn that the leave committed, and nobody is left to announce it.
+// A candidate among them learns it from the refused votes of 1 and 2, which carry their commit
+// index (learnCommit), applies the leave, and is elected by {3,4,5}. x, which only 1 and 2
+// hold, is overwritten: it never committed.
+func TestLeavingLeaderDeposedUnstallsJoint(t *testing.T) {
+	nw, incoming := newLeavingJointNetwork(t)
+	nw.drop = func(m Message) bool { return incoming(m.To) != incoming(m.From) }
+	for i := 0; i < 3*nw.cfgs[1].ElectionTick && nw.status(1).SoftState.State == StateLeader; i++ {
+		nw.tick(1)
+	}
+	if st := nw.status(1).SoftState.State; st == StateLeader {
+		t.Fatalf("check-quorum did not depose the leaving leader cut off from the voters")
+	}
+	nw.down[3] = false
+	nw.drop, nw.rewrite = nil, nil
+	nw.tick(100)
+	checkLeftJoint(t, nw, incoming, false)
 }
 
 // TestRemovedLeaderLeadsUntilReplaced: a leader removed from (or demoted in) a plain
@@ -346,4 +383,64 @@ func TestTimeoutNowWaitsForConfApply(t *testing.T) {
 	if l := nw.leader(); l != 2 {
 		t.Fatalf("leader %d, want 2 (it campaigns once it applied the change)\n%s", l, nw)
 	}
+}
+
+// TestCandidateLearningConfChangeGivesUp: a candidate that learns from a refused vote that a
+// configuration change committed gives its campaign up instead of counting the rest of its
+// votes in the new configuration. Here 4 campaigns not knowing that its own removal committed;
+// 1 refuses (its log is longer) and tells it, and 2 and 3 grant: a majority of the new voters
+// {1,2,3}, for a member that is not one of them.
+func TestCandidateLearningConfChangeGivesUp(t *testing.T) {
+	nw := newNetwork(t, 4)
+	nw.stabilize()
+	nw.campaign(1)
+	removal := nw.status(1).LastIndex + 1
+	if err := nw.node(1).ProposeConfChange(ConfChange{Changes: []ConfChangeSingle{{ConfChangeRemoveNode, 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nw.node(1).Propose([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// Only 1 holds x; 4 never hears that the removal committed.
+	nw.drop = func(m Message) bool {
+		return m.To == 4 && (m.Type == MsgApp || m.Type == MsgHeartbeat) && m.Commit >= removal
+	}
+	nw.rewrite = func(m Message) Message {
+		if m.Type == MsgApp {
+			m.Entries = slices.DeleteFunc(slices.Clone(m.Entries), func(e Entry) bool { return e.Index > removal })
+		}
+		return m
+	}
+	nw.stabilize()
+	if st := nw.status(4); st.LastIndex != removal || st.HardState.Commit >= removal {
+		t.Fatalf("node 4 should hold its removal, uncommitted: %+v", st)
+	}
+	for _, id := range []NodeID{2, 3} {
+		if st := nw.status(id); st.Applied < removal || st.LastIndex != removal {
+			t.Fatalf("node %d should have applied the removal and hold nothing after it: %+v", id, st)
+		}
+	}
+	nw.drop, nw.rewrite = nil, nil
+	if err := nw.node(4).Campaign(); err != nil {
+		t.Fatal(err)
+	}
+	nw.handleReady(4) // the vote requests
+	nw.deliver()
+	nw.handleReady(1) // 1 refuses first
+	nw.deliver()
+	if st := nw.status(4); st.HardState.Commit < removal {
+		t.Fatalf("node 4 did not learn the commit index from the refused vote: %+v", st)
+	}
+	nw.handleReady(4) // 4 applies its removal
+	nw.handleReady(2)
+	nw.handleReady(3)
+	nw.deliver() // the grants of 2 and 3
+	if st := nw.status(4); st.SoftState.State != StateFollower {
+		t.Fatalf("node 4 is %v after learning of its removal mid-campaign", st.SoftState.State)
+	}
+	nw.tick(50)
+	if l := nw.leader(); l == None || l == 4 {
+		t.Fatalf("leader %d, want one of {1,2,3}\n%s", l, nw)
+	}
+	nw.checkApplied()
 }

@@ -510,7 +510,7 @@ func (r *raft) handleVoteRequest(m Message) {
 		}
 		return
 	}
-	resp := Message{To: m.From, Type: respType, Term: r.term, Reject: true}
+	resp := r.voteRejection(m.From, respType)
 	if m.Type == MsgPreVote {
 		r.send(resp)
 	} else {
@@ -554,6 +554,9 @@ func (r *raft) sendAfterPersist(m Message) {
 func (r *raft) step(m Message) error {
 	if m.To != r.id {
 		return fmt.Errorf("raft: step %v from %d: addressed to node %d, this is node %d", m.Type, m.From, m.To, r.id)
+	}
+	if (m.Type == MsgVoteResp || m.Type == MsgPreVoteResp) && m.Reject {
+		r.learnCommit(m.Commit, m.LogTerm)
 	}
 	switch {
 	case m.Term == 0:
@@ -602,7 +605,7 @@ func (r *raft) step(m Message) error {
 			r.send(Message{To: m.From, Type: MsgAppResp})
 		case m.Type == MsgPreVote:
 			// Tell the pre-candidate our term so that it stops campaigning in the past.
-			r.send(Message{To: m.From, Type: MsgPreVoteResp, Reject: true})
+			r.send(r.voteRejection(m.From, MsgPreVoteResp))
 		}
 		return nil
 	}

@@ -20,9 +20,9 @@ type MessageType uint8
 const (
 	MsgInvalid        MessageType = 0
 	MsgVote           MessageType = 1  // candidate asks for a vote; Index/LogTerm = candidate's last entry
-	MsgVoteResp       MessageType = 2  // Reject=true if not granted
+	MsgVoteResp       MessageType = 2  // Reject=true if not granted; a refusal carries Commit and its LogTerm
 	MsgPreVote        MessageType = 3  // dissertation 9.6; Term is the term the sender would campaign in
-	MsgPreVoteResp    MessageType = 4  // Term echoes the MsgPreVote term when granted
+	MsgPreVoteResp    MessageType = 4  // Term echoes the MsgPreVote term when granted; a refusal as MsgVoteResp
 	MsgApp            MessageType = 5  // Index/LogTerm = entry preceding Entries; Commit = leader's commit
 	MsgAppResp        MessageType = 6  // Index = last index matched (or rejected Index); RejectHint/LogTerm = conflict hint
 	MsgHeartbeat      MessageType = 7  // Commit = min(leader commit, follower match); Context = read-index round
