@@ -22,6 +22,21 @@ import (
 // seed, not drawn, so that the other seeds' runs stay what they were, and a replay needs no flag.
 func jointHoldBySeed(seed uint64) bool { return mix64(seed^0x701d7e1d)%3 == 0 }
 
+// leaderLeavesBySeed says whether a seed's random membership changes (confChange, under either
+// driver) may remove or demote the leader itself, which then leads a configuration it is not a
+// voter of until a voter replaces it (the core's leaving.go). Derived from the seed, like
+// jointHoldBySeed, so that the other seeds' runs stay what they were.
+func leaderLeavesBySeed(seed uint64) bool { return mix64(seed^0x1ea7e5)%3 == 0 }
+
+// removableVoters returns the voters a random membership change may remove, demote or swap
+// out: the voters other than the leader, or on leaderLeavesBySeed seeds every voter.
+func removableVoters(seed uint64, voters []raft.NodeID, leader raft.NodeID) []raft.NodeID {
+	if leaderLeavesBySeed(seed) {
+		return slices.Clone(voters)
+	}
+	return slices.DeleteFunc(slices.Clone(voters), func(id raft.NodeID) bool { return id == leader })
+}
+
 type jointPhase uint8
 
 const (
