@@ -37,7 +37,7 @@ func (r *raft) handOver() {
 	r.handoverTried = sortedInsert(r.handoverTried, to)
 	r.logger.Info("raft: handing leadership over", "to", to, "term", r.term)
 	if err := r.handleTransferLeader(to); err != nil {
-		r.logger.Warn("raft: handing leadership over", "to", to, "err", err)
+		r.logger.Warn("raft: cannot hand leadership over", "to", to, "err", err)
 	}
 }
 
