@@ -34,6 +34,30 @@
 //   - Configuration changes take effect when applied (as etcd's library), not when appended
 //     (dissertation 4.1); a leader accepts a new change only once the previous one is applied and
 //     an entry of its own term has committed (the dissertation 4.1.1 fix).
+//   - A leader that applies a configuration in which it is not a voter (its removal or demotion)
+//     does not step down (dissertation 4.2.2 has it step down once that configuration is
+//     committed, having managed a cluster it is not part of until then; etcd's library leads on
+//     by default): it leads until a voter replaces it, so that every member learns the commit
+//     index from it. Stepping down at once could stall a cluster for
+//     good: after leaving a joint configuration whose incoming half it is not in, if the
+//     announcement of that commit was lost and it had appended entries after it, the others,
+//     still joint, need its vote, which its longer log refuses, and as a non-voter it never
+//     campaigns. Meanwhile it counts itself in no quorum, refuses proposals (ErrLeaderLeaving),
+//     confirms reads by a quorum round only, steps down by check-quorum like any leader, and
+//     transfers leadership to the voter with the highest match once its log is committed,
+//     trying another voter each time a transfer times out (leaving.go).
+//   - A refused vote or pre-vote carries the refuser's commit index and the term of its entry
+//     there; a candidate holding that entry adopts the index (by Log Matching its log is the
+//     same up to there, all of it committed), and gives its campaign up if that commits a
+//     configuration change it has yet to apply. Raft spreads the commit index from the leader
+//     only, and a leaving leader deposed by check-quorum before the others learned that it
+//     left a joint configuration would otherwise leave them needing the outgoing half's votes,
+//     which the learners it made refuse while their logs are longer.
+//   - A follower that receives MsgTimeoutNow while committed configuration changes are not yet
+//     applied campaigns as soon as it has applied them (within an election timeout), instead of
+//     ignoring the request: a transferee often learns that a change committed in the same batch
+//     of messages as the request, and it may not campaign before it knows whether it is still
+//     a voter.
 //   - Snapshots travel in chunks of MaxSnapshotChunkBytes, each acknowledged by the follower
 //     (MsgSnapResp) before the next is sent. A chunk without an acknowledgement for two heartbeat
 //     intervals is resent, then after four, eight...; a transfer without progress for an election timeout starts over, and

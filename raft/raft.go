@@ -69,6 +69,14 @@ type raft struct {
 	randomizedElectionTimeout int
 
 	leadTransferee NodeID
+	// handoverTried: the voters a leaving leader tried to hand leadership to in this round
+	// (leaving.go).
+	handoverTried []NodeID
+	// deferredTransfer: a MsgTimeoutNow arrived while committed configuration changes were not
+	// yet applied; the campaign starts once they are, unless deferredTransferTicks reach an
+	// election timeout first (the leader has given up on the transfer by then).
+	deferredTransfer      bool
+	deferredTransferTicks int
 	// pendingConfIndex: a new configuration change is refused until applied reaches it.
 	pendingConfIndex uint64
 	// uncommittedSize is the payload bytes the leader appended but has not yet seen committed.
@@ -228,6 +236,8 @@ func (r *raft) reset(term uint64) {
 	r.heartbeatElapsed = 0
 	r.resetRandomizedElectionTimeout()
 	r.leadTransferee = None
+	r.handoverTried = nil
+	r.deferredTransfer, r.deferredTransferTicks = false, 0
 	clear(r.votes)
 	for _, id := range r.memberIDs {
 		r.prs[id] = newProgress(r.log.lastIndex()+1, r.cfg.MaxInflightMsgs, r.cfg.MaxInflightBytes, sortedHas(r.conf.learners, id))
@@ -328,6 +338,11 @@ func (r *raft) tick() {
 
 func (r *raft) tickElection() {
 	r.electionElapsed++
+	if r.deferredTransfer {
+		if r.deferredTransferTicks++; r.deferredTransferTicks >= r.cfg.ElectionTick {
+			r.deferredTransfer = false
+		}
+	}
 	if r.promotable() && r.electionElapsed >= r.randomizedElectionTimeout {
 		r.electionElapsed = 0
 		r.hup(r.defaultCampaign())
@@ -349,6 +364,9 @@ func (r *raft) tickHeartbeat() {
 		if r.leadTransferee != None {
 			r.logger.Info("raft: leadership transfer timed out", "term", r.term, "transferee", r.leadTransferee)
 			r.leadTransferee = None
+		}
+		if r.leaving() {
+			r.handOver()
 		}
 	}
 	if r.heartbeatElapsed >= r.cfg.HeartbeatTick {
@@ -492,7 +510,7 @@ func (r *raft) handleVoteRequest(m Message) {
 		}
 		return
 	}
-	resp := Message{To: m.From, Type: respType, Term: r.term, Reject: true}
+	resp := r.voteRejection(m.From, respType)
 	if m.Type == MsgPreVote {
 		r.send(resp)
 	} else {
@@ -536,6 +554,9 @@ func (r *raft) sendAfterPersist(m Message) {
 func (r *raft) step(m Message) error {
 	if m.To != r.id {
 		return fmt.Errorf("raft: step %v from %d: addressed to node %d, this is node %d", m.Type, m.From, m.To, r.id)
+	}
+	if (m.Type == MsgVoteResp || m.Type == MsgPreVoteResp) && m.Reject {
+		r.learnCommit(m.Commit, m.LogTerm)
 	}
 	switch {
 	case m.Term == 0:
@@ -584,7 +605,7 @@ func (r *raft) step(m Message) error {
 			r.send(Message{To: m.From, Type: MsgAppResp})
 		case m.Type == MsgPreVote:
 			// Tell the pre-candidate our term so that it stops campaigning in the past.
-			r.send(Message{To: m.From, Type: MsgPreVoteResp, Reject: true})
+			r.send(r.voteRejection(m.From, MsgPreVoteResp))
 		}
 		return nil
 	}
@@ -629,10 +650,7 @@ func (r *raft) stepFollower(m Message) error {
 			r.send(m)
 		}
 	case MsgTimeoutNow:
-		// Dissertation §3.10: the leader asks us to start an election at once; no pre-vote, since
-		// the leader is known to be alive and willing.
-		r.logger.Info("raft: received MsgTimeoutNow, campaigning", "from", m.From, "term", r.term)
-		r.hup(campaignTransfer)
+		r.timeoutNow(m.From)
 	case MsgReadIndex:
 		if r.lead != None {
 			m.To = r.lead
@@ -745,6 +763,9 @@ func (r *raft) appendEntries(ents ...Entry) {
 
 // proposeEntries appends client entries if the leader accepts proposals now.
 func (r *raft) proposeEntries(ents []Entry) error {
+	if r.leaving() {
+		return ErrLeaderLeaving
+	}
 	if r.leadTransferee != None {
 		// Dissertation §3.10: stop accepting client requests during a transfer, so the target can
 		// catch up and the transfer can complete.
@@ -924,7 +945,8 @@ func (r *raft) handleAppendResponse(m Message, pr *progress) {
 	case pr.state == ProgressReplicate:
 		pr.inflights.freeLE(m.Index)
 	}
-	if r.maybeCommit() && !r.cfg.DeferCommitBroadcast {
+	committed := r.maybeCommit()
+	if committed && !r.cfg.DeferCommitBroadcast {
 		r.bcastAppend()
 	} else if wasPaused {
 		r.maybeSendAppend(m.From, true)
@@ -932,9 +954,8 @@ func (r *raft) handleAppendResponse(m Message, pr *progress) {
 	// Fill the pipeline window.
 	for r.maybeSendAppend(m.From, false) {
 	}
-	if m.From == r.leadTransferee && pr.match == r.log.lastIndex() {
-		r.logger.Info("raft: transferee caught up, sending MsgTimeoutNow", "to", m.From)
-		r.send(Message{To: m.From, Type: MsgTimeoutNow})
+	if m.From == r.leadTransferee || (committed && r.leaving()) {
+		r.maybeTimeoutNow()
 	}
 }
 
@@ -1044,7 +1065,7 @@ func (r *raft) handleTransferLeader(to NodeID) error {
 	r.leadTransferee = to
 	r.logger.Info("raft: transferring leadership", "to", to, "term", r.term)
 	if r.prs[to].match == r.log.lastIndex() {
-		r.send(Message{To: to, Type: MsgTimeoutNow})
+		r.maybeTimeoutNow()
 	} else {
 		r.maybeSendAppend(to, true)
 	}
@@ -1090,10 +1111,11 @@ func (r *raft) serveReadIndex(from NodeID, ctx []byte) error {
 		r.respondReadIndex(from, r.log.committed, ctx)
 		return nil
 	}
-	if r.cfg.ReadOnlyOption == ReadOnlyLeaseBased && r.leadTransferee == None {
+	if r.cfg.ReadOnlyOption == ReadOnlyLeaseBased && r.leadTransferee == None && !r.leaving() {
 		// Dissertation §6.4.1: within its lease (check-quorum) no other leader can exist. Not
 		// during a leadership transfer: the transferee's vote requests bypass the lease, so a new
-		// leader may exist before this one notices; confirm with a quorum round instead.
+		// leader may exist before this one notices; confirm with a quorum round instead. A
+		// leaving leader is always about to transfer (between two attempts, too).
 		r.respondReadIndex(from, r.log.committed, ctx)
 		return nil
 	}
@@ -1178,19 +1200,6 @@ func (r *raft) setConf(n membership, index uint64) {
 	if r.state != StateLeader {
 		return
 	}
-	if !n.isVoter(r.id) {
-		// Dissertation §4.2.2: a leader not part of the new configuration steps down once the
-		// configuration is committed (here: applied, which implies committed).
-		r.logger.Info("raft: stepping down: removed from the configuration", "term", r.term)
-		// Announce the commit index first, with a heartbeat (never paused, unlike an append;
-		// DeferCommitBroadcast may have held the index back): until the members learn that
-		// this configuration is committed they may still need this member's vote (the
-		// outgoing half of a joint configuration), and a removed member's process may soon
-		// exit.
-		r.bcastHeartbeat(nil)
-		r.becomeFollower(r.term, None)
-		return
-	}
 	if r.leadTransferee != None && !sortedHas(n.voters, r.leadTransferee) {
 		r.logger.Info("raft: aborting leadership transfer: transferee no longer a voter", "transferee", r.leadTransferee)
 		r.leadTransferee = None
@@ -1198,6 +1207,10 @@ func (r *raft) setConf(n membership, index uint64) {
 	// Quorums changed: the commit index may move.
 	if r.maybeCommit() {
 		r.bcastAppend()
+	}
+	if !n.isVoter(r.id) {
+		// Not a voter any more: lead until a voter takes over (leaving.go).
+		r.startLeaving()
 	}
 }
 
@@ -1410,6 +1423,9 @@ func (r *raft) leaderSynced(term, index uint64) {
 }
 
 func (r *raft) quorumNeedsLeader() bool {
+	if !r.conf.isVoter(r.id) {
+		return false // a leaving leader's copy counts in no quorum
+	}
 	for _, voters := range [][]NodeID{r.conf.voters, r.conf.outgoing} {
 		if len(voters) == 0 {
 			continue
@@ -1432,7 +1448,7 @@ func (r *raft) quorumNeedsLeader() bool {
 // commitWaitsOnLeaderSync reports whether some appended entry would commit if the leader's own
 // copy were synced: the quorum counts the leader, and the leader has not synced it.
 func (r *raft) commitWaitsOnLeaderSync() bool {
-	if r.state != StateLeader || r.log.durable >= r.log.stable {
+	if r.state != StateLeader || r.log.durable >= r.log.stable || !r.conf.isVoter(r.id) {
 		return false
 	}
 	last := r.log.stable
@@ -1500,6 +1516,7 @@ func (r *raft) advance(rd Ready) {
 		}
 	}
 	r.maybeAutoLeave()
+	r.maybeDeferredTransfer()
 }
 
 // --- snapshots and status ----------------------------------------------------------------------

@@ -20,9 +20,9 @@ type MessageType uint8
 const (
 	MsgInvalid        MessageType = 0
 	MsgVote           MessageType = 1  // candidate asks for a vote; Index/LogTerm = candidate's last entry
-	MsgVoteResp       MessageType = 2  // Reject=true if not granted
+	MsgVoteResp       MessageType = 2  // Reject=true if not granted; a refusal carries Commit and its LogTerm
 	MsgPreVote        MessageType = 3  // dissertation 9.6; Term is the term the sender would campaign in
-	MsgPreVoteResp    MessageType = 4  // Term echoes the MsgPreVote term when granted
+	MsgPreVoteResp    MessageType = 4  // Term echoes the MsgPreVote term when granted; a refusal as MsgVoteResp
 	MsgApp            MessageType = 5  // Index/LogTerm = entry preceding Entries; Commit = leader's commit
 	MsgAppResp        MessageType = 6  // Index = last index matched (or rejected Index); RejectHint/LogTerm = conflict hint
 	MsgHeartbeat      MessageType = 7  // Commit = min(leader commit, follower match); Context = read-index round
@@ -428,14 +428,19 @@ func (c *Config) Validate() error {
 // Errors returned to callers. Callers compare with errors.Is.
 var (
 	// ErrProposalDropped: the proposal was not appended (a leadership transfer in progress, a
-	// pending configuration change, the uncommitted-bytes limit, or too many pending ReadIndex
-	// requests). Retry later. Without a leader, requests fail with *NotLeaderError instead.
+	// pending configuration change, the uncommitted-bytes limit, too many pending ReadIndex
+	// requests, or a leader leaving the configuration). Retry later. Without a leader, requests
+	// fail with *NotLeaderError instead.
 	ErrProposalDropped = errors.New("raft: proposal dropped")
 	// ErrTooManyUncommitted: MaxUncommittedEntriesBytes would be exceeded. It wraps
 	// ErrProposalDropped.
 	ErrTooManyUncommitted = fmt.Errorf("%w: too many uncommitted bytes", ErrProposalDropped)
 	// ErrConfChangePending: a configuration change is proposed while another is not yet applied.
 	ErrConfChangePending = fmt.Errorf("%w: a configuration change is already pending", ErrProposalDropped)
+	// ErrLeaderLeaving: the leader applied a configuration in which it is not a voter; it leads
+	// only until it has handed leadership to a voter (Status.LeadTransferee), and appends
+	// nothing new meanwhile. Retry on another member. It wraps ErrProposalDropped.
+	ErrLeaderLeaving = fmt.Errorf("%w: the leader is not a voter of its configuration and is handing leadership over", ErrProposalDropped)
 	// ErrCompacted: the requested index is at or before the last snapshot.
 	ErrCompacted = errors.New("raft: requested index is compacted")
 	// ErrSnapshotOutOfDate: a snapshot older than the current one was offered.
@@ -509,8 +514,15 @@ type Status struct {
 	// FirstIndex is the first index still in the log (snapshot index + 1).
 	FirstIndex uint64
 	ConfState  ConfState
-	// Progress is only set on the leader.
+	// Progress is only set on the leader. It has no entry for the leader itself once the
+	// leader applied its own removal (see below).
 	Progress map[NodeID]PeerProgress
 	// LeadTransferee is the target of an ongoing leadership transfer, or None.
+	//
+	// A leader whose ConfState no longer lists it as a voter (it applied its own removal or
+	// demotion) is leaving: it still reports StateLeader, because it still leads its term (its
+	// followers see it as their leader, and it keeps replicating so that every member learns
+	// the commit index), but it refuses proposals (ErrLeaderLeaving), and LeadTransferee names
+	// the voter it is handing leadership to.
 	LeadTransferee NodeID
 }

@@ -56,10 +56,12 @@ const (
 	// configuration whose outgoing half can never form a quorum (seeds 33, 173, 599 and 2857
 	// with -nodes 1 did).
 	removalGrace = electionTick
-	// maxLinger bounds how long after removalGrace a removed member waits for the others: a
-	// lagging removed member that has not learned of its removal campaigns again and again, and
+	// maxLinger bounds how long after removalGrace a removed member that has not applied its
+	// removal waits for the others: such a lagging member campaigns again and again, and
 	// without PreVote or CheckQuorum (dissertation 4.2.3) it can keep a lagging voter from ever
-	// catching up and learning of the removal. An operator stops it in the end.
+	// catching up and learning of the removal. An operator stops it in the end. One that
+	// applied its removal never campaigns and waits for the others as long as it takes (a
+	// crashed one, until its restart tells which it is).
 	maxLinger = 20 * electionTick
 	// minVoters is the smallest voter set membership changes shrink the cluster to.
 	minVoters = 3

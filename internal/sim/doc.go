@@ -17,8 +17,10 @@
 //     store that models a disk (SaveCrasher, SnapshotCrasher, such as package walstore), power
 //     losses inside a Save or a local snapshot save that leave part of it on the disk.
 //     A member removed from the configuration runs on, as a server does after applying its
-//     own removal, until every voter of the new configuration has applied it (or, at the
-//     latest, maxLinger ticks on), and then exits for good. On a third of the seeds
+//     own removal, until every voter of the new configuration has applied it (or, if it has
+//     not applied its removal itself, at the latest maxLinger ticks on), and then exits for
+//     good; on a third of the seeds (leaderLeavesBySeed) the leader itself may be removed or
+//     demoted, and leads on until a voter replaces it. On a third of the seeds
 //     (jointHoldBySeed) membership changes also replace several voters at once through a joint
 //     configuration that is held, not left automatically, and the voters of one half only are
 //     partitioned off or crashed the moment the first member applies it, before the others

@@ -215,12 +215,7 @@ func (s *simulation) confChange() {
 			break
 		}
 	}
-	var others []raft.NodeID // voters other than the leader
-	for _, v := range cs.Voters {
-		if v != l.id {
-			others = append(others, v)
-		}
-	}
+	others := removableVoters(s.o.Seed, cs.Voters, l.id)
 	for _, id := range cs.Learners {
 		choices = append(choices, single(raft.ConfChangeAddVoter, id), single(raft.ConfChangeRemoveNode, id))
 		if len(others) > 0 {

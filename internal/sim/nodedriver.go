@@ -158,7 +158,7 @@ func (s *simulation) runNodes() {
 		s.ev(0xa1, s.now)
 		now := r.epoch.Add(time.Duration(s.now) * nodeTick)
 		for _, m := range r.members[1:] {
-			if m.removeAt != 0 && s.now >= m.removeAt && (r.othersKnowRemoved(m) || s.now >= m.removeAt+maxLinger) {
+			if m.removeAt != 0 && s.now >= m.removeAt && (r.othersKnowRemoved(m) || s.now >= m.removeAt+maxLinger && r.unawareRemoved(m)) {
 				r.exitRemoved(m)
 			}
 			if !m.up() {

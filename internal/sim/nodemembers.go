@@ -50,7 +50,7 @@ func (r *nodeRun) confChange() {
 			break
 		}
 	}
-	others := slices.DeleteFunc(slices.Clone(cs.Voters), func(id raft.NodeID) bool { return id == l.id })
+	others := removableVoters(r.o.Seed, cs.Voters, l.id)
 	for _, id := range cs.Learners {
 		choices = append(choices, single(raft.ConfChangeAddVoter, id), single(raft.ConfChangeRemoveNode, id))
 		if len(others) > 0 {
@@ -129,6 +129,12 @@ func (r *nodeRun) othersKnowRemoved(m *member) bool {
 		}
 	}
 	return true
+}
+
+// unawareRemoved reports whether removed member m is up and has not applied its removal (see
+// simulation.unawareRemoved).
+func (r *nodeRun) unawareRemoved(m *member) bool {
+	return m.up() && inConf(m.d.Status().ConfState, m.id)
 }
 
 // exitRemoved shuts a removed member down for good.

@@ -356,7 +356,7 @@ func (s *simulation) run() {
 		}
 		s.ev(0xa1, s.now)
 		for _, n := range s.nodes[1:] {
-			if n.removeAt != 0 && s.now >= n.removeAt && (s.othersKnowRemoved(n) || s.now >= n.removeAt+maxLinger) {
+			if n.removeAt != 0 && s.now >= n.removeAt && (s.othersKnowRemoved(n) || s.now >= n.removeAt+maxLinger && s.unawareRemoved(n)) {
 				s.exitRemoved(n)
 			}
 			if n.up() && n.syncDue.owed && s.syncDueNow(n) {
@@ -910,6 +910,14 @@ func (s *simulation) othersKnowRemoved(n *simNode) bool {
 		}
 	}
 	return true
+}
+
+// unawareRemoved reports whether removed member n is up and has not applied its removal: only
+// such a member is stopped before the voters know (maxLinger), because it campaigns. One that
+// applied its removal never does, may even lead still, handing leadership over, and may be the
+// only one able to tell the voters; one that is down waits for its restart to tell which.
+func (s *simulation) unawareRemoved(n *simNode) bool {
+	return n.up() && inConf(n.rn.Status().ConfState, n.id)
 }
 
 // exitRemoved shuts down, for good, a removed member whose grace is over.

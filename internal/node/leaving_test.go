@@ -1,0 +1,184 @@
+package node
+
+import (
+	"errors"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caucus/caucus/internal/vfs"
+	"github.com/caucus/caucus/internal/wal"
+	"github.com/caucus/caucus/raft"
+)
+
+// queueTransport queues what a member sends, for queueNet to deliver.
+type queueTransport struct{ nw *queueNet }
+
+func (t queueTransport) Send(msgs []raft.Message)  { t.nw.queue = append(t.nw.queue, msgs...) }
+func (queueTransport) AddPeer(raft.NodeID, string) {}
+func (queueTransport) RemovePeer(raft.NodeID)      {}
+
+// queueNet runs members through their Drivers on manual time, on the test's goroutine.
+type queueNet struct {
+	t       *testing.T
+	clocks  map[raft.NodeID]*ManualClock
+	drivers map[raft.NodeID]*Driver
+	sms     map[raft.NodeID]*listSM
+	queue   []raft.Message
+	drop    func(raft.Message) bool
+}
+
+func newQueueNet(t *testing.T, ids ...raft.NodeID) *queueNet {
+	t.Helper()
+	nw := &queueNet{t: t, clocks: map[raft.NodeID]*ManualClock{}, drivers: map[raft.NodeID]*Driver{}, sms: map[raft.NodeID]*listSM{}}
+	var members []Member
+	for _, id := range ids {
+		members = append(members, Member{ID: id})
+	}
+	for _, id := range ids {
+		clock := NewManualClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+		rc := raft.DefaultConfig(id)
+		rc.Logger = slog.New(slog.DiscardHandler)
+		n, err := OpenFS(OpenConfig{
+			Config: Config{
+				Raft: rc, TickInterval: 10 * time.Millisecond, CommitBroadcastDelay: -1,
+				Time: clock, Executor: &queueExec{}, Logger: slog.New(slog.DiscardHandler),
+			},
+			DataDir: "d", NewCluster: true, InitialMembers: members,
+			WALOptions: wal.Options{Logger: slog.New(slog.DiscardHandler)},
+		}, FSOpen{FS: vfs.NewSim(uint64(id)), StateMachine: nw.sm(id)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.SetTransport(queueTransport{nw: nw}, nil)
+		nw.clocks[id], nw.drivers[id] = clock, NewDriver(n)
+	}
+	return nw
+}
+
+func (nw *queueNet) sm(id raft.NodeID) *listSM {
+	sm := &listSM{}
+	nw.sms[id] = sm
+	return sm
+}
+
+func (nw *queueNet) check(err error) {
+	nw.t.Helper()
+	if err != nil {
+		nw.t.Fatal(err)
+	}
+}
+
+// deliver delivers every queued message, and those they cause, until none is left.
+func (nw *queueNet) deliver() {
+	nw.t.Helper()
+	for i := 0; len(nw.queue) > 0; i++ {
+		if i > 100000 {
+			nw.t.Fatal("messages keep coming")
+		}
+		m := nw.queue[0]
+		nw.queue = nw.queue[1:]
+		if d := nw.drivers[m.To]; d != nil && (nw.drop == nil || !nw.drop(m)) {
+			nw.check(d.Step(m))
+		}
+	}
+}
+
+// tick moves every member's time by a tick, ticks it, and delivers.
+func (nw *queueNet) tick() {
+	nw.t.Helper()
+	for _, id := range slices.Sorted(maps.Keys(nw.drivers)) {
+		c := nw.clocks[id]
+		c.Set(c.Now().Add(10 * time.Millisecond))
+		nw.check(nw.drivers[id].Tick())
+	}
+	nw.deliver()
+}
+
+// leader returns the member that leads in the highest term, or None.
+func (nw *queueNet) leader() raft.NodeID {
+	var lead raft.NodeID
+	var term uint64
+	for id, d := range nw.drivers {
+		st := d.Status()
+		if st.SoftState.State == raft.StateLeader && st.HardState.Term > term {
+			lead, term = id, st.HardState.Term
+		}
+	}
+	return lead
+}
+
+func answered(t *testing.T, what string, p *Proposal) error {
+	t.Helper()
+	_, err, ok := p.Result()
+	if !ok {
+		t.Fatalf("%s not answered", what)
+	}
+	return err
+}
+
+// TestRemovedLeaderAnswersAndRefuses: a leader that applies its own removal leads until a voter
+// replaces it. The writes it appended before and after the removal entry are answered by itself
+// (it hands over only once its log is committed: its successor never talks to it), and a new
+// write fails at once as unavailable and certainly not applied, with a reason that names the
+// leader's departure, so the client retries elsewhere. Once the transfer goes through, the new
+// leader serves writes.
+func TestRemovedLeaderAnswersAndRefuses(t *testing.T) {
+	nw := newQueueNet(t, 1, 2, 3)
+	for i := 0; i < 100 && nw.leader() == raft.None; i++ {
+		nw.tick()
+	}
+	old := nw.leader()
+	if old == raft.None {
+		t.Fatal("no leader after 100 ticks")
+	}
+	l := nw.drivers[old]
+	// Hold the hand-over back, to see the leaving leader at work.
+	nw.drop = func(m raft.Message) bool { return m.Type == raft.MsgTimeoutNow }
+	a, err := l.Propose(1, []byte{1})
+	nw.check(err)
+	_, err = l.ProposeConfChange(100, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeRemoveNode, NodeID: old}}})
+	nw.check(err)
+	b, err := l.Propose(2, []byte{2})
+	nw.check(err)
+	nw.deliver()
+	st := l.Status()
+	if st.SoftState.State != raft.StateLeader || slices.Contains(st.ConfState.Voters, old) {
+		t.Fatalf("node %d should lead after applying its removal: %v, conf %+v", old, st.SoftState.State, st.ConfState)
+	}
+	for _, p := range []struct {
+		name string
+		p    *Proposal
+	}{{"the write before the removal", a}, {"the write after the removal", b}} {
+		if err := answered(t, p.name, p.p); err != nil {
+			t.Fatalf("%s: %v", p.name, err)
+		}
+	}
+	c, err := l.Propose(3, []byte{3})
+	nw.check(err)
+	err = answered(t, "a write on the leaving leader", c)
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, raft.ErrLeaderLeaving) || !strings.Contains(err.Error(), "proposal dropped") {
+		t.Fatalf("a write on the leaving leader: %v; want unavailable, raft.ErrLeaderLeaving (\"proposal dropped\": not applied)", err)
+	}
+
+	nw.drop = nil
+	for i := 0; i < 50 && nw.leader() == old; i++ {
+		nw.tick()
+	}
+	lead := nw.leader()
+	if lead == raft.None || lead == old {
+		t.Fatalf("leader %d, want a voter", lead)
+	}
+	d, err := nw.drivers[lead].Propose(4, []byte{4})
+	nw.check(err)
+	nw.deliver()
+	if err := answered(t, "a write on the new leader", d); err != nil {
+		t.Fatal(err)
+	}
+	if st := l.Status().SoftState; st.State == raft.StateLeader {
+		t.Fatal("the removed leader still leads")
+	}
+}
