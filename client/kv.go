@@ -225,6 +225,12 @@ func (c *Client) write(ctx context.Context, op string, setSession func(*caucusv1
 	}
 	ctx, cancel := context.WithTimeout(ctx, span)
 	defer cancel()
+	if key, ok := ctx.Value(idempotencyKeyCtx{}).(string); ok {
+		// The key names the write instead of a session of this client: every attempt carries it,
+		// and the cluster answers a repeat with the first attempt's result.
+		setSession(&caucusv1.Session{IdempotencyKey: key})
+		return c.call(ctx, op, leaderEndpoint, retryTransient, attempt)
+	}
 	l, s := c.lanes.acquire()
 	mayBeApplied := false // some attempt of this write may have been applied
 	observe := func(ctx context.Context, ep *endpoint) error {

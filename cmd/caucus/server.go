@@ -50,6 +50,8 @@ func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile, logLevel, bug
 	fs.IntVar(&cfg.Limits.MaxEventBytes, "max-event-bytes", cfg.Limits.MaxEventBytes, "largest event accepted (topic, key, payload, headers and id)")
 	fs.IntVar(&cfg.Limits.MaxEventsPerWrite, "max-events-per-write", cfg.Limits.MaxEventsPerWrite, "most events one write publishes")
 	fs.IntVar(&cfg.Limits.MaxTopics, "max-topics", cfg.Limits.MaxTopics, "most topics holding retained events at once")
+	fs.DurationVar(&cfg.Limits.IdempotencyRetention, "idempotency-retention", cfg.Limits.IdempotencyRetention, "how long an idempotency key is remembered after its write")
+	fs.IntVar(&cfg.Limits.MaxIdempotencyKeys, "max-idempotency-keys", cfg.Limits.MaxIdempotencyKeys, "most idempotency keys remembered at once")
 	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "serve runtime profiles under /debug/pprof/ on the client port")
 	fs.StringVar(&cfg.AutoCompaction.Mode, "auto-compaction-mode", "", "compact old revisions automatically: periodic or revision (default: off)")
 	retention = fs.String("auto-compaction-retention", "", "periodic: history to keep (a duration, or hours as a bare number, as etcd); revision: revisions to keep")

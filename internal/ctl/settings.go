@@ -37,6 +37,8 @@ func settingFields() []settingField {
 		{"max-event-bytes", false, (*caucusv1.ClusterSettings).GetMaxEventBytes, func(s *caucusv1.ClusterSettings, v int64) { s.MaxEventBytes = v }},
 		{"max-events-per-write", false, (*caucusv1.ClusterSettings).GetMaxEventsPerWrite, func(s *caucusv1.ClusterSettings, v int64) { s.MaxEventsPerWrite = v }},
 		{"max-topics", false, (*caucusv1.ClusterSettings).GetMaxTopics, func(s *caucusv1.ClusterSettings, v int64) { s.MaxTopics = v }},
+		{"idempotency-retention", true, (*caucusv1.ClusterSettings).GetIdempotencyRetentionMs, func(s *caucusv1.ClusterSettings, v int64) { s.IdempotencyRetentionMs = v }},
+		{"max-idempotency-keys", false, (*caucusv1.ClusterSettings).GetMaxIdempotencyKeys, func(s *caucusv1.ClusterSettings, v int64) { s.MaxIdempotencyKeys = v }},
 	}
 }
 
@@ -104,7 +106,7 @@ func clusterSettingsCommand() *command {
 			"through the log. NAME is a server flag that sets a new cluster's initial value: " +
 			"max-key-bytes, max-value-bytes, max-request-bytes, max-txn-ops, max-range-results, " +
 			"max-lease-ttl-seconds, max-leases, max-sessions, session-ttl, session-retry-window, " +
-			"max-event-bytes, max-events-per-write, max-topics.",
+			"max-event-bytes, max-events-per-write, max-topics, idempotency-retention, max-idempotency-keys.",
 		run: func(e *env, args []string) error {
 			if len(args) == 0 {
 				return e.showSettings()

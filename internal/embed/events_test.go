@@ -154,3 +154,49 @@ func TestEventsCommitWithTheirWriteOnEveryMember(t *testing.T) {
 		t.Fatalf("after a restart member 3 holds %q, want %q", got, first)
 	}
 }
+
+// TestIdempotencyKeyAcrossClients: a write named by an idempotency key is applied once even when
+// another client (a restarted service) sends it again; that client gets the first result; the
+// key on a different request is refused.
+func TestIdempotencyKeyAcrossClients(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	lead := tc.waitLeader()
+	waitLogVersion(t, tc, logpb.Version3)
+	// Writes go to the leader, which answers once it applied them: its store has them.
+	eps := []string{tc.members[lead].ClientURL}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	put := func(value string) (*client.PutResponse, error) {
+		cli, err := client.New(client.Config{Endpoints: eps, Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cli.Close()
+		return cli.Put(client.WithIdempotencyKey(ctx, "order-7"), "order/7", value,
+			client.WithEvents(client.NewEvent("orders", "7", []byte(value))))
+	}
+	first, err := put("placed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := put("placed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Header.Revision != first.Header.Revision || !slices.Equal(again.EventIds, first.EventIds) {
+		t.Fatalf("the second client got revision %d ids %v, want the first's %d %v", again.Header.Revision, again.EventIds, first.Header.Revision, first.EventIds)
+	}
+	if _, err := put("cancelled"); !client.IsIdempotencyKeyReused(err) {
+		t.Fatalf("the key on another request: %v, want IsIdempotencyKeyReused", err)
+	}
+	// A member answers a write once applied; its store shows it at the next group commit.
+	st := tc.members[lead].FSM.Store()
+	for deadline := time.Now().Add(5 * time.Second); st.Rev() < first.Header.Revision && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond) // polling a real member's group commit
+	}
+	f, _ := mvcc.NewEventFilter([]string{"orders"})
+	evs, _, err := st.Events(1, 0, 100, f)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("orders events %v, %v: want exactly one", evs, err)
+	}
+}

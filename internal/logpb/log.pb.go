@@ -536,11 +536,13 @@ func (*Command_Ack) isCommand_Op() {}
 
 // Session makes a write exactly-once across retries.
 type Session struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClientId      uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Sequence      uint64                 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ClientId uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Sequence uint64                 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// idempotency_key (version 3) names the write instead of a client session.
+	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -585,6 +587,13 @@ func (x *Session) GetSequence() uint64 {
 		return x.Sequence
 	}
 	return 0
+}
+
+func (x *Session) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
 }
 
 // ResponseHeader: the state machine fills revision; the server fills the rest at the edge.
@@ -2531,11 +2540,13 @@ type Settings struct {
 	SessionTtlNanos         int64                  `protobuf:"varint,9,opt,name=session_ttl_nanos,json=sessionTtlNanos,proto3" json:"session_ttl_nanos,omitempty"`
 	SessionRetryWindowNanos int64                  `protobuf:"varint,10,opt,name=session_retry_window_nanos,json=sessionRetryWindowNanos,proto3" json:"session_retry_window_nanos,omitempty"`
 	// Version 3.
-	MaxEventBytes     int64 `protobuf:"varint,11,opt,name=max_event_bytes,json=maxEventBytes,proto3" json:"max_event_bytes,omitempty"`
-	MaxEventsPerWrite int64 `protobuf:"varint,12,opt,name=max_events_per_write,json=maxEventsPerWrite,proto3" json:"max_events_per_write,omitempty"`
-	MaxTopics         int64 `protobuf:"varint,13,opt,name=max_topics,json=maxTopics,proto3" json:"max_topics,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	MaxEventBytes             int64 `protobuf:"varint,11,opt,name=max_event_bytes,json=maxEventBytes,proto3" json:"max_event_bytes,omitempty"`
+	MaxEventsPerWrite         int64 `protobuf:"varint,12,opt,name=max_events_per_write,json=maxEventsPerWrite,proto3" json:"max_events_per_write,omitempty"`
+	MaxTopics                 int64 `protobuf:"varint,13,opt,name=max_topics,json=maxTopics,proto3" json:"max_topics,omitempty"`
+	IdempotencyRetentionNanos int64 `protobuf:"varint,14,opt,name=idempotency_retention_nanos,json=idempotencyRetentionNanos,proto3" json:"idempotency_retention_nanos,omitempty"`
+	MaxIdempotencyKeys        int64 `protobuf:"varint,15,opt,name=max_idempotency_keys,json=maxIdempotencyKeys,proto3" json:"max_idempotency_keys,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *Settings) Reset() {
@@ -2655,6 +2666,20 @@ func (x *Settings) GetMaxEventsPerWrite() int64 {
 func (x *Settings) GetMaxTopics() int64 {
 	if x != nil {
 		return x.MaxTopics
+	}
+	return 0
+}
+
+func (x *Settings) GetIdempotencyRetentionNanos() int64 {
+	if x != nil {
+		return x.IdempotencyRetentionNanos
+	}
+	return 0
+}
+
+func (x *Settings) GetMaxIdempotencyKeys() int64 {
+	if x != nil {
+		return x.MaxIdempotencyKeys
 	}
 	return 0
 }
@@ -3884,10 +3909,11 @@ const file_log_proto_rawDesc = "" +
 	"\x0fconsumer_delete\x18\x16 \x01(\v2!.caucus.log.ConsumerDeleteRequestH\x00R\x0econsumerDelete\x120\n" +
 	"\x05fetch\x18\x17 \x01(\v2\x18.caucus.log.FetchRequestH\x00R\x05fetch\x12*\n" +
 	"\x03ack\x18\x18 \x01(\v2\x16.caucus.log.AckRequestH\x00R\x03ackB\x04\n" +
-	"\x02opJ\x04\b\x1e\x10(\"B\n" +
+	"\x02opJ\x04\b\x1e\x10(\"k\n" +
 	"\aSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x1a\n" +
-	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\xb3\x01\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12'\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"\xb3\x01\n" +
 	"\x0eResponseHeader\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\x04R\tclusterId\x12\x1b\n" +
@@ -4041,7 +4067,7 @@ const file_log_proto_rawDesc = "" +
 	"\vclient_urls\x18\x02 \x03(\tR\n" +
 	"clientUrls\x12\x1f\n" +
 	"\vlog_version\x18\x03 \x01(\rR\n" +
-	"logVersion\"\xa4\x04\n" +
+	"logVersion\"\x96\x05\n" +
 	"\bSettings\x12\"\n" +
 	"\rmax_key_bytes\x18\x01 \x01(\x03R\vmaxKeyBytes\x12&\n" +
 	"\x0fmax_value_bytes\x18\x02 \x01(\x03R\rmaxValueBytes\x12*\n" +
@@ -4058,7 +4084,9 @@ const file_log_proto_rawDesc = "" +
 	"\x0fmax_event_bytes\x18\v \x01(\x03R\rmaxEventBytes\x12/\n" +
 	"\x14max_events_per_write\x18\f \x01(\x03R\x11maxEventsPerWrite\x12\x1d\n" +
 	"\n" +
-	"max_topics\x18\r \x01(\x03R\tmaxTopics\"R\n" +
+	"max_topics\x18\r \x01(\x03R\tmaxTopics\x12>\n" +
+	"\x1bidempotency_retention_nanos\x18\x0e \x01(\x03R\x19idempotencyRetentionNanos\x120\n" +
+	"\x14max_idempotency_keys\x18\x0f \x01(\x03R\x12maxIdempotencyKeys\"R\n" +
 	"\x0eSettingsUpdate\x12&\n" +
 	"\x03set\x18\x01 \x01(\v2\x14.caucus.log.SettingsR\x03set\x12\x18\n" +
 	"\ainitial\x18\x02 \x01(\bR\ainitial\"\xa7\x02\n" +

@@ -37,6 +37,9 @@ func VersionOf(c *Command) uint32 {
 
 // Needs returns the lowest format version that can apply c.
 func Needs(c *Command) uint32 {
+	if sessionKeyed(c) {
+		return Version3
+	}
 	switch op := c.GetOp().(type) {
 	case *Command_Settings:
 		return Version2
@@ -107,4 +110,26 @@ func VersionFeature(v uint32) string {
 		return "events and durable consumers"
 	}
 	return fmt.Sprintf("log format version %d", v)
+}
+
+// sessionKeyed reports whether c names its write with an idempotency key (version 3): a member
+// that does not know the field would apply a repeat again.
+func sessionKeyed(c *Command) bool {
+	type sessioned interface{ GetSession() *Session }
+	var s sessioned
+	switch op := c.GetOp().(type) {
+	case *Command_Put:
+		s = op.Put
+	case *Command_DeleteRange:
+		s = op.DeleteRange
+	case *Command_Txn:
+		s = op.Txn
+	case *Command_Publish:
+		s = op.Publish
+	case *Command_Ack:
+		s = op.Ack
+	default:
+		return false
+	}
+	return s.GetSession().GetIdempotencyKey() != ""
 }

@@ -47,6 +47,7 @@ type Batch struct {
 	settingsChanged bool
 
 	hist, lease, leaseExp, leaseKey, sess, sessLRU, member, events, topics *bolt.Bucket
+	idem, idemExp                                                          *bolt.Bucket
 	// cons holds the consumer buckets (consumer.go); consChanged is set when a command changed
 	// a consumer, so that Commit wakes the fetches waiting on one.
 	cons        consumerBuckets
@@ -89,6 +90,7 @@ func (s *Store) Begin() *Batch {
 	b.sess = tx.Bucket(bucketSession)
 	b.sessLRU = tx.Bucket(bucketSessLRU)
 	b.member = tx.Bucket(bucketMember)
+	b.idem, b.idemExp = tx.Bucket(bucketIdemKey), tx.Bucket(bucketIdemExp)
 	b.events = tx.Bucket(bucketEvents)
 	b.events.FillPercent = 1
 	b.topics = tx.Bucket(bucketTopics)

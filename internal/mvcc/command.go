@@ -45,7 +45,14 @@ func (b *Batch) ApplyOp(index uint64, cmd *logpb.Command, op Op) Result {
 		b.fail(err)
 		return Result{Err: b.err}
 	}
+	if err := b.expireIdemKeys(); err != nil {
+		b.fail(err)
+		return Result{Err: b.err}
+	}
 	sess := sessionOf(cmd)
+	if key := sess.GetIdempotencyKey(); key != "" {
+		return b.applyKeyed(cmd, key, op)
+	}
 	if sess.GetClientId() != 0 {
 		res, done, err := b.checkSession(sess)
 		if err != nil {

@@ -17,7 +17,8 @@ var (
 	bucketMember   = []byte("member")
 
 	allBuckets = [][]byte{bucketMeta, bucketHistory, bucketLease, bucketLeaseExp,
-		bucketLeaseKey, bucketSession, bucketSessLRU, bucketMember, bucketEvents, bucketTopics}
+		bucketLeaseKey, bucketSession, bucketSessLRU, bucketMember, bucketEvents, bucketTopics,
+		bucketIdemKey, bucketIdemExp}
 )
 
 // Keys of the meta bucket.

@@ -52,6 +52,12 @@ var (
 	// ErrTooManyTopics: the write would add a topic past Limits.MaxTopics. Nothing was applied;
 	// it may succeed once compaction empties a topic.
 	ErrTooManyTopics = &Error{Code: "too_many_topics", Message: "too many topics"}
+	// ErrIdempotencyKeyReused: the write's idempotency key names another request. Nothing was
+	// applied.
+	ErrIdempotencyKeyReused = &Error{Code: "idempotency_key_reused", Message: "idempotency key already used for a different request"}
+	// ErrTooManyIdempotencyKeys: the table of idempotency keys is full for the retention.
+	// Nothing was applied; the write may succeed once older keys expire.
+	ErrTooManyIdempotencyKeys = &Error{Code: "too_many_idempotency_keys", Message: "too many idempotency keys"}
 )
 
 var sentinels = map[string]*Error{}
@@ -60,7 +66,8 @@ func init() {
 	for _, e := range []*Error{ErrCompacted, ErrFutureRev, ErrLeaseNotFound, ErrLeaseExists, ErrTooManyLeases,
 		ErrKeyTooLarge, ErrValueTooLarge, ErrRequestTooLarge, ErrTooManyOps, ErrDuplicateKey,
 		ErrStaleSequence, ErrSessionExpired, ErrTooManySessions, ErrUnknownKeyspace, ErrEmptyKey, ErrInvalidArgument,
-		ErrInvalidTopic, ErrEventTooLarge, ErrTooManyEvents, ErrTooManyTopics} {
+		ErrInvalidTopic, ErrEventTooLarge, ErrTooManyEvents, ErrTooManyTopics,
+		ErrIdempotencyKeyReused, ErrTooManyIdempotencyKeys} {
 		sentinels[e.Code] = e
 	}
 }

@@ -80,6 +80,10 @@ type Limits struct {
 	MaxEventBytes     int
 	MaxEventsPerWrite int
 	MaxTopics         int
+	// IdempotencyRetention is how long an idempotency key is remembered after its write;
+	// MaxIdempotencyKeys bounds the keys remembered (idempotency.go).
+	IdempotencyRetention time.Duration
+	MaxIdempotencyKeys   int
 }
 
 // DefaultLimits returns the default limits.
@@ -98,6 +102,9 @@ func DefaultLimits() Limits {
 		MaxEventBytes:      DefaultMaxEventBytes,
 		MaxEventsPerWrite:  DefaultMaxEventsPerWrite,
 		MaxTopics:          DefaultMaxTopics,
+
+		IdempotencyRetention: DefaultIdempotencyRetention,
+		MaxIdempotencyKeys:   DefaultMaxIdempotencyKeys,
 	}
 }
 
@@ -140,6 +147,12 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxTopics == 0 {
 		l.MaxTopics = d.MaxTopics
 	}
+	if l.IdempotencyRetention == 0 {
+		l.IdempotencyRetention = d.IdempotencyRetention
+	}
+	if l.MaxIdempotencyKeys == 0 {
+		l.MaxIdempotencyKeys = d.MaxIdempotencyKeys
+	}
 	if l.SessionRetryWindow == 0 {
 		// A shorter TTL caps the default, so that setting only SessionTTL stays valid.
 		l.SessionRetryWindow = min(d.SessionRetryWindow, l.SessionTTL)
@@ -174,6 +187,10 @@ func (l Limits) check() error {
 		return fmt.Errorf("mvcc: invalid limits: MaxEventsPerWrite %d < 1", l.MaxEventsPerWrite)
 	case l.MaxTopics < 1:
 		return fmt.Errorf("mvcc: invalid limits: MaxTopics %d < 1", l.MaxTopics)
+	case l.IdempotencyRetention <= 0:
+		return fmt.Errorf("mvcc: invalid limits: IdempotencyRetention %v <= 0", l.IdempotencyRetention)
+	case l.MaxIdempotencyKeys < 1:
+		return fmt.Errorf("mvcc: invalid limits: MaxIdempotencyKeys %d < 1", l.MaxIdempotencyKeys)
 	case l.SessionRetryWindow <= 0 || l.SessionRetryWindow > l.SessionTTL:
 		// A window beyond the TTL would promise protection that expiry takes away.
 		return fmt.Errorf("mvcc: invalid limits: SessionRetryWindow %v outside (0, SessionTTL %v]", l.SessionRetryWindow, l.SessionTTL)
@@ -198,6 +215,13 @@ func (l Limits) Validate(cmd *logpb.Command) error {
 	}
 	if s := sessionOf(cmd); s.GetClientId() != 0 && s.GetSequence() == 0 {
 		return errorf(ErrInvalidArgument, "client %d: session sequence 0 (sequences start at 1)", s.GetClientId())
+	} else if k := s.GetIdempotencyKey(); k != "" {
+		if s.GetClientId() != 0 || s.GetSequence() != 0 {
+			return errorf(ErrInvalidArgument, "a write carries a client session or an idempotency key, not both")
+		}
+		if len(k) > MaxIdempotencyKeyBytes {
+			return errorf(ErrInvalidArgument, "idempotency key is %d bytes, limit %d", len(k), MaxIdempotencyKeyBytes)
+		}
 	}
 	switch op := cmd.GetOp().(type) {
 	case *logpb.Command_Put:

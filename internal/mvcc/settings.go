@@ -22,19 +22,21 @@ var metaSettings = []byte("settings")
 // Settings converts limits to their replicated form.
 func (l Limits) Settings() *logpb.Settings {
 	return &logpb.Settings{
-		MaxKeyBytes:             int64(l.MaxKeyBytes),
-		MaxValueBytes:           int64(l.MaxValueBytes),
-		MaxRequestBytes:         int64(l.MaxRequestBytes),
-		MaxTxnOps:               int64(l.MaxTxnOps),
-		MaxRangeResults:         l.MaxRangeResults,
-		MaxLeaseTtlSeconds:      l.MaxLeaseTTL,
-		MaxLeases:               int64(l.MaxLeases),
-		MaxSessions:             int64(l.MaxSessions),
-		SessionTtlNanos:         int64(l.SessionTTL),
-		SessionRetryWindowNanos: int64(l.SessionRetryWindow),
-		MaxEventBytes:           int64(l.MaxEventBytes),
-		MaxEventsPerWrite:       int64(l.MaxEventsPerWrite),
-		MaxTopics:               int64(l.MaxTopics),
+		MaxKeyBytes:               int64(l.MaxKeyBytes),
+		MaxValueBytes:             int64(l.MaxValueBytes),
+		MaxRequestBytes:           int64(l.MaxRequestBytes),
+		MaxTxnOps:                 int64(l.MaxTxnOps),
+		MaxRangeResults:           l.MaxRangeResults,
+		MaxLeaseTtlSeconds:        l.MaxLeaseTTL,
+		MaxLeases:                 int64(l.MaxLeases),
+		MaxSessions:               int64(l.MaxSessions),
+		SessionTtlNanos:           int64(l.SessionTTL),
+		SessionRetryWindowNanos:   int64(l.SessionRetryWindow),
+		MaxEventBytes:             int64(l.MaxEventBytes),
+		MaxEventsPerWrite:         int64(l.MaxEventsPerWrite),
+		MaxTopics:                 int64(l.MaxTopics),
+		IdempotencyRetentionNanos: int64(l.IdempotencyRetention),
+		MaxIdempotencyKeys:        int64(l.MaxIdempotencyKeys),
 	}
 }
 
@@ -54,6 +56,10 @@ func (l Limits) Merge(s *logpb.Settings) Limits {
 	set(&l.MaxEventBytes, s.GetMaxEventBytes())
 	set(&l.MaxEventsPerWrite, s.GetMaxEventsPerWrite())
 	set(&l.MaxTopics, s.GetMaxTopics())
+	set(&l.MaxIdempotencyKeys, s.GetMaxIdempotencyKeys())
+	if v := s.GetIdempotencyRetentionNanos(); v != 0 {
+		l.IdempotencyRetention = time.Duration(v)
+	}
 	if v := s.GetMaxRangeResults(); v != 0 {
 		l.MaxRangeResults = v
 	}

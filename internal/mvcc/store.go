@@ -296,6 +296,7 @@ type state struct {
 	sessions   int64 // number of sessions
 	leases     int64 // number of leases
 	topics     int64 // entries of the topics bucket
+	idemKeys   int64 // idempotency keys remembered
 	// evFloor is the oldest revision whose events are retained: min(compactRev+1, the ack
 	// floor of every consumer that holds events); it only grows (consumer_retention.go).
 	evFloor int64
@@ -318,6 +319,7 @@ func loadState(tx *bolt.Tx) state {
 		sessions:   int64(u64(m.Get(metaSessions))),
 		leases:     int64(u64(m.Get(metaLeases))),
 		topics:     int64(u64(m.Get(metaTopics))),
+		idemKeys:   int64(u64(m.Get(metaIdemKeys))),
 		evFloor:    int64(u64(m.Get(metaEventsFloor))),
 		evBytes:    int64(u64(m.Get(metaEventBytes))),
 		evCount:    int64(u64(m.Get(metaEventCount))),
@@ -340,7 +342,7 @@ func (st state) save(tx *bolt.Tx) error {
 		v uint64
 	}{{metaRev, uint64(st.rev)}, {metaCompactRev, uint64(st.compactRev)}, {metaApplied, st.applied},
 		{metaClock, uint64(st.clock)}, {metaSessions, uint64(st.sessions)}, {metaLeases, uint64(st.leases)},
-		{metaTopics, uint64(st.topics)}, {metaEventsFloor, uint64(st.evFloor)}, {metaEventBytes, uint64(st.evBytes)},
+		{metaTopics, uint64(st.topics)}, {metaIdemKeys, uint64(st.idemKeys)}, {metaEventsFloor, uint64(st.evFloor)}, {metaEventBytes, uint64(st.evBytes)},
 		{metaEventCount, uint64(st.evCount)}, {metaConsumers, uint64(st.consumers)}} {
 		if err := m.Put(kv.k, putU64(kv.v)); err != nil {
 			return fmt.Errorf("mvcc: save meta %s: %w", kv.k, err)

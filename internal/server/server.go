@@ -325,7 +325,9 @@ func toConnect(err error) error {
 		// Nothing was applied, and re-sending the same request cannot succeed: the client has
 		// to decide (package client moves to a new session or reports an unknown outcome).
 		code = connect.CodeFailedPrecondition
-	case errors.Is(err, mvcc.ErrTooManySessions), errors.Is(err, mvcc.ErrTooManyTopics):
+	case errors.Is(err, mvcc.ErrIdempotencyKeyReused):
+		code = connect.CodeFailedPrecondition
+	case errors.Is(err, mvcc.ErrTooManySessions), errors.Is(err, mvcc.ErrTooManyTopics), errors.Is(err, mvcc.ErrTooManyIdempotencyKeys):
 		code = connect.CodeResourceExhausted
 	case errors.Is(err, mvcc.ErrKeyTooLarge), errors.Is(err, mvcc.ErrValueTooLarge),
 		errors.Is(err, mvcc.ErrRequestTooLarge), errors.Is(err, mvcc.ErrTooManyOps),

@@ -25,6 +25,8 @@ func settingsToAPI(l mvcc.Limits) *caucusv1.ClusterSettings {
 		SessionTtlMs:         time.Duration(s.SessionTtlNanos).Milliseconds(),
 		SessionRetryWindowMs: time.Duration(s.SessionRetryWindowNanos).Milliseconds(),
 		MaxEventBytes:        s.MaxEventBytes, MaxEventsPerWrite: s.MaxEventsPerWrite, MaxTopics: s.MaxTopics,
+		IdempotencyRetentionMs: time.Duration(s.IdempotencyRetentionNanos).Milliseconds(),
+		MaxIdempotencyKeys:     s.MaxIdempotencyKeys,
 	}
 }
 
@@ -40,14 +42,15 @@ func settingsToLog(s *caucusv1.ClusterSettings) (*logpb.Settings, error) {
 		{"max_leases", s.GetMaxLeases()}, {"max_sessions", s.GetMaxSessions()},
 		{"session_ttl_ms", s.GetSessionTtlMs()}, {"session_retry_window_ms", s.GetSessionRetryWindowMs()},
 		{"max_event_bytes", s.GetMaxEventBytes()}, {"max_events_per_write", s.GetMaxEventsPerWrite()},
-		{"max_topics", s.GetMaxTopics()},
+		{"max_topics", s.GetMaxTopics()}, {"idempotency_retention_ms", s.GetIdempotencyRetentionMs()},
+		{"max_idempotency_keys", s.GetMaxIdempotencyKeys()},
 	} {
 		if f.v < 0 {
 			return nil, fmt.Errorf("%w: setting %s is negative (%d)", mvcc.ErrInvalidArgument, f.name, f.v)
 		}
 	}
 	const maxMs = int64(time.Duration(1<<63-1) / time.Millisecond)
-	if s.GetSessionTtlMs() > maxMs || s.GetSessionRetryWindowMs() > maxMs {
+	if s.GetSessionTtlMs() > maxMs || s.GetSessionRetryWindowMs() > maxMs || s.GetIdempotencyRetentionMs() > maxMs {
 		return nil, fmt.Errorf("%w: a session duration above %d ms", mvcc.ErrInvalidArgument, maxMs)
 	}
 	return &logpb.Settings{
@@ -57,6 +60,8 @@ func settingsToLog(s *caucusv1.ClusterSettings) (*logpb.Settings, error) {
 		SessionTtlNanos:         int64(time.Duration(s.GetSessionTtlMs()) * time.Millisecond),
 		SessionRetryWindowNanos: int64(time.Duration(s.GetSessionRetryWindowMs()) * time.Millisecond),
 		MaxEventBytes:           s.GetMaxEventBytes(), MaxEventsPerWrite: s.GetMaxEventsPerWrite(), MaxTopics: s.GetMaxTopics(),
+		IdempotencyRetentionNanos: int64(time.Duration(s.GetIdempotencyRetentionMs()) * time.Millisecond),
+		MaxIdempotencyKeys:        s.GetMaxIdempotencyKeys(),
 	}, nil
 }
 

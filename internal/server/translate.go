@@ -19,7 +19,7 @@ func sessionToLog(s *caucusv1.Session) *logpb.Session {
 	if s == nil {
 		return nil
 	}
-	return &logpb.Session{ClientId: s.ClientId, Sequence: s.Sequence}
+	return &logpb.Session{ClientId: s.ClientId, Sequence: s.Sequence, IdempotencyKey: s.IdempotencyKey}
 }
 
 func rangeToLog(r *caucusv1.RangeRequest) *logpb.RangeRequest {

@@ -404,9 +404,14 @@ type Session struct {
 	// client_id identifies a client session; 0 disables deduplication.
 	ClientId uint64 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	// sequence increases by one for each new write of the session; a retry reuses it.
-	Sequence      uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// idempotency_key, instead of a client session, names one write for the idempotency
+	// retention (24 h by default), whoever sends it: a repeat of the same request gets the
+	// original result and applies nothing; a different request with the same key is refused
+	// (FailedPrecondition). 1 to 256 bytes. A write that was refused does not use up its key.
+	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -451,6 +456,13 @@ func (x *Session) GetSequence() uint64 {
 		return x.Sequence
 	}
 	return 0
+}
+
+func (x *Session) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
 }
 
 type RangeRequest struct {
@@ -2591,9 +2603,13 @@ type ClusterSettings struct {
 	// max_events_per_write bounds the events one write publishes (all branches' ops included).
 	MaxEventsPerWrite int64 `protobuf:"varint,12,opt,name=max_events_per_write,json=maxEventsPerWrite,proto3" json:"max_events_per_write,omitempty"`
 	// max_topics bounds the topics that hold retained events at once.
-	MaxTopics     int64 `protobuf:"varint,13,opt,name=max_topics,json=maxTopics,proto3" json:"max_topics,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxTopics int64 `protobuf:"varint,13,opt,name=max_topics,json=maxTopics,proto3" json:"max_topics,omitempty"`
+	// idempotency_retention_ms is how long an idempotency key is remembered after its write.
+	IdempotencyRetentionMs int64 `protobuf:"varint,14,opt,name=idempotency_retention_ms,json=idempotencyRetentionMs,proto3" json:"idempotency_retention_ms,omitempty"`
+	// max_idempotency_keys bounds the idempotency keys remembered at once.
+	MaxIdempotencyKeys int64 `protobuf:"varint,15,opt,name=max_idempotency_keys,json=maxIdempotencyKeys,proto3" json:"max_idempotency_keys,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ClusterSettings) Reset() {
@@ -2713,6 +2729,20 @@ func (x *ClusterSettings) GetMaxEventsPerWrite() int64 {
 func (x *ClusterSettings) GetMaxTopics() int64 {
 	if x != nil {
 		return x.MaxTopics
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetIdempotencyRetentionMs() int64 {
+	if x != nil {
+		return x.IdempotencyRetentionMs
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetMaxIdempotencyKeys() int64 {
+	if x != nil {
+		return x.MaxIdempotencyKeys
 	}
 	return 0
 }
@@ -4874,10 +4904,11 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\fmod_revision\x18\x03 \x01(\x03R\vmodRevision\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\x03R\aversion\x12\x14\n" +
 	"\x05value\x18\x05 \x01(\fR\x05value\x12\x14\n" +
-	"\x05lease\x18\x06 \x01(\x03R\x05lease\"B\n" +
+	"\x05lease\x18\x06 \x01(\x03R\x05lease\"k\n" +
 	"\aSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x1a\n" +
-	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\xe5\x01\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12'\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"\xe5\x01\n" +
 	"\fRangeRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x1b\n" +
 	"\trange_end\x18\x02 \x01(\fR\brangeEnd\x12\x14\n" +
@@ -5032,7 +5063,7 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\"w\n" +
 	"\x15MemberPromoteResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x12+\n" +
-	"\amembers\x18\x02 \x03(\v2\x11.caucus.v1.MemberR\amembers\"\x9f\x04\n" +
+	"\amembers\x18\x02 \x03(\v2\x11.caucus.v1.MemberR\amembers\"\x8b\x05\n" +
 	"\x0fClusterSettings\x12\"\n" +
 	"\rmax_key_bytes\x18\x01 \x01(\x03R\vmaxKeyBytes\x12&\n" +
 	"\x0fmax_value_bytes\x18\x02 \x01(\x03R\rmaxValueBytes\x12*\n" +
@@ -5049,7 +5080,9 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\x0fmax_event_bytes\x18\v \x01(\x03R\rmaxEventBytes\x12/\n" +
 	"\x14max_events_per_write\x18\f \x01(\x03R\x11maxEventsPerWrite\x12\x1d\n" +
 	"\n" +
-	"max_topics\x18\r \x01(\x03R\tmaxTopics\"5\n" +
+	"max_topics\x18\r \x01(\x03R\tmaxTopics\x128\n" +
+	"\x18idempotency_retention_ms\x18\x0e \x01(\x03R\x16idempotencyRetentionMs\x120\n" +
+	"\x14max_idempotency_keys\x18\x0f \x01(\x03R\x12maxIdempotencyKeys\"5\n" +
 	"\x0fSettingsRequest\x12\"\n" +
 	"\flinearizable\x18\x01 \x01(\bR\flinearizable\"\x9d\x01\n" +
 	"\x10SettingsResponse\x121\n" +
