@@ -5,7 +5,11 @@
 //
 // The package is system-agnostic: a System starts members and makes clients (KV); the workload
 // runner only sees KV. Systems provided: etcd (members are this benchmark's own binary running
-// etcd's embed package, one process per member) and caucus (its real server binary).
+// etcd's embed package, one process per member), caucus (its real server binary) and NATS (one
+// JetStream server in this benchmark's binary, the anchor of the consumer workload).
+//
+// The event workloads (events.go) use what a system's KV offers beyond KV: events published
+// with writes (EventKV), watches (WatchKV), durable consumers (QueueKV).
 package kvbench
 
 import (
