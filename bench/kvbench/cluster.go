@@ -24,6 +24,10 @@ type System interface {
 	// Leader returns the client URL of the member that reports itself leader, or an error if
 	// none does yet.
 	Leader(ctx context.Context, endpoints []string) (string, error)
+	// Members is how many members make a cluster (3 for the replicated systems).
+	Members() int
+	// Supports reports whether the system can run workloads of op.
+	Supports(op Op) bool
 }
 
 // Member is one server process.

@@ -36,6 +36,12 @@ func (Etcd) Name() string { return "etcd" }
 // Command implements System.
 func (e Etcd) Command() []string { return []string{e.Exe, EtcdMemberCommand} }
 
+// Supports implements System.
+func (Etcd) Supports(op Op) bool { return op != OpPutEvent && op != OpConsumerLatency }
+
+// Members implements System.
+func (Etcd) Members() int { return 3 }
+
 // Dial implements System.
 func (Etcd) Dial(endpoints []string) (KV, error) {
 	c, err := clientv3.New(clientv3.Config{
@@ -88,6 +94,54 @@ func (k etcdKV) Get(ctx context.Context, key string, serializable bool) error {
 }
 
 func (k etcdKV) Close() error { return k.c.Close() }
+
+// Revision implements WatchKV.
+func (k etcdKV) Revision(ctx context.Context) (int64, error) {
+	resp, err := k.c.Get(ctx, "kvbench/revision")
+	if err != nil {
+		return 0, err
+	}
+	return resp.Header.Revision, nil
+}
+
+// Watch implements WatchKV. etcd has no events: a topic watch fails at once. The created
+// notification is etcd's word that the watch is registered.
+func (k etcdKV) Watch(ctx context.Context, spec WatchSpec, fn func([]byte)) (<-chan struct{}, <-chan error) {
+	ready, done := make(chan struct{}), make(chan error, 1)
+	if spec.Topic != "" {
+		done <- errors.New("kvbench: etcd publishes no events")
+		return ready, done
+	}
+	opts := []clientv3.OpOption{clientv3.WithCreatedNotify()}
+	if spec.Prefix {
+		opts = append(opts, clientv3.WithPrefix())
+	}
+	if spec.Rev > 0 {
+		opts = append(opts, clientv3.WithRev(spec.Rev))
+	}
+	wc := k.c.Watch(ctx, spec.Key, opts...)
+	go func() {
+		isReady := false
+		for resp := range wc {
+			if err := resp.Err(); err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				done <- err
+				return
+			}
+			if !isReady && resp.Created {
+				isReady = true
+				close(ready)
+			}
+			for _, ev := range resp.Events {
+				fn(ev.Kv.Value)
+			}
+		}
+		done <- nil
+	}()
+	return ready, done
+}
 
 // RunEtcdMember runs one etcd member until SIGTERM or SIGINT. args are the member flags
 // StartCluster passes (etcd's own flag names).

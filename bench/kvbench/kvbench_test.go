@@ -12,10 +12,18 @@ import (
 	"time"
 )
 
-// TestMain lets the test binary serve as an etcd member for TestClusters, as cmd/kvbench does.
+// TestMain lets the test binary serve as an etcd member for TestClusters and as a NATS server
+// for TestNATS, as cmd/kvbench does.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == EtcdMemberCommand {
 		if err := RunEtcdMember(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	if len(os.Args) > 1 && os.Args[1] == NATSMemberCommand {
+		if err := RunNATSMember(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -192,7 +200,7 @@ func TestProcStats(t *testing.T) {
 }
 
 // TestClusters starts a real three-member cluster of each system that can be built and runs
-// every workload briefly against it. caucus is skipped while its server does not build.
+// every workload briefly against it (the event workloads in testEventWorkloads). caucus is skipped while its server does not build.
 func TestClusters(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts server processes")
@@ -231,6 +239,7 @@ func TestClusters(t *testing.T) {
 					t.Fatalf("%s: %d requests done", op, res.Requests)
 				}
 			}
+			testEventWorkloads(t, sys, c, kv)
 			if cpu, err := c.CPU(); err != nil || cpu <= 0 {
 				t.Fatalf("server CPU %v, %v", cpu, err)
 			}

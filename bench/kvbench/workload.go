@@ -5,7 +5,11 @@
 //
 // The package is system-agnostic: a System starts members and makes clients (KV); the workload
 // runner only sees KV. Systems provided: etcd (members are this benchmark's own binary running
-// etcd's embed package, one process per member) and caucus (its real server binary).
+// etcd's embed package, one process per member), caucus (its real server binary) and NATS (one
+// JetStream server in this benchmark's binary, the anchor of the consumer workload).
+//
+// The event workloads (events.go) use what a system's KV offers beyond KV: events published
+// with writes (EventKV), watches (WatchKV), durable consumers (QueueKV).
 package kvbench
 
 import (
@@ -39,7 +43,27 @@ const (
 	// benchmark put --key-space-size with as many requests as keys): the store ends up holding
 	// KeySpace distinct keys, for measuring memory per key. Requests is KeySpace.
 	OpLoad Op = "load"
+
+	// The event workloads (events.go).
+
+	// OpPutEvent is OpPut with one event of PayloadSize bytes published by each put, in the
+	// same write (systems whose KV implements EventKV).
+	OpPutEvent Op = "put-event"
+	// OpWatchLatency: Clients producers write under a fresh prefix (at most Rate writes/s in
+	// all when Rate > 0) and one watcher on another member receives the changes (or, with
+	// Events, the events the writes publish); measures issue-to-receive latency.
+	OpWatchLatency Op = "watch-latency"
+	// OpConsumerLatency: Clients producers publish events and one consuming client receives
+	// them through a durable consumer (QueueKV); measures publish-to-handler latency.
+	OpConsumerLatency Op = "consumer-latency"
+	// OpIdleWatchers is OpPut measured with IdleWatchers idle watchers attached to the cluster
+	// and, as its baseline, without.
+	OpIdleWatchers Op = "idle-watchers"
 )
+
+// Delivery reports whether op measures the delivery of writes to a receiver (RunDelivery)
+// rather than requests.
+func (op Op) Delivery() bool { return op == OpWatchLatency || op == OpConsumerLatency }
 
 // loadStride scatters OpLoad's keys: the i-th put writes key i*loadStride mod KeySpace, a
 // permutation of [0, KeySpace) when the two are coprime (loadKey falls back to a stride of 1).
@@ -64,10 +88,22 @@ type Workload struct {
 	ValueSize int           // bytes per value
 	KeySpace  int           // puts pick keys uniformly in [0, KeySpace)
 	Timeout   time.Duration // per request
+
+	// The event workloads' parameters.
+	PayloadSize  int     // bytes per event payload (put-event, consumer-latency, watch-latency with Events)
+	Rate         float64 // delivery workloads: writes per second, all producers together; 0 = as fast as they go
+	Events       bool    // watch-latency: writes publish one event each and the watcher selects their topic (EventKV systems)
+	Parallel     int     // consumer-latency: handlers the consumer runs at once; 0 = the client's default
+	IdleWatchers int     // idle-watchers: watchers attached, spread over the members
 }
 
 // Name is how tables label the workload.
-func (w Workload) Name() string { return fmt.Sprintf("%s/c=%d", w.Op, w.Clients) }
+func (w Workload) Name() string {
+	if w.Op.Delivery() && w.Rate > 0 {
+		return fmt.Sprintf("%s/c=%d/r=%.0f", w.Op, w.Clients, w.Rate)
+	}
+	return fmt.Sprintf("%s/c=%d", w.Op, w.Clients)
+}
 
 // RangeKey returns the single key range workloads read (Prepare writes it).
 func (w Workload) RangeKey() string { return fixedKey("rangekey", w.KeySize) }
@@ -110,6 +146,24 @@ type Result struct {
 	Elapsed  time.Duration // from the first request to the last completion
 	P50, P99 time.Duration
 	FirstErr error
+
+	// Delivery workloads only: Requests are the writes, P50 and P99 their latencies.
+	Delivered       int           // distinct writes received (once each)
+	Duplicates      int           // receipts of a write received before
+	Lost            int           // acknowledged writes never received within the drain timeout
+	DeliverElapsed  time.Duration // from the first write issued to the last receipt
+	DeliverP50      time.Duration // receive time - issue time
+	DeliverP99      time.Duration
+	DeliverMax      time.Duration
+	DeliverDeadline time.Duration // how long the run waited after the last write for stragglers
+}
+
+// DeliveredRate is writes received per second (delivery workloads).
+func (r Result) DeliveredRate() float64 {
+	if r.DeliverElapsed <= 0 {
+		return 0
+	}
+	return float64(r.Delivered) / r.DeliverElapsed.Seconds()
 }
 
 // Throughput is successful requests per second.
@@ -142,6 +196,20 @@ func Run(ctx context.Context, kvs []KV, w Workload) (Result, error) {
 		defer cancel()
 	}
 	value, rangeKey := w.Value(), w.RangeKey()
+	var evs []EventKV
+	if w.Op == OpPutEvent {
+		for _, kv := range kvs {
+			ev, ok := kv.(EventKV)
+			if !ok {
+				return Result{}, fmt.Errorf("kvbench: %s: the system publishes no events with writes", w.Name())
+			}
+			evs = append(evs, ev)
+		}
+	}
+	payload := make([]byte, w.PayloadSize)
+	for i := range payload {
+		payload[i] = byte('A' + i%26)
+	}
 	var (
 		issued   atomic.Int64
 		failed   atomic.Int64
@@ -170,8 +238,11 @@ func Run(ctx context.Context, kvs []KV, w Workload) (Result, error) {
 				t0 := time.Now()
 				var err error
 				switch w.Op {
-				case OpPut:
+				case OpPut, OpIdleWatchers:
 					err = kv.Put(rctx, putKey(keyBuf, rng.IntN(max(w.KeySpace, 1)), w.KeySize), value)
+				case OpPutEvent:
+					key := putKey(keyBuf, rng.IntN(max(w.KeySpace, 1)), w.KeySize)
+					err = evs[c%len(evs)].PutEvent(rctx, key, value, putEventTopic, payload)
 				case OpLoad:
 					err = kv.Put(rctx, putKey(keyBuf, loadKey(int(n-1), w.KeySpace), w.KeySize), value)
 				case OpRangeLin:

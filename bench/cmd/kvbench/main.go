@@ -9,6 +9,10 @@
 // within seconds. Puts go to the leader's endpoint only and ranges to all three endpoints, for
 // both systems, so that neither client library's routing policy skews the servers' comparison.
 //
+// The event workloads (put-event, watch-latency, consumer-latency, idle-watchers) measure what
+// publishing events with writes, watching and consuming cost; consumer-latency's anchor is a
+// NATS JetStream server (systems nats and nats-sync), run only for that workload.
+//
 // Run from bench/: go run ./cmd/kvbench [-requests 20000] [-rounds 3]
 package main
 
@@ -25,7 +29,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/caucus/caucus/bench/kvbench"
@@ -35,6 +38,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == kvbench.EtcdMemberCommand {
 		if err := kvbench.RunEtcdMember(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "etcd member:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == kvbench.NATSMemberCommand {
+		if err := kvbench.RunNATSMember(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "nats member:", err)
 			os.Exit(1)
 		}
 		return
@@ -57,12 +67,13 @@ type config struct {
 	keep         bool
 	cpuProfile   string
 	caucusArgs   string
+	caucusWatch  string
 }
 
 func parseFlags() (config, error) {
 	var c config
-	systems := flag.String("systems", "caucus,etcd", "systems to run")
-	ops := flag.String("workloads", "put,range-lin,range-ser", "workloads (put, range-lin, range-ser, load: every key of -key-space once)")
+	systems := flag.String("systems", "caucus,etcd,nats,nats-sync", "systems to run (nats and nats-sync, single JetStream servers, run consumer-latency only; each system starts only when a chosen workload applies to it)")
+	ops := flag.String("workloads", "put,range-lin,range-ser", "workloads (put, range-lin, range-ser, load: every key of -key-space once; put-event, watch-latency, consumer-latency, idle-watchers)")
 	clients := flag.String("clients", "1,64", "concurrent clients per workload, comma-separated")
 	flag.IntVar(&c.rounds, "rounds", 3, "rounds; each runs every workload once on every system")
 	flag.IntVar(&c.conns, "conns", 1, "client connections (client objects) shared by the clients, as etcd's benchmark --conns")
@@ -71,7 +82,12 @@ func parseFlags() (config, error) {
 	flag.IntVar(&c.w.KeySize, "key-size", 8, "key size in bytes")
 	flag.IntVar(&c.w.ValueSize, "val-size", 256, "value size in bytes")
 	flag.IntVar(&c.w.KeySpace, "key-space", 100000, "puts write keys chosen uniformly among this many")
-	flag.DurationVar(&c.w.Timeout, "timeout", 10*time.Second, "per-request timeout")
+	flag.DurationVar(&c.w.Timeout, "timeout", 10*time.Second, "per-request timeout; delivery workloads also wait this long after the last write for stragglers")
+	flag.IntVar(&c.w.PayloadSize, "payload-size", 64, "event payload size in bytes (put-event, consumer-latency, watch-latency of events)")
+	flag.Float64Var(&c.w.Rate, "rate", 0, "watch-latency and consumer-latency: writes per second, all producers together (0: as fast as they go)")
+	flag.IntVar(&c.w.Parallel, "consume-parallel", 0, "consumer-latency: handlers caucus's Consume runs at once (0: the client's default, 16)")
+	flag.IntVar(&c.w.IdleWatchers, "idle-watchers", 1000, "idle-watchers: watchers attached, spread over the members")
+	flag.StringVar(&c.caucusWatch, "caucus-watch", "events", "watch-latency on caucus: events (each put publishes one event; the watcher selects its topic) or keys (a prefix watch of the puts, as etcd's)")
 	flag.StringVar(&c.caucusBin, "caucus-bin", "", "prebuilt caucus binary (default: build it from -caucus-src)")
 	flag.StringVar(&c.benchDir, "bench-dir", ".", "the bench module's directory (its parent is caucus's root), to build the caucus binary")
 	flag.StringVar(&c.dir, "dir", "", "base directory for data and logs (default: a new temp dir)")
@@ -90,13 +106,21 @@ func parseFlags() (config, error) {
 	}
 	for _, o := range c.ops {
 		switch kvbench.Op(o) {
-		case kvbench.OpPut, kvbench.OpRangeLin, kvbench.OpRangeSer, kvbench.OpLoad:
+		case kvbench.OpPut, kvbench.OpRangeLin, kvbench.OpRangeSer, kvbench.OpLoad,
+			kvbench.OpPutEvent, kvbench.OpWatchLatency, kvbench.OpConsumerLatency, kvbench.OpIdleWatchers:
 		default:
 			return c, fmt.Errorf("unknown workload %q", o)
 		}
 	}
 	if c.conns <= 0 || c.rounds <= 0 {
 		return c, errors.New("-conns and -rounds must be > 0")
+	}
+	switch c.caucusWatch {
+	case "events":
+		c.w.Events = true
+	case "keys":
+	default:
+		return c, fmt.Errorf("bad -caucus-watch %q: events or keys", c.caucusWatch)
 	}
 	return c, nil
 }
@@ -109,40 +133,6 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-// target is one running system with its connections.
-type target struct {
-	cluster *kvbench.Cluster
-	put     []kvbench.KV // connected to the leader only
-	read    []kvbench.KV // connected to every member
-}
-
-func (t *target) close() {
-	for _, kv := range slices.Concat(t.put, t.read) {
-		kv.Close()
-	}
-	if err := t.cluster.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "kvbench:", err)
-	}
-}
-
-// sample is one workload run on one system.
-type sample struct {
-	res kvbench.Result
-	cpu time.Duration // servers' CPU during the run, all members
-	cli time.Duration // this process's CPU during the run (client library + load generator)
-	rss int64         // servers' resident memory after the run, all members
-}
-
-func (s sample) cpuPerReq() time.Duration { return perReq(s.cpu, s.res.Requests) }
-func (s sample) cliPerReq() time.Duration { return perReq(s.cli, s.res.Requests) }
-
-func perReq(d time.Duration, n int) time.Duration {
-	if n == 0 {
-		return 0
-	}
-	return d / time.Duration(n)
 }
 
 func run() error {
@@ -165,6 +155,14 @@ func run() error {
 		fmt.Fprintln(os.Stderr, "kvbench: data and logs in", base)
 	}
 
+	var workloads []kvbench.Workload
+	for _, op := range cfg.ops {
+		for _, c := range cfg.clients {
+			w := cfg.w
+			w.Op, w.Clients = kvbench.Op(op), c
+			workloads = append(workloads, w)
+		}
+	}
 	var systems []kvbench.System
 	for _, name := range cfg.systems {
 		sys, err := makeSystem(ctx, name, cfg, base)
@@ -172,6 +170,9 @@ func run() error {
 			// One system failing to build still lets the other be measured.
 			fmt.Fprintf(os.Stderr, "kvbench: %s unavailable: %v\n", name, err)
 			continue
+		}
+		if !slices.ContainsFunc(workloads, func(w kvbench.Workload) bool { return sys.Supports(w.Op) }) {
+			continue // none of the chosen workloads applies to it
 		}
 		systems = append(systems, sys)
 	}
@@ -193,14 +194,6 @@ func run() error {
 		return errors.New("no system could be started")
 	}
 
-	var workloads []kvbench.Workload
-	for _, op := range cfg.ops {
-		for _, c := range cfg.clients {
-			w := cfg.w
-			w.Op, w.Clients = kvbench.Op(op), c
-			workloads = append(workloads, w)
-		}
-	}
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)
 		if err != nil {
@@ -214,6 +207,7 @@ func run() error {
 	}
 	fmt.Printf("kvbench: %d rounds; per run %d requests (cap %v), %d-byte keys, %d-byte values, %d conns; 3 members per system, loopback, fsync on\n",
 		cfg.rounds, cfg.w.Requests, cfg.w.Duration, cfg.w.KeySize, cfg.w.ValueSize, cfg.conns)
+	printSetup(workloads, targets, cfg)
 	// The disk, measured before and after the rounds: the ratios follow it.
 	reportFsync := func(when string) {
 		if p50, p99, err := kvbench.FsyncLatency(base, 500); err != nil {
@@ -236,10 +230,10 @@ func run() error {
 		for _, w := range workloads {
 			for _, name := range order {
 				t := targets[name]
-				if t == nil {
+				if t == nil || !t.cluster.System.Supports(w.Op) {
 					continue
 				}
-				s, err := measure(ctx, t, w)
+				s, err := measure(ctx, t, w, r)
 				if err != nil {
 					return fmt.Errorf("round %d, %s, %s: %w", r+1, w.Name(), name, err)
 				}
@@ -247,12 +241,20 @@ func run() error {
 					samples[w.Name()] = map[string][]sample{}
 				}
 				samples[w.Name()][name] = append(samples[w.Name()][name], s)
-				fmt.Fprintf(os.Stderr, "round %d %-14s %-7s %9.0f req/s  p99 %v\n",
-					r+1, w.Name(), name, s.res.Throughput(), s.res.P99.Round(time.Microsecond))
+				if w.Op.Delivery() {
+					fmt.Fprintf(os.Stderr, "round %d %-24s %-9s %9.0f writes/s %9.0f received/s  p50 %v  p99 %v\n",
+						r+1, w.Name(), name, s.res.Throughput(), s.res.DeliveredRate(),
+						s.res.DeliverP50.Round(time.Microsecond), s.res.DeliverP99.Round(time.Microsecond))
+				} else {
+					fmt.Fprintf(os.Stderr, "round %d %-24s %-9s %9.0f req/s  p99 %v\n",
+						r+1, w.Name(), name, s.res.Throughput(), s.res.P99.Round(time.Microsecond))
+				}
 			}
 		}
 	}
 	printTable(workloads, cfg.systems, samples)
+	printPaired(workloads, cfg.systems, samples)
+	printDelivery(workloads, cfg.systems, samples, cfg)
 	return nil
 }
 
@@ -273,147 +275,12 @@ func makeSystem(ctx context.Context, name string, cfg config, base string) (kvbe
 			}
 		}
 		return kvbench.Caucus{Bin: bin, Args: strings.Fields(cfg.caucusArgs)}, nil
+	case "nats", "nats-sync":
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		return kvbench.NATS{Exe: exe, SyncAlways: name == "nats-sync"}, nil
 	}
 	return nil, fmt.Errorf("unknown system %q", name)
-}
-
-func startTarget(ctx context.Context, sys kvbench.System, base string, cfg config) (*target, error) {
-	c, err := kvbench.StartCluster(ctx, sys, base, 3)
-	if err != nil {
-		return nil, err
-	}
-	t := &target{cluster: c}
-	fail := func(err error) (*target, error) { t.close(); return nil, err }
-	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	leader, err := sys.Leader(lctx, c.Endpoints())
-	cancel()
-	if err != nil {
-		return fail(err)
-	}
-	for range cfg.conns {
-		kv, err := sys.Dial([]string{leader})
-		if err != nil {
-			return fail(err)
-		}
-		t.put = append(t.put, kv)
-		if kv, err = sys.Dial(c.Endpoints()); err != nil {
-			return fail(err)
-		}
-		t.read = append(t.read, kv)
-	}
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := kvbench.Prepare(pctx, t.put[0], cfg.w); err != nil {
-		return fail(fmt.Errorf("prepare: %w", err))
-	}
-	return t, nil
-}
-
-func measure(ctx context.Context, t *target, w kvbench.Workload) (sample, error) {
-	kvs := t.read
-	if w.Op == kvbench.OpPut || w.Op == kvbench.OpLoad {
-		kvs = t.put
-	}
-	cpu0, err := t.cluster.CPU()
-	if err != nil {
-		return sample{}, err
-	}
-	cli0, err := kvbench.ProcCPU(os.Getpid())
-	if err != nil {
-		return sample{}, err
-	}
-	res, err := kvbench.Run(ctx, kvs, w)
-	if err != nil {
-		return sample{}, errors.Join(err, t.cluster.Alive())
-	}
-	cli1, err := kvbench.ProcCPU(os.Getpid())
-	if err != nil {
-		return sample{}, err
-	}
-	cpu1, err := t.cluster.CPU()
-	if err != nil {
-		return sample{}, err
-	}
-	rss, err := t.cluster.RSS()
-	if err != nil {
-		return sample{}, err
-	}
-	return sample{res: res, cpu: cpu1 - cpu0, cli: cli1 - cli0, rss: rss}, nil
-}
-
-func printTable(workloads []kvbench.Workload, systems []string, samples map[string]map[string][]sample) {
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tsystem\treq/s\tp50\tp99\tsrv CPU/req\tsrv cores\tcli CPU/req\tsrv RSS MB\terrors\t")
-	for _, w := range workloads {
-		bySys := samples[w.Name()]
-		for _, sys := range systems {
-			ss := bySys[sys]
-			if len(ss) == 0 {
-				continue
-			}
-			errs := 0
-			for _, s := range ss {
-				errs += s.res.Errors
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%v\t%v\t%v\t%.2f\t%v\t%.0f\t%d\t\n", w.Name(), sys,
-				median(ss, func(s sample) float64 { return s.res.Throughput() }),
-				dur(median(ss, func(s sample) float64 { return float64(s.res.P50) })),
-				dur(median(ss, func(s sample) float64 { return float64(s.res.P99) })),
-				dur(median(ss, func(s sample) float64 { return float64(s.cpuPerReq()) })),
-				median(ss, func(s sample) float64 { return s.cpu.Seconds() / s.res.Elapsed.Seconds() }),
-				dur(median(ss, func(s sample) float64 { return float64(s.cliPerReq()) })),
-				median(ss, func(s sample) float64 { return float64(s.rss) / (1 << 20) }),
-				errs)
-		}
-		c, e := bySys["caucus"], bySys["etcd"]
-		if n := min(len(c), len(e)); n > 0 {
-			// Ratios are per round (same minute, same machine state), then the median.
-			ratio := func(f func(sample) float64) float64 {
-				rs := make([]float64, n)
-				for i := range n {
-					rs[i] = f(c[i]) / f(e[i])
-				}
-				return medianOf(rs)
-			}
-			fmt.Fprintf(tw, "%s\tcaucus/etcd\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\t%.2fx\t%.2fx\t\t\n", w.Name(),
-				ratio(func(s sample) float64 { return s.res.Throughput() }),
-				ratio(func(s sample) float64 { return float64(s.res.P50) }),
-				ratio(func(s sample) float64 { return float64(s.res.P99) }),
-				ratio(func(s sample) float64 { return float64(s.cpuPerReq()) }),
-				ratio(func(s sample) float64 { return float64(s.cliPerReq()) }),
-				ratio(func(s sample) float64 { return float64(s.rss) }))
-		}
-	}
-	tw.Flush()
-	fmt.Println("req/s, p50, p99: client side. srv CPU/req: CPU of all 3 members / successful requests; srv cores: that CPU / wall time; cli CPU/req: this process (client library + load generator). RSS after the run, 3 members summed. Ratios: median of per-round caucus/etcd (req/s: >1 means caucus is faster; latency, CPU, RSS: <1 means caucus uses less).")
-}
-
-func dur(ns float64) time.Duration {
-	d := time.Duration(ns)
-	switch {
-	case d >= time.Millisecond:
-		return d.Round(10 * time.Microsecond)
-	case d >= time.Microsecond:
-		return d.Round(time.Microsecond)
-	}
-	return d
-}
-
-func median(ss []sample, f func(sample) float64) float64 {
-	vs := make([]float64, len(ss))
-	for i, s := range ss {
-		vs[i] = f(s)
-	}
-	return medianOf(vs)
-}
-
-func medianOf(vs []float64) float64 {
-	if len(vs) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(vs))
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
