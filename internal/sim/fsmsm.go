@@ -65,9 +65,13 @@ type FSMBugs struct {
 	// its "published up to" mark apart from the data, so that a crash between the two makes
 	// it skip the events of the entries the log replays.
 	ReplayDropsEvents bool
+	// SessionlessWrites proposes the workload's writes without sessions, as a client that
+	// retries without one: a proposal the network or a forwarding follower duplicates is
+	// applied twice, and publishes its events twice.
+	SessionlessWrites bool
 }
 
-var fsmBugNames = []string{"ReplayDropsEvents"}
+var fsmBugNames = []string{"ReplayDropsEvents", "SessionlessWrites"}
 
 // FSMBugNames returns the names ParseFSMBugs accepts.
 func FSMBugNames() []string { return slices.Clone(fsmBugNames) }
@@ -76,6 +80,8 @@ func fsmBugField(b *FSMBugs, name string) *bool {
 	switch name {
 	case "ReplayDropsEvents":
 		return &b.ReplayDropsEvents
+	case "SessionlessWrites":
+		return &b.SessionlessWrites
 	}
 	return nil
 }

@@ -16,7 +16,8 @@ import (
 // write), so reads can be related to writes, and has a session of its own (client id = the
 // write's id, sequence 1): a proposal the network or a forwarding follower duplicates is then
 // applied once, as the client package's sessions make a retried write, and a second copy of
-// its events is a bug.
+// its events is a bug. (Such duplicates are common: without sessions, FSMBugs.SessionlessWrites,
+// the duplicate check fires within a few seeds.)
 //
 //   - put (60%): the register, with 0 to 2 events; one put in 25 also carries an event with an
 //     invalid topic, which the store must refuse, events and all (without a session, see
@@ -42,6 +43,9 @@ func (r *nodeRun) fsmCommand(m *member, id uint64, key, tag string) []byte {
 	op := &evOp{id: id, proposer: m.id, key: key, time: r.epoch.Add(time.Duration(r.now) * nodeTick).UnixNano()}
 	value := []byte(writeValue(id, m.id, tag))
 	sess := &logpb.Session{ClientId: id, Sequence: 1}
+	if r.o.FSMBugs.SessionlessWrites {
+		sess = nil // planted bug: a duplicated proposal publishes twice
+	}
 	cmd := &logpb.Command{Id: id, Proposer: uint64(m.id), TimeUnixNano: op.time}
 	events := func(b, n int) []*logpb.Event {
 		evs := make([]*logpb.Event, 0, n)

@@ -187,6 +187,12 @@ var plantedNodeBugs = []struct {
 		name: "fsm/ReplayDropsEvents", opts: Options{StateMachine: SMFSM, FSMBugs: FSMBugs{ReplayDropsEvents: true}},
 		bound: 5, expect: []Kind{EventStream, EventLost},
 	},
+	{
+		// With internal/fsm: writes without sessions. A proposal the network duplicates is
+		// applied twice and its events are published twice.
+		name: "fsm/SessionlessWrites", opts: Options{StateMachine: SMFSM, FSMBugs: FSMBugs{SessionlessWrites: true}},
+		bound: 5, expect: []Kind{EventDuplicate},
+	},
 }
 
 func TestPlantedNodeBugs(t *testing.T) {
