@@ -129,7 +129,8 @@
 //     (StateMachineSafety), and a register read after a linearizable read holds a value no
 //     older than the newest write of it acknowledged before the read (Linearizability).
 //
-// FSMBugs plants outbox bugs in the simulator's wrapper of the fsm (TestPlantedNodeBugs), and
+// FSMBugs plants bugs in the simulator's wrapper of the fsm and in its workload (an outbox that
+// skips replayed entries, writes without sessions), each caught at once (TestPlantedNodeBugs), and
 // TestEventCheckerCatches feeds the checker streams broken in every way it names.
 //
 // Determinism rules for this package: no goroutines, no time.Now, no map iteration that decides
