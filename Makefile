@@ -1,7 +1,7 @@
 GO ?= go
 GOBIN := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: test test-race generate verify sim sim-node bench fuzz image cluster cluster5 check-ci check-long
+.PHONY: test test-race generate verify sim sim-node sim-fsm bench fuzz image cluster cluster5 check-ci check-long
 
 # The default suite: what CI runs (see .ci/run).
 test:
@@ -39,6 +39,13 @@ sim:
 # The same with real internal/node members on simulated disks: make sim-node SEEDS=20000 NODES=3
 sim-node:
 	$(GO) run ./cmd/caucus-sim -driver node -seeds $(SEEDS) -nodes $(NODES)
+
+# Real internal/node members running the real internal/fsm, writes carrying events, the event
+# stream checks: make sim-fsm SEEDS=2000 NODES=3. The bbolt files go to a tmpfs when there is one
+# (FSM_TMPDIR=/dev/shm; their fsyncs are the fsm's own and cost a disk's time for nothing here).
+FSM_TMPDIR ?= $(shell test -d /dev/shm -a -w /dev/shm && echo /dev/shm)
+sim-fsm:
+	TMPDIR=$(or $(FSM_TMPDIR),$(TMPDIR),/tmp) $(GO) run ./cmd/caucus-sim -driver node -sm fsm -seeds $(SEEDS) -nodes $(NODES)
 
 # Containers (no registry here: the static binary is built on the host, the image is FROM scratch).
 image:

@@ -8,6 +8,8 @@
 //	caucus-sim -seeds 500 -defer-leader-sync on -bug ReportUnsyncedLeaderWrites -profile hostile
 //	caucus-sim -seeds 20000 -driver node      # real internal/node members over internal/wal on simulated disks
 //	caucus-sim -seeds 500 -driver node -node-bug NeverSyncLog
+//	caucus-sim -seeds 2000 -driver node -sm fsm   # the real internal/fsm, writes with events, the event stream checks
+//	caucus-sim -seeds 50 -driver node -sm fsm -fsm-bug ReplayDropsEvents
 //
 // Seeds run on one goroutine per core; each seed is itself single-threaded and deterministic, so
 // the outcome of a seed never depends on the parallelism. On a violation the lowest failing seed
@@ -54,10 +56,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	store := fs.String("store", "mem", "durable store of each node: mem, or wal (internal/wal on internal/vfs's simulated disk, which loses unsynced writes, tears writes and loses power inside saves)")
 	driver := fs.String("driver", string(sim.DriverCore), "what drives the Raft cores: core (the simulator's own Ready loop) or node (real internal/node members over internal/wal and internal/snap on simulated disks; -store does not apply)")
 	nodeBug := fs.String("node-bug", "", "plant internal/node driver bugs with -driver node (comma-separated): "+strings.Join(sim.NodeBugNames(), ", "))
+	smKind := fs.String("sm", string(sim.SMRegister), "the members' state machine with -driver node: register (the simulator's in-memory registers) or fsm (internal/fsm over internal/mvcc in temporary bbolt files, writes carrying events, the event stream checks)")
+	fsmBug := fs.String("fsm-bug", "", "plant outbox bugs with -sm fsm (comma-separated): "+strings.Join(sim.FSMBugNames(), ", "))
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	nodeBugs, err := sim.ParseNodeBugs(*nodeBug)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	fsmBugs, err := sim.ParseFSMBugs(*fsmBug)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
@@ -93,6 +102,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if base.Driver != sim.DriverNode && nodeBugs != (node.DriverBugs{}) {
 		fmt.Fprintln(stderr, "caucus-sim: -node-bug needs -driver node")
 		return 2
+	}
+	switch sim.SMKind(*smKind) {
+	case sim.SMRegister:
+	case sim.SMFSM:
+		if base.Driver != sim.DriverNode {
+			fmt.Fprintln(stderr, "caucus-sim: -sm fsm needs -driver node")
+			return 2
+		}
+		base.StateMachine = sim.SMFSM
+	default:
+		fmt.Fprintf(stderr, "caucus-sim: unknown state machine %q\n", *smKind)
+		return 2
+	}
+	if fsmBugs != (sim.FSMBugs{}) {
+		if base.StateMachine != sim.SMFSM {
+			fmt.Fprintln(stderr, "caucus-sim: -fsm-bug needs -sm fsm")
+			return 2
+		}
+		base.FSMBugs = fsmBugs
 	}
 	switch *store {
 	case "mem":

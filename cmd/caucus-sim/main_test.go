@@ -45,7 +45,9 @@ func TestPlantedBugExits1(t *testing.T) {
 
 func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{{"-bug", "Nope"}, {"-nodes", "0"}, {"-profile", "x"}, {"-store", "x"}, {"-defer-leader-sync", "maybe"}, {"-v"},
-		{"-driver", "x"}, {"-node-bug", "Nope", "-driver", "node"}, {"-node-bug", "NeverSyncLog"}} {
+		{"-driver", "x"}, {"-node-bug", "Nope", "-driver", "node"}, {"-node-bug", "NeverSyncLog"},
+		{"-sm", "fsm"}, {"-sm", "x", "-driver", "node"}, {"-fsm-bug", "ReplayDropsEvents", "-driver", "node"},
+		{"-fsm-bug", "Nope", "-driver", "node", "-sm", "fsm"}} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
@@ -65,6 +67,25 @@ func TestNodeDriver(t *testing.T) {
 		t.Fatalf("planted AckBeforePersist: exit %d, want 1\n%s", code, out.String())
 	}
 	if want := "-driver node -node-bug AckBeforePersist -v"; !strings.Contains(out.String(), want) {
+		t.Fatalf("the replay command lacks %q:\n%s", want, out.String())
+	}
+}
+
+// TestFSM runs members with the real internal/fsm and the event stream checks, and reports a
+// planted outbox bug with a replay command that plants it again.
+func TestFSM(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"-seeds", "3", "-driver", "node", "-sm", "fsm"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "events (fsm):") {
+		t.Errorf("summary lacks the event counts:\n%s", out.String())
+	}
+	out.Reset()
+	if code := run([]string{"-seeds", "3", "-driver", "node", "-sm", "fsm", "-fsm-bug", "ReplayDropsEvents"}, &out, &errb); code != 1 {
+		t.Fatalf("planted ReplayDropsEvents: exit %d, want 1\n%s", code, out.String())
+	}
+	if want := "-driver node -sm fsm -fsm-bug ReplayDropsEvents -v"; !strings.Contains(out.String(), want) {
 		t.Fatalf("the replay command lacks %q:\n%s", want, out.String())
 	}
 }

@@ -99,6 +99,42 @@
 //
 // node.DriverBugs plants driver bugs, each caught within a few seeds (TestPlantedNodeBugs).
 //
+// # The real application and its event stream
+//
+// With Options.StateMachine set to SMFSM as well (caucus-sim -driver node -sm fsm) each member
+// runs internal/fsm over internal/mvcc instead of memSM (fsmsm.go): a bbolt file in a real
+// temporary directory (under os.TempDir; bbolt needs OS files), committed without fsync as in
+// production, with the log and snapshots still on the simulated disk. A process crash closes
+// the file as the dead process leaves it (the open batch lost, nothing synced) and reopens it,
+// which must come back at the applied index it had committed; a power loss makes the fsm's
+// reboot guard (internal/fsm/unsynced.go) see another boot, so fsm.Open itself discards the
+// store and the node rebuilds it from the snapshot and the log (checked: it must start empty).
+// Snapshots are the bbolt views fsm.Snapshot gives, installed with fsm.Restore; the swarm's
+// snapshot chunk sizes are scaled to bbolt's file sizes.
+//
+// The workload's writes become logpb.Command puts carrying 0 to 2 events, publishes, and
+// transactions with events in one branch (fsmwork.go), each with a session of its own, so that
+// a duplicated proposal applies once. Every event's payload names its write. At every commit,
+// snapshot install and start, each member's new events are read from its store and checked
+// against one canonical stream and the model of every write (eventcheck.go):
+//
+//   - every member holds the same events at the same positions (id, topic, key, payload,
+//     headers, time), numbered without gaps within a revision, one whole write per revision;
+//     a member that applied a write holds its events, and none of writes it has not applied
+//     (EventStream);
+//   - an acknowledged write's events are in the stream once, as its answer said (EventLost,
+//     EventDuplicate), those of a write refused by the store or failed as certainly not
+//     applied are not (EventOfFailedWrite);
+//   - the writes' events follow log order, so each key's events follow the order in which
+//     its writes committed (EventOrder);
+//   - the stores' live keys, revision and membership agree at equal applied indexes
+//     (StateMachineSafety), and a register read after a linearizable read holds a value no
+//     older than the newest write of it acknowledged before the read (Linearizability).
+//
+// FSMBugs plants bugs in the simulator's wrapper of the fsm and in its workload (an outbox that
+// skips replayed entries, writes without sessions), each caught at once (TestPlantedNodeBugs), and
+// TestEventCheckerCatches feeds the checker streams broken in every way it names.
+//
 // Determinism rules for this package: no goroutines, no time.Now, no map iteration that decides
 // anything (maps are only used for lookups), randomness only from the run's PRNG (and from a
 // store's own PRNG, seeded from the run's seed, for what a crash keeps of unsynced writes).

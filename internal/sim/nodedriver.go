@@ -62,6 +62,10 @@ type nodeRun struct {
 	// confs are the last configurations some member applied, newest last: an entry is
 	// committed under one of them.
 	confs []raft.ConfState
+	// evs checks the event stream under SMFSM (nil otherwise); fsmRoot is the temporary
+	// directory holding the members' state machine files.
+	evs     *eventCheck
+	fsmRoot string
 }
 
 // member is one simulated server: its disk and its state machine's committed image outlive
@@ -74,10 +78,12 @@ type member struct {
 
 	n     *node.Node // nil while down
 	d     *node.Driver
-	sm    *memSM
+	sm    appSM
 	clock *node.ManualClock
 	exec  *simExec
 	inc   uint64
+
+	fsm fsmDisk // the state machine's directory under SMFSM (fsmsm.go)
 
 	started bool // has ever run
 	joined  bool // has been in a committed configuration
@@ -104,6 +110,10 @@ type nodeRead struct {
 	r          *node.Read
 	minApplied uint64
 	tick       uint64
+	// Under SMFSM: the register read once the read is answered, and the log index of the
+	// newest write to it acknowledged before the read was requested.
+	key         string
+	minKeyIndex uint64
 }
 
 func (m *member) up() bool { return m.n != nil }
@@ -112,6 +122,10 @@ func (m *member) up() bool { return m.n != nil }
 func (s *simulation) runNodes() {
 	r := &nodeRun{simulation: s, epoch: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), lost: map[uint64]bool{}, applied: map[uint64]bool{}}
 	s.nr = r
+	if s.o.StateMachine == SMFSM {
+		r.evs = newEventCheck(r)
+		defer r.closeFSMs()
+	}
 	r.applyCommit = pick(s.rng, time.Millisecond, 3*nodeTick)
 	r.bcastDelay = -1
 	if s.w.deferCommit {
@@ -146,6 +160,9 @@ func (s *simulation) runNodes() {
 		}
 		if s.quiesced {
 			if r.live() {
+				if r.evs != nil {
+					r.evs.final()
+				}
 				return
 			}
 			if s.now > s.liveBy {
@@ -182,6 +199,12 @@ func (s *simulation) runNodes() {
 // nodeConfig is the configuration of member m's next incarnation.
 func (r *nodeRun) nodeConfig(m *member) node.OpenConfig {
 	rc := r.simulation.nodeConfig(m.id, m.inc)
+	if r.evs != nil {
+		// A bbolt snapshot is tens to hundreds of KiB where the register map's is a few
+		// hundred bytes: the swarm's chunk sizes, scaled alike, keep its three regimes (many
+		// chunks, a few, one) without transfers of thousands of chunks.
+		rc.MaxSnapshotChunkBytes = min(rc.MaxSnapshotChunkBytes*256, 1<<20)
+	}
 	snapEntries := r.w.compactEvery
 	if snapEntries > 1<<20 {
 		snapEntries = 0 // the swarm's "never"
@@ -204,10 +227,11 @@ func (r *nodeRun) nodeConfig(m *member) node.OpenConfig {
 			PeerAddr:             func([]string) string { return "" },
 			Logger:               r.logger,
 		},
-		DataDir:        nodeDataDir,
-		NewCluster:     slices.Contains(r.initial, m.id), // an added member waits for the leader
-		InitialMembers: initial,
-		WALOptions:     wal.Options{SegmentBytes: wal.MinSegmentBytes * 4, Logger: slog.New(slog.DiscardHandler)},
+		DataDir:          nodeDataDir,
+		NewCluster:       slices.Contains(r.initial, m.id), // an added member waits for the leader
+		InitialMembers:   initial,
+		BootstrapContext: r.bootstrapContext(initial),
+		WALOptions:       wal.Options{SegmentBytes: wal.MinSegmentBytes * 4, Logger: slog.New(slog.DiscardHandler)},
 	}
 }
 
@@ -229,10 +253,16 @@ func (r *nodeRun) startMember(m *member) {
 	}
 	m.clock = node.NewManualClock(r.epoch.Add(time.Duration(r.now) * nodeTick))
 	m.exec = &simExec{}
-	m.d = nil // memSM reads the driver; set below before anything is applied
-	sm, err := newMemSM(r, m)
-	if err != nil {
-		r.fail(CoreContract, "node %d: %v", m.id, err)
+	m.d = nil // the state machine reads the driver; set below before anything is applied
+	var sm appSM
+	if r.evs != nil {
+		sm = r.openFSM(m)
+	} else {
+		msm, err := newMemSM(r, m)
+		if err != nil {
+			r.fail(CoreContract, "node %d: %v", m.id, err)
+		}
+		sm = msm
 	}
 	m.sm = sm
 	cfg := r.nodeConfig(m)
@@ -242,6 +272,9 @@ func (r *nodeRun) startMember(m *member) {
 	}})
 	if err != nil {
 		r.fail(StorageFault, "node %d: %v", m.id, fmt.Errorf("reopening after a crash: %w", err))
+	}
+	if f, ok := sm.(*fsmSM); ok {
+		f.opened()
 	}
 	n.SetTransport(&simTransport{r: r, m: m}, nil)
 	m.n, m.d = n, node.NewDriver(n)
@@ -360,8 +393,8 @@ func (r *nodeRun) settle(m *member) {
 		}
 	}
 	r.answers(m)
-	if m.sm.confApplied > r.confIndex {
-		r.confIndex = m.sm.confApplied
+	if c := m.sm.lastConf(); c > r.confIndex {
+		r.confIndex = c
 		r.onConfig(m.d.Status().ConfState)
 	}
 	if len(m.unreach) > 0 {
@@ -437,13 +470,23 @@ func (r *nodeRun) answers(m *member) {
 					r.fail(LostApplied, "node %d reported proposal %d certainly not applied, but it was applied: %v", m.id, p.id, err)
 				}
 				r.lost[p.id] = true
+				if r.evs != nil {
+					r.evs.lost(p.id)
+				}
 			}
 			r.ev(0x26, uint64(m.id), p.id)
 			continue
 		}
 		idx, _ := res.(uint64)
-		if got, applied := m.sm.ids[p.id]; !applied || got != idx || idx == 0 {
+		fa, isFSM := res.(fsmAnswer)
+		if isFSM {
+			idx = fa.index
+		}
+		if got, applied := m.sm.appliedAt(p.id); !applied || got != idx || idx == 0 {
 			r.fail(AckBeforeApply, "node %d answered proposal %d (result %v) before applying it", m.id, p.id, res)
+		}
+		if isFSM && fa.res != nil {
+			r.evs.answered(m.id, p.id, idx, *fa.res)
 		}
 		r.st.Committed++
 		r.chk.maxAcked = max(r.chk.maxAcked, idx)
@@ -467,6 +510,9 @@ func (r *nodeRun) answers(m *member) {
 		if seen < rd.minApplied {
 			r.fail(Linearizability, "read requested at tick %d on node %d saw the state at index %d, missing a write acknowledged at index %d before the request",
 				rd.tick, m.id, seen, rd.minApplied)
+		}
+		if rd.key != "" {
+			r.evs.checkRead(m, rd)
 		}
 		r.ev(0xe4, uint64(m.id), seen)
 	}
@@ -495,6 +541,7 @@ func (r *nodeRun) crash(m *member, powerLoss bool, why string) {
 	if m.log.unsynced() {
 		r.st.UnsyncedCrashes++
 	}
+	m.sm.kill(powerLoss)
 	m.n, m.d, m.sm, m.clock, m.exec = nil, nil, nil, nil, nil
 	m.props, m.reads, m.unreach = nil, nil, nil
 	m.role = raft.StateFollower

@@ -38,6 +38,11 @@ func (r *nodeRun) chaos() {
 	if w.readRate > 0 && s.rng.Float64() < w.readRate {
 		if m := r.randomUp(); m != nil {
 			rd := nodeRead{minApplied: s.chk.maxAcked, tick: s.now}
+			if r.evs != nil {
+				// Under SMFSM the read also reads a register from the store once answered.
+				rd.key = fmt.Sprintf("k%d", s.rng.IntN(w.keys))
+				rd.minKeyIndex = r.evs.lastWrite[rd.key]
+			}
 			r.step(m, "a read", func() error {
 				var err error
 				rd.r, err = m.d.Read()
@@ -75,11 +80,17 @@ func (r *nodeRun) chaos() {
 	}
 }
 
-// propose submits a unique write of key at m; tag marks the liveness probe.
+// propose submits a unique write of key at m; tag marks the liveness probe. Under SMFSM the
+// write is a logpb.Command (fsmwork.go).
 func (r *nodeRun) propose(m *member, key, tag string) {
 	r.nextID++
 	id := r.nextID
-	data := encodeWrite(key, writeValue(id, m.id, tag))
+	var data []byte
+	if r.evs != nil {
+		data = r.fsmCommand(m, id, key, tag)
+	} else {
+		data = encodeWrite(key, writeValue(id, m.id, tag))
+	}
 	var p *node.Proposal
 	r.step(m, "a proposal", func() error {
 		var err error
@@ -89,7 +100,11 @@ func (r *nodeRun) propose(m *member, key, tag string) {
 	r.st.Proposed++
 	r.ev(0x21, uint64(m.id), id)
 	if r.o.Trace != nil {
-		r.tracef("n%d propose %d: %s", m.id, id, data)
+		if r.evs != nil {
+			r.tracef("n%d propose %d: %s", m.id, id, r.evs.ops[id])
+		} else {
+			r.tracef("n%d propose %d: %s", m.id, id, data)
+		}
 	}
 	if m.up() && p != nil {
 		m.props = append(m.props, nodeProp{id: id, p: p})
@@ -168,7 +183,7 @@ func (r *nodeRun) quiesce() {
 }
 
 // probed reports whether m's state machine holds a liveness probe.
-func (m *member) probed() bool { return m.up() && m.sm.cur.vals[probeKey] != "" }
+func (m *member) probed() bool { return m.up() && m.sm.probed() }
 
 // live drives the liveness probe and reports whether it succeeded: a leader exists, and the
 // probe is applied on every member.

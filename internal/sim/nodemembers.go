@@ -71,7 +71,7 @@ func (r *nodeRun) confChange() {
 	cc := choices[r.rng.IntN(len(choices))]
 	r.nextID++
 	id := r.nextID
-	cc.Context = confContext(id, l.id)
+	cc.Context = r.changeContext(id, l.id, cc)
 	r.st.Faults[FaultConfChange]++
 	r.ev(0x23, uint64(l.id), uint64(len(cc.Changes)), id)
 	if r.o.Trace != nil {
@@ -140,6 +140,9 @@ func (r *nodeRun) unawareRemoved(m *member) bool {
 // exitRemoved shuts a removed member down for good.
 func (r *nodeRun) exitRemoved(m *member) {
 	m.removed, m.removeAt = true, 0
+	if m.sm != nil {
+		m.sm.kill(false)
+	}
 	m.n, m.d, m.sm, m.clock, m.exec = nil, nil, nil, nil, nil
 	m.props, m.reads, m.unreach = nil, nil, nil
 	r.ev(0xb2, uint64(m.id))

@@ -16,6 +16,21 @@ import (
 // machine, the observer of its log and the executor of its background work (its time is a
 // node.ManualClock).
 
+// appSM is a member's application as the node driver sees it: memSM (the register map) or, with
+// Options.StateMachine = SMFSM, fsmSM (the real internal/fsm).
+type appSM interface {
+	node.StateMachine
+	// appliedAt returns the index at which this incarnation applied proposal id (first).
+	appliedAt(id uint64) (uint64, bool)
+	// lastConf is the index of the last configuration change applied here.
+	lastConf() uint64
+	// probed reports whether the committed state holds the liveness probe.
+	probed() bool
+	// kill drops the state machine with its process (kill -9): what is pending is lost, what is
+	// committed stays, unless powerLoss, when the machine's unsynced state is lost too.
+	kill(powerLoss bool)
+}
+
 // memSM is a member's application: the simulator's register map (kv) behind node.StateMachine,
 // checked as it applies. Applied entries are pending until Commit; the committed image is what
 // survives a process crash (the member's image field), as a state machine committed without
@@ -106,6 +121,13 @@ func (sm *memSM) Apply(ents []raft.Entry) ([]node.Applied, error) {
 	}
 	return done, nil
 }
+
+func (sm *memSM) appliedAt(id uint64) (uint64, bool) { idx, ok := sm.ids[id]; return idx, ok }
+func (sm *memSM) lastConf() uint64                   { return sm.confApplied }
+func (sm *memSM) probed() bool                       { return sm.cur.vals[probeKey] != "" }
+
+// kill: the committed image is the member's (crash drops it on a power loss).
+func (sm *memSM) kill(bool) {}
 
 // Commit implements node.StateMachine.
 func (sm *memSM) Commit() error {

@@ -33,6 +33,13 @@ type Options struct {
 	Driver Driver
 	// NodeBugs plants bugs in internal/node under DriverNode (tests only).
 	NodeBugs node.DriverBugs
+	// StateMachine selects the members' application under DriverNode: "" or SMRegister, the
+	// simulator's in-memory register map; SMFSM, the real internal/fsm over internal/mvcc, with
+	// a workload of writes that carry events and the event stream checks (fsmsm.go).
+	StateMachine SMKind
+	// FSMBugs plants outbox bugs in the simulator's wrapper of internal/fsm under SMFSM (tests
+	// only).
+	FSMBugs FSMBugs
 	// DeferLeaderSync forces raft.Config.DeferLeaderSync on or off; by default the seed decides
 	// (half of the seeds).
 	DeferLeaderSync Switch
@@ -94,6 +101,12 @@ func ReplayCommand(o Options) string {
 	}
 	if nb := FormatNodeBugs(o.NodeBugs); nb != "" {
 		fmt.Fprintf(&b, " -node-bug %s", nb)
+	}
+	if o.StateMachine != "" && o.StateMachine != SMRegister {
+		fmt.Fprintf(&b, " -sm %s", o.StateMachine)
+	}
+	if fb := FormatFSMBugs(o.FSMBugs); fb != "" {
+		fmt.Fprintf(&b, " -fsm-bug %s", fb)
 	}
 	b.WriteString(" -v")
 	return b.String()

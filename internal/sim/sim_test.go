@@ -146,6 +146,17 @@ func TestReplayCommand(t *testing.T) {
 	if got != want {
 		t.Fatalf("ReplayCommand:\n got %s\nwant %s", got, want)
 	}
+	got = ReplayCommand(Options{Seed: 9, Nodes: 3, Driver: DriverNode, StateMachine: SMFSM, FSMBugs: FSMBugs{ReplayDropsEvents: true}})
+	want = "go run ./cmd/caucus-sim -seed 9 -nodes 3 -driver node -sm fsm -fsm-bug ReplayDropsEvents -v"
+	if got != want {
+		t.Fatalf("ReplayCommand:\n got %s\nwant %s", got, want)
+	}
+	if fb, err := ParseFSMBugs(FormatFSMBugs(FSMBugs{ReplayDropsEvents: true})); err != nil || fb != (FSMBugs{ReplayDropsEvents: true}) {
+		t.Fatalf("ParseFSMBugs: %+v, %v", fb, err)
+	}
+	if _, err := ParseFSMBugs("NoSuchBug"); err == nil {
+		t.Fatal("ParseFSMBugs accepted an unknown bug")
+	}
 	b, d, err := ParseBugs("VoteNotPersisted,ReadIndexWithoutQuorum,ReportUnsyncedLeaderWrites")
 	if err != nil || b != (raft.Bugs{VoteNotPersisted: true, ReadIndexWithoutQuorum: true}) || d != (DriverBugs{ReportUnsyncedLeaderWrites: true}) {
 		t.Fatalf("ParseBugs: %+v, %+v, %v", b, d, err)

@@ -65,6 +65,13 @@ type Stats struct {
 	SnapshotsInstalled int64
 	// LostProposals counts proposals a node failed as certainly not applied (node driver).
 	LostProposals int64
+
+	// Under the node driver with internal/fsm (SMFSM): EventsPublished counts the events of the
+	// runs' streams, EventsChecked the events read back from members' stores and compared,
+	// EventsAcked the events of acknowledged writes, RegisterReads the registers read from a
+	// store after a linearizable read, and FSMRebuilds the stores discarded by the reboot guard
+	// after a power loss and rebuilt from the snapshot and the log.
+	EventsPublished, EventsChecked, EventsAcked, RegisterReads, FSMRebuilds int64
 }
 
 // Add accumulates o into s.
@@ -94,6 +101,11 @@ func (s *Stats) Add(o Stats) {
 	s.Compactions += o.Compactions
 	s.SnapshotsInstalled += o.SnapshotsInstalled
 	s.LostProposals += o.LostProposals
+	s.EventsPublished += o.EventsPublished
+	s.EventsChecked += o.EventsChecked
+	s.EventsAcked += o.EventsAcked
+	s.RegisterReads += o.RegisterReads
+	s.FSMRebuilds += o.FSMRebuilds
 }
 
 // String renders a multi-line summary.
@@ -113,6 +125,10 @@ func (s Stats) String() string {
 	fmt.Fprintf(&b, "proposals:          accepted=%d committed+acknowledged=%d failed-as-lost=%d\n", s.Proposed, s.Committed, s.LostProposals)
 	fmt.Fprintf(&b, "reads checked:      %d\n", s.ReadsChecked)
 	fmt.Fprintf(&b, "leaders elected:    %d   compactions: %d   snapshots installed: %d\n", s.Elections, s.Compactions, s.SnapshotsInstalled)
+	if s.EventsChecked > 0 || s.EventsAcked > 0 {
+		fmt.Fprintf(&b, "events (fsm):       in-streams=%d read-back=%d of-acked-writes=%d   register reads: %d   stores rebuilt after power loss: %d\n",
+			s.EventsPublished, s.EventsChecked, s.EventsAcked, s.RegisterReads, s.FSMRebuilds)
+	}
 	fmt.Fprintf(&b, "violations:         %d\n", s.Violations)
 	return b.String()
 }
