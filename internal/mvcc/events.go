@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -94,7 +95,8 @@ func CheckTopic(topic string) error {
 func (l Limits) validateEvents(evs []*logpb.Event) error {
 	for i, e := range evs {
 		if err := CheckTopic(e.GetTopic()); err != nil {
-			return fmt.Errorf("event %d: %w", i, err)
+			// An *Error, never a wrapped one: it may be stored as a session's result.
+			return errorf(ErrInvalidTopic, "event %d: %s", i, strings.TrimPrefix(err.Error(), "mvcc: "+ErrInvalidTopic.Message+": "))
 		}
 		if e.GetRevision() != 0 || e.GetIndex() != 0 || e.GetTimeUnixNano() != 0 {
 			return errorf(ErrInvalidArgument, "event %d: revision, index and time are set by the store", i)

@@ -257,3 +257,20 @@ func TestSessionRetryPublishesOnce(t *testing.T) {
 		t.Fatalf("%d events stored after retries, want 2", n)
 	}
 }
+
+// TestSessionedInvalidEventIsStored: a sessioned write refused for an event's topic stores its
+// refusal like any other result (it once failed the batch, stopping the member at that entry
+// on every start); a retry gets the same refusal.
+func TestSessionedInvalidEventIsStored(t *testing.T) {
+	h := newHarness(t, Options{})
+	p := putReq("k", "v")
+	p.Session = &logpb.Session{ClientId: 9, Sequence: 1}
+	p.Events = []*logpb.Event{ev("bad topic", "", "x")}
+	first := h.cmd(cmdOf(p))
+	wantErr(t, first.Err, ErrInvalidTopic)
+	again := h.cmd(cmdOf(p))
+	if again.Err == nil || again.Err.Error() != first.Err.Error() {
+		t.Fatalf("retry answered %v, first %v", again.Err, first.Err)
+	}
+	h.put("after", "ok") // the batch and the store still work
+}

@@ -3,7 +3,9 @@ package mvcc
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/caucus/caucus/internal/logpb"
@@ -259,14 +261,20 @@ func (b *Batch) dropSession(lruKey []byte) error {
 
 func encodeResult(res Result) ([]byte, error) {
 	if res.Err != nil {
-		e, ok := res.Err.(*Error)
-		if !ok {
+		// Application errors are *Error, possibly wrapped with deterministic context; the
+		// stored message is the whole text, so a retry reads what the first answer said.
+		var e *Error
+		if !errors.As(res.Err, &e) {
 			return nil, fmt.Errorf("cannot store non-deterministic error %v", res.Err)
+		}
+		msg := e.Message
+		if res.Err != error(e) {
+			msg = strings.TrimPrefix(res.Err.Error(), "mvcc: ")
 		}
 		out := []byte{resultError}
 		out = binary.AppendUvarint(out, uint64(len(e.Code)))
 		out = append(out, e.Code...)
-		return append(out, e.Message...), nil
+		return append(out, msg...), nil
 	}
 	var kind byte
 	switch res.Resp.(type) {

@@ -20,8 +20,7 @@ import (
 // the duplicate check fires within a few seeds.)
 //
 //   - put (60%): the register, with 0 to 2 events; one put in 25 also carries an event with an
-//     invalid topic, which the store must refuse, events and all (without a session, see
-//     below).
+//     invalid topic, which the store must refuse, events and all.
 //   - publish (15%): 1 or 2 events, no key.
 //   - txn (25%): compares the register's version with a small number; one branch (drawn) puts
 //     the register with 1 or 2 events, sometimes followed by a publish of one more, the other
@@ -68,11 +67,8 @@ func (r *nodeRun) fsmCommand(m *member, id uint64, key, tag string) []byte {
 				op.branches[0] = append(op.branches[0], bad)
 				put.Events = append(put.Events, bad)
 				op.invalid = true
-				// Without a session: the store records a sessioned write's refusal only if it
-				// is an *mvcc.Error, and Limits.validateEvents wraps CheckTopic's with
-				// fmt.Errorf, so the batch fails and the member stops on the entry at every
-				// start. Refused writes are still checked to publish nothing.
-				put.Session = nil
+				// With its session: the refusal is stored as the write's result (this once
+				// failed the batch and stopped the member at the entry, on every start).
 			}
 		}
 		cmd.Op = &logpb.Command_Put{Put: put}
