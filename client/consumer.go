@@ -186,7 +186,9 @@ func (c *Client) Consume(ctx context.Context, consumer string, handler Handler, 
 		opt(&o)
 	}
 	r := &consumeRun{c: c, consumer: consumer, handler: handler, settled: o.settled, hctx: context.WithoutCancel(ctx),
-		queued: map[string][]*Delivery{}, running: map[string]bool{}, freed: make(chan struct{}, 1)}
+		queued: map[string][]*Delivery{}, running: map[string]bool{}, freed: make(chan struct{}, 1),
+		acks: make(chan settlement, maxAckBatch), ackerDone: make(chan struct{})}
+	go r.acker()
 	defer r.shutdown()
 	for try := 0; ctx.Err() == nil; {
 		free := o.parallel - r.holding()
@@ -235,7 +237,23 @@ type consumeRun struct {
 	stopping bool
 	wg       sync.WaitGroup
 	freed    chan struct{} // a delivery finished (capacity 1: a hint)
+
+	// Acks and naks are sent in batches by one goroutine (acker), so a handler's slot is free
+	// as soon as it returns: a consumer's throughput is then not its handlers in flight over
+	// the ack latency. Per-key order does not need the slot: the cluster hands out a key's
+	// next event only after the previous one's ack is committed.
+	acks      chan settlement
+	ackerDone chan struct{}
 }
+
+// settlement is a finished delivery waiting for its ack (handlerErr nil) or nak.
+type settlement struct {
+	d          *Delivery
+	handlerErr error
+}
+
+// maxAckBatch bounds the deliveries one ack request settles.
+const maxAckBatch = 256
 
 func (r *consumeRun) holding() int {
 	r.mu.Lock()
@@ -282,18 +300,64 @@ func (r *consumeRun) handle(d *Delivery) (err error) {
 	return r.handler(r.hctx, d)
 }
 
-// settle acknowledges or naks d after its handler returned err.
+// settle queues d's ack, or its nak after its handler returned err.
 func (r *consumeRun) settle(d *Delivery, err error) {
-	ctx, cancel := context.WithTimeout(r.hctx, ackTimeout)
-	defer cancel()
-	var aerr error
-	if err == nil {
-		aerr = r.c.Ack(ctx, r.consumer, d)
-	} else {
+	if err != nil {
 		r.c.log.Debug("caucus client: handler failed, nak", "consumer", r.consumer, "revision", d.GetEvent().GetRevision(),
 			"index", d.GetEvent().GetIndex(), "attempt", d.GetAttempt(), "err", err)
-		aerr = r.c.Nak(ctx, r.consumer, d)
 	}
+	r.acks <- settlement{d: d, handlerErr: err}
+}
+
+// acker sends the queued acks and naks: whatever is queued when it is free, in one request.
+// A request is all or nothing, so when one of a batch is refused (delivered again meanwhile)
+// the batch is sent again one by one, to settle the others.
+func (r *consumeRun) acker() {
+	defer close(r.ackerDone)
+	for s := range r.acks {
+		batch := []settlement{s}
+	fill:
+		for len(batch) < maxAckBatch {
+			select {
+			case s, ok := <-r.acks:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, s)
+			default:
+				break fill
+			}
+		}
+		err := r.send(batch)
+		for _, s := range batch {
+			if err != nil && len(batch) > 1 && IsFailedPrecondition(err) {
+				r.finish(s, r.send([]settlement{s}))
+			} else {
+				r.finish(s, err)
+			}
+		}
+	}
+}
+
+// send acks and naks a batch in one request.
+func (r *consumeRun) send(batch []settlement) error {
+	req := &caucusv1.AckRequest{Consumer: r.consumer}
+	for _, s := range batch {
+		p := positions([]*Delivery{s.d})[0]
+		if s.handlerErr == nil {
+			req.Acks = append(req.Acks, p)
+		} else {
+			req.Naks = append(req.Naks, p)
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.hctx, ackTimeout)
+	defer cancel()
+	return r.c.ack(ctx, req)
+}
+
+// finish reports how s was settled.
+func (r *consumeRun) finish(s settlement, aerr error) {
+	d, err := s.d, s.handlerErr
 	if r.settled != nil {
 		r.settled(d, err, aerr)
 	}
@@ -355,4 +419,6 @@ func (r *consumeRun) shutdown() {
 		}
 	}
 	r.wg.Wait()
+	close(r.acks)
+	<-r.ackerDone
 }
