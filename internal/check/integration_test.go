@@ -213,3 +213,49 @@ func TestSetAndBankUnderKill(t *testing.T) {
 		})
 	}
 }
+
+// TestConsumerUnderFaults runs the consumer workload briefly with kill -9 and partition of the
+// leader: every acknowledged event must be processed exactly once, with crashed consumers'
+// deliveries coming back after the ack wait.
+func TestConsumerUnderFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("launches a 3-process cluster for ~15s")
+	}
+	sum, err := runCheck(t, Options{
+		Workload: "consumer",
+		Nemesis:  []nemesis.Kind{nemesis.Kill, nemesis.Partition},
+		Targets:  []nemesis.Target{nemesis.Leader},
+		Time:     10 * time.Second,
+		Quiet:    2 * time.Second,
+		Fault:    2 * time.Second,
+		Seed:     4,
+	})
+	if err != nil {
+		t.Fatalf("check failed: %v", err)
+	}
+	if st := sum.Result.Stats; st["effects"] < 50 || st["redeliveries"] == 0 {
+		t.Errorf("the run proved little: %v", st)
+	}
+}
+
+// TestConsumerAtLeastOnceIsCaught plants at-least-once processing (the effect written, then
+// acknowledged apart, with crashes between): the checker must report the duplicate effects.
+func TestConsumerAtLeastOnceIsCaught(t *testing.T) {
+	if testing.Short() {
+		t.Skip("launches a 3-process cluster for ~10s")
+	}
+	sum, err := runCheck(t, Options{
+		Workload:         "consumer",
+		plantConsumerBug: true,
+		Time:             4 * time.Second,
+		Seed:             5,
+	})
+	if !errors.Is(err, ErrViolation) {
+		t.Fatalf("planted at-least-once processing not detected: err=%v", err)
+	}
+	for _, v := range sum.Result.Violations {
+		if v.Kind != "duplicate" {
+			t.Errorf("unexpected violation %v", v)
+		}
+	}
+}

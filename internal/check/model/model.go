@@ -12,6 +12,10 @@
 //   - bank: transfers between accounts; every read of all accounts (one Range at one revision)
 //     sees the same total, every account, and no negative balance; linearizable reads never go
 //     back in revision relative to reads that finished before them.
+//   - consumer: events published with unique ids and processed through a durable consumer, each
+//     delivery by a transaction that writes an effect and acknowledges it; every acknowledged
+//     event has exactly one effect, and the effects of a key follow the stream's order (see
+//     consumer.go).
 //
 // Every checker is pure: history in, verdict out. None relies on wall-clock time beyond the
 // recorded monotonic timestamps, so a saved history.json re-checks to the same verdict.
