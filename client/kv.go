@@ -46,6 +46,8 @@ type Op struct {
 	fromKey  bool
 	events   []*caucusv1.Event
 	ack      *caucusv1.AckRequest
+	topics   []string // Watch
+	progress bool     // Watch
 }
 
 // OpOption modifies an Op (and so a Get, Put or Delete).

@@ -52,7 +52,10 @@ func (c *Client) newEndpoint(u, protocol string) *endpoint {
 	ep := &endpoint{url: u}
 	maint := caucusv1connect.NewMaintenanceClient(c.httpc, u)
 	if addr, ok := nativeAddr(u); ok && protocol == ProtocolNative {
-		ep.native = nativeapi.NewClient(nativeapi.ClientConfig{Addr: addr, DialTimeout: c.cfg.DialTimeout, Logger: c.log})
+		// The largest stream window: one watch item (a value and its previous version, 3 MiB
+		// at the default limits) must fit in it.
+		ep.native = nativeapi.NewClient(nativeapi.ClientConfig{Addr: addr, DialTimeout: c.cfg.DialTimeout,
+			StreamWindow: nativeapi.MaxStreamWindow, Logger: c.log})
 		ep.kv = nativeapi.KVClient{C: ep.native}
 		ep.lease = nativeapi.LeaseClient{C: ep.native}
 		ep.cluster = nativeapi.ClusterClient{C: ep.native}

@@ -1,6 +1,6 @@
 // Package ctl implements caucus's command-line client commands in the style of etcdctl: put,
-// get, del, txn, compaction, publish, consumer and consume, lease, member, cluster settings,
-// status, defrag, snapshot and move-leader, spoken to a cluster through package client.
+// get, del, txn, compaction, publish, watch, consumer and consume, lease, member, cluster
+// settings, status, defrag, snapshot and move-leader, spoken to a cluster through package client.
 //
 // Conventions (shared with etcdctl so that operators' habits carry over):
 //   - Global options (--endpoints, --dial-timeout, --command-timeout, -w/--write-out) may appear
@@ -91,6 +91,7 @@ func commands() []*command {
 		txnCommand(),
 		compactionCommand(),
 		publishCommand(),
+		watchCommand(),
 		{name: "consumer", summary: "Durable consumer commands", sub: []*command{
 			consumerCreateCommand(), consumerListCommand(), consumerInfoCommand(), consumerRemoveCommand(),
 		}},

@@ -383,7 +383,7 @@ func TestBadUsage(t *testing.T) {
 		{[]string{"-w", "yaml", "get", "k"}, `--write-out "yaml" is not simple, json or table`, ""},
 		{[]string{"lease"}, "caucus lease needs a subcommand", "Subcommands:"},
 		{[]string{"lease", "frob"}, `unknown command "lease frob"`, "keep-alive ID"},
-		{[]string{"lease", "grant", "0"}, `TTL "0" is not a positive number of seconds`, "Usage: caucus lease grant TTL"},
+		{[]string{"lease", "grant", "0"}, `TTL "0" is not a positive number of seconds`, "Usage: caucus lease grant [options] TTL"},
 		{[]string{"lease", "revoke", "xyz"}, `lease ID "xyz" is not a non-zero hexadecimal id`, ""},
 		{[]string{"member", "add", "n"}, "--peer-urls is required", "Usage: caucus member add"},
 		{[]string{"member", "add", "n", "--peer-urls", "10.0.0.1:2380"}, "is not an http(s)://host:port URL", ""},

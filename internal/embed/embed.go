@@ -32,6 +32,7 @@ import (
 	"github.com/caucus/caucus/internal/node"
 	"github.com/caucus/caucus/internal/server"
 	"github.com/caucus/caucus/internal/transport"
+	"github.com/caucus/caucus/internal/watch"
 	"github.com/caucus/caucus/raft"
 )
 
@@ -86,8 +87,10 @@ type Config struct {
 	// EnablePprof serves Go's runtime profiles under /debug/pprof/ on the client port, as etcd's
 	// --enable-pprof does.
 	EnablePprof bool
-	Bug         server.TestBug
-	Logger      *slog.Logger
+	// Watch holds the limits of watches (internal/watch); zero fields take its defaults.
+	Watch  watch.Options
+	Bug    server.TestBug
+	Logger *slog.Logger
 	// PeerListener and ClientListener, if set, are used instead of binding the listen URLs
 	// (tests bind port 0 first so that the initial cluster can name real ports).
 	PeerListener, ClientListener net.Listener
@@ -121,6 +124,8 @@ type Member struct {
 	// FSM is the member's state machine; Proposer proposes through Node.
 	FSM      *fsm.FSM
 	Proposer *fsm.Proposer
+	// Server serves the client API.
+	Server *server.Server
 	// ClientURL is the URL clients use (the advertised one, with the real port if :0 was asked).
 	ClientURL string
 	PeerURL   string
@@ -374,6 +379,7 @@ func Start(cfg Config) (*Member, error) {
 		RequestTimeout:    cfg.RequestTimeout,
 		QuotaBackendBytes: cfg.QuotaBackendBytes,
 		MemberID:          func(_ string, urls []string) uint64 { return MemberID(cfg.ClusterToken, urls) },
+		Watch:             cfg.Watch,
 		Bug:               cfg.Bug,
 		Logger:            lg,
 	})
@@ -393,7 +399,7 @@ func Start(cfg Config) (*Member, error) {
 	native := nativeapi.NewServer(srv.NativeConfig())
 	httpLn := nativeapi.Split(clientLn, native, nativeapi.SplitConfig{Logger: lg})
 	m := &Member{
-		ID: id, ClusterID: cid, Node: nd, FSM: app, Proposer: prop, ClientURL: advClient, PeerURL: advPeer,
+		ID: id, ClusterID: cid, Node: nd, FSM: app, Proposer: prop, Server: srv, ClientURL: advClient, PeerURL: advPeer,
 		trans: tr, native: native, clientLn: httpLn, log: lg, serveErr: make(chan error, 1),
 		chores: make(chan struct{}),
 		// No overall read or write timeout: a snapshot download streams for as long as it
@@ -424,6 +430,7 @@ func (m *Member) Stop() {
 	m.stopOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
+		m.Server.CloseWatches()  // else Shutdown would wait for their streams to end
 		_ = m.http.Shutdown(ctx) // closes the client listener first
 		_ = m.clientLn.Close()   // idempotent; waits for connections still being sniffed
 		// Cancels native calls in flight and waits for them, before the node they wait on stops.

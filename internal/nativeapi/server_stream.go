@@ -126,6 +126,12 @@ func (st *serverStream) Send(msg any) error {
 	return nil
 }
 
+// AbortSend makes a Send waiting for credit, and every later Send and Receive, fail with err,
+// for a handler that gives up on a client that stopped reading (a server-streaming handler
+// calls it from another goroutine through its stream's Conn()). The handler then returns and
+// its status ends the stream as usual, after the messages already queued.
+func (st *serverStream) AbortSend(err error) { st.flow.abort(err) }
+
 // appendCredit returns a server credit frame granting n bytes on stream id, in *bp.
 func appendCredit(bp *[]byte, id uint64, n uint32) *[]byte {
 	b := AppendResponseHeader(*bp, ResponseHeader{CallID: id, Status: FrameStreamCredit})

@@ -27,6 +27,7 @@ import (
 	"github.com/caucus/caucus/internal/logpb"
 	"github.com/caucus/caucus/internal/mvcc"
 	"github.com/caucus/caucus/internal/node"
+	"github.com/caucus/caucus/internal/watch"
 )
 
 // Version is the server version reported by Status.
@@ -83,8 +84,10 @@ type Config struct {
 	QuotaBackendBytes int64
 	// MemberID derives a new member's id from its name and peer URLs.
 	MemberID func(name string, peerURLs []string) uint64
-	Bug      TestBug
-	Logger   *slog.Logger
+	// Watch holds the limits of watches (internal/watch); zero fields take its defaults.
+	Watch  watch.Options
+	Bug    TestBug
+	Logger *slog.Logger
 }
 
 // Server implements the four API services.
@@ -94,6 +97,7 @@ type Server struct {
 	prop  *fsm.Proposer
 	store *mvcc.Store
 	log   *slog.Logger
+	watch *watch.Hub
 	// size and sizeAt (unix nanoseconds) cache the state machine file's size for the quota;
 	// since counts the bytes of the writes accepted on that measure.
 	size, sizeAt, since atomic.Int64
@@ -112,7 +116,9 @@ func New(cfg Config) *Server {
 	if lg == nil {
 		lg = slog.Default()
 	}
-	return &Server{cfg: cfg, n: cfg.Node, prop: cfg.Proposer, store: cfg.Store, log: lg.With("component", "server")}
+	s := &Server{cfg: cfg, n: cfg.Node, prop: cfg.Proposer, store: cfg.Store, log: lg.With("component", "server")}
+	s.watch = watch.New(watch.Config{Store: cfg.Store, KV: kvFromLog, Event: EventFromLog, Options: cfg.Watch, Logger: lg})
+	return s
 }
 
 // Handler returns the HTTP handler serving every service. Serve it with Protocols() so that gRPC
@@ -126,7 +132,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(caucusv1connect.NewLeaseHandler(&leaseService{s}, opts...))
 	mux.Handle(caucusv1connect.NewClusterHandler(&clusterService{s}, opts...))
 	mux.Handle(caucusv1connect.NewMaintenanceHandler(&maintenanceService{s}, opts...))
-	mux.Handle(caucusv1connect.NewEventsHandler(&eventsService{s: s}, opts...))
+	path, events := caucusv1connect.NewEventsHandler(&eventsService{s: s}, opts...)
+	mux.Handle(path, withResponseController(events))
 	mux.Handle(caucusv1connect.NewConsumersHandler(&consumersService{s}, opts...))
 	mux.HandleFunc("/health", s.health)
 	return mux

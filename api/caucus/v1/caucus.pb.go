@@ -3580,7 +3580,8 @@ type WatchRequest struct {
 	StartRevision int64 `protobuf:"varint,4,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
 	// prev_kv adds each change's previous version of the key (when still retained).
 	PrevKv bool `protobuf:"varint,5,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
-	// progress_notify asks for a progress response (no items, progress set) when the watch is idle.
+	// progress_notify asks for a progress response (no items, progress set) when the watch is idle:
+	// at most one per progress interval of the member (a second by default).
 	ProgressNotify bool `protobuf:"varint,6,opt,name=progress_notify,json=progressNotify,proto3" json:"progress_notify,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -3804,7 +3805,12 @@ func (*WatchItem_Event) isWatchItem_Item() {}
 
 // WatchResponse carries items in revision order. header.revision is the store revision up to
 // which the watch is complete once the response is read: a client that reconnects resumes
-// with start_revision = header.revision + 1 and misses nothing, sees nothing twice.
+// with start_revision = header.revision + 1 and misses nothing, sees nothing twice. A revision
+// with more items than one response holds (1000 items or 256 KiB by default) is split: every
+// part but the last carries the revision before it, so a client that resumes after such a part
+// receives that revision again from its start and skips the items it already has (their order
+// is fixed). The first response of every watch is a progress response, complete through
+// start_revision - 1 or further: it tells a watch from the current revision where it stands.
 type WatchResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
