@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -255,6 +256,58 @@ func TestConsumerAtLeastOnceIsCaught(t *testing.T) {
 	}
 	for _, v := range sum.Result.Violations {
 		if v.Kind != "duplicate" {
+			t.Errorf("unexpected violation %v", v)
+		}
+	}
+}
+
+// TestWatchUnderFaults runs the watch workload briefly with kill -9 and partition of the
+// leader, which cut off the watchers of that member: every watcher must see the reference
+// stream, no gaps, no duplicates, in order.
+func TestWatchUnderFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("launches a 3-process cluster for ~15s")
+	}
+	sum, err := runCheck(t, Options{
+		Workload: "watch",
+		Nemesis:  []nemesis.Kind{nemesis.Kill, nemesis.Partition},
+		Targets:  []nemesis.Target{nemesis.Leader},
+		Time:     10 * time.Second,
+		Quiet:    2 * time.Second,
+		Fault:    2 * time.Second,
+		Seed:     6,
+	})
+	if err != nil {
+		t.Fatalf("check failed: %v", err)
+	}
+	st := sum.Result.Stats
+	if st["reference-items"] < 1000 || st["watchers"] != 3 {
+		t.Errorf("the run proved little: %v", st)
+	}
+	for i := range 3 {
+		if n := st[fmt.Sprintf("watcher-%d-streams", i)]; n < 3 {
+			t.Errorf("watcher %d resumed only %d time(s)", i, n-1)
+		}
+	}
+}
+
+// TestWatchGapIsCaught plants watchers that resume a revision late: the checker must report
+// the gaps.
+func TestWatchGapIsCaught(t *testing.T) {
+	if testing.Short() {
+		t.Skip("launches a 3-process cluster for ~10s")
+	}
+	sum, err := runCheck(t, Options{
+		Workload:      "watch",
+		plantWatchGap: true,
+		Time:          5 * time.Second,
+		Seed:          7,
+	})
+	if !errors.Is(err, ErrViolation) {
+		t.Fatalf("planted gaps not detected: err=%v", err)
+	}
+	for _, v := range sum.Result.Violations {
+		if v.Kind != "gap" && v.Kind != "more" {
 			t.Errorf("unexpected violation %v", v)
 		}
 	}

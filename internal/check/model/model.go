@@ -16,6 +16,9 @@
 //     delivery by a transaction that writes an effect and acknowledges it; every acknowledged
 //     event has exactly one effect, and the effects of a key follow the stream's order (see
 //     consumer.go).
+//   - watch: watchers stream the run's key changes and events from its start revision and resume
+//     after every break; each saw exactly the reference stream (read at the end) through the
+//     revision it was complete at: no gap, no duplicate, no reorder (see watch.go).
 //
 // Every checker is pure: history in, verdict out. None relies on wall-clock time beyond the
 // recorded monotonic timestamps, so a saved history.json re-checks to the same verdict.
