@@ -220,13 +220,13 @@ func TestSetAndBankUnderKill(t *testing.T) {
 // deliveries coming back after the ack wait.
 func TestConsumerUnderFaults(t *testing.T) {
 	if testing.Short() {
-		t.Skip("launches a 3-process cluster for ~15s")
+		t.Skip("launches a 3-process cluster for ~12s")
 	}
 	sum, err := runCheck(t, Options{
 		Workload: "consumer",
 		Nemesis:  []nemesis.Kind{nemesis.Kill, nemesis.Partition},
 		Targets:  []nemesis.Target{nemesis.Leader},
-		Time:     10 * time.Second,
+		Time:     8 * time.Second,
 		Quiet:    2 * time.Second,
 		Fault:    2 * time.Second,
 		Seed:     4,
@@ -248,7 +248,7 @@ func TestConsumerAtLeastOnceIsCaught(t *testing.T) {
 	sum, err := runCheck(t, Options{
 		Workload:         "consumer",
 		plantConsumerBug: true,
-		Time:             4 * time.Second,
+		Time:             3 * time.Second,
 		Seed:             5,
 	})
 	if !errors.Is(err, ErrViolation) {
@@ -266,13 +266,13 @@ func TestConsumerAtLeastOnceIsCaught(t *testing.T) {
 // stream, no gaps, no duplicates, in order.
 func TestWatchUnderFaults(t *testing.T) {
 	if testing.Short() {
-		t.Skip("launches a 3-process cluster for ~15s")
+		t.Skip("launches a 3-process cluster for ~12s")
 	}
 	sum, err := runCheck(t, Options{
 		Workload: "watch",
 		Nemesis:  []nemesis.Kind{nemesis.Kill, nemesis.Partition},
 		Targets:  []nemesis.Target{nemesis.Leader},
-		Time:     10 * time.Second,
+		Time:     8 * time.Second,
 		Quiet:    2 * time.Second,
 		Fault:    2 * time.Second,
 		Seed:     6,
@@ -300,7 +300,7 @@ func TestWatchGapIsCaught(t *testing.T) {
 	sum, err := runCheck(t, Options{
 		Workload:      "watch",
 		plantWatchGap: true,
-		Time:          5 * time.Second,
+		Time:          4 * time.Second,
 		Seed:          7,
 	})
 	if !errors.Is(err, ErrViolation) {

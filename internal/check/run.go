@@ -223,6 +223,9 @@ func newWorkload(o Options) (workload, error) {
 	case "consumer":
 		return &consumerWorkload{keys: o.Keys, ackWait: 1500 * time.Millisecond, ackApart: o.plantConsumerBug}, nil
 	case "watch":
+		if o.Clients < 2 {
+			return nil, errors.New("check: the watch workload needs at least 2 clients (watchers and writers)")
+		}
 		return newWatchWorkload(o.Keys, o.Clients, o.plantWatchGap), nil
 	}
 	return nil, fmt.Errorf("check: unknown workload %q (want register, set, bank, consumer or watch)", o.Workload)
