@@ -62,9 +62,9 @@ cluster5: image
 check-ci:
 	$(GO) test -race ./internal/check/...
 
-# Longer, combined schedules for releases (about 15 minutes).
+# Longer, combined schedules for releases (5 minutes per workload).
 check-long:
-	for w in register set bank; do $(GO) run ./cmd/caucus check --local 3 --workload $$w --time 5m --combined || exit 1; done
+	for w in register set bank consumer watch; do $(GO) run ./cmd/caucus check --local 3 --workload $$w --time 5m --combined || exit 1; done
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime 60s ./internal/wal

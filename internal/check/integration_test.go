@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -211,5 +212,103 @@ func TestSetAndBankUnderKill(t *testing.T) {
 				t.Errorf("only %d operations succeeded", sum.Ops.OK)
 			}
 		})
+	}
+}
+
+// TestConsumerUnderFaults runs the consumer workload briefly with kill -9 and partition of the
+// leader: every acknowledged event must be processed exactly once, with crashed consumers'
+// deliveries coming back after the ack wait.
+func TestConsumerUnderFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("launches a 3-process cluster for ~12s")
+	}
+	sum, err := runCheck(t, Options{
+		Workload: "consumer",
+		Nemesis:  []nemesis.Kind{nemesis.Kill, nemesis.Partition},
+		Targets:  []nemesis.Target{nemesis.Leader},
+		Time:     8 * time.Second,
+		Quiet:    2 * time.Second,
+		Fault:    2 * time.Second,
+		Seed:     4,
+	})
+	if err != nil {
+		t.Fatalf("check failed: %v", err)
+	}
+	if st := sum.Result.Stats; st["effects"] < 50 || st["redeliveries"] == 0 {
+		t.Errorf("the run proved little: %v", st)
+	}
+}
+
+// TestConsumerAtLeastOnceIsCaught plants at-least-once processing (the effect written, then
+// acknowledged apart, with crashes between): the checker must report the duplicate effects.
+func TestConsumerAtLeastOnceIsCaught(t *testing.T) {
+	if testing.Short() {
+		t.Skip("launches a 3-process cluster for ~10s")
+	}
+	sum, err := runCheck(t, Options{
+		Workload:         "consumer",
+		plantConsumerBug: true,
+		Time:             3 * time.Second,
+		Seed:             5,
+	})
+	if !errors.Is(err, ErrViolation) {
+		t.Fatalf("planted at-least-once processing not detected: err=%v", err)
+	}
+	for _, v := range sum.Result.Violations {
+		if v.Kind != "duplicate" {
+			t.Errorf("unexpected violation %v", v)
+		}
+	}
+}
+
+// TestWatchUnderFaults runs the watch workload briefly with kill -9 and partition of the
+// leader, which cut off the watchers of that member: every watcher must see the reference
+// stream, no gaps, no duplicates, in order.
+func TestWatchUnderFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("launches a 3-process cluster for ~12s")
+	}
+	sum, err := runCheck(t, Options{
+		Workload: "watch",
+		Nemesis:  []nemesis.Kind{nemesis.Kill, nemesis.Partition},
+		Targets:  []nemesis.Target{nemesis.Leader},
+		Time:     8 * time.Second,
+		Quiet:    2 * time.Second,
+		Fault:    2 * time.Second,
+		Seed:     6,
+	})
+	if err != nil {
+		t.Fatalf("check failed: %v", err)
+	}
+	st := sum.Result.Stats
+	if st["reference-items"] < 1000 || st["watchers"] != 3 {
+		t.Errorf("the run proved little: %v", st)
+	}
+	for i := range 3 {
+		if n := st[fmt.Sprintf("watcher-%d-streams", i)]; n < 3 {
+			t.Errorf("watcher %d resumed only %d time(s)", i, n-1)
+		}
+	}
+}
+
+// TestWatchGapIsCaught plants watchers that resume a revision late: the checker must report
+// the gaps.
+func TestWatchGapIsCaught(t *testing.T) {
+	if testing.Short() {
+		t.Skip("launches a 3-process cluster for ~10s")
+	}
+	sum, err := runCheck(t, Options{
+		Workload:      "watch",
+		plantWatchGap: true,
+		Time:          4 * time.Second,
+		Seed:          7,
+	})
+	if !errors.Is(err, ErrViolation) {
+		t.Fatalf("planted gaps not detected: err=%v", err)
+	}
+	for _, v := range sum.Result.Violations {
+		if v.Kind != "gap" && v.Kind != "more" {
+			t.Errorf("unexpected violation %v", v)
+		}
 	}
 }

@@ -2,7 +2,9 @@
 // workload of concurrent clients against a cluster while a nemesis injects faults, records every
 // operation (package history), and judges the history against the workload's specification
 // (package model): linearizable single-key registers (porcupine), a grow-only set with no lost
-// or phantom elements, and a bank whose total never changes.
+// or phantom elements, a bank whose total never changes, events consumed through a durable
+// consumer with every acknowledged one processed exactly once, and watchers that all see the
+// same stream of changes and events, without gaps, across member failures.
 //
 // The cluster is either an existing one (--endpoints, optionally with --docker containers for
 // the nemesis) or local processes launched by package cluster (--local N), whose peer links run
@@ -68,6 +70,12 @@ type Options struct {
 	Seed           uint64
 	// OpTimeout bounds one request attempt; CheckTimeout bounds the linearizability search.
 	OpTimeout, CheckTimeout time.Duration
+	// plantConsumerBug makes the consumer workload process at least once instead of exactly
+	// once (tests only: the checker must report the duplicates).
+	plantConsumerBug bool
+	// plantWatchGap makes the watch workload's watchers resume a revision late (tests only: the
+	// checker must report the gaps).
+	plantWatchGap bool
 	// Results is the directory for history.json, summary.json and visualizations; empty means
 	// ./results/<timestamp>.
 	Results string
@@ -118,10 +126,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.Combined, "combined", false, "inject two kinds of fault at once")
 	fs.DurationVar(&o.Quiet, "quiet", 3*time.Second, "healthy period between faults")
 	fs.DurationVar(&o.Fault, "fault", 4*time.Second, "length of each fault")
-	fs.StringVar(&o.Workload, "workload", "register", "register, set or bank")
+	fs.StringVar(&o.Workload, "workload", "register", "register, set, bank, consumer (events delivered to a durable consumer, each processed exactly once) or watch (watchers see the same stream, no gaps)")
 	fs.DurationVar(&o.Time, "time", 30*time.Second, "how long the workload runs")
-	fs.IntVar(&o.Clients, "clients", 6, "concurrent clients")
-	fs.IntVar(&o.Keys, "keys", 5, "register keys")
+	fs.IntVar(&o.Clients, "clients", 6, "concurrent clients (watch: half of them watchers)")
+	fs.IntVar(&o.Keys, "keys", 5, "register keys; keys of the consumer and watch workloads")
 	fs.IntVar(&o.Accounts, "accounts", 5, "bank accounts")
 	seed := fs.Uint64("seed", 0, "random seed for the operation mix and targets (0: time-based)")
 	fs.DurationVar(&o.OpTimeout, "op-timeout", time.Second, "timeout of one request attempt")
@@ -212,8 +220,15 @@ func newWorkload(o Options) (workload, error) {
 		return setWorkload{}, nil
 	case "bank":
 		return &bankWorkload{accounts: o.Accounts, initial: 100}, nil
+	case "consumer":
+		return &consumerWorkload{keys: o.Keys, ackWait: 1500 * time.Millisecond, ackApart: o.plantConsumerBug}, nil
+	case "watch":
+		if o.Clients < 2 {
+			return nil, errors.New("check: the watch workload needs at least 2 clients (watchers and writers)")
+		}
+		return newWatchWorkload(o.Keys, o.Clients, o.plantWatchGap), nil
 	}
-	return nil, fmt.Errorf("check: unknown workload %q (want register, set or bank)", o.Workload)
+	return nil, fmt.Errorf("check: unknown workload %q (want register, set, bank, consumer or watch)", o.Workload)
 }
 
 // Execute performs one run, writing progress to log. It returns the summary (nil only if the

@@ -67,3 +67,19 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		t.Errorf("help: %v %q", err, errb.String())
 	}
 }
+
+func TestNewWorkload(t *testing.T) {
+	for _, name := range []string{"register", "set", "bank", "consumer", "watch"} {
+		o := Options{Workload: name, Keys: 5, Accounts: 5, Clients: 6}
+		wl, err := newWorkload(o)
+		if err != nil || wl.name() != name {
+			t.Errorf("newWorkload(%q) = %v, %v", name, wl, err)
+		}
+	}
+	if _, err := newWorkload(Options{Workload: "watch", Keys: 5, Clients: 1}); err == nil {
+		t.Error("a watch run with one client (no writer) accepted")
+	}
+	if wl, _ := newWorkload(Options{Workload: "watch", Keys: 5, Clients: 3}); wl.(*watchWorkload).watchers != 1 {
+		t.Error("a watch run with three clients should have one watcher and two writers")
+	}
+}

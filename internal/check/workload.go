@@ -35,14 +35,17 @@ type env struct {
 }
 
 type endpoint struct {
-	url string
-	kv  caucusv1connect.KVClient
+	url       string
+	kv        caucusv1connect.KVClient
+	events    caucusv1connect.EventsClient
+	consumers caucusv1connect.ConsumersClient
 }
 
 func newEnv(httpc *http.Client, urls []string, prefix string, opTimeout time.Duration) *env {
 	e := &env{rec: history.New(), prefix: prefix, opTimeout: opTimeout, writeBudget: 5 * opTimeout}
 	for _, u := range urls {
-		e.eps = append(e.eps, endpoint{url: u, kv: caucusv1connect.NewKVClient(httpc, u)})
+		e.eps = append(e.eps, endpoint{url: u, kv: caucusv1connect.NewKVClient(httpc, u),
+			events: caucusv1connect.NewEventsClient(httpc, u), consumers: caucusv1connect.NewConsumersClient(httpc, u)})
 	}
 	return e
 }
@@ -102,6 +105,11 @@ func neverSent(err error) bool {
 // OK with the answer; Fail if no attempt could have reached a server (or the server rejected
 // the request as malformed); otherwise Unknown, and the worker crashes to a new process.
 func (e *env) write(ctx context.Context, w *worker, input any, do func(ctx context.Context, kv caucusv1connect.KVClient, s *caucusv1.Session) (any, error)) (any, history.Status) {
+	return e.writeOn(ctx, w, input, func(ctx context.Context, ep endpoint, s *caucusv1.Session) (any, error) { return do(ctx, ep.kv, s) })
+}
+
+// writeOn is write for requests of any service of the endpoint.
+func (e *env) writeOn(ctx context.Context, w *worker, input any, do func(ctx context.Context, ep endpoint, s *caucusv1.Session) (any, error)) (any, history.Status) {
 	w.seq++
 	sess := &caucusv1.Session{ClientId: w.session, Sequence: w.seq}
 	ep := w.endpoint(e)
@@ -114,7 +122,7 @@ func (e *env) write(ctx context.Context, w *worker, input any, do func(ctx conte
 			ep = w.endpoint(e)
 		}
 		actx, cancel := context.WithTimeout(ctx, e.opTimeout)
-		out, err := do(actx, ep.kv, sess)
+		out, err := do(actx, ep, sess)
 		cancel()
 		if err == nil {
 			e.rec.Complete(op, history.OK, out, nil)
@@ -154,10 +162,15 @@ func (e *env) write(ctx context.Context, w *worker, input any, do func(ctx conte
 // read performs one read attempt. Reads change nothing, so a failed read is simply recorded as
 // Fail (checkers drop it) and the worker keeps its process.
 func (e *env) read(ctx context.Context, w *worker, input any, do func(ctx context.Context, kv caucusv1connect.KVClient) (any, error)) (any, bool) {
+	return e.readOn(ctx, w, input, func(ctx context.Context, ep endpoint) (any, error) { return do(ctx, ep.kv) })
+}
+
+// readOn is read for requests of any service of the endpoint.
+func (e *env) readOn(ctx context.Context, w *worker, input any, do func(ctx context.Context, ep endpoint) (any, error)) (any, bool) {
 	ep := w.endpoint(e)
 	op := e.rec.Invoke(w.process, ep.url, input)
 	actx, cancel := context.WithTimeout(ctx, e.opTimeout)
-	out, err := do(actx, ep.kv)
+	out, err := do(actx, ep)
 	cancel()
 	if err != nil {
 		e.rec.Complete(op, history.Fail, nil, fmt.Errorf("%s: %w", ep.url, err))

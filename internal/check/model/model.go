@@ -12,6 +12,13 @@
 //   - bank: transfers between accounts; every read of all accounts (one Range at one revision)
 //     sees the same total, every account, and no negative balance; linearizable reads never go
 //     back in revision relative to reads that finished before them.
+//   - consumer: events published with unique ids and processed through a durable consumer, each
+//     delivery by a transaction that writes an effect and acknowledges it; every acknowledged
+//     event has exactly one effect, and the effects of a key follow the stream's order (see
+//     consumer.go).
+//   - watch: watchers stream the run's key changes and events from its start revision and resume
+//     after every break; each saw exactly the reference stream (read at the end) through the
+//     revision it was complete at: no gap, no duplicate, no reorder (see watch.go).
 //
 // Every checker is pure: history in, verdict out. None relies on wall-clock time beyond the
 // recorded monotonic timestamps, so a saved history.json re-checks to the same verdict.
