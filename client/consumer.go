@@ -176,8 +176,10 @@ const ackTimeout = 10 * time.Second
 
 // Consume fetches the consumer's events and runs handler on each: events of different keys in
 // parallel, those of one key in order, one at a time. It acknowledges a delivery when its
-// handler returns nil and naks it otherwise. When ctx ends, it stops fetching, naks the
-// deliveries it holds but has not started, lets the running handlers finish (their context is
+// handler returns nil and naks it otherwise, in batches. It fetches ahead of its handlers (up
+// to 256 deliveries, or twice the parallelism), so that fetches, which are log commands, are
+// not paid per event. When ctx ends, it stops fetching, naks the deliveries it holds but has not
+// started (each counts as an attempt), lets the running handlers finish (their context is
 // not canceled with ctx) and acknowledges them, then returns nil. It returns an error earlier
 // only when fetching fails for good (the consumer does not exist, a bad argument).
 func (c *Client) Consume(ctx context.Context, consumer string, handler Handler, opts ...ConsumeOption) error {
@@ -185,13 +187,17 @@ func (c *Client) Consume(ctx context.Context, consumer string, handler Handler, 
 	for _, opt := range opts {
 		opt(&o)
 	}
+	// Deliveries are fetched ahead of the handlers, so that a fetch (a log command, a round
+	// trip) is not paid for every few events; the handlers in flight stay bounded by parallel.
+	buffer := max(consumeBuffer, 2*o.parallel)
 	r := &consumeRun{c: c, consumer: consumer, handler: handler, settled: o.settled, hctx: context.WithoutCancel(ctx),
 		queued: map[string][]*Delivery{}, running: map[string]bool{}, freed: make(chan struct{}, 1),
+		slots: make(chan struct{}, o.parallel),
 		acks: make(chan settlement, maxAckBatch), ackerDone: make(chan struct{})}
 	go r.acker()
 	defer r.shutdown()
 	for try := 0; ctx.Err() == nil; {
-		free := o.parallel - r.holding()
+		free := buffer - r.holding()
 		if free <= 0 {
 			select {
 			case <-r.freed:
@@ -244,6 +250,8 @@ type consumeRun struct {
 	// next event only after the previous one's ack is committed.
 	acks      chan settlement
 	ackerDone chan struct{}
+	// slots bounds the handlers running at once (WithParallelism).
+	slots chan struct{}
 }
 
 // settlement is a finished delivery waiting for its ack (handlerErr nil) or nak.
@@ -254,6 +262,12 @@ type settlement struct {
 
 // maxAckBatch bounds the deliveries one ack request settles.
 const maxAckBatch = 256
+
+// consumeBuffer is how many deliveries Consume holds, fetched and not yet handled, at least.
+const consumeBuffer = 256
+
+// errStopping naks the deliveries Consume fetched but had not started when its context ended.
+var errStopping = errors.New("client: consume stopping")
 
 func (r *consumeRun) holding() int {
 	r.mu.Lock()
@@ -283,7 +297,15 @@ func (r *consumeRun) start(d *Delivery) {
 	go func() {
 		defer r.wg.Done()
 		for d != nil {
-			err := r.handle(d)
+			r.slots <- struct{}{}
+			r.mu.Lock()
+			stopping := r.stopping
+			r.mu.Unlock()
+			err := errStopping
+			if !stopping {
+				err = r.handle(d)
+			}
+			<-r.slots
 			r.settle(d, err)
 			d = r.next(d)
 		}

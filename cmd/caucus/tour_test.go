@@ -97,7 +97,12 @@ func TestReadmeTour(t *testing.T) {
 	}
 	go io.Copy(io.Discard, outR)
 	for _, c := range tour {
-		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+		follows := strings.Contains(c.line, "(Ctrl-C stops)")
+		timeout := 30 * time.Second
+		if follows {
+			timeout = 2 * time.Second // a command that runs until interrupted: interrupt it
+		}
+		cctx, ccancel := context.WithTimeout(ctx, timeout)
 		var out, errb bytes.Buffer
 		// Members publish the log format they apply just after they start; a command of a
 		// newer format is refused until then (FailedPrecondition), as during a rolling upgrade.
@@ -114,6 +119,12 @@ func TestReadmeTour(t *testing.T) {
 		ccancel()
 		if err != nil {
 			t.Fatalf("tour line %q: %v\nstdout:\n%s\nstderr:\n%s", c.line, err, out.String(), errb.String())
+		}
+		if follows && !strings.Contains(out.String(), "EVENT users") {
+			t.Fatalf("tour line %q printed %q, want the users event", c.line, out.String())
+		}
+		if c.args[0] == "consume" && !strings.Contains(out.String(), "users") {
+			t.Fatalf("tour line %q printed %q, want the users event", c.line, out.String())
 		}
 		if c.args[0] == "lease" && !strings.Contains(out.String(), "lease 0000000000000005 granted") {
 			t.Fatalf("tour line %q printed %q", c.line, out.String())
