@@ -193,7 +193,7 @@ func (c *Client) Consume(ctx context.Context, consumer string, handler Handler, 
 	r := &consumeRun{c: c, consumer: consumer, handler: handler, settled: o.settled, hctx: context.WithoutCancel(ctx),
 		queued: map[string][]*Delivery{}, running: map[string]bool{}, freed: make(chan struct{}, 1),
 		slots: make(chan struct{}, o.parallel),
-		acks: make(chan settlement, maxAckBatch), ackerDone: make(chan struct{})}
+		acks:  make(chan settlement, maxAckBatch), ackerDone: make(chan struct{})}
 	go r.acker()
 	defer r.shutdown()
 	for try := 0; ctx.Err() == nil; {
