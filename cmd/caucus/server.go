@@ -15,6 +15,7 @@ import (
 	"github.com/caucus/caucus/internal/embed"
 	"github.com/caucus/caucus/internal/fsm"
 	"github.com/caucus/caucus/internal/server"
+	"github.com/caucus/caucus/internal/watch"
 )
 
 // serverFlags binds a member's configuration to flags. Every flag can also be set with an
@@ -52,6 +53,10 @@ func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile, logLevel, bug
 	fs.IntVar(&cfg.Limits.MaxTopics, "max-topics", cfg.Limits.MaxTopics, "most topics holding retained events at once")
 	fs.DurationVar(&cfg.Limits.IdempotencyRetention, "idempotency-retention", cfg.Limits.IdempotencyRetention, "how long an idempotency key is remembered after its write")
 	fs.IntVar(&cfg.Limits.MaxIdempotencyKeys, "max-idempotency-keys", cfg.Limits.MaxIdempotencyKeys, "most idempotency keys remembered at once")
+	fs.IntVar(&cfg.Watch.MaxWatchers, "max-watchers", watch.DefaultMaxWatchers, "most watches this member serves at once")
+	fs.DurationVar(&cfg.Watch.ProgressInterval, "watch-progress-interval", watch.DefaultProgressInterval, "how often an idle watch that asked for progress gets a progress response")
+	fs.DurationVar(&cfg.Watch.StallTimeout, "watch-stall-timeout", watch.DefaultStallTimeout, "how long a watch response may wait for a client that does not read before the watch is cut off")
+	fs.IntVar(&cfg.Watch.TotalBufferBytes, "watch-buffer-bytes", watch.DefaultTotalBufferBytes, "watch data this member queues for all its watchers (then the slowest read from storage)")
 	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "serve runtime profiles under /debug/pprof/ on the client port")
 	fs.StringVar(&cfg.AutoCompaction.Mode, "auto-compaction-mode", "", "compact old revisions automatically: periodic or revision (default: off)")
 	retention = fs.String("auto-compaction-retention", "", "periodic: history to keep (a duration, or hours as a bare number, as etcd); revision: revisions to keep")
@@ -117,6 +122,10 @@ func parseServerFlags(args []string, stderr io.Writer, getenv func(string) strin
 	}
 	if err := parseRetention(&cfg, *retention); err != nil {
 		return cfg, nil, err
+	}
+	if w := cfg.Watch; w.MaxWatchers < 1 || w.ProgressInterval <= 0 || w.StallTimeout <= 0 || w.TotalBufferBytes < 1 {
+		return cfg, nil, fmt.Errorf("server: --max-watchers, --watch-progress-interval, --watch-stall-timeout and --watch-buffer-bytes must be positive (got %d, %v, %v, %d)",
+			w.MaxWatchers, w.ProgressInterval, w.StallTimeout, w.TotalBufferBytes)
 	}
 	switch server.TestBug(*bug) {
 	case server.BugNone, server.BugStaleReads, server.BugAckBeforeCommit:

@@ -1,12 +1,15 @@
 package main
 
 import (
-	"github.com/caucus/caucus/internal/embed"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/caucus/caucus/internal/embed"
+	"github.com/caucus/caucus/internal/watch"
 )
 
 // TestServerFlagPrecedence: a flag on the command line wins over the environment, which wins over
@@ -99,6 +102,24 @@ func TestAutoCompactionFlags(t *testing.T) {
 	} {
 		if _, err := parse(bad...); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// TestWatchFlags: the watch limits are this member's flags, with the package's defaults, and
+// values that would switch a safeguard off are refused.
+func TestWatchFlags(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	cfg, _, err := parseServerFlags([]string{"--max-watchers", "50", "--watch-stall-timeout", "5s"}, io.Discard, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Watch.MaxWatchers != 50 || cfg.Watch.StallTimeout != 5*time.Second || cfg.Watch.ProgressInterval != watch.DefaultProgressInterval {
+		t.Fatalf("watch options %+v", cfg.Watch)
+	}
+	for _, bad := range [][]string{{"--max-watchers", "0"}, {"--watch-progress-interval", "-1s"}, {"--watch-stall-timeout", "0s"}, {"--watch-buffer-bytes", "0"}} {
+		if _, _, err := parseServerFlags(bad, io.Discard, noEnv); err == nil || !strings.Contains(err.Error(), "must be positive") {
+			t.Errorf("%v: %v, want a refusal", bad, err)
 		}
 	}
 }
