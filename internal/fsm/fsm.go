@@ -159,6 +159,11 @@ func (f *FSM) Abort() {
 	}
 }
 
+// PromptCommit implements node.PromptCommitter: while watchers or consumer fetches wait for new
+// revisions, which they see only once applied entries are committed to the store, the node
+// commits sooner than its group-commit interval.
+func (f *FSM) PromptCommit() bool { return f.store.PromptReaders() }
+
 // Sync implements node.StateMachine.
 func (f *FSM) Sync() error { return f.store.Sync() }
 

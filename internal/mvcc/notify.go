@@ -1,6 +1,9 @@
 package mvcc
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // revNotifier wakes the readers that wait for the store's revision to change (watchers, consumer
 // fetches that wait for events): a channel closed, and replaced, at each commit that publishes a
@@ -33,3 +36,17 @@ func (n *revNotifier) notify() {
 // after the call: a commit published a newer revision, or a snapshot replaced the state (whose
 // revision and compacted revision may be anything). Read Rev and CompactRev after it closes.
 func (s *Store) RevChanged() <-chan struct{} { return s.revs.wait() }
+
+// promptReaders reports whether readers wait for the next commit (watchers, waiting consumer
+// fetches): set by the server with SetPromptReaders, read by the application to ask the node for
+// prompt commits (fsm.FSM.PromptCommit).
+type promptReaders struct{ f atomic.Pointer[func() bool] }
+
+// SetPromptReaders registers f, which reports whether readers are waiting for new revisions.
+func (s *Store) SetPromptReaders(f func() bool) { s.prompt.f.Store(&f) }
+
+// PromptReaders reports whether readers registered with SetPromptReaders are waiting.
+func (s *Store) PromptReaders() bool {
+	f := s.prompt.f.Load()
+	return f != nil && (*f)()
+}

@@ -77,6 +77,8 @@ type Store struct {
 	revs       revNotifier
 	// cons wakes fetches waiting for a consumer's state to change (consumer.go).
 	cons revNotifier
+	// prompt says whether readers wait for the next commit (notify.go).
+	prompt promptReaders
 }
 
 // ErrClosed is returned by operations on a closed Store.

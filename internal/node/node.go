@@ -60,6 +60,9 @@ const (
 	// DefaultApplyCommitInterval bounds how long applied entries stay uncommitted in the state
 	// machine when nothing forces a commit.
 	DefaultApplyCommitInterval = 10 * time.Millisecond
+	// DefaultPromptCommitInterval replaces it while the state machine has readers waiting for
+	// commits (PromptCommitter): watchers see a write only once it is committed to the store.
+	DefaultPromptCommitInterval = 2 * time.Millisecond
 	// DefaultCommitBroadcastDelay is how long a leader lets a new commit index wait for the next
 	// append to carry it to the followers before sending it on its own (see
 	// raft.Config.DeferCommitBroadcast). A client writing in a loop sends its next write well
@@ -112,6 +115,9 @@ type Config struct {
 	// ApplyCommitInterval is the longest applied entries wait for their state-machine commit
 	// when no read forces it (0 means DefaultApplyCommitInterval; see the group-commit notes).
 	ApplyCommitInterval time.Duration
+	// PromptCommitInterval is ApplyCommitInterval while a PromptCommitter state machine reports
+	// waiting readers (0 means DefaultPromptCommitInterval).
+	PromptCommitInterval time.Duration
 	// CommitBroadcastDelay is the longest a leader defers announcing a commit index to the
 	// followers (0 means DefaultCommitBroadcastDelay; negative: announce at once, as etcd does).
 	CommitBroadcastDelay time.Duration
@@ -255,6 +261,9 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, sm St
 	}
 	if n.cfg.ApplyCommitInterval <= 0 {
 		n.cfg.ApplyCommitInterval = DefaultApplyCommitInterval
+	}
+	if n.cfg.PromptCommitInterval <= 0 {
+		n.cfg.PromptCommitInterval = DefaultPromptCommitInterval
 	}
 	n.commitTimer = stoppedTimer(clock)
 	n.bcastTimer = stoppedTimer(clock)
@@ -894,7 +903,7 @@ func (n *Node) apply(ents []raft.Entry) error {
 		return fmt.Errorf("node: committed entries resume at index %d, but the state machine applied up to %d", ents[0].Index, n.applied)
 	}
 	if n.pending == 0 {
-		n.commitTimer.Reset(n.cfg.ApplyCommitInterval)
+		n.commitTimer.Reset(n.commitInterval())
 	}
 	done, err := n.sm.Apply(ents)
 	if err != nil {
@@ -926,6 +935,14 @@ func (n *Node) apply(ents []raft.Entry) error {
 		runtime.Gosched()
 	}
 	return nil
+}
+
+// commitInterval is how long newly applied entries may wait for their state-machine commit.
+func (n *Node) commitInterval() time.Duration {
+	if p, ok := n.sm.(PromptCommitter); ok && n.cfg.PromptCommitInterval < n.cfg.ApplyCommitInterval && p.PromptCommit() {
+		return n.cfg.PromptCommitInterval
+	}
+	return n.cfg.ApplyCommitInterval
 }
 
 // commitApplied commits what the state machine applied, if anything, and releases the

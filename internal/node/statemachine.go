@@ -73,3 +73,11 @@ type Applied struct {
 	// Result is handed to the waiting caller as it is.
 	Result any
 }
+
+// PromptCommitter is implemented by a state machine whose readers wait for commits (watchers of
+// new revisions): while PromptCommit reports true, the node commits applied entries within
+// Config.PromptCommitInterval instead of Config.ApplyCommitInterval. It is asked once per group,
+// on the loop, and must be cheap.
+type PromptCommitter interface {
+	PromptCommit() bool
+}

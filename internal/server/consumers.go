@@ -89,6 +89,8 @@ func (c *consumersService) Fetch(ctx context.Context, req *connect.Request[caucu
 			until = early
 		}
 	}
+	s.fetchWaiting.Add(1)
+	defer s.fetchWaiting.Add(-1)
 	empty := 0
 	var timer *time.Timer
 	defer func() {

@@ -98,6 +98,8 @@ type Server struct {
 	store *mvcc.Store
 	log   *slog.Logger
 	watch *watch.Hub
+	// fetchWaiting counts consumer fetches waiting at this member for new events.
+	fetchWaiting atomic.Int32
 	// size and sizeAt (unix nanoseconds) cache the state machine file's size for the quota;
 	// since counts the bytes of the writes accepted on that measure.
 	size, sizeAt, since atomic.Int64
@@ -118,6 +120,9 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, n: cfg.Node, prop: cfg.Proposer, store: cfg.Store, log: lg.With("component", "server")}
 	s.watch = watch.New(watch.Config{Store: cfg.Store, KV: kvFromLog, Event: EventFromLog, Options: cfg.Watch, Logger: lg})
+	// Watchers and waiting fetches see a write once it is committed to the store: while there
+	// are any, the node commits promptly rather than at its group-commit interval.
+	cfg.Store.SetPromptReaders(func() bool { return s.fetchWaiting.Load() > 0 || s.watch.Watching() })
 	return s
 }
 

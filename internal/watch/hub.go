@@ -228,6 +228,13 @@ func (h *Hub) Close() {
 	h.wg.Wait()
 }
 
+// Watching reports whether the hub serves any watcher.
+func (h *Hub) Watching() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.watchers) > 0
+}
+
 // Stats describes the hub, for tests and metrics.
 type Stats struct {
 	Watchers, Live int
