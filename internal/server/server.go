@@ -122,7 +122,9 @@ func New(cfg Config) *Server {
 	s.watch = watch.New(watch.Config{Store: cfg.Store, KV: kvFromLog, Event: EventFromLog, Options: cfg.Watch, Logger: lg})
 	// Watchers and waiting fetches see a write once it is committed to the store: while there
 	// are any, the node commits promptly rather than at its group-commit interval.
-	cfg.Store.SetPromptReaders(func() bool { return s.fetchWaiting.Load() > 0 || s.watch.Watching() })
+	if cfg.Store != nil {
+		cfg.Store.SetPromptReaders(func() bool { return s.fetchWaiting.Load() > 0 || s.watch.Watching() })
+	}
 	return s
 }
 
