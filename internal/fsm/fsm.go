@@ -159,10 +159,10 @@ func (f *FSM) Abort() {
 	}
 }
 
-// PromptCommit implements node.PromptCommitter: while watchers or consumer fetches wait for new
-// revisions, which they see only once applied entries are committed to the store, the node
-// commits sooner than its group-commit interval.
-func (f *FSM) PromptCommit() bool { return f.store.PromptReaders() }
+// PromptCommit implements node.PromptCommitter: when watchers select what the open batch wrote,
+// or consumer fetches wait (they see writes only once committed to the store), the node commits
+// sooner than its group-commit interval.
+func (f *FSM) PromptCommit() bool { return f.batch != nil && f.batch.PromptReaders() }
 
 // Sync implements node.StateMachine.
 func (f *FSM) Sync() error { return f.store.Sync() }

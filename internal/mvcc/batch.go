@@ -59,7 +59,14 @@ type Batch struct {
 	pendRev int64 // the revision the command's writes take
 	sub     int64 // the next sub-revision
 	wrote   bool  // the command wrote a key version or an event: it takes pendRev
-	evIndex int32 // the index of the command's next event
+
+	// The keys written and topics published by the batch, for PromptReaders (notify.go);
+	// tracked only when the store has a PromptFunc. ask* is how much of them was asked about.
+	track                  bool
+	touchedKeys            [][]byte
+	touchedTopics          []string
+	askedKeys, askedTopics int
+	evIndex                int32 // the index of the command's next event
 	// evBefore is (st.evBytes, st.evCount) before the command's first event.
 	evBefore [2]int64
 }
@@ -91,6 +98,7 @@ func (s *Store) Begin() *Batch {
 	b.sessLRU = tx.Bucket(bucketSessLRU)
 	b.member = tx.Bucket(bucketMember)
 	b.idem, b.idemExp = tx.Bucket(bucketIdemKey), tx.Bucket(bucketIdemExp)
+	b.track = s.prompt.f.Load() != nil
 	b.events = tx.Bucket(bucketEvents)
 	b.events.FillPercent = 1
 	b.topics = tx.Bucket(bucketTopics)
@@ -268,6 +276,9 @@ func (b *Batch) writeVersion(key []byte, rec *record) {
 	sub := b.sub
 	b.sub++
 	b.wrote = true
+	if b.track {
+		b.touchedKeys = append(b.touchedKeys, key)
+	}
 	if sub > math.MaxInt32 {
 		b.fail(fmt.Errorf("write key %q: more than %d writes at revision %d", key, math.MaxInt32, b.pendRev))
 		return

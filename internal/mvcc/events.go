@@ -188,6 +188,9 @@ func (b *Batch) publish(evs []*logpb.Event) []string {
 		b.st.evBytes += int64(len(v))
 		b.st.evCount++
 		ids = append(ids, stored.Id)
+		if b.track {
+			b.touchedTopics = append(b.touchedTopics, stored.Topic)
+		}
 		b.evIndex++
 	}
 	b.wrote = true

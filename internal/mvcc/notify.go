@@ -37,16 +37,32 @@ func (n *revNotifier) notify() {
 // revision and compacted revision may be anything). Read Rev and CompactRev after it closes.
 func (s *Store) RevChanged() <-chan struct{} { return s.revs.wait() }
 
-// promptReaders reports whether readers wait for the next commit (watchers, waiting consumer
-// fetches): set by the server with SetPromptReaders, read by the application to ask the node for
-// prompt commits (fsm.FSM.PromptCommit).
-type promptReaders struct{ f atomic.Pointer[func() bool] }
+// promptReaders says whether readers wait for a commit of what was just applied (watchers whose
+// filters select a written key or a published topic, waiting consumer fetches): set by the
+// server with SetPromptReaders, asked by the application through Batch.PromptReaders to have
+// the node commit promptly (fsm.FSM.PromptCommit).
+type promptReaders struct{ f atomic.Pointer[PromptFunc] }
 
-// SetPromptReaders registers f, which reports whether readers are waiting for new revisions.
-func (s *Store) SetPromptReaders(f func() bool) { s.prompt.f.Store(&f) }
+// PromptFunc reports whether readers wait for a commit of writes to keys or events of topics.
+type PromptFunc func(keys [][]byte, topics []string) bool
 
-// PromptReaders reports whether readers registered with SetPromptReaders are waiting.
-func (s *Store) PromptReaders() bool {
+// SetPromptReaders registers f.
+func (s *Store) SetPromptReaders(f PromptFunc) { s.prompt.f.Store(&f) }
+
+// PromptReaders reports whether readers registered with SetPromptReaders wait for writes to
+// keys or events of topics.
+func (s *Store) PromptReaders(keys [][]byte, topics []string) bool {
 	f := s.prompt.f.Load()
-	return f != nil && (*f)()
+	return f != nil && (*f)(keys, topics)
+}
+
+// PromptReaders reports whether readers wait for what the batch applied since the last time it
+// was asked (nothing is tracked unless the store has a PromptFunc).
+func (b *Batch) PromptReaders() bool {
+	keys, topics := b.touchedKeys[b.askedKeys:], b.touchedTopics[b.askedTopics:]
+	b.askedKeys, b.askedTopics = len(b.touchedKeys), len(b.touchedTopics)
+	if len(keys) == 0 && len(topics) == 0 {
+		return false
+	}
+	return b.s.PromptReaders(keys, topics)
 }

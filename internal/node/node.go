@@ -62,7 +62,7 @@ const (
 	DefaultApplyCommitInterval = 10 * time.Millisecond
 	// DefaultPromptCommitInterval replaces it while the state machine has readers waiting for
 	// commits (PromptCommitter): watchers see a write only once it is committed to the store.
-	DefaultPromptCommitInterval = 2 * time.Millisecond
+	DefaultPromptCommitInterval = time.Millisecond
 	// DefaultCommitBroadcastDelay is how long a leader lets a new commit index wait for the next
 	// append to carry it to the followers before sending it on its own (see
 	// raft.Config.DeferCommitBroadcast). A client writing in a loop sends its next write well
@@ -175,6 +175,8 @@ type Node struct {
 	// Owned by the loop goroutine.
 	reads readQueue
 	// pending counts the entries applied to the state machine and not yet committed;
+	// commitPrompt: the timer was moved to PromptCommitInterval for this group.
+	commitPrompt bool
 	// commitTimer fires ApplyCommitInterval after the first of them was applied.
 	pending     int
 	commitTimer Timer
@@ -903,12 +905,19 @@ func (n *Node) apply(ents []raft.Entry) error {
 		return fmt.Errorf("node: committed entries resume at index %d, but the state machine applied up to %d", ents[0].Index, n.applied)
 	}
 	if n.pending == 0 {
-		n.commitTimer.Reset(n.commitInterval())
+		n.commitTimer.Reset(n.cfg.ApplyCommitInterval)
+		n.commitPrompt = false
 	}
 	done, err := n.sm.Apply(ents)
 	if err != nil {
 		n.abortApplied()
 		return fmt.Errorf("node: apply committed entries %d-%d: %w", ents[0].Index, ents[len(ents)-1].Index, err)
+	}
+	if !n.commitPrompt && n.promptCommit() {
+		// Readers wait for what was just applied: commit within the prompt interval (the
+		// group's deadline only moves closer).
+		n.commitTimer.Reset(n.cfg.PromptCommitInterval)
+		n.commitPrompt = true
 	}
 	last := ents[len(ents)-1]
 	n.pending += len(ents)
@@ -937,12 +946,11 @@ func (n *Node) apply(ents []raft.Entry) error {
 	return nil
 }
 
-// commitInterval is how long newly applied entries may wait for their state-machine commit.
-func (n *Node) commitInterval() time.Duration {
-	if p, ok := n.sm.(PromptCommitter); ok && n.cfg.PromptCommitInterval < n.cfg.ApplyCommitInterval && p.PromptCommit() {
-		return n.cfg.PromptCommitInterval
-	}
-	return n.cfg.ApplyCommitInterval
+// promptCommit reports whether the state machine's readers wait for what it applied, and a
+// prompt commit would come sooner than the group's.
+func (n *Node) promptCommit() bool {
+	p, ok := n.sm.(PromptCommitter)
+	return ok && n.cfg.PromptCommitInterval < n.cfg.ApplyCommitInterval && p.PromptCommit()
 }
 
 // commitApplied commits what the state machine applied, if anything, and releases the

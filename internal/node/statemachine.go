@@ -75,9 +75,9 @@ type Applied struct {
 }
 
 // PromptCommitter is implemented by a state machine whose readers wait for commits (watchers of
-// new revisions): while PromptCommit reports true, the node commits applied entries within
-// Config.PromptCommitInterval instead of Config.ApplyCommitInterval. It is asked once per group,
-// on the loop, and must be cheap.
+// new revisions): asked after each Apply, on the loop, whether readers wait for what was applied
+// since it last answered, it makes the node commit the group within
+// Config.PromptCommitInterval instead of Config.ApplyCommitInterval. It must be cheap.
 type PromptCommitter interface {
 	PromptCommit() bool
 }

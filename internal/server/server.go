@@ -123,7 +123,9 @@ func New(cfg Config) *Server {
 	// Watchers and waiting fetches see a write once it is committed to the store: while there
 	// are any, the node commits promptly rather than at its group-commit interval.
 	if cfg.Store != nil {
-		cfg.Store.SetPromptReaders(func() bool { return s.fetchWaiting.Load() > 0 || s.watch.Watching() })
+		cfg.Store.SetPromptReaders(func(keys [][]byte, topics []string) bool {
+			return s.fetchWaiting.Load() > 0 || s.watch.Interested(keys, topics)
+		})
 	}
 	return s
 }

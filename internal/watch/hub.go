@@ -235,6 +235,38 @@ func (h *Hub) Watching() bool {
 	return len(h.watchers) > 0
 }
 
+// Interested reports whether a watcher waits for writes to keys or events of topics: a live
+// watcher that selects one of them, or any watcher still catching up (it reads the store, and
+// reaches the feed sooner the sooner the store is committed).
+func (h *Hub) Interested(keys [][]byte, topics []string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.live < len(h.watchers) {
+		return true
+	}
+	for _, k := range keys {
+		if len(h.idx.keys[string(k)]) > 0 {
+			return true
+		}
+		for _, w := range h.idx.ranges {
+			if w.matchKey(k) {
+				return true
+			}
+		}
+	}
+	for _, t := range topics {
+		if len(h.idx.topics[t]) > 0 {
+			return true
+		}
+		for _, w := range h.idx.patterns {
+			if w.filter.Match(t) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Stats describes the hub, for tests and metrics.
 type Stats struct {
 	Watchers, Live int
