@@ -45,6 +45,7 @@ type Batch struct {
 	// publishes them to the store.
 	limits          Limits
 	settingsChanged bool
+	membersChanged  bool // the membership table was written (Store.MembersGen)
 
 	hist, lease, leaseExp, leaseKey, sess, sessLRU, member, events, topics *bolt.Bucket
 	idem, idemExp                                                          *bolt.Bucket
@@ -171,6 +172,7 @@ func (b *Batch) ApplyMembership(index uint64, chs []MemberChange) {
 	for _, ch := range chs {
 		m := ch.Member
 		if ch.Remove {
+			b.membersChanged = true
 			if err := b.member.Delete(putU64(m.GetId())); err != nil {
 				b.fail(fmt.Errorf("remove member %d: %w", m.GetId(), err))
 				return
@@ -191,6 +193,7 @@ func (b *Batch) ApplyMembership(index uint64, chs []MemberChange) {
 			b.fail(fmt.Errorf("encode member %d: %w", m.GetId(), err))
 			return
 		}
+		b.membersChanged = true
 		if err := b.member.Put(putU64(m.GetId()), v); err != nil {
 			b.fail(fmt.Errorf("store member %d: %w", m.GetId(), err))
 			return
@@ -217,6 +220,7 @@ func (b *Batch) memberAttributes(a *logpb.MemberAttributes) {
 		b.fail(fmt.Errorf("encode member %d: %w", a.GetId(), err))
 		return
 	}
+	b.membersChanged = true
 	if err := b.member.Put(putU64(a.GetId()), v); err != nil {
 		b.fail(fmt.Errorf("store member %d: %w", a.GetId(), err))
 	}
@@ -586,6 +590,9 @@ func (b *Batch) Commit() error {
 	}
 	if b.consChanged {
 		b.s.cons.notify()
+	}
+	if b.membersChanged {
+		b.s.membersGen.Add(1)
 	}
 	if b.settingsChanged {
 		l := b.limits

@@ -79,6 +79,8 @@ type Store struct {
 	cons revNotifier
 	// prompt says whether readers wait for the next commit (notify.go).
 	prompt promptReaders
+	// membersGen counts commits and restores that changed the membership table.
+	membersGen atomic.Uint64
 }
 
 // ErrClosed is returned by operations on a closed Store.
@@ -440,6 +442,10 @@ func (s *Store) Sync() error {
 	return nil
 }
 
+// MembersGen changes whenever the membership table may have changed (a commit that wrote it, a
+// restore): a cache of Members keyed by it is current while it is unchanged.
+func (s *Store) MembersGen() uint64 { return s.membersGen.Load() }
+
 // Members returns the members recorded by applied configuration changes, ordered by id.
 func (s *Store) Members() []Member {
 	var out []Member
@@ -510,6 +516,7 @@ func (s *Store) Restore(r io.Reader) error {
 		return fmt.Errorf("mvcc: restore: reopen: %w", err)
 	}
 	s.db, s.idx = db, idx
+	s.membersGen.Add(1)
 	s.revs.notify()
 	s.log.Info("restored snapshot", "applied_index", s.applied.Load(), "revision", s.rev.Load())
 	return nil
