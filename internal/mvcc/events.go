@@ -163,13 +163,17 @@ func (b *Batch) publish(evs []*logpb.Event) []string {
 		return nil
 	}
 	ids := make([]string, 0, len(evs))
-	for _, e := range evs {
-		stored := proto.CloneOf(e)
+	for _, stored := range evs {
+		// The store's fields are set on the request's own event for encoding, and put back
+		// after: cheaper than a copy, and the command stays as it came (it may be applied again).
+		id := stored.Id
 		stored.Revision, stored.Index, stored.TimeUnixNano = b.pendRev, b.evIndex, b.now
 		if stored.Id == "" {
 			stored.Id = EventID(b.pendRev, b.evIndex)
 		}
 		v, err := proto.MarshalOptions{Deterministic: true}.Marshal(stored)
+		newID := stored.Id
+		stored.Revision, stored.Index, stored.TimeUnixNano, stored.Id = 0, 0, 0, id
 		if err != nil {
 			b.fail(fmt.Errorf("encode event %d.%d: %w", b.pendRev, b.evIndex, err))
 			return nil
@@ -187,7 +191,7 @@ func (b *Batch) publish(evs []*logpb.Event) []string {
 		}
 		b.st.evBytes += int64(len(v))
 		b.st.evCount++
-		ids = append(ids, stored.Id)
+		ids = append(ids, newID)
 		if b.track {
 			b.touchedTopics = append(b.touchedTopics, stored.Topic)
 		}
