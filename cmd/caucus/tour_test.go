@@ -100,7 +100,7 @@ func TestReadmeTour(t *testing.T) {
 		follows := strings.Contains(c.line, "(Ctrl-C stops)")
 		timeout := 30 * time.Second
 		if follows {
-			timeout = 2 * time.Second // a command that runs until interrupted: interrupt it
+			timeout = 5 * time.Second // a command that runs until interrupted: interrupt it
 		}
 		cctx, ccancel := context.WithTimeout(ctx, timeout)
 		var out, errb bytes.Buffer

@@ -6,135 +6,25 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"log/slog"
-	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/caucus/caucus/client"
-	"github.com/caucus/caucus/internal/embed"
-	"github.com/caucus/caucus/internal/logpb"
+	"github.com/caucus/caucus/internal/embed/embedtest"
 	"github.com/caucus/caucus/internal/relay"
 )
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-// cluster is three real caucus members in this process.
-type cluster struct {
-	t       *testing.T
-	cfgs    []embed.Config
-	members []*embed.Member
-}
-
-func startCluster(t *testing.T) *cluster {
-	t.Helper()
-	c := &cluster{t: t}
-	var peers []net.Listener
-	var initial []string
-	for i := range 3 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		peers = append(peers, l)
-		initial = append(initial, fmt.Sprintf("n%d=http://%s", i+1, l.Addr()))
-	}
-	root := t.TempDir()
-	for i := range 3 {
-		cfg := embed.DefaultConfig(fmt.Sprintf("n%d", i+1))
-		cl, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.DataDir = filepath.Join(root, cfg.Name)
-		cfg.PeerListener, cfg.ClientListener = peers[i], cl
-		cfg.ListenPeerURL, cfg.ListenClientURL = "http://"+peers[i].Addr().String(), "http://"+cl.Addr().String()
-		cfg.InitialCluster = strings.Join(initial, ",")
-		cfg.HeartbeatInterval, cfg.ElectionTimeout = 10*time.Millisecond, 100*time.Millisecond
-		cfg.Logger = quiet()
-		c.cfgs = append(c.cfgs, cfg)
-	}
-	for _, cfg := range c.cfgs {
-		m, err := embed.Start(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.members = append(c.members, m)
-	}
-	t.Cleanup(func() {
-		for _, m := range c.members {
-			if m != nil {
-				m.Stop()
-			}
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for !c.ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("cluster not ready (leader, log format version 3) within 10s")
-		}
-		time.Sleep(5 * time.Millisecond) // polling real members, which run on wall-clock time
-	}
-	return c
-}
-
-// ready reports whether every member applies log format version 3 (events), as every member
-// sees it.
-func (c *cluster) ready() bool {
-	for _, m := range c.members {
-		ms := m.FSM.Store().Members()
-		if len(ms) != 3 {
-			return false
-		}
-		for _, mm := range ms {
-			if mm.LogVersion < logpb.Version3 {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-func (c *cluster) endpoints() []string {
-	var eps []string
-	for _, cfg := range c.cfgs {
-		eps = append(eps, cfg.ListenClientURL)
-	}
-	return eps
-}
-
-// bounce stops member i and starts it again on its data directory (a kill and restart; the
-// member's log is synced, so this is what kill -9 leaves of it).
-func (c *cluster) bounce(i int) {
-	c.members[i].Stop()
-	cfg := c.cfgs[i]
-	pl, err := net.Listen("tcp", strings.TrimPrefix(cfg.ListenPeerURL, "http://"))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	cl, err := net.Listen("tcp", strings.TrimPrefix(cfg.ListenClientURL, "http://"))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	cfg.PeerListener, cfg.ClientListener = pl, cl
-	m, err := embed.Start(cfg)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.members[i] = m
-}
+func quiet() *slog.Logger { return embedtest.Quiet() }
 
 // world is NATS with a WELCOME stream and a caucus cluster.
 type world struct {
-	cl     *cluster
+	cl     *embedtest.Cluster
 	kv     *client.Client
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -144,16 +34,8 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS not ready")
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
+	url := embedtest.StartNATS(t)
+	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,13 +48,13 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := startCluster(t)
-	kv, err := client.New(client.Config{Endpoints: cl.endpoints(), Logger: quiet()})
+	cl := embedtest.Start(t, 3)
+	kv, err := client.New(client.Config{Endpoints: cl.Endpoints(), Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { kv.Close() })
-	return &world{cl: cl, kv: kv, nc: nc, js: js, stream: stream, url: ns.ClientURL()}
+	return &world{cl: cl, kv: kv, nc: nc, js: js, stream: stream, url: url}
 }
 
 // crashes returns a CrashFunc that kills the service at a point with probability p, decided by
@@ -217,7 +99,7 @@ func load(t *testing.T, w *world, n int, seed uint64, signup signupFunc) {
 	}
 	for i := range n {
 		if i > 0 && i%60 == 0 {
-			w.cl.bounce((i / 60) % 3)
+			w.cl.Bounce((i / 60) % 3)
 		}
 		ids <- fmt.Sprintf("u%04d", i)
 	}

@@ -1,8 +1,9 @@
 package relay_test
 
 import (
-	"io"
 	"log/slog"
+
+	"github.com/caucus/caucus/internal/embed/embedtest"
 )
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger { return embedtest.Quiet() }

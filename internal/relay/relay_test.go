@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,72 +17,25 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
 	"github.com/caucus/caucus/client"
 	"github.com/caucus/caucus/internal/ctl"
-	"github.com/caucus/caucus/internal/embed"
-	"github.com/caucus/caucus/internal/logpb"
+	"github.com/caucus/caucus/internal/embed/embedtest"
 	"github.com/caucus/caucus/internal/relay"
 )
-
-func startMember(t *testing.T) *embed.Member {
-	t.Helper()
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := embed.DefaultConfig("n1")
-	cfg.DataDir = filepath.Join(t.TempDir(), "n1")
-	cfg.ListenPeerURL = "http://" + pl.Addr().String()
-	cfg.ListenClientURL = "http://" + cl.Addr().String()
-	cfg.InitialCluster = "n1=" + cfg.ListenPeerURL
-	cfg.PeerListener, cfg.ClientListener = pl, cl
-	cfg.HeartbeatInterval, cfg.ElectionTimeout = 10*time.Millisecond, 100*time.Millisecond
-	cfg.Logger = quiet()
-	m, err := embed.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Stop)
-	// Writes of log format version 3 wait until the member has published that it applies it.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ms := m.FSM.Store().Members()
-		if len(ms) == 1 && ms[0].LogVersion >= logpb.Version3 {
-			return m
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("member did not publish log format version 3 within 10s")
-		}
-		time.Sleep(5 * time.Millisecond) // polling a real member, which runs on wall-clock time
-	}
-}
 
 // TestRelayToJetStreamExactlyOnceDownstream: events published with writes reach a JetStream
 // stream through the relay, in order per key, each once even though the relay is stopped and
 // started again while it forwards (JetStream drops the repeats by Nats-Msg-Id).
 func TestRelayToJetStreamExactlyOnceDownstream(t *testing.T) {
-	m := startMember(t)
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS not ready")
-	}
-	defer ns.Shutdown()
+	m := embedtest.Start(t, 1).Members[0]
+	natsURL := embedtest.StartNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	nc, err := nats.Connect(ns.ClientURL())
+	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +63,7 @@ func TestRelayToJetStreamExactlyOnceDownstream(t *testing.T) {
 			}
 		}
 	}
-	nsink, err := relay.NewNATSSink(relay.NATSConfig{URL: ns.ClientURL(), SubjectPrefix: "caucus."})
+	nsink, err := relay.NewNATSSink(relay.NATSConfig{URL: natsURL, SubjectPrefix: "caucus."})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +149,7 @@ func (l *lossyAck) repeats() int {
 // TestRelayWebhookCLI: `caucus relay webhook` forwards a consumer's events to an HTTP endpoint,
 // signed, each with its id as Idempotency-Key, until interrupted.
 func TestRelayWebhookCLI(t *testing.T) {
-	m := startMember(t)
+	m := embedtest.Start(t, 1).Members[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cli, err := client.New(client.Config{Endpoints: []string{m.ClientURL}, Logger: quiet()})

@@ -10,27 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	caucusv1 "github.com/caucus/caucus/api/caucus/v1"
+	"github.com/caucus/caucus/internal/embed/embedtest"
 )
-
-// startNATS runs an in-process NATS server with JetStream on file storage.
-func startNATS(t *testing.T) string {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready within 10s")
-	}
-	t.Cleanup(s.Shutdown)
-	return s.ClientURL()
-}
 
 func testEvent(id string) *caucusv1.Event {
 	return &caucusv1.Event{Topic: "users", Key: []byte("u1"), Payload: []byte("created " + id), Id: id,
@@ -40,7 +25,7 @@ func testEvent(id string) *caucusv1.Event {
 // TestNATSSinkDeduplicatesByEventID: an event sent twice (the relay crashed between JetStream's
 // acknowledgement and caucus's) is stored once, with its id, position and headers.
 func TestNATSSinkDeduplicatesByEventID(t *testing.T) {
-	url := startNATS(t)
+	url := embedtest.StartNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	nc, err := nats.Connect(url)
@@ -87,7 +72,7 @@ func TestNATSSinkDeduplicatesByEventID(t *testing.T) {
 // TestNATSSinkWithoutStreamFails: a subject no stream holds is an error (nothing acknowledged
 // it), not a silent success.
 func TestNATSSinkWithoutStreamFails(t *testing.T) {
-	url := startNATS(t)
+	url := embedtest.StartNATS(t)
 	sink, err := NewNATSSink(NATSConfig{URL: url, SubjectPrefix: "nowhere."})
 	if err != nil {
 		t.Fatal(err)

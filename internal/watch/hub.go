@@ -228,13 +228,6 @@ func (h *Hub) Close() {
 	h.wg.Wait()
 }
 
-// Watching reports whether the hub serves any watcher.
-func (h *Hub) Watching() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.watchers) > 0
-}
-
 // Interested reports whether a watcher waits for writes to keys or events of topics: a live
 // watcher that selects one of them, or any watcher still catching up (it reads the store, and
 // reaches the feed sooner the sooner the store is committed).
