@@ -25,6 +25,8 @@
 //	leasekey  id key -> ""               (keys attached to a lease)
 //	session   client_id -> sequence, last use, stored result
 //	sesslru   last use client_id -> ""   (sessions ordered by last use, for expiry and eviction)
+//	idemkey   idempotency key -> request fingerprint, applied at, stored result (idempotency.go)
+//	idemexp   applied at key -> ""       (idempotency keys ordered by age, for expiry)
 //	member    id -> logpb.Member
 //	events    rev index -> logpb.Event             (events.go: the stream, from the events floor)
 //	topics    topic -> retained events, last revision
@@ -37,7 +39,7 @@
 //	cfloor    ack_floor_rev name -> ""             (consumers that hold events, by ack floor)
 //
 // The meta bucket also holds the events floor (events below it are gone), the bytes and events
-// ever published, and the topic and consumer counts.
+// ever published, and the topic, consumer and idempotency key counts.
 //
 // and in memory, the key index (index.go): a B-tree from each key that has a stored version to
 // the revisions of its stored versions (oldest first, tombstones flagged) and the create
@@ -79,6 +81,10 @@
 //     table refuses new sessions instead). A write of a forgotten session is refused unless it
 //     is the client's first (sequence 1); session.go states the timing assumption under which
 //     that first write cannot be applied twice either.
+//   - Idempotency keys: a write named by a key is applied at most once within
+//     Limits.IdempotencyRetention of its application (a full table refuses new keys; none is
+//     forgotten early); a different request with the key is refused; a refused write leaves its
+//     key free (idempotency.go).
 //   - Consumers: a delivery, its attempt and its deadline are recorded by the fetch command,
 //     with the command's time; positions (next, delivered, ack floor) never go back; only the
 //     head of a key's pending events is ever delivered; an acknowledged event is never
