@@ -5,7 +5,10 @@
 // quorum that is not there. Writes become Raft proposals and are answered with the result the
 // state machine produced when it applied them on this member; linearizable reads wait for a
 // read index confirmed by a quorum; serializable reads are answered from local state, and their
-// header says which applied index they reflect.
+// header says which applied index they reflect. Watches stream from the member's watch hub
+// (internal/watch); consumer fetches long-poll at the member and propose only when something is
+// ready. A request that needs a newer log format than some member applies is refused before it
+// is proposed (checkLogVersion).
 package server
 
 import (
