@@ -89,9 +89,17 @@ func putStamp(b []byte, seq uint64) {
 // collector records the receipts of a delivery run. A write may be received before its
 // producer hears it was acknowledged; the run is complete once every acknowledged write was
 // received.
+//
+// Two latencies bracket a write's commit-to-delivery time, since it committed somewhere between
+// its issue and its acknowledgement: receipt - issue (lat) is an upper bound, receipt -
+// acknowledgement (afterAck, 0 when the receipt came first) a lower bound.
 type collector struct {
-	mu          sync.Mutex
-	state       map[uint64]uint8
+	mu    sync.Mutex
+	state map[uint64]uint8
+	// at is, while only one of them happened, the time of a write's acknowledgement or receipt
+	// (since stampEpoch).
+	at          map[uint64]time.Duration
+	afterAck    []time.Duration
 	outstanding int // acknowledged and not received
 	finished    bool
 	done        chan struct{}
@@ -107,7 +115,7 @@ const (
 )
 
 func newCollector() *collector {
-	return &collector{state: map[uint64]uint8{}, done: make(chan struct{})}
+	return &collector{state: map[uint64]uint8{}, at: map[uint64]time.Duration{}, done: make(chan struct{})}
 }
 
 func (c *collector) receive(data []byte) {
@@ -129,18 +137,27 @@ func (c *collector) receive(data []byte) {
 	c.lat = append(c.lat, now-issued)
 	c.last = now
 	if st&stAcked != 0 {
+		c.afterAck = append(c.afterAck, max(0, now-c.at[seq]))
+		delete(c.at, seq)
 		c.outstanding--
 		c.check()
+	} else {
+		c.at[seq] = now
 	}
 }
 
 func (c *collector) acked(seq uint64) {
+	now := time.Since(stampEpoch)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.state[seq]
 	c.state[seq] = st | stAcked
 	if st&stSeen == 0 {
 		c.outstanding++
+		c.at[seq] = now
+	} else {
+		c.afterAck = append(c.afterAck, 0)
+		delete(c.at, seq)
 	}
 }
 
@@ -293,6 +310,10 @@ func RunDelivery(ctx context.Context, w Workload, size int, send SendFunc, recv 
 		res.DeliverP50, res.DeliverP99 = percentile(col.lat, 0.50), percentile(col.lat, 0.99)
 		res.DeliverMax = col.lat[len(col.lat)-1]
 		res.DeliverElapsed = col.last - start.Sub(stampEpoch)
+	}
+	if len(col.afterAck) > 0 {
+		slices.Sort(col.afterAck)
+		res.AfterAckP50, res.AfterAckP99 = percentile(col.afterAck, 0.50), percentile(col.afterAck, 0.99)
 	}
 	foreign := col.foreign
 	col.mu.Unlock()

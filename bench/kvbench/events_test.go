@@ -114,6 +114,31 @@ func TestRunDeliveryReceiptAfterAck(t *testing.T) {
 	if res.Delivered != 200 || res.Lost != 0 {
 		t.Fatalf("delivered %d, lost %d", res.Delivered, res.Lost)
 	}
+	// Every write was acknowledged before any receipt: each waited after its acknowledgement,
+	// and no longer than since its issue.
+	if res.AfterAckP50 <= 0 || res.AfterAckP99 < res.AfterAckP50 || res.AfterAckP99 > res.DeliverP99 {
+		t.Fatalf("after-ack latencies p50 %v p99 %v, issue to receipt p99 %v", res.AfterAckP50, res.AfterAckP99, res.DeliverP99)
+	}
+}
+
+// The collector measures receipt - acknowledgement whichever comes first, 0 for a receipt
+// before the acknowledgement, once per write.
+func TestCollectorAfterAck(t *testing.T) {
+	c := newCollector()
+	data := func(seq uint64) []byte {
+		d := make([]byte, stampSize)
+		putStamp(d, seq)
+		return d
+	}
+	c.acked(1)
+	c.receive(data(1))
+	c.receive(data(2))
+	c.acked(2)
+	c.receive(data(2)) // a duplicate measures nothing
+	if len(c.afterAck) != 2 || c.afterAck[1] != 0 || len(c.at) != 0 || c.outstanding != 0 {
+		t.Fatalf("afterAck %v, pending %v, outstanding %d; want two samples, the second 0, none pending",
+			c.afterAck, c.at, c.outstanding)
+	}
 }
 
 // A write acknowledged but never received is lost, and fails the run.

@@ -148,14 +148,17 @@ type Result struct {
 	FirstErr error
 
 	// Delivery workloads only: Requests are the writes, P50 and P99 their latencies.
-	Delivered       int           // distinct writes received (once each)
-	Duplicates      int           // receipts of a write received before
-	Lost            int           // acknowledged writes never received within the drain timeout
-	DeliverElapsed  time.Duration // from the first write issued to the last receipt
-	DeliverP50      time.Duration // receive time - issue time
-	DeliverP99      time.Duration
-	DeliverMax      time.Duration
-	DeliverDeadline time.Duration // how long the run waited after the last write for stragglers
+	Delivered      int           // distinct writes received (once each)
+	Duplicates     int           // receipts of a write received before
+	Lost           int           // acknowledged writes never received within the drain timeout
+	DeliverElapsed time.Duration // from the first write issued to the last receipt
+	DeliverP50     time.Duration // receive time - issue time
+	DeliverP99     time.Duration
+	DeliverMax     time.Duration
+	// AfterAckP50 and AfterAckP99: receive time - the producer's acknowledgement time, 0 when
+	// the receipt came first; with DeliverP50 and DeliverP99 they bracket commit to delivery.
+	AfterAckP50, AfterAckP99 time.Duration
+	DeliverDeadline          time.Duration // how long the run waited after the last write for stragglers
 }
 
 // DeliveredRate is writes received per second (delivery workloads).

@@ -10,14 +10,19 @@ import (
 
 // BenchmarkApplyPut applies puts in batches of 1 and 64 (one bbolt transaction each), as the
 // node does with the committed entries of one Ready, over 10,000 distinct keys with 128-byte
-// values.
+// values; the event cases carry one 64-byte event each (the outbox's share of a put).
 func BenchmarkApplyPut(b *testing.B) {
 	for _, c := range []struct {
 		sync  bool
 		batch int
-	}{{false, 1}, {false, 64}, {true, 1}, {true, 64}} {
-		sync, batch := c.sync, c.batch
-		b.Run(fmt.Sprintf("sync=%v/batch=%d", sync, batch), func(b *testing.B) {
+		event bool
+	}{{false, 1, false}, {false, 64, false}, {true, 1, false}, {true, 64, false}, {false, 1, true}, {false, 64, true}} {
+		sync, batch, event := c.sync, c.batch, c.event
+		name := fmt.Sprintf("sync=%v/batch=%d", sync, batch)
+		if event {
+			name += "/event"
+		}
+		b.Run(name, func(b *testing.B) {
 			h := newHarness(b, Options{})
 			if sync {
 				// newHarness sets NoSync; reopen durable.
@@ -30,6 +35,7 @@ func BenchmarkApplyPut(b *testing.B) {
 				b.Cleanup(func() { s.Close() })
 			}
 			val := make([]byte, 128)
+			payload := make([]byte, 64)
 			cmds := make([]*logpb.Command, batch)
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -38,7 +44,11 @@ func BenchmarkApplyPut(b *testing.B) {
 			for i := 0; i < b.N; i += batch {
 				n := min(batch, b.N-i)
 				for j := range n {
-					cmds[j] = cmdOf(&logpb.PutRequest{Key: fmt.Appendf(nil, "key/%05d", (i+j)%10000), Value: val})
+					put := &logpb.PutRequest{Key: fmt.Appendf(nil, "key/%05d", (i+j)%10000), Value: val}
+					if event {
+						put.Events = []*logpb.Event{{Topic: "orders", Key: put.Key, Payload: payload}}
+					}
+					cmds[j] = cmdOf(put)
 					cmds[j].TimeUnixNano = baseTime.UnixNano()
 				}
 				applyAll(b, h, cmds[:n])

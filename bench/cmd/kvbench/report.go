@@ -210,7 +210,7 @@ func printDelivery(workloads []kvbench.Workload, systems []string, samples map[s
 			}
 			present = append(present, sys)
 			if !printed {
-				fmt.Fprintln(tw, "workload\tsystem\twrites/s\treceived/s\tp50\tp99\tmax\twrite p99\tsrv CPU/msg\tsrv cores\tcli CPU/msg\tsrv RSS MB\tlost\tdups\terrors\t")
+				fmt.Fprintln(tw, "workload\tsystem\twrites/s\treceived/s\tp50\tp99\tmax\tafter ack p50\tp99\twrite p99\tsrv CPU/msg\tsrv cores\tcli CPU/msg\tsrv RSS MB\tlost\tdups\terrors\t")
 				printed = true
 			}
 			lost, dups, errs := 0, 0, 0
@@ -227,12 +227,14 @@ func printDelivery(workloads []kvbench.Workload, systems []string, samples map[s
 					label += " (keys)"
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%v\t%v\t%v\t%v\t%v\t%.2f\t%v\t%.0f\t%d\t%d\t%d\t\n", w.Name(), label,
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%v\t%v\t%v\t%v\t%v\t%v\t%v\t%.2f\t%v\t%.0f\t%d\t%d\t%d\t\n", w.Name(), label,
 				median(ss, func(s sample) float64 { return s.res.Throughput() }),
 				median(ss, func(s sample) float64 { return s.res.DeliveredRate() }),
 				dur(median(ss, func(s sample) float64 { return float64(s.res.DeliverP50) })),
 				dur(median(ss, func(s sample) float64 { return float64(s.res.DeliverP99) })),
 				dur(median(ss, func(s sample) float64 { return float64(s.res.DeliverMax) })),
+				dur(median(ss, func(s sample) float64 { return float64(s.res.AfterAckP50) })),
+				dur(median(ss, func(s sample) float64 { return float64(s.res.AfterAckP99) })),
 				dur(median(ss, func(s sample) float64 { return float64(s.res.P99) })),
 				dur(median(ss, func(s sample) float64 { return float64(s.cpuPerReq()) })),
 				median(ss, func(s sample) float64 { return s.cpu.Seconds() / s.res.DeliverElapsed.Seconds() }),
@@ -246,12 +248,14 @@ func printDelivery(workloads []kvbench.Workload, systems []string, samples map[s
 				continue
 			}
 			o := bySys[other]
-			fmt.Fprintf(tw, "%s\tcaucus/%s\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\t%.2fx\t%.2fx\t\t\t\t\n", w.Name(), other,
+			fmt.Fprintf(tw, "%s\tcaucus/%s\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\t%.2fx\t%.2fx\t\t\t\t\n", w.Name(), other,
 				ratioOf(c, o, func(s sample) float64 { return s.res.Throughput() }),
 				ratioOf(c, o, func(s sample) float64 { return s.res.DeliveredRate() }),
 				ratioOf(c, o, func(s sample) float64 { return float64(s.res.DeliverP50) }),
 				ratioOf(c, o, func(s sample) float64 { return float64(s.res.DeliverP99) }),
 				ratioOf(c, o, func(s sample) float64 { return float64(s.res.DeliverMax) }),
+				ratioOf(c, o, func(s sample) float64 { return float64(s.res.AfterAckP50) }),
+				ratioOf(c, o, func(s sample) float64 { return float64(s.res.AfterAckP99) }),
 				ratioOf(c, o, func(s sample) float64 { return float64(s.res.P99) }),
 				ratioOf(c, o, func(s sample) float64 { return float64(s.cpuPerReq()) }),
 				ratioOf(c, o, func(s sample) float64 { return float64(s.cliPerReq()) }),
@@ -264,7 +268,7 @@ func printDelivery(workloads []kvbench.Workload, systems []string, samples map[s
 	fmt.Println()
 	tw.Flush()
 	var notes []string
-	notes = append(notes, "writes/s: acknowledged writes / time from the first issue to the last acknowledgement; received/s: distinct writes received / time from the first issue to the last receipt; p50, p99, max: receipt - issue, each write's first receipt; write p99: the producers' own latency; srv CPU/msg: CPU of all members / writes received; lost: acknowledged writes not received within -timeout after the last write; dups: receipts of a write received before (redeliveries).")
+	notes = append(notes, "writes/s: acknowledged writes / time from the first issue to the last acknowledgement; received/s: distinct writes received / time from the first issue to the last receipt; p50, p99, max: receipt - issue, each write's first receipt; after ack p50, p99: receipt - the producer's acknowledgement (0 when received first): a write commits between its issue and its acknowledgement, so the two pairs bracket commit to delivery; write p99: the producers' own latency; srv CPU/msg: CPU of all members / writes received; lost: acknowledged writes not received within -timeout after the last write; dups: receipts of a write received before (redeliveries).")
 	if cfg.w.Rate > 0 {
 		notes = append(notes, fmt.Sprintf("-rate %.0f: writes are issued on a schedule of %.0f/s in all (open loop); a producer behind schedule issues at once, and its latency counts from then. writes/s below the rate means the producers could not keep up.", cfg.w.Rate, cfg.w.Rate))
 	}
