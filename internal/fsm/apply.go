@@ -11,9 +11,9 @@ import (
 // exactly-once session check and record (sessions), validation against the replicated limits,
 // and the revision the command's writes take.
 
-// applyCommand applies cmd, committed at index, in b.
-func applyCommand(b *mvcc.Batch, index uint64, cmd *logpb.Command) mvcc.Result {
-	return b.ApplyOp(index, cmd, applierOf(cmd))
+// applyCommand applies cmd, committed at index and decoded from size bytes, in b.
+func applyCommand(b *mvcc.Batch, index uint64, cmd *logpb.Command, size int) mvcc.Result {
+	return b.ApplyEncodedOp(index, cmd, size, applierOf(cmd))
 }
 
 // applierOf returns the Op that applies cmd. A command without an operation, or with one this

@@ -111,7 +111,7 @@ func (f *FSM) Apply(ents []raft.Entry) ([]node.Applied, error) {
 			if err := logpb.CheckVersion(e.Index, &cmd); err != nil {
 				return done, fmt.Errorf("fsm: %w", err)
 			}
-			res := applyCommand(b, e.Index, &cmd)
+			res := applyCommand(b, e.Index, &cmd, len(e.Data))
 			if raft.NodeID(cmd.Proposer) == f.id {
 				done = append(done, node.Applied{ID: cmd.Id, Result: res})
 			}

@@ -60,6 +60,7 @@ type Batch struct {
 	pendRev int64 // the revision the command's writes take
 	sub     int64 // the next sub-revision
 	wrote   bool  // the command wrote a key version or an event: it takes pendRev
+	cmdSize int   // the command's encoded size, when known (ApplyEncodedOp), or -1
 
 	// The keys written and topics published by the batch, for PromptReaders (notify.go);
 	// tracked only when the store has a PromptFunc. ask* is how much of them was asked about.

@@ -27,6 +27,14 @@ type Op func(b *Batch) (proto.Message, error)
 // A command with a session (client id, sequence) that the session table has already seen gets
 // its recorded result back and op does not run.
 func (b *Batch) ApplyOp(index uint64, cmd *logpb.Command, op Op) Result {
+	return b.ApplyEncodedOp(index, cmd, -1, op)
+}
+
+// ApplyEncodedOp is ApplyOp of a command decoded from size bytes (the log entry's data), which
+// the request size limit then takes as the command's size instead of encoding it again: the
+// same number on every member, as they decode the same entry.
+func (b *Batch) ApplyEncodedOp(index uint64, cmd *logpb.Command, size int, op Op) Result {
+	b.cmdSize = size
 	if b.err != nil {
 		return Result{Err: b.err}
 	}
@@ -79,7 +87,7 @@ func (b *Batch) ApplyOp(index uint64, cmd *logpb.Command, op Op) Result {
 // exec validates and runs one command's op. Every check that can reject the command runs before
 // its first write.
 func (b *Batch) exec(cmd *logpb.Command, op Op) Result {
-	if err := b.limits.Validate(cmd); err != nil {
+	if err := b.limits.validate(cmd, b.cmdSize); err != nil {
 		return Result{Err: err}
 	}
 	b.pendRev, b.sub, b.wrote, b.evIndex = b.st.rev+1, 0, false, 0

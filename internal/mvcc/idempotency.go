@@ -175,7 +175,7 @@ func (b *Batch) expireIdemKeys() error {
 // applyKeyed applies a write named by an idempotency key (see above).
 func (b *Batch) applyKeyed(cmd *logpb.Command, key string, op Op) Result {
 	// A command the limits refuse (no operation, a bad key) is refused before fingerprinting.
-	if err := b.limits.Validate(cmd); err != nil {
+	if err := b.limits.validate(cmd, b.cmdSize); err != nil {
 		return Result{Err: err}
 	}
 	fp, err := fingerprint(cmd)

@@ -198,19 +198,25 @@ func (l Limits) check() error {
 	return nil
 }
 
+// maxMemberURLs bounds the client URLs one member may publish.
+const maxMemberURLs = 16
+
 // Validate checks a command against the limits and the static rules of its request (non-empty
 // keys, no duplicate keys in a transaction, known keyspace). It does not look at the store's
 // state (lease existence, revisions): those are checked when the command is applied. A nil error
 // means the command is worth proposing.
-// maxMemberURLs bounds the client URLs one member may publish.
-const maxMemberURLs = 16
+func (l Limits) Validate(cmd *logpb.Command) error { return l.validate(cmd, -1) }
 
-func (l Limits) Validate(cmd *logpb.Command) error {
+// validate is Validate of a command whose encoding is size bytes (negative: not known).
+func (l Limits) validate(cmd *logpb.Command, size int) error {
 	l = l.withDefaults()
 	if cmd.GetKeyspace() != "" {
 		return errorf(ErrUnknownKeyspace, "%q (only the default keyspace \"\" exists)", cmd.GetKeyspace())
 	}
-	if n := proto.Size(cmd); n > l.MaxRequestBytes {
+	if size < 0 {
+		size = proto.Size(cmd)
+	}
+	if n := size; n > l.MaxRequestBytes {
 		return errorf(ErrRequestTooLarge, "command is %d bytes, limit %d", n, l.MaxRequestBytes)
 	}
 	if s := sessionOf(cmd); s.GetClientId() != 0 && s.GetSequence() == 0 {

@@ -189,6 +189,20 @@ func TestLimits(t *testing.T) {
 	if h.s.Rev() != 1 {
 		t.Fatalf("rejected commands wrote: rev %d", h.s.Rev())
 	}
+	// A command applied from its encoding is measured by the encoding's size: a small command
+	// said to come from an entry past the limit is refused, one within it is not.
+	b := h.s.Begin()
+	small := putCmd("k", "v")
+	if r := b.ApplyEncodedOp(h.index+1, small, 201, func(b *Batch) (proto.Message, error) { return b.Put(small.GetPut()) }); !errors.Is(r.Err, ErrRequestTooLarge) {
+		t.Fatalf("a 201-byte entry applied: %v, want %v", r.Err, ErrRequestTooLarge)
+	}
+	if r := b.ApplyEncodedOp(h.index+2, small, 200, func(b *Batch) (proto.Message, error) { return b.Put(small.GetPut()) }); r.Err != nil {
+		t.Fatalf("a 200-byte entry: %v", r.Err)
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	h.index += 2
 	wantErr(t, l.ValidateRange(&logpb.RangeRequest{Key: []byte("k"), Limit: -1}), ErrInvalidArgument)
 	wantErr(t, l.ValidateRange(&logpb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("123456789")}), ErrKeyTooLarge)
 	if _, err := Open(filepath.Join(t.TempDir(), "x.db"), Options{Limits: Limits{MaxKeyBytes: 1 << 20}}); err == nil {
