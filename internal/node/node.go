@@ -62,6 +62,10 @@ const (
 	DefaultApplyCommitInterval = 10 * time.Millisecond
 	// DefaultPromptCommitInterval replaces it while the state machine has readers waiting for
 	// commits (PromptCommitter): watchers see a write only once it is committed to the store.
+	// It spaces such commits, not delays them: what readers wait for is committed at once when
+	// the last commit is at least this old, else when it becomes so, so an occasional write
+	// reaches its watchers without waiting while a stream of them costs at most one commit per
+	// interval.
 	DefaultPromptCommitInterval = time.Millisecond
 	// DefaultCommitBroadcastDelay is how long a leader lets a new commit index wait for the next
 	// append to carry it to the followers before sending it on its own (see
@@ -177,6 +181,8 @@ type Node struct {
 	// pending counts the entries applied to the state machine and not yet committed;
 	// commitPrompt: the timer was moved to PromptCommitInterval for this group.
 	commitPrompt bool
+	// lastCommit is when the state machine last committed (commitApplied).
+	lastCommit time.Time
 	// commitTimer fires ApplyCommitInterval after the first of them was applied.
 	pending     int
 	commitTimer Timer
@@ -913,11 +919,16 @@ func (n *Node) apply(ents []raft.Entry) error {
 		n.abortApplied()
 		return fmt.Errorf("node: apply committed entries %d-%d: %w", ents[0].Index, ents[len(ents)-1].Index, err)
 	}
+	commitNow := false
 	if !n.commitPrompt && n.promptCommit() {
-		// Readers wait for what was just applied: commit within the prompt interval (the
-		// group's deadline only moves closer).
-		n.commitTimer.Reset(n.cfg.PromptCommitInterval)
+		// Readers wait for what was just applied: commit PromptCommitInterval after the last
+		// commit, which may be now (the group's deadline only moves closer).
 		n.commitPrompt = true
+		if wait := n.cfg.PromptCommitInterval - n.clock.Now().Sub(n.lastCommit); wait > 0 {
+			n.commitTimer.Reset(wait)
+		} else {
+			commitNow = true
+		}
 	}
 	last := ents[len(ents)-1]
 	n.pending += len(ents)
@@ -943,6 +954,9 @@ func (n *Node) apply(ents []raft.Entry) error {
 		// Let the woken requests answer their clients before the loop's next fsync (see send).
 		runtime.Gosched()
 	}
+	if commitNow {
+		return n.commitApplied()
+	}
 	return nil
 }
 
@@ -964,6 +978,7 @@ func (n *Node) commitApplied() error {
 	if err := n.sm.Commit(); err != nil {
 		return fmt.Errorf("node: commit applied entries up to %d to the state machine: %w", n.applied, err)
 	}
+	n.lastCommit = n.clock.Now()
 	n.reads.release(n.sm.AppliedIndex())
 	return nil
 }
