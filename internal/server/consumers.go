@@ -75,11 +75,6 @@ func (c *consumersService) Fetch(ctx context.Context, req *connect.Request[caucu
 	if err := s.store.Limits().Validate(cmd); err != nil {
 		return nil, toConnect(err)
 	}
-	// The readiness checks read this member's state: first catch up with the cluster, so that
-	// a consumer created (or an event published) before this request is seen.
-	if err := s.linearize(ctx); err != nil {
-		return nil, err
-	}
 	name := req.Msg.Consumer
 	wait := min(time.Duration(req.Msg.WaitMs)*time.Millisecond, mvcc.MaxFetchWait)
 	until := time.Now().Add(wait)
@@ -91,7 +86,7 @@ func (c *consumersService) Fetch(ctx context.Context, req *connect.Request[caucu
 	}
 	s.fetchWaiting.Add(1)
 	defer s.fetchWaiting.Add(-1)
-	empty := 0
+	empty, linearized := 0, false
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -104,6 +99,18 @@ func (c *consumersService) Fetch(ctx context.Context, req *connect.Request[caucu
 		revs, cons := s.store.RevChanged(), s.store.ConsumersChanged()
 		now := time.Now()
 		ready, wake, err := s.store.FetchReady(name, now)
+		if (err != nil || !ready) && !linearized {
+			// The readiness check read this member's state, which may be behind the cluster's:
+			// catch up before waiting or failing, so that a consumer created (or an event
+			// published) before this request is seen. When it says ready, the fetch command
+			// itself is applied after everything committed before it, and the check needs
+			// no such round.
+			if err := s.linearize(ctx); err != nil {
+				return nil, err
+			}
+			linearized = true
+			continue
+		}
 		if err != nil {
 			return nil, toConnect(err)
 		}
