@@ -182,3 +182,55 @@ func TestRemovedLeaderAnswersAndRefuses(t *testing.T) {
 		t.Fatal("the removed leader still leads")
 	}
 }
+
+// TestForwardedWriteFailsFastOnLeaderChange: a write a follower forwarded to a leader that
+// dropped it is answered, as unavailable with an unknown outcome, as soon as the follower learns
+// of another leader, not at its deadline; a forwarded write the leader applied is answered
+// with its result and not failed by a later change.
+func TestForwardedWriteFailsFastOnLeaderChange(t *testing.T) {
+	nw := newQueueNet(t, 1, 2, 3)
+	for i := 0; i < 100 && nw.leader() == raft.None; i++ {
+		nw.tick()
+	}
+	old := nw.leader()
+	if old == raft.None {
+		t.Fatal("no leader after 100 ticks")
+	}
+	var f raft.NodeID
+	for _, id := range []raft.NodeID{1, 2, 3} {
+		if id != old {
+			f = id
+			break
+		}
+	}
+	applied, err := nw.drivers[f].Propose(1, []byte{1})
+	nw.check(err)
+	nw.deliver()
+	if err := answered(t, "a forwarded write", applied); err != nil {
+		t.Fatalf("a forwarded write the leader applied: %v", err)
+	}
+	// The leader drops the next forwarded write: it never sees it.
+	nw.drop = func(m raft.Message) bool { return m.Type == raft.MsgProp && m.From == f }
+	lost, err := nw.drivers[f].Propose(2, []byte{2})
+	nw.check(err)
+	nw.deliver()
+	if _, _, ok := lost.Result(); ok {
+		t.Fatal("a dropped forwarded write was answered before any leader change")
+	}
+	nw.drop = nil
+	// Another member takes over.
+	nw.check(nw.drivers[f].TransferLeadership(f))
+	for i := 0; i < 50 && nw.leader() == old; i++ {
+		nw.tick()
+	}
+	if nw.leader() == old || nw.leader() == raft.None {
+		t.Fatalf("leadership did not move from %d", old)
+	}
+	err = answered(t, "the dropped forwarded write after the leader changed", lost)
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, errLeaderChanged) {
+		t.Fatalf("the dropped forwarded write: %v; want unavailable, leader changed (outcome unknown)", err)
+	}
+	if len(nw.drivers[f].Node().forwarded) != 0 {
+		t.Fatalf("forwarded writes still tracked: %v", nw.drivers[f].Node().forwarded)
+	}
+}

@@ -197,6 +197,12 @@ type Node struct {
 	// appendedAt holds the proposals this member appended as leader and has not yet seen an
 	// entry commit for at their index (see lostProposals).
 	appendedAt map[uint64]appendedProposal
+	// forwarded holds the ids of the proposals this member handed to the Raft core while not
+	// leading (the core forwards them to the leader) and has not yet seen applied. A leader
+	// may drop a forwarded proposal without a word (it stepped down before appending it), so
+	// when the leadership this member knows changes, they are answered at once with an
+	// unknown outcome (failForwarded) instead of waiting for their deadline.
+	forwarded map[uint64]struct{}
 	// lsync tracks the leader's unsynced writes and its background sync (leadersync.go).
 	lsync       *leaderSync
 	applied     uint64
@@ -263,6 +269,7 @@ func newNode(cfg Config, rn *raft.Node, wal LogStore, snaps SnapshotStore, sm St
 		donec:      make(chan struct{}),
 		waiters:    make(map[uint64]*proposal),
 		appendedAt: make(map[uint64]appendedProposal),
+		forwarded:  make(map[uint64]struct{}),
 		snapDone:   make(chan snapResult, 1),
 		applied:    applied,
 		snapIndex:  snapIndex,
@@ -588,7 +595,32 @@ func (n *Node) handleProposal(p *proposal) {
 	}
 	if err != nil {
 		p.done <- proposalResult{err: mapRaftErr(err)}
+		return
 	}
+	if !n.leading {
+		n.forwarded[p.id] = struct{}{}
+	}
+}
+
+// errLeaderChanged answers forwarded proposals when the leadership changes (see forwarded).
+var errLeaderChanged = errors.New("the leader changed before answering this write, which a member forwarded to it (outcome unknown)")
+
+// failForwarded answers every forwarded proposal still waiting with errLeaderChanged: the
+// leadership this member knew changed, so the leader it forwarded them to may have dropped
+// them. The outcome is unknown (it may have appended them, and its successor may commit
+// them): retrying is safe for writes made exactly once by a session or an idempotency key.
+func (n *Node) failForwarded() {
+	if len(n.forwarded) == 0 {
+		return
+	}
+	n.mu.Lock()
+	for id := range n.forwarded {
+		if p, ok := n.waiters[id]; ok {
+			answer(p, proposalResult{err: fmt.Errorf("%w: %w", ErrUnavailable, errLeaderChanged)})
+		}
+	}
+	n.mu.Unlock()
+	clear(n.forwarded)
 }
 
 // answer gives p its result without ever blocking the loop: a proposal may be answered twice
@@ -675,6 +707,7 @@ func (n *Node) handleReady() error {
 		if rd.SoftState.State != raft.StateLeader {
 			n.reads.failAll(fmt.Errorf("%w: leadership changed during read", ErrUnavailable))
 		}
+		n.failForwarded()
 		n.leading = rd.SoftState.State == raft.StateLeader
 	}
 	// Yield to the transport only when a sync follows: otherwise (e.g. the leader's Ready that
@@ -949,6 +982,7 @@ func (n *Node) apply(ents []raft.Entry) error {
 			if p, ok := n.waiters[a.ID]; ok {
 				answer(p, proposalResult{res: a.Result})
 			}
+			delete(n.forwarded, a.ID)
 		}
 		n.mu.Unlock()
 		// Let the woken requests answer their clients before the loop's next fsync (see send).
