@@ -62,6 +62,11 @@
 //     acknowledges is durable (step 2 completes before step 3).
 //   - A write is acknowledged to a client only after the entry carrying it has been applied on the
 //     member that proposed it, which implies it is committed.
+//   - A write that fails is failed as certainly not applied (ProposalLost) only when another
+//     entry committed at the index this member appended it at. Otherwise its outcome is unknown:
+//     its deadline passed, or, for a write a follower forwarded, the leadership changed (a
+//     leader may drop a forwarded write without a word, so the follower does not wait for the
+//     deadline).
 //   - A linearizable read is answered only once this member has applied, and committed to the
 //     state machine, a read index confirmed by a quorum (dissertation 6.4), so it reflects every
 //     acknowledged write.
