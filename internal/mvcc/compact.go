@@ -3,7 +3,6 @@ package mvcc
 import (
 	"bytes"
 	"fmt"
-	"sort"
 
 	"github.com/caucus/caucus/internal/logpb"
 )
@@ -76,15 +75,16 @@ func (b *Batch) compactStep(budget int) ([]cut, error) {
 		if ki == nil {
 			return nil, errorCorrupt(fmt.Sprintf("version %d.%d of key %q is not in the key index", e.rev.main, e.rev.sub, e.key))
 		}
-		at := sort.Search(len(ki.revs), func(i int) bool { return !ki.revs[i].less(e.rev) })
-		if at == len(ki.revs) || ki.revs[at] != e.rev {
+		at := ki.search(e.rev)
+		if at == ki.count() || ki.rev(at) != e.rev {
 			return nil, errorCorrupt(fmt.Sprintf("version %d.%d of key %q is not in the key index", e.rev.main, e.rev.sub, e.key))
 		}
 		end := at
 		if e.rev.tomb {
 			end++
 		}
-		for _, r := range ki.revs[done[ki]:end] {
+		for i := done[ki]; i < end; i++ {
+			r := ki.rev(i)
 			if err := b.hist.Delete(histKey(r.main, int64(r.sub))); err != nil {
 				return nil, fmt.Errorf("compact version %d.%d of key %q: %w", r.main, r.sub, e.key, err)
 			}

@@ -188,8 +188,8 @@ func checkInvariants(t testing.TB, s *Store) {
 		indexed := 0
 		s.idx.tree.Ascend(func(ki *keyIndex) bool {
 			indexed++
-			if !slices.Equal(ki.revs, stored[ki.key]) {
-				t.Errorf("key %q: index holds %v, history %v", ki.key, ki.revs, stored[ki.key])
+			if !slices.Equal(ki.revs(), stored[ki.key]) {
+				t.Errorf("key %q: index holds %v, history %v", ki.key, ki.revs(), stored[ki.key])
 			}
 			rec := newest[ki.key]
 			if rec.tombstone {

@@ -276,12 +276,14 @@ func buildIndex(tx *bolt.Tx, compactRev int64) (*index, error) {
 		if err != nil {
 			return nil, err
 		}
+		r := revision{main: rev, sub: int32(sub), tomb: rec.tombstone}
 		ki := idx.get(rec.key)
 		if ki == nil {
-			ki = &keyIndex{key: string(rec.key)}
+			ki = &keyIndex{key: string(rec.key), last: r}
 			idx.tree.ReplaceOrInsert(ki)
+		} else {
+			ki.push(r)
 		}
-		ki.revs = append(ki.revs, revision{main: rev, sub: int32(sub), tomb: rec.tombstone})
 		ki.create, ki.ver, ki.lease = rec.create, rec.version, rec.lease
 		if rec.tombstone {
 			ki.create, ki.ver, ki.lease = 0, 0, 0
