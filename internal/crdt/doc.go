@@ -1,0 +1,30 @@
+// Package crdt holds the conflict-free replicated data types of the available keyspace, where
+// any member accepts writes and replicas converge by merging states without consensus:
+//
+//   - Register: a last-writer-wins register ordered by (hlc.Timestamp, member id), with
+//     tombstones for deletes.
+//   - Counter: a PN-counter (per-member increment and decrement counts).
+//
+// Each type is a join semilattice with deltas (Almeida, Shoker, Baquero, "Delta State Replicated
+// Data Types", 2018): an operation mutates the local state and returns a delta, a small state
+// that carries only the operation's effect. Merging a delta, a group of deltas merged together,
+// or a whole state is the same join, so replication may ship deltas when it can and full states
+// when it must (anti-entropy, a member that missed deltas), in any order, any number of times.
+//
+// The package is pure: no goroutines, no I/O, no clock reads (timestamps are passed in). Values
+// are not safe for concurrent use.
+//
+// # Invariants
+//
+//   - Merge is commutative, associative and idempotent, and never loses what either side had
+//     (the result is above both inputs in the type's order); it does not modify its argument
+//     and the result shares no mutable memory with it.
+//   - Each state has one canonical representation, hence one encoding: equal states encode to
+//     equal bytes and have equal Digests, so anti-entropy can compare digests.
+//   - Encodings start with a kind byte and the format Version; Unmarshal accepts exactly the
+//     canonical encodings (sorted, no duplicates or empty entries, minimal varints, no trailing
+//     bytes), never panics, checks every count against the named limits and against the
+//     remaining input before allocating, and leaves the receiver unchanged on error.
+//   - Operations refuse to pass the named limits (ErrLimit) or to overflow a count
+//     (ErrOverflow). Merge cannot refuse: a join must be total.
+package crdt
