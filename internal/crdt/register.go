@@ -22,7 +22,8 @@ const registerFlagDeleted = 1 << 0
 // Merge still orders a hypothetical clash by tombstone then value bytes, so that it is a join on
 // every input.
 //
-// The zero Register is the state before any write. A Register is a value type; its Value is not
+// The zero Register is the state before any write, and below every write: stamps before the
+// Unix epoch (negative wall times) are refused by Set, Delete and Unmarshal. A Register is a value type; its Value is not
 // modified in place, only replaced.
 type Register struct {
 	Value   []byte
@@ -56,6 +57,9 @@ func compareRegisters(a, b *Register) int {
 // current one is lost here as it would be everywhere. Callers stamp writes with an hlc.Clock that
 // has seen every stamp merged into the register, so their writes win. The value is copied.
 func (r *Register) Set(value []byte, ts hlc.Timestamp, member uint64) (Register, error) {
+	if err := checkStamp(ts); err != nil {
+		return Register{}, err
+	}
 	if len(value) > MaxRegisterValueBytes {
 		return Register{}, fmt.Errorf("%w: register value of %d bytes, limit %d", ErrLimit, len(value), MaxRegisterValueBytes)
 	}
@@ -68,10 +72,20 @@ func (r *Register) Set(value []byte, ts hlc.Timestamp, member uint64) (Register,
 }
 
 // Delete writes a tombstone at ts by member and returns it as the delta.
-func (r *Register) Delete(ts hlc.Timestamp, member uint64) Register {
+func (r *Register) Delete(ts hlc.Timestamp, member uint64) (Register, error) {
+	if err := checkStamp(ts); err != nil {
+		return Register{}, err
+	}
 	w := Register{Stamp: ts, Member: member, Deleted: true}
 	r.Merge(w)
-	return w
+	return w, nil
+}
+
+func checkStamp(ts hlc.Timestamp) error {
+	if ts.Wall < 0 {
+		return fmt.Errorf("%w: register stamp %v is before the Unix epoch", ErrLimit, ts)
+	}
+	return nil
 }
 
 // Merge joins o into r: r becomes the winner of the two. It reports whether r changed.
@@ -111,8 +125,8 @@ func (r *Register) AppendBinary(b []byte) []byte {
 // Digest returns the SHA-256 of the canonical encoding.
 func (r *Register) Digest() Digest { return digestOf(r.Marshal()) }
 
-// Unmarshal decodes a canonical encoding into r, refusing unknown flags, a tombstone with a
-// value, values over MaxRegisterValueBytes, non-minimal varints and trailing bytes. On error r
+// Unmarshal decodes a canonical encoding into r, refusing unknown flags, a negative wall time, a
+// tombstone with a value, values over MaxRegisterValueBytes, non-minimal varints and trailing bytes. On error r
 // is unchanged.
 func (r *Register) Unmarshal(b []byte) error {
 	d := decoder{b: b, what: "register"}
@@ -123,6 +137,9 @@ func (r *Register) Unmarshal(b []byte) error {
 	}
 	v := Register{Deleted: flags&registerFlagDeleted != 0}
 	v.Stamp = d.timestamp("stamp")
+	if d.err == nil && v.Stamp.Wall < 0 {
+		d.fail("stamp %v is before the Unix epoch", v.Stamp)
+	}
 	v.Member = d.uvarint("member")
 	v.Value = d.bytes("value", MaxRegisterValueBytes)
 	if d.err == nil && v.Deleted && len(v.Value) > 0 {

@@ -37,13 +37,14 @@ func registerSim(n int, writes *[]Register, problems *[]error) replicaSim[*Regis
 			real += r.Int64N(int64(time.Millisecond)) // often less than the offsets: concurrent writes
 			ts := clocks[i].Now(real + offsets[i])
 			var d Register
+			var err error
 			if r.IntN(4) == 0 {
-				d = s.Delete(ts, uint64(i+1))
+				d, err = s.Delete(ts, uint64(i+1))
 			} else {
-				var err error
-				if d, err = s.Set(fmt.Appendf(nil, "v%d", r.IntN(1000)), ts, uint64(i+1)); err != nil {
-					*problems = append(*problems, err)
-				}
+				d, err = s.Set(fmt.Appendf(nil, "v%d", r.IntN(1000)), ts, uint64(i+1))
+			}
+			if err != nil {
+				*problems = append(*problems, err)
 			}
 			if !bytes.Equal(s.Marshal(), d.Marshal()) {
 				*problems = append(*problems, fmt.Errorf("replica %d: write at %v lost locally to %v", i, ts, s.Stamp))
@@ -101,7 +102,9 @@ func TestRegisterTieBreaks(t *testing.T) {
 	// A delete is a write: it beats an older value and loses to a newer one.
 	var r Register
 	r.Set([]byte("x"), ts, 1)
-	r.Delete(hlc.Timestamp{Wall: 6}, 1)
+	if _, err := r.Delete(hlc.Timestamp{Wall: 6}, 1); err != nil {
+		t.Fatal(err)
+	}
 	if r.Live() || !r.Deleted || r.Value != nil {
 		t.Fatalf("after a newer delete: %+v", r)
 	}
@@ -115,6 +118,12 @@ func TestRegisterTieBreaks(t *testing.T) {
 	var zero Register
 	if zero.Live() {
 		t.Fatal("zero register is live")
+	}
+	if _, err := zero.Set([]byte("x"), hlc.Timestamp{Wall: -1}, 1); !errors.Is(err, ErrLimit) {
+		t.Fatalf("Set before the epoch: %v", err)
+	}
+	if _, err := zero.Delete(hlc.Timestamp{Wall: -1}, 1); !errors.Is(err, ErrLimit) {
+		t.Fatalf("Delete before the epoch: %v", err)
 	}
 }
 
@@ -141,6 +150,7 @@ func TestRegisterLimitsAndDecode(t *testing.T) {
 		"wrong kind":           append([]byte{kindCounter}, enc[1:]...),
 		"wrong version":        append([]byte{kindRegister, 9}, enc[2:]...),
 		"trailing byte":        append(bytes.Clone(enc), 0),
+		"negative wall":        append(append([]byte{kindRegister, Version, 0}, hlc.Timestamp{Wall: -1}.Append(nil)...), enc[3+hlc.EncodedLen:]...),
 		"overlong varint":      append(append(bytes.Clone(enc[:3+hlc.EncodedLen]), 0x80|0x2c, 0x82, 0x00), enc[3+hlc.EncodedLen+2:]...),
 	} {
 		if err := back.Unmarshal(b); !errors.Is(err, ErrDecode) {
