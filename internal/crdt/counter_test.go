@@ -23,6 +23,7 @@ var counterLattice = lattice[*Counter]{
 	clone:  (*Counter).Clone,
 	merge:  func(dst, src *Counter) { dst.Merge(src) },
 	encode: (*Counter).Marshal,
+	decode: func(b []byte) (*Counter, error) { v := new(Counter); return v, v.Unmarshal(b) },
 	leq:    counterLeq,
 }
 

@@ -12,6 +12,9 @@ type lattice[T any] struct {
 	clone  func(T) T
 	merge  func(dst, src T)
 	encode func(T) []byte
+	// decode is the type's Unmarshal; the simulations ship every payload encoded, as replication
+	// will, so every state and delta they make must decode to itself.
+	decode func([]byte) (T, error)
 	// leq is the type's partial order, computed without merge, so that a merge that is a
 	// semilattice but the wrong one (a meet, say) is still caught: a join must not lose
 	// anything either side had.
@@ -82,6 +85,18 @@ func (s replicaSim[T]) run(r *rand.Rand, n, steps int) (final []T, seen []T, err
 		states[i], groups[i] = s.empty(), s.empty()
 	}
 	var queue []simMsg[T]
+	var wireErr error
+	ship := func(to int, x T) simMsg[T] {
+		b := s.encode(x)
+		y, err := s.decode(b)
+		if err != nil && wireErr == nil {
+			wireErr = fmt.Errorf("decoding a shipped payload %x: %w", b, err)
+		}
+		if err != nil {
+			y = s.empty()
+		}
+		return simMsg[T]{to: to, payload: y}
+	}
 	deliver := func(m simMsg[T]) {
 		if s.received != nil {
 			s.received(m.to, m.payload)
@@ -96,21 +111,21 @@ func (s replicaSim[T]) run(r *rand.Rand, n, steps int) (final []T, seen []T, err
 			seen = append(seen, s.clone(d))
 			s.merge(groups[i], d)
 			if r.IntN(2) == 0 {
-				queue = append(queue, simMsg[T]{to: r.IntN(n), payload: s.clone(d)})
+				queue = append(queue, ship(r.IntN(n), d))
 			}
 		case k < 50:
 			i := r.IntN(n)
 			seen = append(seen, s.clone(groups[i]))
 			for j := range n {
 				if j != i && r.IntN(2) == 0 {
-					queue = append(queue, simMsg[T]{to: j, payload: s.clone(groups[i])})
+					queue = append(queue, ship(j, groups[i]))
 				}
 			}
 			groups[i] = s.empty()
 		case k < 55:
 			i := r.IntN(n)
 			seen = append(seen, s.clone(states[i]))
-			queue = append(queue, simMsg[T]{to: r.IntN(n), payload: s.clone(states[i])})
+			queue = append(queue, ship(r.IntN(n), states[i]))
 		case k < 90 && len(queue) > 0:
 			q := r.IntN(len(queue))
 			deliver(queue[q])
@@ -125,10 +140,13 @@ func (s replicaSim[T]) run(r *rand.Rand, n, steps int) (final []T, seen []T, err
 		}
 	}
 	for i := 1; i < n; i++ {
-		deliver(simMsg[T]{to: 0, payload: s.clone(states[i])})
+		deliver(ship(0, states[i]))
 	}
 	for i := 1; i < n; i++ {
-		deliver(simMsg[T]{to: i, payload: s.clone(states[0])})
+		deliver(ship(i, states[0]))
+	}
+	if wireErr != nil {
+		return states, seen, wireErr
 	}
 	want := s.encode(states[0])
 	for i := 1; i < n; i++ {

@@ -50,6 +50,7 @@ var setLattice = lattice[*Set]{
 	clone:  (*Set).Clone,
 	merge:  func(dst, src *Set) { dst.Merge(src) },
 	encode: (*Set).Marshal,
+	decode: func(b []byte) (*Set, error) { v := new(Set); return v, v.Unmarshal(b) },
 	leq:    setLeq,
 }
 

@@ -15,6 +15,7 @@ var registerLattice = lattice[*Register]{
 	clone:  func(r *Register) *Register { c := *r; return &c },
 	merge:  func(dst, src *Register) { dst.Merge(*src) },
 	encode: (*Register).Marshal,
+	decode: func(b []byte) (*Register, error) { v := new(Register); return v, v.Unmarshal(b) },
 	leq:    func(a, b *Register) bool { return compareRegisters(a, b) <= 0 },
 }
 
