@@ -115,6 +115,9 @@ func (s *Set) Merge(o *Set) bool {
 		if len(ods) == 0 && !anySeen(ds, &o.cc) {
 			continue // the common case for a delta: o says nothing about e
 		}
+		if slices.Equal(ds, ods) {
+			continue // the common case for a full state: both sides have the same dots
+		}
 		keep := joinDots(ds, ods, &s.cc, &o.cc)
 		if slices.Equal(keep, ds) {
 			continue
