@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-// ccContains reports whether every dot of a's context is in b's. Test contexts are small, so
+// ccSubset reports whether every dot of a's context is in b's. Test contexts are small, so
 // walking each prefix dot by dot is fine.
 func ccSubset(a, b *causalContext) bool {
 	for m, n := range a.vv {
