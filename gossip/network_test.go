@@ -45,6 +45,8 @@ type cluster struct {
 	minDelay, maxDelay uint64  // ticks, at least 1
 	group              map[string]int  // partition: different groups (by addr) cannot talk
 	udpBlocked         map[string]bool // packets to or from these addrs are dropped
+	// dropIf, if set, drops the packets and streams it returns true for.
+	dropIf func(from string, p Packet) bool
 	// trace, if set, sees every packet sent (before loss).
 	trace func(from string, p Packet)
 
@@ -233,7 +235,7 @@ func (c *cluster) send(from string, p Packet) {
 	if c.trace != nil {
 		c.trace(from, p)
 	}
-	if c.group[from] != c.group[p.Addr] {
+	if c.group[from] != c.group[p.Addr] || (c.dropIf != nil && c.dropIf(from, p)) {
 		return
 	}
 	if !p.Stream {

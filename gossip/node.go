@@ -320,7 +320,7 @@ func (n *Node) send(addr string, primary *msg, extra *msg) {
 		skip = extra.name
 	}
 	before := len(b)
-	b = n.queue.fill(b, n.cfg.MaxPacketBytes-len(b), retransmitLimit(n.cfg.RetransmitMult, n.live), skip)
+	b = n.queue.fill(b, n.cfg.MaxPacketBytes-len(b), retransmitLimit(n.cfg.RetransmitMult, len(n.order)), skip)
 	if primary == nil && extra == nil && len(b) == before {
 		n.buf = b
 		return // a gossip packet with nothing to say

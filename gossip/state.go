@@ -51,9 +51,10 @@ func (n *Node) addMember(name, addr string, inc uint64, meta []byte) *member {
 	return m
 }
 
-// applyAlive handles alive(inc) about name. spread says whether to gossip it on when accepted
-// (news from a push-pull is not re-gossiped, except the sender's own record: push-pull repairs,
-// gossip spreads).
+// applyAlive handles alive(inc) about name. spread says whether to gossip it on when accepted.
+// News learned from a push-pull is gossiped on too: a push-pull mostly repairs what gossip missed,
+// and a member that missed it is likely not the only one (simultaneous joins are the usual case).
+// A joiner's queue fills with the whole group's records; MaxBroadcasts bounds that.
 func (n *Node) applyAlive(name, addr string, inc uint64, meta []byte, spread bool) {
 	if name == n.cfg.Name {
 		n.aliveAboutSelf(addr, inc, meta)
@@ -279,7 +280,7 @@ func (n *Node) handlePushPull(m *msg) {
 		r := &m.members[i]
 		switch r.State {
 		case StateAlive:
-			n.applyAlive(r.Name, r.Addr, r.Incarnation, r.Meta, r.Name == m.from)
+			n.applyAlive(r.Name, r.Addr, r.Incarnation, r.Meta, true)
 		case StateSuspect, StateDead:
 			// An unknown suspect is learned (it may be alive); an unknown dead one is not.
 			if _, known := n.members[r.Name]; !known && r.State == StateSuspect && r.Name != n.cfg.Name {
