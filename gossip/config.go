@@ -220,7 +220,7 @@ type timing struct {
 	probeInterval, probeTimeout, gossipInterval, gossipToDead, pushPull, reclaim, reap uint64
 }
 
-func (c *Config) timing() timing {
+func (c Config) timing() timing {
 	t := func(d time.Duration) uint64 {
 		if d <= 0 {
 			return 0

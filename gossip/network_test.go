@@ -20,8 +20,8 @@ type tevent struct {
 type tnode struct {
 	name, addr string
 	n          *Node
-	down       bool     // crashed: neither ticks nor receives
-	paused     bool     // neither ticks nor handles; what arrives waits in held
+	down       bool // crashed: neither ticks nor receives
+	paused     bool // neither ticks nor handles; what arrives waits in held
 	held       []delivery
 	events     []tevent // what its Ready handed over, with the cluster tick
 }
@@ -41,8 +41,8 @@ type cluster struct {
 	byName map[string]*tnode
 	due    map[uint64][]delivery
 
-	loss               float64 // probability that a packet (not a stream) is lost
-	minDelay, maxDelay uint64  // ticks, at least 1
+	loss               float64         // probability that a packet (not a stream) is lost
+	minDelay, maxDelay uint64          // ticks, at least 1
 	group              map[string]int  // partition: different groups (by addr) cannot talk
 	udpBlocked         map[string]bool // packets to or from these addrs are dropped
 	// dropIf, if set, drops the packets and streams it returns true for.
