@@ -8,10 +8,16 @@ import (
 // ticksPerSecond under the LAN profile (10 ms ticks).
 const lanSecond = 100
 
+// joinBound is how long tests wait for news to reach everyone when they do not measure it:
+// gossip usually takes well under a second, but it is probabilistic (with simultaneous joins in
+// a small group an update's few retransmissions can miss a member, about 1 seed in 20 here), and
+// the periodic push-pull (30 s, first one at a random point of the period) is the backstop.
+const joinBound = 40 * lanSecond
+
 func TestJoinConverges(t *testing.T) {
 	c := newCluster(t, testSeed(t, 1))
 	c.start(20)
-	took := c.converge(10 * lanSecond)
+	took := c.converge(joinBound)
 	t.Logf("20 members converged %d ticks after the joins", took)
 	if k := c.countEvents(EventSuspect) + c.countEvents(EventDead); k != 0 {
 		t.Fatalf("%d suspect or dead events during a fault-free join", k)
@@ -31,7 +37,7 @@ func TestCrashDetected(t *testing.T) {
 	const n = 20
 	c := newCluster(t, testSeed(t, 2))
 	c.start(n)
-	c.converge(10 * lanSecond)
+	c.converge(joinBound)
 	c.clearEvents()
 	c.node("n7").down = true
 	cfg := DefaultLANConfig("x", "y")
@@ -72,7 +78,7 @@ func TestNoFalsePositivesWithoutFaults(t *testing.T) {
 	c := newCluster(t, testSeed(t, 3))
 	c.maxDelay = 5 // 10 to 50 ms each way
 	c.start(n)
-	c.converge(10 * lanSecond)
+	c.converge(joinBound)
 	c.clearEvents()
 	c.run(200 * lanSecond) // 200 protocol periods: each member probed about 200 times
 	if k := c.countEvents(EventSuspect) + c.countEvents(EventDead); k != 0 {
@@ -90,7 +96,7 @@ func TestNoFalsePositivesWithoutFaults(t *testing.T) {
 // everyone alive again.
 func runPartition(t *testing.T, c *cluster, d uint64, opts ...cfgFn) {
 	c.start(10, opts...)
-	c.converge(10 * lanSecond)
+	c.converge(joinBound)
 	c.clearEvents()
 	c.partition(1, "n3")
 	c.run(d)
@@ -121,7 +127,7 @@ func TestPartitionHealsByRefutation(t *testing.T) {
 func TestPartitionCatchesPlantedNoRefute(t *testing.T) {
 	c := newCluster(t, testSeed(t, 4))
 	c.start(10, slowSuspicion)
-	c.converge(10 * lanSecond)
+	c.converge(joinBound)
 	c.node("n3").n.bugs.noRefute = true
 	c.partition(1, "n3")
 	c.run(5 * lanSecond)
@@ -147,15 +153,29 @@ func TestLongPartitionRejoins(t *testing.T) {
 }
 
 // A member paused for one second (a GC pause, a stalled VM) is suspected by some but refutes in
-// time: never declared dead (Lifeguard).
+// time: never declared dead (Lifeguard). Each pause starts when another member pings it, so that
+// the probe fails and the pause is noticed.
 func pausedRun(t *testing.T, c *cluster, plant func(*Node)) {
 	c.start(10)
-	c.converge(10 * lanSecond)
+	c.converge(joinBound)
 	c.clearEvents()
 	if plant != nil {
 		plant(c.node("n4").n)
 	}
+	pinged := false
+	c.trace = func(from string, p Packet) {
+		if p.Addr == nodeAddr(4) && !p.Stream {
+			_, body, _ := decodeHeader(p.Data)
+			if parts, _ := decodeParts(body); len(parts) > 0 && parts[0].typ == msgPing {
+				pinged = true
+			}
+		}
+	}
 	for range 5 {
+		pinged = false
+		for i := 0; i < 30*lanSecond && !pinged; i++ {
+			c.tick() // with a planted bug n4 may be dead and never pinged again
+		}
 		c.pause("n4")
 		c.run(lanSecond)
 		c.resume("n4")
@@ -170,15 +190,14 @@ func TestPausedMemberNotDeclaredDead(t *testing.T) {
 	if dead := c.countEvents(EventDead); dead != 0 {
 		t.Fatalf("%d dead events after 1 s pauses: %v", dead, c.eventsAbout("n4", EventDead))
 	}
-	t.Logf("suspicions of n4 during the pauses: %d", len(c.eventsAbout("n4", EventSuspect)))
+	if len(c.eventsAbout("n4", EventSuspect)) == 0 {
+		t.Fatal("n4 was never suspected: the pauses were not noticed, the test checks nothing")
+	}
 }
 
 func TestPausedCatchesPlantedNoRefute(t *testing.T) {
 	c := newCluster(t, testSeed(t, 6))
 	pausedRun(t, c, func(n *Node) { n.bugs.noRefute = true })
-	if len(c.eventsAbout("n4", EventSuspect)) == 0 {
-		t.Skip("no suspicion happened with this seed: nothing to refute")
-	}
 	if len(c.eventsAbout("n4", EventDead)) == 0 {
 		t.Fatal("without refutation a suspected n4 should have been declared dead")
 	}
@@ -217,11 +236,11 @@ func TestLabelMismatchNeverMerges(t *testing.T) {
 func TestLeave(t *testing.T) {
 	c := newCluster(t, testSeed(t, 8))
 	c.start(10)
-	c.converge(10 * lanSecond)
+	c.converge(joinBound)
 	c.clearEvents()
 	c.node("n5").n.Leave()
 	c.drain(c.node("n5"))
-	c.runUntil(5*lanSecond, "every member sees n5 left", func() bool {
+	c.runUntil(joinBound, "every member sees n5 left", func() bool {
 		for _, tn := range c.nodes {
 			if tn.name != "n5" && c.stateOf(tn.name, "n5") != "left" {
 				return false
@@ -248,7 +267,7 @@ func TestLeave(t *testing.T) {
 func TestReapAndReclaim(t *testing.T) {
 	c := newCluster(t, testSeed(t, 9))
 	c.start(5)
-	c.converge(10 * lanSecond)
+	c.converge(joinBound)
 	cfg := DefaultLANConfig("x", "y")
 	tm := cfg.timing()
 
@@ -274,7 +293,7 @@ func TestReapAndReclaim(t *testing.T) {
 	c.run(deadAt + tm.reclaim - c.now)
 	imp.n.Join(nodeAddr(0))
 	c.drain(imp)
-	c.runUntil(5*lanSecond, "every member sees n2 alive at its new address", func() bool {
+	c.runUntil(joinBound, "every member sees n2 alive at its new address", func() bool {
 		for _, tn := range c.nodes {
 			if tn.down || tn.name == "n2" {
 				continue
@@ -289,7 +308,7 @@ func TestReapAndReclaim(t *testing.T) {
 	// A left member's name is free at once; a left member is reaped after ReapAfter.
 	c.node("n3").n.Leave()
 	c.drain(c.node("n3"))
-	c.runUntil(5*lanSecond, "n0 sees n3 left", func() bool { return c.stateOf("n0", "n3") == "left" })
+	c.runUntil(joinBound, "n0 sees n3 left", func() bool { return c.stateOf("n0", "n3") == "left" })
 	leftAt := c.now
 	c.node("n3").down = true
 	c.runUntil(tm.reap+2*tm.probeInterval, "n0 reaps n3", func() bool { return c.stateOf("n0", "n3") == "" })
@@ -302,7 +321,7 @@ func TestReapAndReclaim(t *testing.T) {
 
 	c.node("n4").n.Leave()
 	c.drain(c.node("n4"))
-	c.runUntil(5*lanSecond, "n0 sees n4 left", func() bool { return c.stateOf("n0", "n4") == "left" })
+	c.runUntil(joinBound, "n0 sees n4 left", func() bool { return c.stateOf("n0", "n4") == "left" })
 	c.node("n4").down = true
 	c.byName["n4"] = nil
 	n4b := c.add(c.lanCfg("n4", "10.9.9.10:7946"))
@@ -319,7 +338,7 @@ func TestReapAndReclaim(t *testing.T) {
 func TestBlockedUDPDiagnosed(t *testing.T) {
 	c := newCluster(t, testSeed(t, 10))
 	c.start(5)
-	c.converge(10 * lanSecond)
+	c.converge(joinBound)
 	c.clearEvents()
 	c.udpBlocked[nodeAddr(2)] = true
 	c.run(60 * lanSecond)
@@ -346,7 +365,7 @@ func TestBlockedUDPDiagnosed(t *testing.T) {
 func TestBlockedUDPWithoutFallbackIsDead(t *testing.T) {
 	c := newCluster(t, testSeed(t, 10))
 	c.start(5, func(cfg *Config) { cfg.StreamFallback = false })
-	c.converge(10 * lanSecond)
+	c.converge(joinBound)
 	c.udpBlocked[nodeAddr(2)] = true
 	c.run(60 * lanSecond)
 	if len(c.eventsAbout("n2", EventDead)) == 0 {
@@ -359,7 +378,7 @@ func TestBlockedUDPWithoutFallbackIsDead(t *testing.T) {
 func TestHealthScalesProbing(t *testing.T) {
 	c := newCluster(t, testSeed(t, 11))
 	c.start(6, func(cfg *Config) { cfg.StreamFallback = false; cfg.SuspicionMult = 1000 })
-	c.converge(10 * lanSecond)
+	c.converge(joinBound)
 	deaf := c.node("n1")
 	var pings []uint64
 	c.trace = func(from string, p Packet) {
@@ -381,9 +400,11 @@ func TestHealthScalesProbing(t *testing.T) {
 	if gap := pings[len(pings)-1] - pings[len(pings)-2]; gap != uint64(h+1)*lanSecond {
 		t.Fatalf("probe interval %d ticks at health %d, want %d", gap, h, (h+1)*lanSecond)
 	}
+	// The healthy members refute the deaf member's suspicions of them, one point each, taken back
+	// by their next successful probe.
 	for _, tn := range c.nodes {
-		if tn != deaf && tn.n.Status().Health != 0 {
-			t.Fatalf("%s's health is %d: the healthy members should stay at 0", tn.name, tn.n.Status().Health)
+		if tn != deaf && tn.n.Status().Health > 1 {
+			t.Fatalf("%s's health is %d: the healthy members should stay near 0", tn.name, tn.n.Status().Health)
 		}
 	}
 	c.dropIf = nil

@@ -80,8 +80,8 @@ func (n *Node) applyAlive(name, addr string, inc uint64, meta []byte, spread boo
 			}
 			return
 		}
-		if inc > m.Incarnation {
-			n.counters.NameConflicts++
+		n.counters.NameConflicts++
+		if inc > m.Incarnation { // log a claim once per incarnation, count every refusal
 			n.log.Warn("gossip: refusing a claim of a member's name from another address",
 				"member", name, "addr", m.Addr, "state", m.State, "claim_addr", addr)
 		}
