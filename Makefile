@@ -70,3 +70,4 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime 60s ./internal/wal
 	$(GO) test -run '^$$' -fuzz FuzzReplayTail -fuzztime 60s -fuzzminimizetime 5s ./internal/wal
 	$(GO) test -run '^$$' -fuzz FuzzDecodeMessage -fuzztime 60s ./internal/wire
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./gossip
