@@ -193,6 +193,10 @@ func (r *reader) uvarint(what string, limit uint64) uint64 {
 	case n <= 0:
 		r.fail("%s: bad uvarint", what)
 		return 0
+	case n > 1 && r.b[r.off+n-1] == 0:
+		// One encoding per message keeps byte counts and fuzzing honest.
+		r.fail("%s: uvarint not minimally encoded", what)
+		return 0
 	case v > limit:
 		r.fail("%s: %d exceeds %d", what, v, limit)
 		return 0
