@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -337,7 +338,16 @@ func (d *Driver) Reload() error {
 // Close leaves gracefully: it announces the leave and waits (at most LeaveTimeout) until the
 // announcement has spread, then stops.
 func (d *Driver) Close() error {
-	if d.do(func(n *gossip.Node) { n.Leave(); d.leaving = true }) == nil {
+	alone := false
+	err := d.do(func(n *gossip.Node) {
+		// With no other live member there is nobody to tell: do not wait for the spread.
+		alone = !slices.ContainsFunc(n.Members(), func(m gossip.Member) bool {
+			return m.Name != d.cfg.Core.Name && (m.State == gossip.StateAlive || m.State == gossip.StateSuspect)
+		})
+		n.Leave()
+		d.leaving = !alone
+	})
+	if err == nil && !alone {
 		t := time.NewTimer(d.cfg.LeaveTimeout)
 		select {
 		case <-d.left:

@@ -375,3 +375,12 @@ func TestKeyringRejectsBadKeys(t *testing.T) {
 		t.Errorf("a tampered message opened")
 	}
 }
+
+func TestCloseAloneDoesNotWait(t *testing.T) {
+	d := start(t, Config{Core: fastConfig("solo"), LeaveTimeout: 10 * time.Second})
+	t0 := time.Now()
+	d.Close()
+	if el := time.Since(t0); el > 5*time.Second {
+		t.Errorf("Close of a member alone waited %v for a leave nobody can hear", el)
+	}
+}
