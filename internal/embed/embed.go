@@ -1,6 +1,9 @@
 // Package embed assembles a complete caucus member from its parts: the data directory and node
 // (internal/node), the replicated application (internal/fsm), the peer transport
-// (internal/transport) and the API server (internal/server).
+// (internal/transport), the API server (internal/server) and, when Config.GossipAddr is set,
+// gossip (internal/gossipnet, gossip.go): named by the member id in hexadecimal, it publishes
+// its address in the member's attributes, joins the addresses the membership table holds, and
+// feeds the gossip state of `member list`. Stop leaves gossip gracefully before stopping.
 // `caucus server` runs one member with it; `caucus dev` and the integration tests run several in
 // one process.
 //

@@ -14,8 +14,8 @@ import (
 // Chores are the proposals a member makes on its own, checked every ChoreInterval:
 //
 //   - every member, once it knows a leader: its own attributes (client URLs, the newest log
-//     format version it applies), until the membership table shows them, as etcd publishes its
-//     attributes; clients and `member list` learn where to reach it from them;
+//     format version it applies, and its gossip address once every member applies version 4),
+//     until the membership table shows them, as etcd publishes its attributes; clients and `member list` learn where to reach it from them;
 //   - the leader only: a LeaseExpire command for leases whose TTL has passed on its clock; a
 //     compaction when automatic compaction is due (autocompact.go); and, in a cluster whose log
 //     holds no settings yet, its configured settings as the initial ones, once every member

@@ -318,6 +318,9 @@ func (d *Driver) Stats() Stats {
 	}
 }
 
+// Keyring returns the keyring in use (nil without encryption).
+func (d *Driver) Keyring() *Keyring { return d.keys }
+
 // Reload rereads Config.KeyringFile and replaces the keys (the server calls it on SIGHUP). On
 // error the keys in use stay. Without a keyring file it does nothing.
 func (d *Driver) Reload() error {
