@@ -27,7 +27,8 @@
 //
 // Encryption (AES-GCM with a keyring and key rotation) is the I/O layer's job, not the core's: it
 // seals each Packet's Data before sending and opens it before Step (trying every key of the ring,
-// sealing with the primary), so the core never sees keys. Its overhead (nonce and tag, 28 bytes)
+// sealing with the primary), so the core never sees keys. internal/gossipnet is that layer for
+// caucus members. Its overhead (nonce and tag, 28 bytes)
 // fits in the room DefaultMaxPacketBytes leaves under a 1500-byte MTU.
 //
 // # The protocol

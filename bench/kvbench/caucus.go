@@ -24,7 +24,8 @@ func (Caucus) Name() string { return "caucus" }
 
 // Command implements System. Logging is cut to errors, as for the etcd members.
 func (c Caucus) Command() []string {
-	return append([]string{c.Bin, "server", "--log-level", "error"}, c.Args...)
+	// Any free gossip port: the members share 127.0.0.1, where the default port would collide.
+	return append([]string{c.Bin, "server", "--log-level", "error", "--gossip-addr", "127.0.0.1:0"}, c.Args...)
 }
 
 // Supports implements System.

@@ -20,7 +20,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	members := fs.Int("members", 3, "number of members")
 	dir := fs.String("data-dir", "", "directory for the members' data (default: a new temporary directory, removed on exit)")
-	basePort := fs.Int("base-port", 2379, "first client port; member i serves clients on base+2i and peers on base+2i+1 (0: any free ports)")
+	basePort := fs.Int("base-port", 2379, "first client port; member i (from 0) serves clients on base+2i, peers on base+2i+1 and gossip (UDP and TCP) on base+20+i (0: any free ports)")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -97,6 +97,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg.ClusterToken = "caucus-dev"
 		cfg.ClientListener, cfg.PeerListener = ls[i].client, ls[i].peer
 		cfg.Logger = lg
+		// Gossip with the local profile on a port of each member's own; the first member is
+		// the others' way in (they would also find each other through the log).
+		cfg.GossipProfile = embed.GossipLocal
+		cfg.GossipAddr = "127.0.0.1:0"
+		if *basePort != 0 {
+			cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", *basePort+20+i)
+		}
+		if i > 0 {
+			cfg.GossipJoin = []string{running[0].GossipAddr()}
+		}
 		m, err := embed.Start(cfg)
 		if err != nil {
 			return fmt.Errorf("dev: start %s: %w", cfg.Name, err)

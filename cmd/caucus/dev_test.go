@@ -81,6 +81,22 @@ func TestDevClusterServesAndStopsCleanly(t *testing.T) {
 	if err != nil || len(members.GetMembers()) != 3 {
 		t.Fatalf("member list: %v, %v", members, err)
 	}
+	// The members gossip with each other: member list shows each one alive.
+	for alive := 0; alive != 3; {
+		members, err := cli.MemberList(cctx)
+		if err != nil {
+			t.Fatalf("member list: %v (gossip states so far: %v)", err, members)
+		}
+		alive = 0
+		for _, m := range members.GetMembers() {
+			if m.GetGossipState() == "alive" {
+				alive++
+			}
+		}
+		if alive != 3 {
+			time.Sleep(20 * time.Millisecond) // polling a running cluster
+		}
+	}
 
 	cancel()
 	if err := <-errc; err != nil {

@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/caucus/caucus/internal/embed"
@@ -22,7 +26,7 @@ import (
 // environment variable (CAUCUS_ plus the flag name in upper case with - as _) or in a JSON config
 // file ({"name": "n1", "data-dir": "..."}); a flag on the command line wins over the environment,
 // which wins over the file.
-func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile, logLevel, bug, retention *string) {
+func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile, logLevel, bug, retention *string, g gossipFlags) {
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "human-readable name of this member")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for the log, snapshots and state machine (default <name>.caucus)")
 	fs.StringVar(&cfg.WALDir, "wal-dir", "", "directory for the log, e.g. on a dedicated disk (default <data-dir>/wal)")
@@ -60,6 +64,11 @@ func serverFlags(fs *flag.FlagSet, cfg *embed.Config) (configFile, logLevel, bug
 	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "serve runtime profiles under /debug/pprof/ on the client port")
 	fs.StringVar(&cfg.AutoCompaction.Mode, "auto-compaction-mode", "", "compact old revisions automatically: periodic or revision (default: off)")
 	retention = fs.String("auto-compaction-retention", "", "periodic: history to keep (a duration, or hours as a bare number, as etcd); revision: revisions to keep")
+	g.addr = fs.String("gossip-addr", "", "host:port to gossip on, UDP and TCP, bound and advertised to the other members (default: the host of --listen-peer-urls with port "+strconv.Itoa(defaultGossipPort)+"; port 0: any free port; off: no gossip)")
+	g.join = fs.String("gossip-join", "", "comma-separated gossip addresses (host:port) of members to join, besides those the members publish in the log")
+	fs.StringVar(&cfg.GossipProfile, "gossip-profile", embed.GossipLAN, "gossip timings: lan (1s probes), wan (5s probes, slower suspicion) or local (one host)")
+	fs.StringVar(&cfg.GossipKeyringFile, "gossip-keyring-file", "", "file of AES keys (one base64 key of 16, 24 or 32 bytes per line, the first encrypts) for gossip; reread on SIGHUP (default: no encryption)")
+	fs.StringVar(&cfg.GossipLabel, "gossip-label", "", "label every gossip message carries; members with another label are never merged (default: --initial-cluster-token)")
 	configFile = fs.String("config-file", "", "optional JSON file of flag values")
 	logLevel = fs.String("log-level", "info", "debug, info, warn or error")
 	bug = fs.String("unsafe-test-bug", "", "DO NOT USE: plants a consistency bug for checker tests (stale-reads, ack-before-commit)")
@@ -70,7 +79,7 @@ func parseServerFlags(args []string, stderr io.Writer, getenv func(string) strin
 	cfg := embed.DefaultConfig("default")
 	fs := flag.NewFlagSet("caucus server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configFile, logLevel, bug, retention := serverFlags(fs, &cfg)
+	configFile, logLevel, bug, retention, gossip := serverFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		return cfg, nil, err
 	}
@@ -120,6 +129,9 @@ func parseServerFlags(args []string, stderr io.Writer, getenv func(string) strin
 	if cfg.DataDir == "" {
 		cfg.DataDir = cfg.Name + ".caucus"
 	}
+	if err := gossip.apply(&cfg); err != nil {
+		return cfg, nil, err
+	}
 	if err := parseRetention(&cfg, *retention); err != nil {
 		return cfg, nil, err
 	}
@@ -154,6 +166,8 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	stopReload := reloadOnHangup(m, lg)
+	defer stopReload()
 	select {
 	case <-ctx.Done():
 		m.Stop()
@@ -194,4 +208,60 @@ func parseRetention(cfg *embed.Config, v string) error {
 		return fmt.Errorf("server: --auto-compaction-retention needs --auto-compaction-mode (periodic or revision)")
 	}
 	return ac.Validate()
+}
+
+// defaultGossipPort is the gossip port when --gossip-addr is not set (memberlist's, as Serf and
+// Consul use it).
+const defaultGossipPort = 7946
+
+type gossipFlags struct{ addr, join *string }
+
+// apply sets the gossip fields of cfg from --gossip-addr and --gossip-join.
+func (g gossipFlags) apply(cfg *embed.Config) error {
+	if *g.join != "" {
+		for _, a := range strings.Split(*g.join, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				cfg.GossipJoin = append(cfg.GossipJoin, a)
+			}
+		}
+	}
+	switch addr := *g.addr; addr {
+	case "off":
+		cfg.GossipAddr = ""
+		return nil
+	case "":
+		u, err := url.Parse(strings.Split(cfg.ListenPeerURL, ",")[0])
+		if err != nil || u.Hostname() == "" {
+			return fmt.Errorf("server: no --gossip-addr, and no host in --listen-peer-urls %q to default it from", cfg.ListenPeerURL)
+		}
+		host := u.Hostname()
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			return fmt.Errorf("server: --listen-peer-urls %q binds every address; set --gossip-addr to the host:port the other members reach (or off)", cfg.ListenPeerURL)
+		}
+		cfg.GossipAddr = net.JoinHostPort(host, strconv.Itoa(defaultGossipPort))
+	default:
+		cfg.GossipAddr = addr
+	}
+	// embed.Config.Validate checks the address, the profile and the label.
+	return nil
+}
+
+// reloadOnHangup rereads the gossip keyring when the process receives SIGHUP.
+func reloadOnHangup(m *embed.Member, lg *slog.Logger) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ch:
+				if err := m.ReloadGossipKeyring(); err != nil {
+					lg.Error("gossip keyring not reloaded; the keys in use stay", "err", err)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
 }

@@ -123,3 +123,28 @@ func TestWatchFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestServerGossipFlags(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	cfg, _, err := parseServerFlags([]string{"--listen-peer-urls", "http://10.1.2.3:2380"}, io.Discard, noEnv)
+	if err != nil || cfg.GossipAddr != "10.1.2.3:7946" || cfg.GossipProfile != "lan" || cfg.GossipJoin != nil {
+		t.Fatalf("defaults: addr %q profile %q join %v, err %v; want 10.1.2.3:7946, lan, none", cfg.GossipAddr, cfg.GossipProfile, cfg.GossipJoin, err)
+	}
+	cfg, _, err = parseServerFlags([]string{"--gossip-addr", "off"}, io.Discard, noEnv)
+	if err != nil || cfg.GossipAddr != "" {
+		t.Fatalf("--gossip-addr=off: addr %q, err %v", cfg.GossipAddr, err)
+	}
+	cfg, _, err = parseServerFlags([]string{"--gossip-addr", "127.0.0.1:8000", "--gossip-join", "a:1, b:2", "--gossip-profile", "wan",
+		"--gossip-label", "blue", "--gossip-keyring-file", "/etc/caucus/keys"}, io.Discard, noEnv)
+	if err != nil || cfg.GossipAddr != "127.0.0.1:8000" || strings.Join(cfg.GossipJoin, ",") != "a:1,b:2" || cfg.GossipProfile != "wan" ||
+		cfg.GossipLabel != "blue" || cfg.GossipKeyringFile != "/etc/caucus/keys" {
+		t.Fatalf("explicit gossip flags: %+v, %v", cfg, err)
+	}
+	if _, _, err := parseServerFlags([]string{"--listen-peer-urls", "http://0.0.0.0:2380"}, io.Discard, noEnv); err == nil || !strings.Contains(err.Error(), "--gossip-addr") {
+		t.Fatalf("a wildcard peer host gave no gossip default error: %v", err)
+	}
+	cfg, _, _ = parseServerFlags([]string{"--gossip-profile", "mars"}, io.Discard, noEnv)
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--gossip-profile") {
+		t.Fatalf("an unknown profile passed validation: %v", err)
+	}
+}

@@ -196,7 +196,7 @@ func TestMemberCommands(t *testing.T) {
 	fc := clienttest.NewCluster(t, 2)
 	m0, m1 := fc.Members[0], fc.Members[1]
 
-	want := fmt.Sprintf("%x, started, m0, http://127.0.0.1:12380, %s, false\n%x, started, m1, http://127.0.0.1:12381, %s, false\n",
+	want := fmt.Sprintf("%x, started, m0, http://127.0.0.1:12380, %s, false, unknown\n%x, started, m1, http://127.0.0.1:12381, %s, false, unknown\n",
 		m0.ID, m0.URL, m1.ID, m1.URL)
 	if got := mustRun(t, fc, "", "member", "list"); got != want {
 		t.Errorf("member list printed %q, want %q", got, want)
@@ -217,7 +217,7 @@ func TestMemberCommands(t *testing.T) {
 
 	table := mustRun(t, fc, "", "member", "list", "-w", "table")
 	lines := strings.Split(strings.TrimSuffix(table, "\n"), "\n")
-	if len(lines) != 7 || !strings.Contains(lines[1], "| ID ") || !strings.Contains(lines[1], "IS LEARNER") {
+	if len(lines) != 7 || !strings.Contains(lines[1], "| ID ") || !strings.Contains(lines[1], "IS LEARNER") || !strings.Contains(lines[1], "GOSSIP") {
 		t.Fatalf("member list -w table printed:\n%s", table)
 	}
 	if !strings.Contains(lines[5], newID) || !strings.Contains(lines[5], "| unstarted ") || !strings.Contains(lines[5], "| true ") {

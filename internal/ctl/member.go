@@ -25,15 +25,23 @@ func memberRow(m *caucusv1.Member) []string {
 	return []string{
 		fmt.Sprintf("%x", m.GetId()), status, m.GetName(),
 		strings.Join(m.GetPeerUrls(), ","), strings.Join(m.GetClientUrls(), ","),
-		strconv.FormatBool(m.GetIsLearner()),
+		strconv.FormatBool(m.GetIsLearner()), gossipState(m.GetGossipState()),
 	}
+}
+
+// gossipState is the GOSSIP column: the answering member's gossip view of the member.
+func gossipState(s string) string {
+	if s == "" {
+		return "unknown" // gossip off, or the member not heard of yet
+	}
+	return s
 }
 
 func memberListCommand() *command {
 	var consistency string
 	return &command{
 		name:    "list",
-		summary: "Lists the members: ID, status, name, peer URLs, client URLs, is learner.",
+		summary: "Lists the members: ID, status, name, peer URLs, client URLs, is learner, gossip state (alive, suspect, dead, left, unknown) as the answering member sees it.",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&consistency, "consistency", "l", "l (linearizable) or s (serializable: the answering member's view)")
 		},
@@ -59,7 +67,7 @@ func memberListCommand() *command {
 					rows = append(rows, memberRow(m))
 				}
 				if e.writeOut == "table" {
-					printTable(e.stdout, []string{"ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"}, rows)
+					printTable(e.stdout, []string{"ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER", "GOSSIP"}, rows)
 					return nil
 				}
 				return e.output(resp, func(w io.Writer) {

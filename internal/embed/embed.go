@@ -1,6 +1,9 @@
 // Package embed assembles a complete caucus member from its parts: the data directory and node
 // (internal/node), the replicated application (internal/fsm), the peer transport
-// (internal/transport) and the API server (internal/server).
+// (internal/transport), the API server (internal/server) and, when Config.GossipAddr is set,
+// gossip (internal/gossipnet, gossip.go): named by the member id in hexadecimal, it publishes
+// its address in the member's attributes, joins the addresses the membership table holds, and
+// feeds the gossip state of `member list`. Stop leaves gossip gracefully before stopping.
 // `caucus server` runs one member with it; `caucus dev` and the integration tests run several in
 // one process.
 //
@@ -27,6 +30,7 @@ import (
 	"time"
 
 	"github.com/caucus/caucus/internal/fsm"
+	"github.com/caucus/caucus/internal/gossipnet"
 	"github.com/caucus/caucus/internal/mvcc"
 	"github.com/caucus/caucus/internal/nativeapi"
 	"github.com/caucus/caucus/internal/node"
@@ -91,6 +95,16 @@ type Config struct {
 	Watch  watch.Options
 	Bug    server.TestBug
 	Logger *slog.Logger
+	// GossipAddr is the host:port this member gossips on (UDP and TCP, bound and advertised;
+	// port 0 binds any free port); "" runs no gossip. GossipJoin lists addresses of members to
+	// join besides those the membership table publishes. GossipProfile is lan (default), wan or
+	// local. GossipKeyringFile, if set, encrypts gossip (gossipnet's keyring file). GossipLabel
+	// keeps clusters apart on one network (default: ClusterToken).
+	GossipAddr        string
+	GossipJoin        []string
+	GossipProfile     string
+	GossipKeyringFile string
+	GossipLabel       string
 	// PeerListener and ClientListener, if set, are used instead of binding the listen URLs
 	// (tests bind port 0 first so that the initial cluster can name real ports).
 	PeerListener, ClientListener net.Listener
@@ -131,6 +145,7 @@ type Member struct {
 	PeerURL   string
 
 	trans    *transport.Transport
+	gossip   *gossipnet.Driver
 	chores   chan struct{} // closed to stop the chores
 	choresWG sync.WaitGroup
 	http     *http.Server
@@ -231,6 +246,9 @@ func (c *Config) Validate() error {
 	case c.InitialClusterState != "new" && c.InitialClusterState != "existing":
 		return fmt.Errorf("embed: initial cluster state %q must be new or existing", c.InitialClusterState)
 	}
+	if err := c.validateGossip(); err != nil {
+		return err
+	}
 	if err := c.AutoCompaction.Validate(); err != nil {
 		return fmt.Errorf("embed: %w", err)
 	}
@@ -300,6 +318,22 @@ func Start(cfg Config) (*Member, error) {
 		clientLn.Close()
 		return nil, fmt.Errorf("embed: this member's advertised peer URL %s is not in the initial cluster %q", advPeer, initial)
 	}
+	// Gossip starts first, so that its port is taken (and published) before the member is.
+	gd, err := startGossip(cfg, id, advClient, lg)
+	if err != nil {
+		peerLn.Close()
+		clientLn.Close()
+		return nil, err
+	}
+	stopGossip := func() {
+		if gd != nil {
+			gd.Abort()
+		}
+	}
+	gossipAddr := ""
+	if gd != nil {
+		gossipAddr = gd.Addr()
+	}
 	cid := clusterID(cfg.ClusterToken)
 	tick := cfg.HeartbeatInterval
 	rc := raft.DefaultConfig(id)
@@ -309,6 +343,7 @@ func Start(cfg Config) (*Member, error) {
 	rc.Logger = lg
 	bctx, err := fsm.BootstrapContext(members)
 	if err != nil {
+		stopGossip()
 		peerLn.Close()
 		clientLn.Close()
 		return nil, err
@@ -343,6 +378,7 @@ func Start(cfg Config) (*Member, error) {
 		},
 	})
 	if err != nil {
+		stopGossip()
 		peerLn.Close()
 		clientLn.Close()
 		return nil, err
@@ -356,6 +392,7 @@ func Start(cfg Config) (*Member, error) {
 		Logger:      lg,
 	})
 	if err != nil {
+		stopGossip()
 		peerLn.Close()
 		clientLn.Close()
 		return nil, fmt.Errorf("embed: start peer transport: %w", err)
@@ -366,11 +403,23 @@ func Start(cfg Config) (*Member, error) {
 	prop := fsm.NewProposer(nd, nil)
 	chores := fsm.NewChores(prop, app.Store(), fsm.ChoreConfig{
 		ClientURLs:      []string{advClient},
+		GossipAddr:      gossipAddr,
 		AutoCompaction:  cfg.AutoCompaction,
 		InitialSettings: cfg.Limits.Settings(),
 		Logger:          lg,
 	})
+	var gossipState func(uint64) string
+	if gd != nil {
+		gossipState = func(id uint64) string {
+			gm, ok := gd.Member(GossipName(id))
+			if !ok {
+				return ""
+			}
+			return gm.State.String()
+		}
+	}
 	srv := server.New(server.Config{
+		GossipState:       gossipState,
 		Node:              nd,
 		Proposer:          prop,
 		Store:             app.Store(),
@@ -400,7 +449,7 @@ func Start(cfg Config) (*Member, error) {
 	httpLn := nativeapi.Split(clientLn, native, nativeapi.SplitConfig{Logger: lg})
 	m := &Member{
 		ID: id, ClusterID: cid, Node: nd, FSM: app, Proposer: prop, Server: srv, ClientURL: advClient, PeerURL: advPeer,
-		trans: tr, native: native, clientLn: httpLn, log: lg, serveErr: make(chan error, 1),
+		trans: tr, gossip: gd, native: native, clientLn: httpLn, log: lg, serveErr: make(chan error, 1),
 		chores: make(chan struct{}),
 		// No overall read or write timeout: a snapshot download streams for as long as it
 		// takes. Idle keep-alive connections are closed so that they cannot pile up.
@@ -412,6 +461,13 @@ func Start(cfg Config) (*Member, error) {
 		defer m.choresWG.Done()
 		chores.Run(m.chores, cfg.RequestTimeout)
 	}()
+	if gd != nil {
+		m.choresWG.Add(1)
+		go func() {
+			defer m.choresWG.Done()
+			m.joinGossip(m.chores, app.Store(), cfg.GossipJoin, gossipJoinInterval(cfg.GossipProfile))
+		}()
+	}
 	go func() {
 		err := m.http.Serve(httpLn)
 		if errors.Is(err, http.ErrServerClosed) {
@@ -420,7 +476,7 @@ func Start(cfg Config) (*Member, error) {
 		m.serveErr <- err
 	}()
 	lg.Info("member started", "member", id, "cluster", fmt.Sprintf("%x", cid),
-		"client", advClient, "peer", advPeer)
+		"client", advClient, "peer", advPeer, "gossip", gossipAddr)
 	return m, nil
 }
 
@@ -428,6 +484,10 @@ func Start(cfg Config) (*Member, error) {
 // the transport. It is idempotent.
 func (m *Member) Stop() {
 	m.stopOnce.Do(func() {
+		if m.gossip != nil {
+			// Announce the leave first, so that the others see "left", not a failure.
+			_ = m.gossip.Close()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		m.Server.CloseWatches()  // else Shutdown would wait for their streams to end

@@ -14,8 +14,8 @@ import (
 // Chores are the proposals a member makes on its own, checked every ChoreInterval:
 //
 //   - every member, once it knows a leader: its own attributes (client URLs, the newest log
-//     format version it applies), until the membership table shows them, as etcd publishes its
-//     attributes; clients and `member list` learn where to reach it from them;
+//     format version it applies, and its gossip address once every member applies version 4),
+//     until the membership table shows them, as etcd publishes its attributes; clients and `member list` learn where to reach it from them;
 //   - the leader only: a LeaseExpire command for leases whose TTL has passed on its clock; a
 //     compaction when automatic compaction is due (autocompact.go); and, in a cluster whose log
 //     holds no settings yet, its configured settings as the initial ones, once every member
@@ -35,6 +35,9 @@ const maxExpirePerCommand = 1000
 type ChoreConfig struct {
 	// ClientURLs are published in this member's attributes.
 	ClientURLs []string
+	// GossipAddr is published in this member's attributes once every member applies log
+	// format version 4 ("" : none).
+	GossipAddr string
 	// AutoCompaction compacts old revisions automatically; the zero value disables it.
 	AutoCompaction AutoCompaction
 	// InitialSettings are proposed by the first leader of a cluster whose log holds no
@@ -171,15 +174,24 @@ func (c *Chores) Due(now time.Time, st raft.Status) []*logpb.Command {
 
 // attributes returns this member's attributes if the table does not show them yet (nil if it
 // does, or if the member is not in the table).
+//
+// The gossip address needs version 4: it is published only once every member has published
+// that it applies version 4, so a member first publishes its version, then (when the table says
+// every member can apply it) its gossip address.
 func (c *Chores) attributes(id raft.NodeID) *logpb.MemberAttributes {
-	for _, m := range c.store.Members() {
+	ms := c.store.Members()
+	gossipAddr := ""
+	if c.cfg.GossipAddr != "" && !slices.ContainsFunc(ms, func(m mvcc.Member) bool { return m.LogVersion < logpb.Version4 }) {
+		gossipAddr = c.cfg.GossipAddr
+	}
+	for _, m := range ms {
 		if raft.NodeID(m.ID) != id {
 			continue
 		}
-		if slices.Equal(m.ClientURLs, c.cfg.ClientURLs) && m.LogVersion == logpb.MaxVersion {
+		if slices.Equal(m.ClientURLs, c.cfg.ClientURLs) && m.LogVersion == logpb.MaxVersion && m.GossipAddr == gossipAddr {
 			return nil
 		}
-		return &logpb.MemberAttributes{Id: m.ID, ClientUrls: c.cfg.ClientURLs, LogVersion: logpb.MaxVersion}
+		return &logpb.MemberAttributes{Id: m.ID, ClientUrls: c.cfg.ClientURLs, LogVersion: logpb.MaxVersion, GossipAddr: gossipAddr}
 	}
 	return nil
 }

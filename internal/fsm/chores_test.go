@@ -82,3 +82,71 @@ func TestChoresDue(t *testing.T) {
 		t.Fatal("initial settings proposed again once the log holds settings")
 	}
 }
+
+// TestChoresPublishGossipAddr: the gossip address (log format version 4) is published only once
+// every member applies version 4; before that, the attributes carry none, so a member of an
+// older release never meets the field.
+func TestChoresPublishGossipAddr(t *testing.T) {
+	f, err := Open(Options{ID: 1, DataDir: t.TempDir(), Store: mvcc.Options{NoSync: true}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	index := uint64(0)
+	apply := func(c *logpb.Command) {
+		t.Helper()
+		index++
+		c.TimeUnixNano = time.Now().UnixNano()
+		c.Version = logpb.Needs(c)
+		if _, err := f.Apply([]raft.Entry{entryOf(t, index, c)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := f.store.Begin()
+	index++
+	b.ApplyMembers(index, []*logpb.MemberContext{{Id: 1, Name: "n1"}, {Id: 2, Name: "n2"}}, false)
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	c := NewChores(nil, f.Store(), ChoreConfig{ClientURLs: []string{"http://a"}, GossipAddr: "10.0.0.1:7946", Logger: quiet()})
+	leader := raft.Status{ID: 1, SoftState: raft.SoftState{Lead: 1, State: raft.StateLeader}}
+	attrs := func() *logpb.MemberAttributes {
+		for _, cmd := range c.Due(time.Now(), leader) {
+			if a := cmd.GetMemberAttributes(); a != nil {
+				return a
+			}
+		}
+		return nil
+	}
+	a := attrs()
+	if a == nil || a.GetGossipAddr() != "" {
+		t.Fatalf("with member 2 on version 0: attributes %v, want some without a gossip address", a)
+	}
+	apply(&logpb.Command{Op: &logpb.Command_MemberAttributes{MemberAttributes: a}})
+	apply(&logpb.Command{Op: &logpb.Command_MemberAttributes{MemberAttributes: &logpb.MemberAttributes{Id: 2, LogVersion: logpb.Version3}}})
+	if a := attrs(); a != nil {
+		t.Fatalf("with member 2 on version 3: attributes %v proposed again", a)
+	}
+	apply(&logpb.Command{Op: &logpb.Command_MemberAttributes{MemberAttributes: &logpb.MemberAttributes{Id: 2, LogVersion: logpb.Version4}}})
+	a = attrs()
+	if a.GetGossipAddr() != "10.0.0.1:7946" {
+		t.Fatalf("every member on version 4: attributes %v, want the gossip address", a)
+	}
+	cmd := &logpb.Command{Op: &logpb.Command_MemberAttributes{MemberAttributes: a}}
+	if v := logpb.Needs(cmd); v != logpb.Version4 {
+		t.Fatalf("attributes with a gossip address need version %d, want 4", v)
+	}
+	apply(cmd)
+	var got string
+	for _, m := range f.Store().Members() {
+		if m.ID == 1 {
+			got = m.GossipAddr
+		}
+	}
+	if got != "10.0.0.1:7946" || attrs() != nil {
+		t.Fatalf("member table gossip address %q (want 10.0.0.1:7946), attributes still due: %v", got, attrs())
+	}
+}

@@ -31,7 +31,8 @@
 // Proposals go the other way through the same node: Proposer stamps a command with its id,
 // proposer, time and log format version, and waits for the result Apply returns for it.
 // Chores (chores.go) run on the leader: lease expiry, automatic compaction, the member's own
-// attributes (client URLs and the log format it applies), and the initial replicated settings
+// attributes (client URLs, the log format it applies, its gossip address once every member
+// applies log format version 4), and the initial replicated settings
 // of a new cluster. They propose through the node like any client, so every member applies
 // their effect from the log.
 //

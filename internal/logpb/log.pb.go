@@ -2203,7 +2203,9 @@ type Member struct {
 	IsLearner  bool                   `protobuf:"varint,5,opt,name=is_learner,json=isLearner,proto3" json:"is_learner,omitempty"`
 	// log_version as published in MemberAttributes; 0 for a member that has published none (a
 	// release before log versions, which applies version 1 only).
-	LogVersion    uint32 `protobuf:"varint,6,opt,name=log_version,json=logVersion,proto3" json:"log_version,omitempty"`
+	LogVersion uint32 `protobuf:"varint,6,opt,name=log_version,json=logVersion,proto3" json:"log_version,omitempty"`
+	// gossip_addr as published in MemberAttributes (version 4); "" if none.
+	GossipAddr    string `protobuf:"bytes,7,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2278,6 +2280,13 @@ func (x *Member) GetLogVersion() uint32 {
 		return x.LogVersion
 	}
 	return 0
+}
+
+func (x *Member) GetGossipAddr() string {
+	if x != nil {
+		return x.GossipAddr
+	}
+	return ""
 }
 
 // MemberContext rides in a Raft ConfChange's Context: who the member is and where to reach it.
@@ -2467,7 +2476,11 @@ type MemberAttributes struct {
 	ClientUrls []string               `protobuf:"bytes,2,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
 	// log_version is the newest log format version the member's release applies. Entries of a
 	// newer version are proposed only once every member reports it (an older member would stop).
-	LogVersion    uint32 `protobuf:"varint,3,opt,name=log_version,json=logVersion,proto3" json:"log_version,omitempty"`
+	LogVersion uint32 `protobuf:"varint,3,opt,name=log_version,json=logVersion,proto3" json:"log_version,omitempty"`
+	// gossip_addr is the host:port of the member's gossip (UDP and TCP), "" if it runs none.
+	// Version 4: proposed only once every member applies it (an older member would drop it and
+	// its member table would differ).
+	GossipAddr    string `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2521,6 +2534,13 @@ func (x *MemberAttributes) GetLogVersion() uint32 {
 		return x.LogVersion
 	}
 	return 0
+}
+
+func (x *MemberAttributes) GetGossipAddr() string {
+	if x != nil {
+		return x.GossipAddr
+	}
+	return ""
 }
 
 // Settings are the values every member must apply identically (they decide outcomes), so they
@@ -4038,7 +4058,7 @@ const file_log_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\x03R\x02id\x12\x10\n" +
 	"\x03ttl\x18\x03 \x01(\x03R\x03ttl\"\x1f\n" +
 	"\vLeaseExpire\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\x03R\x03ids\"\xaa\x01\n" +
+	"\x03ids\x18\x01 \x03(\x03R\x03ids\"\xcb\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -4048,7 +4068,9 @@ const file_log_proto_rawDesc = "" +
 	"\n" +
 	"is_learner\x18\x05 \x01(\bR\tisLearner\x12\x1f\n" +
 	"\vlog_version\x18\x06 \x01(\rR\n" +
-	"logVersion\"q\n" +
+	"logVersion\x12\x1f\n" +
+	"\vgossip_addr\x18\a \x01(\tR\n" +
+	"gossipAddr\"q\n" +
 	"\rMemberContext\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -4061,13 +4083,15 @@ const file_log_proto_rawDesc = "" +
 	"\vproposal_id\x18\x01 \x01(\x04R\n" +
 	"proposalId\x12\x1a\n" +
 	"\bproposer\x18\x02 \x01(\x04R\bproposer\x121\n" +
-	"\x06member\x18\x03 \x01(\v2\x19.caucus.log.MemberContextR\x06member\"d\n" +
+	"\x06member\x18\x03 \x01(\v2\x19.caucus.log.MemberContextR\x06member\"\x85\x01\n" +
 	"\x10MemberAttributes\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1f\n" +
 	"\vclient_urls\x18\x02 \x03(\tR\n" +
 	"clientUrls\x12\x1f\n" +
 	"\vlog_version\x18\x03 \x01(\rR\n" +
-	"logVersion\"\x96\x05\n" +
+	"logVersion\x12\x1f\n" +
+	"\vgossip_addr\x18\x04 \x01(\tR\n" +
+	"gossipAddr\"\x96\x05\n" +
 	"\bSettings\x12\"\n" +
 	"\rmax_key_bytes\x18\x01 \x01(\x03R\vmaxKeyBytes\x12&\n" +
 	"\x0fmax_value_bytes\x18\x02 \x01(\x03R\rmaxValueBytes\x12*\n" +

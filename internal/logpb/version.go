@@ -23,8 +23,10 @@ const (
 	// Version3 adds events published with writes (PutRequest.events, DeleteRangeRequest.events,
 	// Command.publish, RequestOp.request_publish) and the durable consumers' commands.
 	Version3 uint32 = 3
+	// Version4 adds the gossip address to member attributes (MemberAttributes.gossip_addr).
+	Version4 uint32 = 4
 	// MaxVersion is the newest version this release applies.
-	MaxVersion = Version3
+	MaxVersion = Version4
 )
 
 // VersionOf returns the format version a command was stamped with (1 if none).
@@ -43,6 +45,10 @@ func Needs(c *Command) uint32 {
 	switch op := c.GetOp().(type) {
 	case *Command_Settings:
 		return Version2
+	case *Command_MemberAttributes:
+		if op.MemberAttributes.GetGossipAddr() != "" {
+			return Version4
+		}
 	case *Command_Publish, *Command_ConsumerCreate, *Command_ConsumerDelete, *Command_Fetch, *Command_Ack:
 		return Version3
 	case *Command_Put:
@@ -108,6 +114,8 @@ func VersionFeature(v uint32) string {
 		return "replicated settings"
 	case Version3:
 		return "events and durable consumers"
+	case Version4:
+		return "gossip addresses"
 	}
 	return fmt.Sprintf("log format version %d", v)
 }

@@ -187,7 +187,7 @@ func (b *Batch) ApplyMembership(index uint64, chs []MemberChange) {
 				b.fail(fmt.Errorf("decode member %d: %w", m.GetId(), err))
 				return
 			}
-			rec.Name, rec.PeerUrls, rec.ClientUrls, rec.LogVersion = prev.Name, prev.PeerUrls, prev.ClientUrls, prev.LogVersion
+			rec.Name, rec.PeerUrls, rec.ClientUrls, rec.LogVersion, rec.GossipAddr = prev.Name, prev.PeerUrls, prev.ClientUrls, prev.LogVersion, prev.GossipAddr
 		}
 		v, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
 		if err != nil {
@@ -216,6 +216,7 @@ func (b *Batch) memberAttributes(a *logpb.MemberAttributes) {
 	}
 	rec.ClientUrls = a.GetClientUrls()
 	rec.LogVersion = a.GetLogVersion()
+	rec.GossipAddr = a.GetGossipAddr()
 	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
 	if err != nil {
 		b.fail(fmt.Errorf("encode member %d: %w", a.GetId(), err))

@@ -46,6 +46,8 @@ type Member struct {
 	// LogVersion is the newest log format version the member published that it applies (0: it
 	// published none).
 	LogVersion uint32
+	// GossipAddr is the host:port of the member's gossip as it published it ("" if none).
+	GossipAddr string
 }
 
 // Store is the multi-version key-value state machine. Its methods are safe for concurrent use;
@@ -457,7 +459,7 @@ func (s *Store) Members() []Member {
 			if err := proto.Unmarshal(v, &m); err != nil {
 				return fmt.Errorf("mvcc: decode member: %w", err)
 			}
-			out = append(out, Member{ID: m.Id, Name: m.Name, PeerURLs: m.PeerUrls, ClientURLs: m.ClientUrls, IsLearner: m.IsLearner, LogVersion: m.LogVersion})
+			out = append(out, Member{ID: m.Id, Name: m.Name, PeerURLs: m.PeerUrls, ClientURLs: m.ClientUrls, IsLearner: m.IsLearner, LogVersion: m.LogVersion, GossipAddr: m.GossipAddr})
 			return nil
 		})
 	})

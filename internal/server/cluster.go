@@ -23,7 +23,11 @@ func (c *clusterService) members() []*caucusv1.Member {
 	ms := c.s.store.Members()
 	out := make([]*caucusv1.Member, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, memberProto(m))
+		mp := memberProto(m)
+		if gs := c.s.cfg.GossipState; gs != nil {
+			mp.GossipState = gs(m.ID)
+		}
+		out = append(out, mp)
 	}
 	return out
 }

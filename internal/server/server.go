@@ -87,6 +87,9 @@ type Config struct {
 	QuotaBackendBytes int64
 	// MemberID derives a new member's id from its name and peer URLs.
 	MemberID func(name string, peerURLs []string) uint64
+	// GossipState, if set, returns this member's gossip view of a member (alive, suspect,
+	// dead, left, or "" when unknown); member list carries it.
+	GossipState func(id uint64) string
 	// Watch holds the limits of watches (internal/watch); zero fields take its defaults.
 	Watch  watch.Options
 	Bug    TestBug

@@ -2092,12 +2092,15 @@ func (x *LeaseLeasesResponse) GetIds() []int64 {
 }
 
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	PeerUrls      []string               `protobuf:"bytes,3,rep,name=peer_urls,json=peerUrls,proto3" json:"peer_urls,omitempty"`
-	ClientUrls    []string               `protobuf:"bytes,4,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
-	IsLearner     bool                   `protobuf:"varint,5,opt,name=is_learner,json=isLearner,proto3" json:"is_learner,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	PeerUrls   []string               `protobuf:"bytes,3,rep,name=peer_urls,json=peerUrls,proto3" json:"peer_urls,omitempty"`
+	ClientUrls []string               `protobuf:"bytes,4,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
+	IsLearner  bool                   `protobuf:"varint,5,opt,name=is_learner,json=isLearner,proto3" json:"is_learner,omitempty"`
+	// gossip_state is the answering member's gossip view of this member: alive, suspect, dead,
+	// left, or "" when unknown (gossip off, or not heard of yet).
+	GossipState   string `protobuf:"bytes,6,opt,name=gossip_state,json=gossipState,proto3" json:"gossip_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2165,6 +2168,13 @@ func (x *Member) GetIsLearner() bool {
 		return x.IsLearner
 	}
 	return false
+}
+
+func (x *Member) GetGossipState() string {
+	if x != nil {
+		return x.GossipState
+	}
+	return ""
 }
 
 type MemberListRequest struct {
@@ -5031,7 +5041,7 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\x12LeaseLeasesRequest\"Z\n" +
 	"\x13LeaseLeasesResponse\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.caucus.v1.ResponseHeaderR\x06header\x12\x10\n" +
-	"\x03ids\x18\x02 \x03(\x03R\x03ids\"\x89\x01\n" +
+	"\x03ids\x18\x02 \x03(\x03R\x03ids\"\xac\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -5039,7 +5049,8 @@ const file_caucus_v1_caucus_proto_rawDesc = "" +
 	"\vclient_urls\x18\x04 \x03(\tR\n" +
 	"clientUrls\x12\x1d\n" +
 	"\n" +
-	"is_learner\x18\x05 \x01(\bR\tisLearner\"7\n" +
+	"is_learner\x18\x05 \x01(\bR\tisLearner\x12!\n" +
+	"\fgossip_state\x18\x06 \x01(\tR\vgossipState\"7\n" +
 	"\x11MemberListRequest\x12\"\n" +
 	"\flinearizable\x18\x01 \x01(\bR\flinearizable\"t\n" +
 	"\x12MemberListResponse\x121\n" +

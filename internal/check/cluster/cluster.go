@@ -203,6 +203,8 @@ func (n *Node) args(initial, state string) []string {
 		"--initial-advertise-peer-urls", n.PeerURL,
 		"--initial-cluster", initial,
 		"--initial-cluster-state", state,
+		// Any free port: clusters of concurrent tests share the host's loopback addresses.
+		"--gossip-addr", net.JoinHostPort(host(n.PeerListen), "0"),
 	}
 	return append(a, n.c.cfg.ExtraArgs...)
 }
@@ -503,4 +505,12 @@ func LeaderOf(ctx context.Context, httpc *http.Client, endpoints []string) (stri
 		return "", errors.New("no member reports itself leader")
 	}
 	return best, nil
+}
+
+func host(hostPort string) string {
+	h, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return hostPort
+	}
+	return h
 }
