@@ -168,13 +168,21 @@ func (c *eventCheck) streamAt(p evPos) (int, bool) {
 	return k, false
 }
 
-// checkpoint checks member id's committed consumers at applied index a (its event stream was
-// just checked, so the canonical stream holds every event it holds). strict: a snapshot
-// install, whose index some member must have reached.
-func (c *consumerCheck) checkpoint(id raft.NodeID, st *mvcc.Store, a uint64) {
+// progress is what a member's committed store holds of the workload's consumers (rec nil:
+// no such consumer), by c.cons.
+type progress []struct {
+	rec     *logpb.ConsumerRecord
+	pending []mvcc.PendingDelivery
+}
+
+// read reads member id's committed consumers at applied index a and compares them with every
+// other member's at a (before the event stream checks, so that a divergence is named as the
+// consumers').
+func (c *consumerCheck) read(id raft.NodeID, st *mvcc.Store, a uint64) progress {
 	c.r.st.ConsumerStates++
+	out := make(progress, len(c.cons))
 	h := mix64(a)
-	for _, sc := range c.cons {
+	for i, sc := range c.cons {
 		rec, pending, err := st.ConsumerProgress(sc.name)
 		switch {
 		case errors.Is(err, mvcc.ErrConsumerNotFound):
@@ -182,41 +190,65 @@ func (c *consumerCheck) checkpoint(id raft.NodeID, st *mvcc.Store, a uint64) {
 		case err != nil:
 			c.r.fail(StorageFault, "node %d: reading consumer %q: %v", id, sc.name, err)
 		}
-		h = mix64(h ^ c.state(id, a, sc, rec, pending))
+		out[i].rec, out[i].pending = rec, pending
+		h = mix64(h ^ digestConsumer(c.r, rec, pending))
 	}
-	rec, ok := c.digests[a]
+	c.compare(id, a, h)
+	return out
+}
+
+// compare records or compares the digest h of member id's consumers at applied index a.
+func (c *consumerCheck) compare(id raft.NodeID, a uint64, h uint64) {
+	d, ok := c.digests[a]
 	switch {
 	case !ok:
 		c.digests[a] = digestRec{digest: h, member: id}
-	case rec.digest != h:
-		c.r.fail(ConsumerState, "node %d's consumers at applied index %d differ from those node %d had there (records or pending events)", id, a, rec.member)
+	case d.digest != h:
+		c.r.fail(ConsumerState, "node %d's consumers at applied index %d differ from those node %d had there (records or pending events)", id, a, d.member)
+	}
+}
+
+// digestConsumer digests a consumer's record and pending events.
+func digestConsumer(r *nodeRun, rec *logpb.ConsumerRecord, pending []mvcc.PendingDelivery) uint64 {
+	h := mix64(0xc0)
+	if rec != nil {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
+		if err != nil {
+			r.fail(CoreContract, "encoding consumer %q: %v", rec.GetConfig().GetName(), err)
+		}
+		h = foldBytes(h, b)
+	}
+	for _, p := range pending {
+		h = mix64(h ^ uint64(p.Revision))
+		h = mix64(h ^ uint64(p.Index))
+		h = mix64(h ^ uint64(p.Attempt))
+		h = mix64(h ^ uint64(p.Deadline))
+		h = foldBytes(h, p.Key)
+	}
+	return h
+}
+
+// check checks member id's consumers read at applied index a, once its event stream is
+// checked (the canonical stream then holds every event it holds).
+func (c *consumerCheck) check(id raft.NodeID, a uint64, prog progress) {
+	for i, sc := range c.cons {
+		c.state(id, a, sc, prog[i].rec, prog[i].pending)
 	}
 }
 
 // state checks one consumer's committed state on member id at applied index a (rec nil: the
-// member has no such consumer) and returns its digest.
-func (c *consumerCheck) state(id raft.NodeID, a uint64, sc *simConsumer, rec *logpb.ConsumerRecord, pending []mvcc.PendingDelivery) uint64 {
+// member has no such consumer).
+func (c *consumerCheck) state(id raft.NodeID, a uint64, sc *simConsumer, rec *logpb.ConsumerRecord, pending []mvcc.PendingDelivery) {
 	r := c.r
 	pr := posRec{index: a, exists: rec != nil, member: id}
-	h := mix64(0xc0)
 	if rec != nil {
 		pr.floor, pr.next = evPos{rec.AckFloorRevision, rec.AckFloorIndex}, evPos{rec.NextRevision, rec.NextIndex}
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
-		if err != nil {
-			r.fail(CoreContract, "encoding consumer %q: %v", sc.name, err)
-		}
-		h = foldBytes(h, b)
 	}
 	c.position(sc, pr)
 	// Per key: only the head of its pending events may be out.
 	var heads map[string]evPos
 	for i, p := range pending {
 		pos := evPos{p.Revision, p.Index}
-		h = mix64(h ^ uint64(p.Revision))
-		h = mix64(h ^ uint64(p.Index))
-		h = mix64(h ^ uint64(p.Attempt))
-		h = mix64(h ^ uint64(p.Deadline))
-		h = foldBytes(h, p.Key)
 		if i > 0 && !(evPos{pending[i-1].Revision, pending[i-1].Index}).less(pos) {
 			r.fail(ConsumerState, "node %d (applied %d): consumer %q lists pending event %s after %d.%d", id, a, sc.name, pos, pending[i-1].Revision, pending[i-1].Index)
 		}
@@ -247,7 +279,6 @@ func (c *consumerCheck) state(id raft.NodeID, a uint64, sc *simConsumer, rec *lo
 			c.deliveredSeen(sc, kt, pos, p.Key, a, fmt.Sprintf("out (attempt %d) on node %d at applied index %d", p.Attempt, id, a))
 		}
 	}
-	return h
 }
 
 func foldBytes(h uint64, b []byte) uint64 {

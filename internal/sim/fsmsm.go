@@ -368,9 +368,10 @@ func (sm *fsmSM) checkpoint() {
 	if n := st.Size(); n > fsmMmapBytes/2 {
 		sm.r.fail(CoreContract, "node %d: its state machine file is %d bytes, too close to the simulator's map of %d", sm.m.id, n, fsmMmapBytes)
 	}
+	prog := sm.r.cons.read(sm.m.id, st, a)
 	sm.r.evs.read(sm)
 	sm.r.evs.digestAt(sm.m.id, st, a, false)
-	sm.r.cons.checkpoint(sm.m.id, st, a)
+	sm.r.cons.check(sm.m.id, a, prog)
 }
 
 // Abort implements node.StateMachine.

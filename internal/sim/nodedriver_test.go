@@ -193,6 +193,18 @@ var plantedNodeBugs = []struct {
 		name: "fsm/SessionlessWrites", opts: Options{StateMachine: SMFSM, FSMBugs: FSMBugs{SessionlessWrites: true}},
 		bound: 5, expect: []Kind{EventDuplicate},
 	},
+	{
+		// With internal/fsm: acks lost when the log replays them after a restart. The member
+		// that replayed them holds other consumer state than the others at the same index.
+		name: "fsm/ReplayDropsAcks", opts: Options{StateMachine: SMFSM, FSMBugs: FSMBugs{ReplayDropsAcks: true}},
+		bound: 5, expect: []Kind{ConsumerState, ConsumerPosition, ConsumerRedelivered},
+	},
+	{
+		// With internal/fsm: an ack answered with success that leaves the delivery pending
+		// (sent as a nak): the acknowledged event goes out again.
+		name: "fsm/AcksAsNaks", opts: Options{StateMachine: SMFSM, FSMBugs: FSMBugs{AcksAsNaks: true}},
+		bound: 5, expect: []Kind{ConsumerRedelivered},
+	},
 }
 
 func TestPlantedNodeBugs(t *testing.T) {
