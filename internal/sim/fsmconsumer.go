@@ -57,6 +57,9 @@ type consWork struct {
 	// consumer's last drain fetch.
 	drainBy   uint64
 	lastFetch map[*simConsumer]uint64
+	// inflight: a consumer's drain fetch awaits its answer (one at a time: a slow cluster
+	// would otherwise fill its log with fetches).
+	inflight map[*simConsumer]bool
 }
 
 // newConsWork draws the consumers' configurations and the workload's rates.
@@ -71,8 +74,8 @@ func (r *nodeRun) newConsWork() *consWork {
 		return c
 	}
 	c := newConsumerCheck(r, r.evs, cfg("orders-c", "orders"), cfg("pattern-c", "audit.*", "jobs/*"))
-	return &consWork{r: r, c: c, props: map[uint64]consProp{}, fetchRate: pick(rng, 0.1, 0.3, 0.6),
-		lastFetch: map[*simConsumer]uint64{}}
+	return &consWork{r: r, c: c, props: map[uint64]consProp{}, fetchRate: pick(rng, 0.05, 0.15, 0.3),
+		lastFetch: map[*simConsumer]uint64{}, inflight: map[*simConsumer]bool{}}
 }
 
 // command encodes a consumer command proposed at member m, stamped as fsm.Proposer stamps it.
@@ -182,6 +185,7 @@ func (w *consWork) answered(m raft.NodeID, id, index uint64, res mvcc.Result) {
 		}
 		sc.created = true
 	case "fetch":
+		w.inflight[sc] = false
 		if errors.Is(err, mvcc.ErrConsumerNotFound) {
 			return // proposed before the consumer's create applied
 		}
@@ -284,8 +288,9 @@ func (w *consWork) drainTick() bool {
 			continue
 		}
 		drained = false
-		if ready && r.now >= w.lastFetch[sc]+3 {
-			w.lastFetch[sc] = r.now
+		// An answer lost (the proposal failed) is waited for an election timeout at most.
+		if ready && (!w.inflight[sc] || r.now >= w.lastFetch[sc]+electionTick) {
+			w.lastFetch[sc], w.inflight[sc] = r.now, true
 			w.fetch(l, sc, 50)
 		}
 	}
