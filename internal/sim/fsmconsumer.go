@@ -134,6 +134,17 @@ func (w *consWork) tick() {
 func (w *consWork) answerDue(at func() *member) {
 	r := w.r
 	for _, sc := range w.c.cons {
+		due := false
+		for _, h := range w.held {
+			due = due || h.sc == sc && h.at <= r.now
+		}
+		if !due {
+			continue
+		}
+		m := at()
+		if m == nil {
+			continue // held until someone is up
+		}
 		a := &logpb.AckRequest{Consumer: sc.name}
 		var acks []*logpb.EventPosition
 		named := map[evPos]bool{}
@@ -155,13 +166,6 @@ func (w *consWork) answerDue(at func() *member) {
 				a.Acks = append(a.Acks, h.pos)
 				acks = append(acks, h.pos)
 			}
-		}
-		if len(named) == 0 {
-			continue
-		}
-		m := at()
-		if m == nil {
-			continue // held again below: nobody to send them to
 		}
 		w.held = keep
 		a.Session = &logpb.Session{ClientId: r.nextID + 1, Sequence: 1} // the ack's own proposal id
