@@ -28,9 +28,14 @@ import (
 // leader, every delivery acknowledged at once, until the leader's committed state has nothing
 // pending and nothing to hand out, within drainTicks; then consumercheck.go's final checks run.
 
-// drainTicks bounds the drain after the faults stop. Events of one key go out one at a time,
-// each after the ack of the previous one (a fetch and an ack: a few ticks each).
-const drainTicks = 4000
+// drainTicks plus drainTicksPerEvent per event the consumers have yet to settle (their lag when
+// the drain starts) bound the drain after the faults stop. Events of one key go out one at a
+// time, each after the ack of the previous one: an ack and the next fetch, proposed together,
+// commit in a round or two.
+const (
+	drainTicks         = 1000
+	drainTicksPerEvent = 10
+)
 
 // consProp is a consumer command the workload proposed.
 type consProp struct {
@@ -130,9 +135,10 @@ func (w *consWork) tick() {
 }
 
 // answerDue proposes, per consumer, one ack command with the held deliveries due now, through
-// the member at gives.
-func (w *consWork) answerDue(at func() *member) {
+// the member at gives, and reports the consumers it proposed one for.
+func (w *consWork) answerDue(at func() *member) map[*simConsumer]bool {
 	r := w.r
+	sent := map[*simConsumer]bool{}
 	for _, sc := range w.c.cons {
 		due := false
 		for _, h := range w.held {
@@ -170,7 +176,9 @@ func (w *consWork) answerDue(at func() *member) {
 		w.held = keep
 		a.Session = &logpb.Session{ClientId: r.nextID + 1, Sequence: 1} // the ack's own proposal id
 		w.propose(m, consProp{kind: "ack", sc: sc, acks: acks}, &logpb.Command{Op: &logpb.Command_Ack{Ack: a}})
+		sent[sc] = true
 	}
+	return sent
 }
 
 // answered takes the answer member m gave to consumer command id, applied at index.
@@ -241,7 +249,17 @@ func (w *consWork) hold(sc *simConsumer, d *logpb.Delivery) {
 
 // startDrain begins the drain once the cluster is live after the faults.
 func (w *consWork) startDrain() {
-	w.drainBy = w.r.now + drainTicks
+	var lag int64
+	if l := w.r.leader(); l != nil {
+		sts, err := l.sm.(*fsmSM).f.Store().Consumers(w.r.epoch.Add(time.Duration(w.r.now) * nodeTick))
+		if err != nil {
+			w.r.fail(StorageFault, "node %d: reading its consumers: %v", l.id, err)
+		}
+		for _, st := range sts {
+			lag += st.LagEvents
+		}
+	}
+	w.drainBy = w.r.now + drainTicks + drainTicksPerEvent*uint64(lag)
 	for i := range w.held {
 		if !w.held[i].nak {
 			w.held[i].at = w.r.now
@@ -261,7 +279,7 @@ func (w *consWork) drainTick() bool {
 	st := l.sm.(*fsmSM).f.Store()
 	now := r.epoch.Add(time.Duration(r.now) * nodeTick)
 	leader := func() *member { return l }
-	w.answerDue(leader)
+	acked := w.answerDue(leader)
 	drained := true
 	for _, sc := range w.c.cons {
 		if !sc.created {
@@ -292,14 +310,15 @@ func (w *consWork) drainTick() bool {
 			continue
 		}
 		drained = false
-		// An answer lost (the proposal failed) is waited for an election timeout at most.
-		if ready && (!w.inflight[sc] || r.now >= w.lastFetch[sc]+electionTick) {
+		// An answer lost (the proposal failed) is waited for an election timeout at most. A
+		// fetch right behind an ack hands out what the ack frees.
+		if (ready || acked[sc]) && (!w.inflight[sc] || r.now >= w.lastFetch[sc]+electionTick) {
 			w.lastFetch[sc], w.inflight[sc] = r.now, true
 			w.fetch(l, sc, 50)
 		}
 	}
 	if !drained && r.now > w.drainBy {
-		r.fail(Liveness, "the consumers were not drained within %d ticks of the cluster being live: %s", drainTicks, w.describe(st))
+		r.fail(Liveness, "the consumers were not drained by tick %d: %s", w.drainBy, w.describe(st))
 	}
 	return drained
 }
