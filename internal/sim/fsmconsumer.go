@@ -34,7 +34,8 @@ import (
 // commit in a round or two.
 const (
 	drainTicks         = 1000
-	drainTicksPerEvent = 10
+	drainTicksPerEvent = 20
+	drainFetchTimeout  = 10 * electionTick
 )
 
 // consProp is a consumer command the workload proposed.
@@ -302,17 +303,14 @@ func (w *consWork) drainTick() bool {
 		if err != nil {
 			r.fail(StorageFault, "node %d: consumer %q: %v", l.id, sc.name, err)
 		}
-		held := false
-		for _, h := range w.held {
-			held = held || h.sc == sc
-		}
-		if len(pending) == 0 && !ready && !held {
+		if len(pending) == 0 && !ready && w.heldOf(sc) == 0 {
 			continue
 		}
 		drained = false
-		// An answer lost (the proposal failed) is waited for an election timeout at most. A
+		// An answer lost (the proposal failed) is waited for drainFetchTimeout ticks: a slow
+		// cluster answers late, and fetches proposed meanwhile would only lengthen its log. A
 		// fetch right behind an ack hands out what the ack frees.
-		if (ready || acked[sc]) && (!w.inflight[sc] || r.now >= w.lastFetch[sc]+electionTick) {
+		if (ready || acked[sc]) && (!w.inflight[sc] || r.now >= w.lastFetch[sc]+drainFetchTimeout) {
 			w.lastFetch[sc], w.inflight[sc] = r.now, true
 			w.fetch(l, sc, 50)
 		}
@@ -327,9 +325,21 @@ func (w *consWork) describe(st *mvcc.Store) string {
 	var b []byte
 	for _, sc := range w.c.cons {
 		rec, pending, err := st.ConsumerProgress(sc.name)
-		b = fmt.Appendf(b, "%s: %v, %d pending (%v); ", sc.name, rec, len(pending), err)
+		ready, wake, rerr := st.FetchReady(sc.name, w.r.epoch.Add(time.Duration(w.r.now)*nodeTick))
+		b = fmt.Appendf(b, "%s: %v, pending %+v (%v), fetch ready %t, wake %d (%v), held by the client %d; ", sc.name, rec, pending, err, ready, wake, rerr, w.heldOf(sc))
 	}
 	return string(b)
+}
+
+// heldOf counts the deliveries of sc the client holds.
+func (w *consWork) heldOf(sc *simConsumer) int {
+	n := 0
+	for _, h := range w.held {
+		if h.sc == sc {
+			n++
+		}
+	}
+	return n
 }
 
 // final runs the consumers' final checks against the leader's committed state, once the event
