@@ -153,3 +153,50 @@ func (s *Store) FetchReady(name string, now time.Time) (ready bool, wake int64, 
 // (a delivery acknowledged, a key freed, a consumer created or deleted). Fetches that wait wake
 // on it and on RevChanged (new events).
 func (s *Store) ConsumersChanged() <-chan struct{} { return s.cons.wait() }
+
+// PendingDelivery is one of a consumer's pending events as the store keeps it.
+type PendingDelivery struct {
+	Revision int64
+	Index    int32
+	// Attempt is the latest delivery's attempt; 0 while the event waits behind an earlier
+	// pending event of its key.
+	Attempt int32
+	// Deadline is when the latest delivery is due again (unix nanoseconds); 0 for a waiting
+	// event that heads its key.
+	Deadline int64
+	Key      []byte
+}
+
+// ConsumerProgress returns a consumer's stored record and its pending events in position
+// order, as of the committed state: what the replicated state holds of it, for checkers (the
+// simulator compares it across members) and diagnostics. It changes nothing.
+func (s *Store) ConsumerProgress(name string) (*logpb.ConsumerRecord, []PendingDelivery, error) {
+	var rec *logpb.ConsumerRecord
+	var pending []PendingDelivery
+	err := s.view(func(tx *bolt.Tx) error {
+		cb := openConsumerBuckets(tx)
+		r, err := loadRecord(cb.rec, name)
+		if err != nil {
+			return err
+		}
+		if r == nil {
+			return errorf(ErrConsumerNotFound, "%q", name)
+		}
+		rec = r
+		prefix := consPrefix(name)
+		c := cb.pending.Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			p, ok := splitPos(k[len(prefix):])
+			if !ok {
+				return errorCorrupt(fmt.Sprintf("pending key %x", k))
+			}
+			e, err := decodePending(v)
+			if err != nil {
+				return fmt.Errorf("consumer %q: pending event %s: %w", name, p, err)
+			}
+			pending = append(pending, PendingDelivery{Revision: p.rev, Index: p.idx, Attempt: e.attempt, Deadline: e.deadline, Key: e.key})
+		}
+		return nil
+	})
+	return rec, pending, err
+}

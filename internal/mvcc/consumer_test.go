@@ -613,3 +613,36 @@ func TestConsumersSurviveReopenAndRestore(t *testing.T) {
 		checkConsumerInvariants(t, x.s)
 	}
 }
+
+// TestConsumerProgress: the committed record and pending events, in position order, with
+// their attempts and deadlines; an event waiting behind its key has attempt 0.
+func TestConsumerProgress(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.ok(consumerCmd(&logpb.ConsumerConfig{Name: "c", Topics: []string{"t"}, AckWaitMs: 1000}))
+	if _, _, err := h.s.ConsumerProgress("none"); !errors.Is(err, ErrConsumerNotFound) {
+		t.Fatalf("unknown consumer: %v, want ErrConsumerNotFound", err)
+	}
+	rev := h.publish(ev("t", "k", "1"), ev("t", "k", "2"), ev("t", "", "3"))
+	got := h.fetch("c", 10)
+	wantPayloads(t, got, "1@1", "3@1")
+	h.ok(ackCmd("c", got[1]))
+	rec, pending, err := h.s.ConsumerProgress("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := h.now.Add(time.Second).UnixNano()
+	want := []PendingDelivery{{Revision: rev, Index: 0, Attempt: 1, Deadline: deadline, Key: []byte("k")},
+		{Revision: rev, Index: 1, Attempt: 0, Key: []byte("k")}}
+	if len(pending) != len(want) {
+		t.Fatalf("pending %+v, want %+v", pending, want)
+	}
+	for i := range want {
+		p, w := pending[i], want[i]
+		if p.Revision != w.Revision || p.Index != w.Index || p.Attempt != w.Attempt || p.Deadline != w.Deadline || !bytes.Equal(p.Key, w.Key) {
+			t.Fatalf("pending[%d] = %+v, want %+v", i, p, w)
+		}
+	}
+	if rec.AckFloorRevision != rev || rec.AckFloorIndex != 0 || rec.NextRevision != rev+1 || rec.AckPending != 1 || rec.Waiting != 1 {
+		t.Fatalf("record %v: want ack floor %d.0, next %d.0, 1 pending, 1 waiting", rec, rev, rev+1)
+	}
+}

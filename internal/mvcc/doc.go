@@ -91,6 +91,8 @@
 //     head of a key's pending events is ever delivered; an acknowledged event is never
 //     delivered again; events at or after the ack floor of a consumer that is not stalled are
 //     never removed (consumer_retention.go states when a consumer is stalled).
+//     Store.ConsumerProgress exposes the committed record and pending events, so that the
+//     simulator (internal/sim) checks these invariants on every member.
 //   - Within one transaction a key is written at most once (etcd's duplicate-key rule), so every
 //     write of a command sees the pre-command state as its previous version.
 //

@@ -131,9 +131,33 @@
 //     (StateMachineSafety), and a register read after a linearizable read holds a value no
 //     older than the newest write of it acknowledged before the read (Linearizability).
 //
+// Beside the writes, two durable consumers (internal/mvcc/consumer*.go) are created early, one
+// on a topic and one on topic patterns, with a small ack wait and max deliver (fsmconsumer.go).
+// Fetches and acks are log commands proposed through random members with the simulated time;
+// each delivery is acknowledged soon, late (after its deadline), nakked or dropped, so that
+// redeliveries, stale attempts and dead letters happen. At every commit, snapshot install and
+// start each member's committed consumer state (mvcc.Store.ConsumerProgress) is checked, and so
+// is every answer (consumercheck.go):
+//
+//   - all members hold the same consumers (records, pending events, attempts, deadlines) at the
+//     same applied index, every pending event between the ack floor and next (ConsumerState);
+//   - a consumer's ack floor and next never go back as the applied index rises, on one member
+//     or across members, crashes, power-loss rebuilds and snapshot installs (ConsumerPosition);
+//   - an event whose ack was answered with success is never delivered by a later fetch, pending
+//     at a later index, nor dead-lettered (ConsumerRedelivered);
+//   - while an event of a key is pending, no later event of the key is out (ConsumerKeyOrder);
+//   - deliveries, pending events and dead letters stand for events of the stream, as published,
+//     that the consumer selects (ConsumerDelivery); the event stream checks take dead letters
+//     as the events of the fetch that publishes them;
+//   - once the cluster is live after the faults, the consumers are drained through the leader
+//     (within drainTicks), and every selected event is then acknowledged by an applied ack,
+//     dead-lettered, or still pending: none was skipped (ConsumerSkipped).
+//
 // FSMBugs plants bugs in the simulator's wrapper of the fsm and in its workload (an outbox that
-// skips replayed entries, writes without sessions), each caught at once (TestPlantedNodeBugs), and
-// TestEventCheckerCatches feeds the checker streams broken in every way it names.
+// skips replayed entries, writes without sessions, acks lost when the log replays them, acks sent
+// as naks), each caught at once (TestPlantedNodeBugs); TestEventCheckerCatches and
+// TestConsumerCheckerCatches feed the checkers streams and consumer histories broken in every way
+// they name.
 //
 // Determinism rules for this package: no goroutines, no time.Now, no map iteration that decides
 // anything (maps are only used for lookups), randomness only from the run's PRNG (and from a

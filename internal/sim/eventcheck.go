@@ -128,6 +128,35 @@ type eventCheck struct {
 	digests   map[uint64]digestRec
 	// lastWrite is, per register, the log index of the newest acknowledged write of it.
 	lastWrite map[string]uint64
+	// lastWriteAt is the stream position of the last event of a write (not a dead letter); -1:
+	// none yet.
+	lastWriteAt int
+}
+
+// appendDeadLetter checks a dead letter (the event a consumer fetch publishes for an event
+// past its last attempt, consumercheck.go) read from member id's store past the end of the
+// canonical stream, and appends it. The dead letters of one fetch are numbered from 0 at its
+// revision, which is a revision of their own.
+func (c *eventCheck) appendDeadLetter(id raft.NodeID, e *logpb.Event) {
+	r, k := c.r, len(c.stream)
+	if k > 0 {
+		p := c.stream[k-1]
+		switch {
+		case e.Revision == p.ev.Revision && (p.op != nil || e.Index != p.ev.Index+1):
+			r.fail(EventStream, "node %d holds dead letter %s right after %s at the same revision", id, formatEvent(e), formatEvent(p.ev))
+		case e.Revision < p.ev.Revision:
+			r.fail(EventStream, "node %d holds %s after %s: the revision goes back", id, formatEvent(e), formatEvent(p.ev))
+		case e.Revision > p.ev.Revision && p.op != nil && p.j != len(p.op.branches[p.branch])-1:
+			r.fail(EventStream, "node %d holds %s after only %d of the %d events of %s", id, formatEvent(e), p.j+1, len(p.op.branches[p.branch]), p.op)
+		case e.Revision > p.ev.Revision && e.Index != 0:
+			r.fail(EventStream, "node %d holds dead letter %s first at its revision", id, formatEvent(e))
+		}
+	}
+	if e.Id != mvcc.EventID(e.Revision, e.Index) {
+		r.fail(EventStream, "node %d holds dead letter %s, not named by its position", id, formatEvent(e))
+	}
+	r.cons.deadLetter(id, e, k)
+	c.stream = append(c.stream, streamEv{ev: proto.CloneOf(e), member: id})
 }
 
 func newEventCheck(r *nodeRun) *eventCheck {
@@ -136,7 +165,7 @@ func newEventCheck(r *nodeRun) *eventCheck {
 		panic(err)
 	}
 	return &eventCheck{r: r, filter: f, ops: map[uint64]*evOp{}, byPayload: map[string]int{},
-		digests: map[uint64]digestRec{}, lastWrite: map[string]uint64{}}
+		digests: map[uint64]digestRec{}, lastWrite: map[string]uint64{}, lastWriteAt: -1}
 }
 
 func (c *eventCheck) add(op *evOp) {
@@ -346,15 +375,15 @@ func (c *eventCheck) read(sm *fsmSM) {
 	r.st.EventsChecked += int64(len(evs))
 	r.ev(0xe6, uint64(id), applied, uint64(ms.seen))
 	if ms.seen > 0 {
-		if g := c.stream[ms.seen-1]; g.j != len(g.op.branches[g.branch])-1 {
+		if g := c.stream[ms.seen-1]; g.op != nil && g.j != len(g.op.branches[g.branch])-1 {
 			r.fail(EventStream, "node %d (applied %d) holds only %d of the %d events of %s", id, applied, g.j+1, len(g.op.branches[g.branch]), g.op)
 		}
-		if g := c.stream[ms.seen-1]; g.op.index > applied {
+		if g := c.stream[ms.seen-1]; g.op != nil && g.op.index > applied {
 			r.fail(EventStream, "node %d (applied %d) holds events of %s, applied at %d", id, applied, g.op, g.op.index)
 		}
 	}
 	if ms.seen < len(c.stream) {
-		if g := c.stream[ms.seen]; g.op.index <= applied {
+		if g := c.stream[ms.seen]; g.op != nil && g.op.index <= applied {
 			r.fail(EventStream, "node %d applied through %d, but its stream ends at position %d, without %s of %s (applied at %d)",
 				id, applied, ms.seen, formatEvent(g.ev), g.op, g.op.index)
 		}
@@ -366,6 +395,10 @@ func (c *eventCheck) read(sm *fsmSM) {
 func (c *eventCheck) append(id raft.NodeID, applied uint64, e *logpb.Event) {
 	r := c.r
 	k := len(c.stream)
+	if _, dead := e.Headers[mvcc.HeaderDeadLetterConsumer]; dead && r.cons != nil {
+		c.appendDeadLetter(id, e)
+		return
+	}
 	opID, b, j, ok := parsePayload(e.Payload)
 	op := c.ops[opID]
 	if !ok || op == nil || j >= len(op.branches[b]) {
@@ -393,7 +426,7 @@ func (c *eventCheck) append(id raft.NodeID, applied uint64, e *logpb.Event) {
 			r.fail(EventStream, "node %d holds %s of %s right after %s of %s at the same revision", id, formatEvent(e), op, formatEvent(p.ev), p.op)
 		case e.Revision < p.ev.Revision:
 			r.fail(EventStream, "node %d holds %s after %s: the revision goes back", id, formatEvent(e), formatEvent(p.ev))
-		case e.Revision > p.ev.Revision && p.j != len(p.op.branches[p.branch])-1:
+		case e.Revision > p.ev.Revision && p.op != nil && p.j != len(p.op.branches[p.branch])-1:
 			r.fail(EventStream, "node %d holds %s after only %d of the %d events of %s", id, formatEvent(e), p.j+1, len(p.op.branches[p.branch]), p.op)
 		}
 	}
@@ -417,12 +450,13 @@ func (c *eventCheck) append(id raft.NodeID, applied uint64, e *logpb.Event) {
 	}
 	// Commit order: the writes' events follow the log, so each key's events follow the order
 	// in which its writes committed.
-	if k > 0 {
-		if p := c.stream[k-1]; p.op != op && op.index <= p.op.index {
+	if c.lastWriteAt >= 0 {
+		if p := c.stream[c.lastWriteAt]; p.op != op && op.index <= p.op.index {
 			r.fail(EventOrder, "node %d holds %s of %s (index %d) after %s of %s (index %d)", id, formatEvent(e), op, op.index,
 				formatEvent(p.ev), p.op, p.op.index)
 		}
 	}
+	c.lastWriteAt = k
 	c.stream = append(c.stream, streamEv{ev: proto.CloneOf(e), op: op, branch: b, j: j, member: id})
 	c.byPayload[string(e.Payload)] = k
 	if j == 0 {

@@ -69,9 +69,17 @@ type FSMBugs struct {
 	// retries without one: a proposal the network or a forwarding follower duplicates is
 	// applied twice, and publishes its events twice.
 	SessionlessWrites bool
+	// ReplayDropsAcks empties the ack commands a member applies again after a restart (so the
+	// store refuses them): a consumer that keeps its acknowledgements apart from the store, so
+	// that the ones the log replays are lost. The member's consumers then differ from the
+	// others' at the same index, and hand acknowledged events out again.
+	ReplayDropsAcks bool
+	// AcksAsNaks sends the workload's acks as naks, while the checker takes them for acks: an
+	// ack that does not remove the delivery, so the acknowledged event is delivered again.
+	AcksAsNaks bool
 }
 
-var fsmBugNames = []string{"ReplayDropsEvents", "SessionlessWrites"}
+var fsmBugNames = []string{"ReplayDropsEvents", "SessionlessWrites", "ReplayDropsAcks", "AcksAsNaks"}
 
 // FSMBugNames returns the names ParseFSMBugs accepts.
 func FSMBugNames() []string { return slices.Clone(fsmBugNames) }
@@ -82,6 +90,10 @@ func fsmBugField(b *FSMBugs, name string) *bool {
 		return &b.ReplayDropsEvents
 	case "SessionlessWrites":
 		return &b.SessionlessWrites
+	case "ReplayDropsAcks":
+		return &b.ReplayDropsAcks
+	case "AcksAsNaks":
+		return &b.AcksAsNaks
 	}
 	return nil
 }
@@ -266,7 +278,12 @@ func (sm *fsmSM) Apply(ents []raft.Entry) ([]node.Applied, error) {
 				sm.ids[id] = e.Index // a duplicated proposal's answer is its first application
 			}
 			r.evs.appliedAt(id, e.Index)
-			if r.o.FSMBugs.ReplayDropsEvents && e.Index <= m.fsm.highApplied && stripEvents(&cmd) {
+			if a := cmd.GetAck(); a != nil {
+				r.cons.ackApplied(a)
+			}
+			replayed := e.Index <= m.fsm.highApplied
+			if r.o.FSMBugs.ReplayDropsEvents && replayed && stripEvents(&cmd) ||
+				r.o.FSMBugs.ReplayDropsAcks && replayed && stripAcks(&cmd) {
 				// Planted bug: the replayed entry's events are taken as published already.
 				data, err := proto.MarshalOptions{Deterministic: true}.Marshal(&cmd)
 				if err != nil {
@@ -291,6 +308,16 @@ func (sm *fsmSM) Apply(ents []raft.Entry) ([]node.Applied, error) {
 		done[k].Result = fa
 	}
 	return done, err
+}
+
+// stripAcks empties an ack command and reports whether it was one.
+func stripAcks(cmd *logpb.Command) bool {
+	a := cmd.GetAck()
+	if a == nil {
+		return false
+	}
+	a.Acks, a.Naks = nil, nil
+	return true
 }
 
 // stripEvents removes every event cmd carries and reports whether there were any.
@@ -341,8 +368,10 @@ func (sm *fsmSM) checkpoint() {
 	if n := st.Size(); n > fsmMmapBytes/2 {
 		sm.r.fail(CoreContract, "node %d: its state machine file is %d bytes, too close to the simulator's map of %d", sm.m.id, n, fsmMmapBytes)
 	}
+	prog := sm.r.cons.read(sm.m.id, st, a)
 	sm.r.evs.read(sm)
 	sm.r.evs.digestAt(sm.m.id, st, a, false)
+	sm.r.cons.check(sm.m.id, a, prog)
 }
 
 // Abort implements node.StateMachine.

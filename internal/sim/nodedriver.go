@@ -66,6 +66,12 @@ type nodeRun struct {
 	// directory holding the members' state machine files.
 	evs     *eventCheck
 	fsmRoot string
+	// cons checks the durable consumers under SMFSM and cw is their workload (fsmconsumer.go);
+	// nil otherwise.
+	cons *consumerCheck
+	cw   *consWork
+	// wasLive: the liveness probe succeeded; the consumers drain after it.
+	wasLive bool
 }
 
 // member is one simulated server: its disk and its state machine's committed image outlive
@@ -124,6 +130,8 @@ func (s *simulation) runNodes() {
 	s.nr = r
 	if s.o.StateMachine == SMFSM {
 		r.evs = newEventCheck(r)
+		r.cw = r.newConsWork()
+		r.cons = r.cw.c
 		defer r.closeFSMs()
 	}
 	r.applyCommit = pick(s.rng, time.Millisecond, 3*nodeTick)
@@ -159,13 +167,20 @@ func (s *simulation) runNodes() {
 			r.quiesce()
 		}
 		if s.quiesced {
-			if r.live() {
+			if !r.wasLive && r.live() {
+				r.wasLive = true
+				if r.cw != nil {
+					r.cw.startDrain()
+				}
+			}
+			if r.wasLive && (r.cw == nil || r.cw.drainTick()) {
 				if r.evs != nil {
 					r.evs.final()
+					r.cw.final()
 				}
 				return
 			}
-			if s.now > s.liveBy {
+			if !r.wasLive && s.now > s.liveBy {
 				s.fail(Liveness, "no leader with the probe applied everywhere within %d ticks of the faults stopping: %s",
 					s.liveBy-uint64(s.o.Ticks), r.clusterState())
 			}
@@ -487,6 +502,7 @@ func (r *nodeRun) answers(m *member) {
 		}
 		if isFSM && fa.res != nil {
 			r.evs.answered(m.id, p.id, idx, *fa.res)
+			r.cw.answered(m.id, p.id, idx, *fa.res)
 		}
 		r.st.Committed++
 		r.chk.maxAcked = max(r.chk.maxAcked, idx)

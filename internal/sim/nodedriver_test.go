@@ -60,8 +60,9 @@ var fsmSeedCounts = []struct{ nodes, seeds, short int }{
 }
 
 // TestSeedsFSM sweeps the default swarm with real internal/node members running the real
-// internal/fsm over internal/mvcc, under a workload of writes that carry events: every member's
-// event stream is checked at every commit, restore and start, and at the end (eventcheck.go).
+// internal/fsm over internal/mvcc, under a workload of writes that carry events and of durable
+// consumers: every member's event stream and consumers are checked at every commit, restore and
+// start, and at the end (eventcheck.go, consumercheck.go).
 func TestSeedsFSM(t *testing.T) {
 	for _, c := range fsmSeedCounts {
 		t.Run(fmt.Sprintf("nodes=%d", c.nodes), func(t *testing.T) {
@@ -85,7 +86,10 @@ func TestSeedsFSM(t *testing.T) {
 			// through crashes, stores rebuilt after power losses and installed snapshots.
 			if total.EventsPublished == 0 || total.EventsChecked <= total.EventsPublished || total.EventsAcked == 0 ||
 				total.RegisterReads == 0 || total.Faults[FaultCrash] == 0 || total.FSMRebuilds == 0 ||
-				total.SnapshotsInstalled == 0 || total.Faults[FaultConfChange] == 0 || total.Faults[FaultPartitionSplit] == 0 {
+				total.SnapshotsInstalled == 0 || total.Faults[FaultConfChange] == 0 || total.Faults[FaultPartitionSplit] == 0 ||
+				// and the consumers must have redelivered, refused stale acks and dead-lettered.
+				total.ConsumerDeliveries == 0 || total.ConsumerRedeliveries == 0 || total.ConsumerAcks == 0 ||
+				total.ConsumerAcksRefused == 0 || total.ConsumerDeadLetters == 0 || total.ConsumerStates == 0 {
 				t.Errorf("sweep exercised too little:\n%s", total)
 			}
 			t.Logf("%d seeds, %d nodes:\n%s", n, c.nodes, total)
@@ -192,6 +196,18 @@ var plantedNodeBugs = []struct {
 		// applied twice and its events are published twice.
 		name: "fsm/SessionlessWrites", opts: Options{StateMachine: SMFSM, FSMBugs: FSMBugs{SessionlessWrites: true}},
 		bound: 5, expect: []Kind{EventDuplicate},
+	},
+	{
+		// With internal/fsm: acks lost when the log replays them after a restart. The member
+		// that replayed them holds other consumer state than the others at the same index.
+		name: "fsm/ReplayDropsAcks", opts: Options{StateMachine: SMFSM, FSMBugs: FSMBugs{ReplayDropsAcks: true}},
+		bound: 5, expect: []Kind{ConsumerState, ConsumerPosition, ConsumerRedelivered},
+	},
+	{
+		// With internal/fsm: an ack answered with success that leaves the delivery pending
+		// (sent as a nak): the acknowledged event goes out again.
+		name: "fsm/AcksAsNaks", opts: Options{StateMachine: SMFSM, FSMBugs: FSMBugs{AcksAsNaks: true}},
+		bound: 5, expect: []Kind{ConsumerRedelivered},
 	},
 }
 

@@ -35,6 +35,9 @@ func (r *nodeRun) chaos() {
 			r.propose(m, fmt.Sprintf("k%d", s.rng.IntN(w.keys)), "w")
 		}
 	}
+	if r.cw != nil {
+		r.cw.tick()
+	}
 	if w.readRate > 0 && s.rng.Float64() < w.readRate {
 		if m := r.randomUp(); m != nil {
 			rd := nodeRead{minApplied: s.chk.maxAcked, tick: s.now}
@@ -91,6 +94,16 @@ func (r *nodeRun) propose(m *member, key, tag string) {
 	} else {
 		data = encodeWrite(key, writeValue(id, m.id, tag))
 	}
+	r.submit(m, id, data, func() string {
+		if r.evs != nil {
+			return r.evs.ops[id].String()
+		}
+		return string(data)
+	})
+}
+
+// submit proposes data as proposal id at m; what describes it for the trace.
+func (r *nodeRun) submit(m *member, id uint64, data []byte, what func() string) {
 	var p *node.Proposal
 	r.step(m, "a proposal", func() error {
 		var err error
@@ -100,11 +113,7 @@ func (r *nodeRun) propose(m *member, key, tag string) {
 	r.st.Proposed++
 	r.ev(0x21, uint64(m.id), id)
 	if r.o.Trace != nil {
-		if r.evs != nil {
-			r.tracef("n%d propose %d: %s", m.id, id, r.evs.ops[id])
-		} else {
-			r.tracef("n%d propose %d: %s", m.id, id, data)
-		}
+		r.tracef("n%d propose %d: %s", m.id, id, what())
 	}
 	if m.up() && p != nil {
 		m.props = append(m.props, nodeProp{id: id, p: p})

@@ -72,6 +72,11 @@ type Stats struct {
 	// store after a linearizable read, and FSMRebuilds the stores discarded by the reboot guard
 	// after a power loss and rebuilt from the snapshot and the log.
 	EventsPublished, EventsChecked, EventsAcked, RegisterReads, FSMRebuilds int64
+	// The durable consumers under SMFSM: fetches proposed, deliveries answered (redeliveries
+	// among them), acks answered with success and refused (stale attempt, no longer pending),
+	// events dead-lettered, and consumer states read back from members' stores and checked.
+	ConsumerFetches, ConsumerDeliveries, ConsumerRedeliveries, ConsumerAcks, ConsumerAcksRefused int64
+	ConsumerDeadLetters, ConsumerStates                                                          int64
 }
 
 // Add accumulates o into s.
@@ -106,6 +111,13 @@ func (s *Stats) Add(o Stats) {
 	s.EventsAcked += o.EventsAcked
 	s.RegisterReads += o.RegisterReads
 	s.FSMRebuilds += o.FSMRebuilds
+	s.ConsumerFetches += o.ConsumerFetches
+	s.ConsumerDeliveries += o.ConsumerDeliveries
+	s.ConsumerRedeliveries += o.ConsumerRedeliveries
+	s.ConsumerAcks += o.ConsumerAcks
+	s.ConsumerAcksRefused += o.ConsumerAcksRefused
+	s.ConsumerDeadLetters += o.ConsumerDeadLetters
+	s.ConsumerStates += o.ConsumerStates
 }
 
 // String renders a multi-line summary.
@@ -128,6 +140,10 @@ func (s Stats) String() string {
 	if s.EventsChecked > 0 || s.EventsAcked > 0 {
 		fmt.Fprintf(&b, "events (fsm):       in-streams=%d read-back=%d of-acked-writes=%d   register reads: %d   stores rebuilt after power loss: %d\n",
 			s.EventsPublished, s.EventsChecked, s.EventsAcked, s.RegisterReads, s.FSMRebuilds)
+	}
+	if s.ConsumerFetches > 0 {
+		fmt.Fprintf(&b, "consumers (fsm):    fetches=%d deliveries=%d (redeliveries=%d) acks=%d acks-refused=%d dead-lettered=%d states-checked=%d\n",
+			s.ConsumerFetches, s.ConsumerDeliveries, s.ConsumerRedeliveries, s.ConsumerAcks, s.ConsumerAcksRefused, s.ConsumerDeadLetters, s.ConsumerStates)
 	}
 	fmt.Fprintf(&b, "violations:         %d\n", s.Violations)
 	return b.String()
