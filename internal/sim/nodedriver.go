@@ -615,8 +615,8 @@ func (r *nodeRun) deliver() {
 		}
 		r.st.Delivered++
 		if r.o.Trace != nil {
-			r.tracef("n%d <- n%d(via %d) %s term=%d logterm=%d idx=%d commit=%d ents=%s reject=%t", msg.To, msg.From, from, msg.Type,
-				msg.Term, msg.LogTerm, msg.Index, msg.Commit, spanOf(msg.Entries), msg.Reject)
+			r.tracef("n%d <- n%d(via %d) %s term=%d logterm=%d idx=%d commit=%d ents=%s reject=%t%s", msg.To, msg.From, from, msg.Type,
+				msg.Term, msg.LogTerm, msg.Index, msg.Commit, spanOf(msg.Entries), msg.Reject, chunkOf(msg))
 		}
 		r.step(to, "a "+msg.Type.String(), func() error { return to.d.Step(msg) })
 	}
@@ -635,4 +635,16 @@ func (s *simulation) leaderID() raft.NodeID {
 		return l.id
 	}
 	return raft.None
+}
+
+// chunkOf describes a snapshot message's chunk and snapshot for the trace ("" for others).
+func chunkOf(m raft.Message) string {
+	if m.Chunk == nil {
+		return ""
+	}
+	s := fmt.Sprintf(" chunk=%d+%d/%d last=%t", m.Chunk.Offset, m.Chunk.Length+uint64(len(m.Chunk.Data)), m.Chunk.Total, m.Chunk.Last)
+	if m.Snapshot != nil {
+		s += fmt.Sprintf(" snap=%d@%d", m.Snapshot.Index, m.Snapshot.Term)
+	}
+	return s
 }
